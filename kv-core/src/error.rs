@@ -1,0 +1,174 @@
+//! The one error type every backend returns.
+
+use std::time::Duration;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed source error from a backend's client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong, typed so callers can react.
+///
+/// Messages never contain passwords or tokens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key or prefix is not valid; nothing was sent or changed.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The input as given (truncated if long).
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The store URL could not be parsed or names unknown options.
+    #[error("invalid store URL: {reason}")]
+    InvalidUrl {
+        /// What is wrong, without any secret from the URL.
+        reason: String,
+    },
+    /// An argument other than a key is out of range (a zero TTL, a TTL below the backend's
+    /// minimum, a zero watch buffer); nothing was changed.
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// The value is larger than the backend accepts; nothing was written.
+    #[error("value of {size} bytes exceeds this backend's limit of {max} bytes")]
+    ValueTooLarge {
+        /// Size of the rejected value.
+        size: usize,
+        /// The backend's limit ([`crate::Capabilities::max_value_bytes`]).
+        max: usize,
+    },
+    /// A precondition (`MustNotExist`, `Version`) did not hold; nothing was changed.
+    #[error("precondition failed for {key}: {reason}")]
+    Conflict {
+        /// The key whose precondition failed.
+        key: String,
+        /// The expected and actual state.
+        reason: String,
+    },
+    /// The backend did not answer in time. The operation may or may not have been applied.
+    #[error("{operation} timed out after {after:?}; check that the server is reachable or raise the timeout")]
+    Timeout {
+        /// What was being done.
+        operation: &'static str,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The backend cannot be reached or lost the connection.
+    #[error("backend unavailable: {message}")]
+    Unavailable {
+        /// What failed, and what to check.
+        message: String,
+        /// The client library's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Authentication or authorization failed.
+    #[error("authentication failed: {message}")]
+    Auth {
+        /// What the server said, without the credentials.
+        message: String,
+    },
+    /// The lock's lease expired or could not be renewed: it can no longer be guaranteed.
+    #[error("lock on {key} was lost (lease expired or could not be renewed)")]
+    LockLost {
+        /// The lock's key.
+        key: String,
+    },
+    /// The watch consumer fell behind the watch buffer; the stream ended. Start a new watch
+    /// (with `since` where the backend keeps history) to catch up.
+    #[error("watch fell more than {buffer} events behind and was ended; start a new watch to catch up")]
+    WatchLagged {
+        /// The buffer size that overflowed.
+        buffer: usize,
+    },
+    /// `since` asked for history the backend no longer keeps.
+    #[error(
+        "watch history before version {oldest} is no longer kept (asked to resume after {requested}); re-read the current state instead"
+    )]
+    Compacted {
+        /// The version asked for.
+        requested: u64,
+        /// The oldest version from which history is still available.
+        oldest: u64,
+    },
+    /// The backend lacks a capability the call needs.
+    #[error("{backend} does not support {capability}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// The missing capability, as named in [`crate::Capabilities`].
+        capability: &'static str,
+    },
+    /// The store handle was closed.
+    #[error("the store handle is closed")]
+    Closed,
+    /// Any other backend failure.
+    #[error("backend error: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl Error {
+    /// True if the same call may succeed when repeated (after a pause): timeouts, lost
+    /// connections, and lagged watches (start a new one).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::Unavailable { .. } | Error::WatchLagged { .. }
+        )
+    }
+
+    /// Builds an [`Error::Conflict`].
+    pub fn conflict(key: impl ToString, reason: impl Into<String>) -> Error {
+        Error::Conflict {
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::InvalidUrl`].
+    pub fn invalid_url(reason: impl Into<String>) -> Error {
+        Error::InvalidUrl {
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::InvalidArgument`].
+    pub fn invalid_argument(reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Unavailable`].
+    pub fn unavailable(message: impl Into<String>, source: Option<BoxError>) -> Error {
+        Error::Unavailable {
+            message: message.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_errors() {
+        assert!(
+            Error::Timeout {
+                operation: "get",
+                after: Duration::from_secs(1)
+            }
+            .is_retryable()
+        );
+        assert!(Error::unavailable("down", None).is_retryable());
+        assert!(!Error::conflict("k", "exists").is_retryable());
+        assert!(!Error::Closed.is_retryable());
+    }
+}

@@ -1,0 +1,35 @@
+//! The contract of **kv**: one async API for coordination data — keys, watches, leases and
+//! locks — implemented by every backend (in-memory, sled, etcd, Consul, ZooKeeper, Redis).
+//!
+//! This crate holds no backend code: the [`Store`] and [`Lock`] traits, [`Key`] and [`Prefix`]
+//! normalization, [`KvPair`] and [`WatchEvent`], options, [`Capabilities`], the [`Error`] type
+//! and [`StoreUrl`] parsing. The rules every backend follows are in `docs/SEMANTICS.md` and are
+//! enforced by the `conformance` crate.
+//!
+//! ```
+//! use kv_core::{Key, Prefix};
+//! let key = Key::parse("/app/config/color/").unwrap();
+//! assert_eq!(key.as_str(), "app/config/color");
+//! assert!(Prefix::parse("app").unwrap().covers(&key));
+//! ```
+
+mod capabilities;
+mod error;
+mod key;
+mod lock;
+mod store;
+mod types;
+mod url;
+
+pub use bytes::Bytes;
+pub use capabilities::{Capabilities, TtlSupport};
+pub use error::{BoxError, Error, Result};
+pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize};
+pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder};
+pub use store::{Store, WatchStream};
+pub use tokio_util::sync::CancellationToken;
+pub use types::{
+    Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,
+    WatchOptions,
+};
+pub use url::{HostPort, Secret, StoreUrl};

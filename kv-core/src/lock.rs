@@ -1,0 +1,129 @@
+//! Distributed locks with leases and fencing tokens.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::key::Key;
+
+/// A lock on a key (or a subtree), from [`Store::new_lock`](crate::Store::new_lock).
+///
+/// Acquiring gives a [`LockGuard`]; the lock is held until the guard is released or dropped,
+/// or until its lease can no longer be renewed ([`LockGuard::lost`]).
+#[async_trait]
+pub trait Lock: Send + Sync + fmt::Debug {
+    /// The locked key.
+    fn key(&self) -> &Key;
+
+    /// Waits until the lock is free and takes it. Dropping the future abandons the wait and
+    /// leaves nothing behind.
+    async fn acquire(&self) -> Result<LockGuard>;
+
+    /// Takes the lock if it is free now; `None` if someone else holds it (or a conflicting
+    /// subtree lock).
+    async fn try_acquire(&self) -> Result<Option<LockGuard>>;
+
+    /// Who holds exactly this lock now, if anyone (for leader discovery).
+    async fn holder(&self) -> Result<Option<LockHolder>>;
+}
+
+/// The current holder of a lock, as seen by anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holder's [`LockOptions::value`](crate::LockOptions::value).
+    pub value: Bytes,
+    /// The holder's fencing token.
+    pub fencing_token: u64,
+}
+
+/// The backend's side of a held lock: renewal is the backend's business, release goes here.
+#[async_trait]
+pub trait LeaseHandle: Send + Sync + 'static {
+    /// Releases the lock and stops renewing; [`Error::LockLost`](crate::Error::LockLost) if it
+    /// had already been lost.
+    async fn release(&mut self) -> Result<()>;
+
+    /// Releases without waiting, from `Drop` (may spawn a task or do it synchronously).
+    fn release_in_background(&mut self);
+}
+
+/// A held lock. Its lease is renewed in the background until [`LockGuard::release`] or drop.
+///
+/// Protect writes made under the lock with [`LockGuard::fencing_token`], and stop working when
+/// [`LockGuard::lost`] fires: after that, another holder may exist.
+pub struct LockGuard {
+    key: Key,
+    fencing_token: u64,
+    lost: CancellationToken,
+    handle: Option<Box<dyn LeaseHandle>>,
+}
+
+impl LockGuard {
+    /// For backends: a guard over a held lease. `lost` must be cancelled by the backend when
+    /// the lease expires or cannot be renewed.
+    pub fn new(
+        key: Key,
+        fencing_token: u64,
+        lost: CancellationToken,
+        handle: Box<dyn LeaseHandle>,
+    ) -> LockGuard {
+        LockGuard {
+            key,
+            fencing_token,
+            lost,
+            handle: Some(handle),
+        }
+    }
+
+    /// The locked key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Strictly increasing across successive holders of this lock: pass it along with writes
+    /// so that a resource can refuse writes from a holder that has since lost the lock.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// Fires when the lock can no longer be guaranteed (lease expired, renewal failed, store
+    /// closed). Await `lost().cancelled()` or use it in `select!`.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// True once [`LockGuard::lost`] has fired.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Releases the lock. Fails with [`Error::LockLost`](crate::Error::LockLost) if it was lost
+    /// before: whatever was done under it may have overlapped with another holder.
+    pub async fn release(mut self) -> Result<()> {
+        match self.handle.take() {
+            Some(mut handle) => handle.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(mut handle) = self.handle.take() {
+            handle.release_in_background();
+        }
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key)
+            .field("fencing_token", &self.fencing_token)
+            .field("lost", &self.lost.is_cancelled())
+            .finish()
+    }
+}

@@ -1,0 +1,84 @@
+//! The [`Store`] trait every backend implements.
+
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures_core::Stream;
+
+use crate::capabilities::Capabilities;
+use crate::error::Result;
+use crate::lock::Lock;
+use crate::types::{Child, KvPair, LockOptions, PutOptions, Precondition, WatchEvent, WatchOptions};
+
+/// A stream of watch events. It ends only after an `Err` item (lag, lost connection, closed
+/// store), never silently. Dropping it stops the watch.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send + 'static>>;
+
+/// One API for coordination data, the same on every backend.
+///
+/// Keys and prefixes are passed as strings and validated with [`Key::parse`](crate::Key::parse)
+/// / [`Prefix::parse`](crate::Prefix::parse) before anything is sent; an invalid one fails with
+/// [`Error::InvalidKey`](crate::Error::InvalidKey) and changes nothing. Prefixes are bounded by
+/// segments (`app` never covers `apple`); the empty prefix is the whole store. The full contract
+/// is in `docs/SEMANTICS.md`.
+///
+/// Share a store as `Arc<dyn Store>`; every method takes `&self`.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// What this backend supports and its limits.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Writes `value` under `key` and returns the new version.
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64>;
+
+    /// Reads a key; `None` if it does not exist (never put, deleted or expired).
+    async fn get(&self, key: &str) -> Result<Option<KvPair>>;
+
+    /// Removes one key (not the keys below it); returns whether it existed.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// True if the key holds a value. Path segments that were never put are not keys.
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// Every key the prefix covers (the prefix key itself and everything below), sorted by the
+    /// key's bytes. A missing prefix lists empty.
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>>;
+
+    /// The direct children of a prefix, like a directory listing, sorted by key.
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>>;
+
+    /// Removes the prefix key and every key below it; returns how many keys were removed.
+    async fn delete_tree(&self, prefix: &str) -> Result<u64>;
+
+    /// Writes only if `precondition` holds, else [`Error::Conflict`](crate::Error::Conflict)
+    /// and nothing changes. Returns the new version.
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64>;
+
+    /// Deletes only if the key exists with exactly `version`, else
+    /// [`Error::Conflict`](crate::Error::Conflict) and nothing changes.
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()>;
+
+    /// Watches one key, which need not exist yet. Starts with the current state (a `Put` if the
+    /// key exists) unless [`WatchOptions::since`] is set, then delivers live changes.
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream>;
+
+    /// Watches every key a prefix covers. Starts with one `Put` per existing key (sorted by
+    /// key) unless [`WatchOptions::since`] is set, then delivers live changes with no gap.
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream>;
+
+    /// A lock on `key` (or its subtree, per [`LockOptions::scope`]); nothing is taken until
+    /// [`Lock::acquire`] or [`Lock::try_acquire`].
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>>;
+
+    /// Closes this handle: later calls fail with [`Error::Closed`](crate::Error::Closed), its
+    /// watches end with that error, its locks are released and their `lost()` fires. Other
+    /// handles on the same data are not affected.
+    async fn close(&self) -> Result<()>;
+}

@@ -1,0 +1,381 @@
+//! Store URLs: `scheme://[user[:password]@]host[:port][,host[:port]...][/root-prefix][?options]`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+
+use crate::error::{Error, Result};
+use crate::key::Prefix;
+
+/// Option names whose values are secrets, redacted in `Debug` and `Display`.
+const SECRET_OPTIONS: &[&str] = &["token", "password", "secret", "auth"];
+
+/// A password or token: never shown by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for sending to the server. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// One `host[:port]` of a store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port, if given.
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    /// `host:port`, with the default port if none was given (IPv6 hosts bracketed).
+    pub fn address(&self, default_port: u16) -> String {
+        let port = self.port.unwrap_or(default_port);
+        if self.host.contains(':') {
+            format!("[{}]:{port}", self.host)
+        } else {
+            format!("{}:{port}", self.host)
+        }
+    }
+}
+
+/// A parsed store URL, the typed configuration backends read.
+///
+/// ```
+/// use kv_core::StoreUrl;
+/// let url: StoreUrl = "etcd://user:pw@10.0.0.1:2379,10.0.0.2/app?timeout=5s".parse().unwrap();
+/// assert_eq!(url.scheme, "etcd");
+/// assert_eq!(url.hosts.len(), 2);
+/// assert_eq!(url.root().unwrap().as_str(), "app");
+/// assert_eq!(url.duration_option("timeout").unwrap(), Some(std::time::Duration::from_secs(5)));
+/// assert!(!format!("{url:?}").contains("pw"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    /// The scheme, lower-cased (`memory`, `etcd`, `rediss`, ...).
+    pub scheme: String,
+    /// The user name, percent-decoded.
+    pub username: Option<String>,
+    /// The password, percent-decoded.
+    pub password: Option<Secret>,
+    /// Hosts in the order given; empty when the URL has none (`memory://`).
+    pub hosts: Vec<HostPort>,
+    /// The path after the hosts, percent-decoded, without the leading `/`.
+    pub path: String,
+    /// Query options in the order given, percent-decoded.
+    pub options: Vec<(String, String)>,
+}
+
+impl StoreUrl {
+    /// Parses a store URL; bad input is [`Error::InvalidUrl`] with the reason (never the
+    /// password).
+    pub fn parse(input: &str) -> Result<StoreUrl> {
+        let (scheme, rest) = input
+            .split_once("://")
+            .ok_or_else(|| Error::invalid_url("expected scheme://..., e.g. memory:// or etcd://host:2379"))?;
+        if scheme.is_empty()
+            || !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        {
+            return Err(Error::invalid_url(format!("invalid scheme {scheme:?}")));
+        }
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        if before_query.contains('#') || query.is_some_and(|q| q.contains('#')) {
+            return Err(Error::invalid_url("fragments (#...) are not allowed"));
+        }
+        let (authority, path) = match before_query.find('/') {
+            Some(at) => (&before_query[..at], &before_query[at + 1..]),
+            None => (before_query, ""),
+        };
+        let (userinfo, hostlist) = match authority.rfind('@') {
+            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(info) => {
+                let (user, pass) = match info.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (info, None),
+                };
+                let user = decode(user, "user name")?;
+                let pass = pass.map(|p| decode(p, "password")).transpose()?;
+                ((!user.is_empty()).then_some(user), pass.map(Secret))
+            }
+        };
+        let hosts = if hostlist.is_empty() {
+            Vec::new()
+        } else {
+            hostlist.split(',').map(parse_host).collect::<Result<_>>()?
+        };
+        let mut options: Vec<(String, String)> = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(name, "option name")?;
+            if options.iter().any(|(n, _)| *n == name) {
+                return Err(Error::invalid_url(format!("option {name:?} is given twice")));
+            }
+            options.push((name, decode(value, "option value")?));
+        }
+        Ok(StoreUrl {
+            scheme: scheme.to_ascii_lowercase(),
+            username,
+            password,
+            hosts,
+            path: decode(path, "path")?,
+            options,
+        })
+    }
+
+    /// The path as a key prefix under which every key of this store lives.
+    pub fn root(&self) -> Result<Prefix> {
+        Prefix::parse(&self.path)
+            .map_err(|e| Error::invalid_url(format!("root prefix {:?} is not a valid key: {e}", self.path)))
+    }
+
+    /// The value of an option.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An option parsed with `FromStr`; a bad value is [`Error::InvalidUrl`].
+    pub fn parse_option<T: FromStr>(&self, name: &str) -> Result<Option<T>>
+    where
+        T::Err: fmt::Display,
+    {
+        self.option(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| Error::invalid_url(format!("option {name}={v:?}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// A duration option such as `timeout=500ms` or `timeout=5s`.
+    pub fn duration_option(&self, name: &str) -> Result<Option<Duration>> {
+        self.option(name)
+            .map(|v| {
+                humantime::parse_duration(v).map_err(|e| {
+                    Error::invalid_url(format!("option {name}={v:?}: {e} (try e.g. 500ms, 5s, 1m)"))
+                })
+            })
+            .transpose()
+    }
+
+    /// A boolean option (`true`/`false`/`1`/`0`).
+    pub fn bool_option(&self, name: &str) -> Result<Option<bool>> {
+        self.option(name)
+            .map(|v| match v {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(Error::invalid_url(format!("option {name}={v:?}: expected true or false"))),
+            })
+            .transpose()
+    }
+
+    /// Fails on any option not in `known`, naming the known ones: typos do not pass silently.
+    pub fn check_options(&self, known: &[&str]) -> Result<()> {
+        match self.options.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            None => Ok(()),
+            Some((name, _)) => Err(Error::invalid_url(format!(
+                "unknown option {name:?} for {}:// (known: {})",
+                self.scheme,
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ))),
+        }
+    }
+}
+
+impl FromStr for StoreUrl {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<StoreUrl> {
+        StoreUrl::parse(s)
+    }
+}
+
+/// Shows the URL with the password and secret options replaced by `***`.
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://", self.scheme)?;
+        if let Some(user) = &self.username {
+            f.write_str(user)?;
+        }
+        if self.password.is_some() {
+            f.write_str(":***")?;
+        }
+        if self.username.is_some() || self.password.is_some() {
+            f.write_str("@")?;
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match host.port {
+                Some(_) => f.write_str(&host.address(0))?,
+                None => f.write_str(&host.host)?,
+            }
+        }
+        if !self.path.is_empty() {
+            write!(f, "/{}", self.path)?;
+        }
+        for (i, (name, value)) in self.options.iter().enumerate() {
+            let shown = if SECRET_OPTIONS.contains(&name.as_str()) { "***" } else { value };
+            write!(f, "{}{name}={shown}", if i == 0 { '?' } else { '&' })?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({self})")
+    }
+}
+
+fn decode(part: &str, what: &str) -> Result<String> {
+    percent_decode_str(part)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::invalid_url(format!("the {what} is not valid UTF-8 after percent-decoding")))
+}
+
+fn parse_host(spec: &str) -> Result<HostPort> {
+    let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| Error::invalid_url(format!("unclosed '[' in host {spec:?}")))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(Error::invalid_url(format!("unexpected text after ']' in host {spec:?}"))),
+            },
+        }
+    } else {
+        match spec.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (spec, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(Error::invalid_url(format!("empty host in {spec:?}")));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@' || c == '/') {
+        return Err(Error::invalid_url(format!("invalid host {host:?}")));
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| Error::invalid_url(format!("invalid port {p:?} in host {spec:?} (1-65535)")))
+        })
+        .transpose()?;
+    Ok(HostPort {
+        host: decode(host, "host")?,
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_everything() {
+        let url = StoreUrl::parse("Redis://me:p%40ss@h1:6379,[::1]:7000,h3/0?root=app&timeout=2s").unwrap();
+        assert_eq!(url.scheme, "redis");
+        assert_eq!(url.username.as_deref(), Some("me"));
+        assert_eq!(url.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!(
+            url.hosts,
+            vec![
+                HostPort { host: "h1".into(), port: Some(6379) },
+                HostPort { host: "::1".into(), port: Some(7000) },
+                HostPort { host: "h3".into(), port: None },
+            ]
+        );
+        assert_eq!(url.hosts[1].address(1), "[::1]:7000");
+        assert_eq!(url.path, "0");
+        assert_eq!(url.option("root"), Some("app"));
+        assert_eq!(url.duration_option("timeout").unwrap(), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn no_hosts() {
+        let url = StoreUrl::parse("memory://").unwrap();
+        assert!(url.hosts.is_empty());
+        assert!(url.root().unwrap().is_root());
+        let url = StoreUrl::parse("sled:///var/lib/kv").unwrap();
+        assert!(url.hosts.is_empty());
+        assert_eq!(url.path, "var/lib/kv");
+    }
+
+    #[test]
+    fn bad_urls_say_why() {
+        for (input, needle) in [
+            ("etcd", "scheme://"),
+            ("://x", "scheme"),
+            ("etcd://h:99999", "port"),
+            ("etcd://h:0", "port"),
+            ("etcd://h:abc", "port"),
+            ("etcd://h1,,h2", "empty host"),
+            ("etcd://[::1", "unclosed"),
+            ("etcd://h?a=1&a=2", "twice"),
+            ("etcd://h/a#frag", "fragment"),
+            ("etcd://u:%ff@h", "password"),
+        ] {
+            let err = StoreUrl::parse(input).unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }));
+            assert!(err.to_string().contains(needle), "{input}: {err}");
+        }
+        let url = StoreUrl::parse("etcd://h/a//b").unwrap();
+        assert!(matches!(url.root(), Err(Error::InvalidUrl { .. })));
+    }
+
+    #[test]
+    fn secrets_never_shown() {
+        let url = StoreUrl::parse("consul://admin:hunter2@h:8500/app?token=s3cr3t&dc=x").unwrap();
+        for shown in [format!("{url}"), format!("{url:?}"), format!("{:?}", url.password)] {
+            assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        }
+        assert_eq!(url.to_string(), "consul://admin:***@h:8500/app?token=***&dc=x");
+        let err = StoreUrl::parse("etcd://u:hunter2@h:bad").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let url = StoreUrl::parse("memory://x?histroy=5").unwrap();
+        let err = url.check_options(&["history"]).unwrap_err();
+        assert!(err.to_string().contains("histroy") && err.to_string().contains("history"));
+        let url = StoreUrl::parse("memory://x?tls=maybe&n=z").unwrap();
+        assert!(url.bool_option("tls").is_err());
+        assert!(url.parse_option::<u32>("n").is_err());
+        assert!(url.duration_option("nope").unwrap().is_none());
+    }
+}
