@@ -1,1 +1,291 @@
-//! kv-memory
+//! The in-memory reference backend of **kv**: a hierarchical namespace with watches, TTLs,
+//! watch history, and key and subtree locks with expiring leases. Every other backend must
+//! behave like this one; it passes the whole conformance suite with every capability.
+//!
+//! URLs: `memory://` is private to the handle; `memory://NAME` is shared by every handle opened
+//! with that name in this process, for as long as one of them is alive. Options:
+//! `history=N` (events kept for `WatchOptions::since`, default 10000; `0` disables history),
+//! `max_value_bytes=N` (default 16 MiB). A named namespace keeps the options it was created with.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kv_core::Result<()> {
+//! use kv_core::{PutOptions, Store};
+//! let store = kv_memory::MemoryStore::open("memory://")?;
+//! store.put("app/color", b"blue", PutOptions::default()).await?;
+//! assert_eq!(store.get("/app/color/").await?.unwrap().value, "blue");
+//! # Ok(()) }
+//! ```
+
+mod history;
+mod lock;
+mod namespace;
+mod state;
+mod tree;
+mod watch;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kv_core::{
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions,
+    Precondition, PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream,
+    normalize,
+};
+
+use crate::lock::MemoryLock;
+use crate::namespace::Namespace;
+use crate::watch::MemoryWatch;
+
+/// Events kept for `WatchOptions::since` unless `history=N` says otherwise.
+pub const DEFAULT_HISTORY: usize = 10_000;
+/// Largest value unless `max_value_bytes=N` says otherwise.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A handle on an in-memory namespace. Cheap to share as `Arc<dyn Store>`.
+pub struct MemoryStore {
+    namespace: Arc<Namespace>,
+    name: Option<String>,
+    /// Identifies this handle's locks, released on close.
+    id: u64,
+    /// Fires on close: ends this handle's watches and lock waits.
+    closed: CancellationToken,
+}
+
+impl MemoryStore {
+    /// Opens `memory://` (a private namespace) or `memory://NAME` (shared in this process).
+    pub fn open(url: &str) -> Result<MemoryStore> {
+        Self::from_url(&StoreUrl::parse(url)?)
+    }
+
+    /// Opens a parsed `memory://` URL.
+    pub fn from_url(url: &StoreUrl) -> Result<MemoryStore> {
+        if url.scheme != "memory" {
+            return Err(Error::invalid_url(format!(
+                "kv-memory opens memory:// URLs, not {}://",
+                url.scheme
+            )));
+        }
+        url.check_options(&["history", "max_value_bytes"])?;
+        if url.username.is_some() || url.password.is_some() || !url.path.is_empty() {
+            return Err(Error::invalid_url(
+                "memory:// takes only a namespace name: memory:// or memory://NAME",
+            ));
+        }
+        let name = match url.hosts.as_slice() {
+            [] => None,
+            [host] if host.port.is_none() => Some(host.host.clone()),
+            _ => {
+                return Err(Error::invalid_url(
+                    "memory:// takes one namespace name without a port: memory://NAME",
+                ));
+            }
+        };
+        let history = url.parse_option("history")?.unwrap_or(DEFAULT_HISTORY);
+        let max_value = url
+            .parse_option("max_value_bytes")?
+            .unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+        let create = || {
+            let mut capabilities = Capabilities::full("memory", max_value);
+            capabilities.watch_history = history > 0;
+            Namespace::new(capabilities, history)
+        };
+        let namespace = match &name {
+            Some(name) => namespace::named(name, create)?,
+            None => create()?,
+        };
+        static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+        Ok(MemoryStore {
+            namespace,
+            name,
+            id: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
+            closed: CancellationToken::new(),
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Validates a key and the handle state; returns the normalized key.
+    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
+        self.check_open()?;
+        let normalized = normalize(key)?;
+        if normalized.is_empty() {
+            // Re-parse for the uniform "needs at least one segment" error.
+            Key::parse(key)?;
+        }
+        Ok(normalized)
+    }
+
+    /// Validates a prefix and the handle state; returns the normalized prefix.
+    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
+        self.check_open()?;
+        normalize(prefix)
+    }
+
+    fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+        options: &PutOptions,
+    ) -> Result<u64> {
+        let key = self.key(key)?;
+        let caps = &self.namespace.capabilities;
+        caps.check_value(value.len())?;
+        let now = Instant::now();
+        let expires_at = options
+            .ttl
+            .map(|ttl| {
+                let ttl = caps.check_ttl(ttl)?;
+                now.checked_add(ttl)
+                    .ok_or_else(|| Error::invalid_argument(format!("TTL {ttl:?} is too large")))
+            })
+            .transpose()?;
+        let version = self.namespace.state.write().put(
+            key,
+            Bytes::copy_from_slice(value),
+            expires_at,
+            precondition,
+            now,
+        )?;
+        if expires_at.is_some() {
+            self.namespace.wake_timers();
+        }
+        Ok(version)
+    }
+
+    async fn open_watch(&self, path: &str, recursive: bool, options: WatchOptions) -> Result<WatchStream> {
+        if options.buffer == 0 {
+            return Err(Error::invalid_argument("the watch buffer must hold at least 1 event"));
+        }
+        if options.since.is_some() && !self.namespace.capabilities.watch_history {
+            return Err(self.namespace.capabilities.unsupported("watch_history"));
+        }
+        let registration = self.namespace.state.write().watch(
+            path,
+            recursive,
+            options.since,
+            options.buffer,
+            Instant::now(),
+        )?;
+        Ok(Box::pin(MemoryWatch::new(
+            self.namespace.clone(),
+            path.to_owned(),
+            registration,
+            options.buffer,
+            self.closed.clone().cancelled_owned(),
+        )))
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("name", &self.name)
+            .field("closed", &self.closed.is_cancelled())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.namespace.capabilities
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.write(key, value, None, &options)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        let key = self.key(key)?;
+        Ok(self.namespace.state.read().get(key, Instant::now()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.key(key)?;
+        self.namespace.state.write().delete(key, None, Instant::now())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let key = self.key(key)?;
+        Ok(self.namespace.state.read().exists(key, Instant::now()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        let prefix = self.prefix(prefix)?;
+        Ok(self.namespace.state.read().list(prefix, Instant::now()))
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+        let prefix = self.prefix(prefix)?;
+        Ok(self.namespace.state.read().list_children(prefix, Instant::now()))
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        let prefix = self.prefix(prefix)?;
+        Ok(self.namespace.state.write().delete_tree(prefix, Instant::now()))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64> {
+        self.write(key, value, Some(precondition), &options)
+    }
+
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+        let key = self.key(key)?;
+        self.namespace
+            .state
+            .write()
+            .delete(key, Some(version), Instant::now())
+            .map(drop)
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let key = self.key(key)?;
+        self.open_watch(key, false, options).await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        let prefix = self.prefix(prefix)?;
+        self.open_watch(prefix, true, options).await
+    }
+
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+        self.check_open()?;
+        let key = Key::parse(key)?;
+        let ttl = self.namespace.capabilities.check_ttl(options.ttl)?;
+        Instant::now()
+            .checked_add(ttl)
+            .ok_or_else(|| Error::invalid_argument(format!("lock TTL {ttl:?} is too large")))?;
+        Ok(Box::new(MemoryLock {
+            namespace: self.namespace.clone(),
+            key,
+            options: options.ttl(ttl),
+            owner: self.id,
+            closed: self.closed.clone(),
+        }))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.cancel();
+        if self.namespace.state.write().release_owner(self.id) {
+            self.namespace.lock_freed.notify_waiters();
+        }
+        Ok(())
+    }
+}
