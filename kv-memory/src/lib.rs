@@ -3,7 +3,7 @@
 //! behave like this one; it passes the whole conformance suite with every capability.
 //!
 //! URLs: `memory://` is private to the handle; `memory://NAME` is shared by every handle opened
-//! with that name in this process, for as long as one of them is alive. Options:
+//! with that name in this process, for as long as one of them is open (not dropped). Options:
 //! `history=N` (events kept for `WatchOptions::since`, default 10000; `0` disables history),
 //! `max_value_bytes=N` (default 16 MiB). A named namespace keeps the options it was created with.
 //!
@@ -95,7 +95,7 @@ impl MemoryStore {
             Namespace::new(capabilities, history)
         };
         let namespace = match &name {
-            Some(name) => namespace::named(name, create)?,
+            Some(name) => namespace::open_named(name, create)?,
             None => create()?,
         };
         static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
@@ -287,5 +287,13 @@ impl Store for MemoryStore {
             self.namespace.lock_freed.notify_waiters();
         }
         Ok(())
+    }
+}
+
+impl Drop for MemoryStore {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            namespace::close_named(name);
+        }
     }
 }

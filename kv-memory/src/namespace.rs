@@ -94,18 +94,35 @@ fn timer_runtime() -> Option<&'static tokio::runtime::Handle> {
         .as_ref()
 }
 
-/// The named namespaces alive in this process.
-pub(crate) fn named(
+/// The named namespaces with at least one open handle, and how many handles each has.
+fn registry() -> &'static Mutex<HashMap<String, (Arc<Namespace>, usize)>> {
+    static NAMED: OnceLock<Mutex<HashMap<String, (Arc<Namespace>, usize)>>> = OnceLock::new();
+    NAMED.get_or_init(Default::default)
+}
+
+/// The named namespace for a new handle, created if no handle has it open.
+pub(crate) fn open_named(
     name: &str,
     create: impl FnOnce() -> Result<Arc<Namespace>>,
 ) -> Result<Arc<Namespace>> {
-    static NAMED: OnceLock<Mutex<HashMap<String, Weak<Namespace>>>> = OnceLock::new();
-    let mut named = NAMED.get_or_init(Default::default).lock();
-    if let Some(existing) = named.get(name).and_then(Weak::upgrade) {
-        return Ok(existing);
+    let mut named = registry().lock();
+    if let Some((namespace, handles)) = named.get_mut(name) {
+        *handles += 1;
+        return Ok(namespace.clone());
     }
-    named.retain(|_, ns| ns.strong_count() > 0);
     let namespace = create()?;
-    named.insert(name.to_owned(), Arc::downgrade(&namespace));
+    named.insert(name.to_owned(), (namespace.clone(), 1));
     Ok(namespace)
+}
+
+/// A handle on the named namespace was dropped; the last one forgets the name (watches and
+/// guards still running keep their namespace until they end).
+pub(crate) fn close_named(name: &str) {
+    let mut named = registry().lock();
+    if let Some((_, handles)) = named.get_mut(name) {
+        *handles -= 1;
+        if *handles == 0 {
+            named.remove(name);
+        }
+    }
 }
