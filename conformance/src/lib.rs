@@ -28,6 +28,9 @@
 //! [`Outcome::Gated`] (printed by the test as `GATED`). [`run`] runs the suite outside the test
 //! harness and returns a report, for tools such as `kvctl check`.
 
+// The cases are tests: a failed expectation panics with its message.
+#![allow(clippy::unwrap_used)]
+
 mod cases;
 mod support;
 

@@ -86,7 +86,9 @@ impl Capabilities {
         }
         let step = support.granularity.as_nanos().max(1);
         let rounded = ttl.as_nanos().div_ceil(step) * step;
-        Ok(Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX)))
+        Ok(Duration::from_nanos(
+            u64::try_from(rounded).unwrap_or(u64::MAX),
+        ))
     }
 
     /// Checks a key against this backend's key limit (stricter than [`MAX_KEY_BYTES`] on some).

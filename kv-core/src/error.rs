@@ -52,7 +52,9 @@ pub enum Error {
         reason: String,
     },
     /// The backend did not answer in time. The operation may or may not have been applied.
-    #[error("{operation} timed out after {after:?}; check that the server is reachable or raise the timeout")]
+    #[error(
+        "{operation} timed out after {after:?}; check that the server is reachable or raise the timeout"
+    )]
     Timeout {
         /// What was being done.
         operation: &'static str,
@@ -82,7 +84,9 @@ pub enum Error {
     },
     /// The watch consumer fell behind the watch buffer; the stream ended. Start a new watch
     /// (with `since` where the backend keeps history) to catch up.
-    #[error("watch fell more than {buffer} events behind and was ended; start a new watch to catch up")]
+    #[error(
+        "watch fell more than {buffer} events behind and was ended; start a new watch to catch up"
+    )]
     WatchLagged {
         /// The buffer size that overflowed.
         buffer: usize,

@@ -244,7 +244,9 @@ pub fn normalize(input: &str) -> Result<&str> {
 }
 
 fn allowed_char(c: char) -> bool {
-    !(c.is_control() || ('\u{E000}'..='\u{F8FF}').contains(&c) || c >= '\u{FFF0}' && c <= '\u{FFFF}')
+    !(c.is_control()
+        || ('\u{E000}'..='\u{F8FF}').contains(&c)
+        || ('\u{FFF0}'..='\u{FFFF}').contains(&c))
 }
 
 fn invalid(input: &str, reason: &'static str) -> Error {
@@ -270,7 +272,17 @@ mod tests {
     #[test]
     fn rejects_bad_keys() {
         for input in [
-            "", "/", "//", "a//b", "./a", "a/..", "a\0b", "a\nb", "a\u{7f}", "a\u{e000}", "a\u{ffff}",
+            "",
+            "/",
+            "//",
+            "a//b",
+            "./a",
+            "a/..",
+            "a\0b",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{e000}",
+            "a\u{ffff}",
         ] {
             assert!(
                 matches!(Key::parse(input), Err(Error::InvalidKey { .. })),

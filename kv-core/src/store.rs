@@ -9,7 +9,9 @@ use futures_core::Stream;
 use crate::capabilities::Capabilities;
 use crate::error::Result;
 use crate::lock::Lock;
-use crate::types::{Child, KvPair, LockOptions, PutOptions, Precondition, WatchEvent, WatchOptions};
+use crate::types::{
+    Child, KvPair, LockOptions, Precondition, PutOptions, WatchEvent, WatchOptions,
+};
 
 /// A stream of watch events. It ends only after an `Err` item (lag, lost connection, closed
 /// store), never silently. Dropping it stops the watch.

@@ -86,9 +86,9 @@ impl StoreUrl {
     /// Parses a store URL; bad input is [`Error::InvalidUrl`] with the reason (never the
     /// password).
     pub fn parse(input: &str) -> Result<StoreUrl> {
-        let (scheme, rest) = input
-            .split_once("://")
-            .ok_or_else(|| Error::invalid_url("expected scheme://..., e.g. memory:// or etcd://host:2379"))?;
+        let (scheme, rest) = input.split_once("://").ok_or_else(|| {
+            Error::invalid_url("expected scheme://..., e.g. memory:// or etcd://host:2379")
+        })?;
         if scheme.is_empty()
             || !scheme.starts_with(|c: char| c.is_ascii_alphabetic())
             || !scheme
@@ -134,7 +134,9 @@ impl StoreUrl {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = decode(name, "option name")?;
             if options.iter().any(|(n, _)| *n == name) {
-                return Err(Error::invalid_url(format!("option {name:?} is given twice")));
+                return Err(Error::invalid_url(format!(
+                    "option {name:?} is given twice"
+                )));
             }
             options.push((name, decode(value, "option value")?));
         }
@@ -150,8 +152,12 @@ impl StoreUrl {
 
     /// The path as a key prefix under which every key of this store lives.
     pub fn root(&self) -> Result<Prefix> {
-        Prefix::parse(&self.path)
-            .map_err(|e| Error::invalid_url(format!("root prefix {:?} is not a valid key: {e}", self.path)))
+        Prefix::parse(&self.path).map_err(|e| {
+            Error::invalid_url(format!(
+                "root prefix {:?} is not a valid key: {e}",
+                self.path
+            ))
+        })
     }
 
     /// The value of an option.
@@ -192,19 +198,29 @@ impl StoreUrl {
             .map(|v| match v {
                 "true" | "1" | "yes" => Ok(true),
                 "false" | "0" | "no" => Ok(false),
-                _ => Err(Error::invalid_url(format!("option {name}={v:?}: expected true or false"))),
+                _ => Err(Error::invalid_url(format!(
+                    "option {name}={v:?}: expected true or false"
+                ))),
             })
             .transpose()
     }
 
     /// Fails on any option not in `known`, naming the known ones: typos do not pass silently.
     pub fn check_options(&self, known: &[&str]) -> Result<()> {
-        match self.options.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+        match self
+            .options
+            .iter()
+            .find(|(n, _)| !known.contains(&n.as_str()))
+        {
             None => Ok(()),
             Some((name, _)) => Err(Error::invalid_url(format!(
                 "unknown option {name:?} for {}:// (known: {})",
                 self.scheme,
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ))),
         }
     }
@@ -243,7 +259,11 @@ impl fmt::Display for StoreUrl {
             write!(f, "/{}", self.path)?;
         }
         for (i, (name, value)) in self.options.iter().enumerate() {
-            let shown = if SECRET_OPTIONS.contains(&name.as_str()) { "***" } else { value };
+            let shown = if SECRET_OPTIONS.contains(&name.as_str()) {
+                "***"
+            } else {
+                value
+            };
             write!(f, "{}{name}={shown}", if i == 0 { '?' } else { '&' })?;
         }
         Ok(())
@@ -260,7 +280,11 @@ fn decode(part: &str, what: &str) -> Result<String> {
     percent_decode_str(part)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Error::invalid_url(format!("the {what} is not valid UTF-8 after percent-decoding")))
+        .map_err(|_| {
+            Error::invalid_url(format!(
+                "the {what} is not valid UTF-8 after percent-decoding"
+            ))
+        })
 }
 
 fn parse_host(spec: &str) -> Result<HostPort> {
@@ -272,7 +296,11 @@ fn parse_host(spec: &str) -> Result<HostPort> {
             "" => (host, None),
             _ => match after.strip_prefix(':') {
                 Some(port) => (host, Some(port)),
-                None => return Err(Error::invalid_url(format!("unexpected text after ']' in host {spec:?}"))),
+                None => {
+                    return Err(Error::invalid_url(format!(
+                        "unexpected text after ']' in host {spec:?}"
+                    )));
+                }
             },
         }
     } else {
@@ -289,10 +317,9 @@ fn parse_host(spec: &str) -> Result<HostPort> {
     }
     let port = port
         .map(|p| {
-            p.parse::<u16>()
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| Error::invalid_url(format!("invalid port {p:?} in host {spec:?} (1-65535)")))
+            p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+                Error::invalid_url(format!("invalid port {p:?} in host {spec:?} (1-65535)"))
+            })
         })
         .transpose()?;
     Ok(HostPort {
@@ -307,22 +334,35 @@ mod tests {
 
     #[test]
     fn parses_everything() {
-        let url = StoreUrl::parse("Redis://me:p%40ss@h1:6379,[::1]:7000,h3/0?root=app&timeout=2s").unwrap();
+        let url = StoreUrl::parse("Redis://me:p%40ss@h1:6379,[::1]:7000,h3/0?root=app&timeout=2s")
+            .unwrap();
         assert_eq!(url.scheme, "redis");
         assert_eq!(url.username.as_deref(), Some("me"));
         assert_eq!(url.password.as_ref().unwrap().expose(), "p@ss");
         assert_eq!(
             url.hosts,
             vec![
-                HostPort { host: "h1".into(), port: Some(6379) },
-                HostPort { host: "::1".into(), port: Some(7000) },
-                HostPort { host: "h3".into(), port: None },
+                HostPort {
+                    host: "h1".into(),
+                    port: Some(6379)
+                },
+                HostPort {
+                    host: "::1".into(),
+                    port: Some(7000)
+                },
+                HostPort {
+                    host: "h3".into(),
+                    port: None
+                },
             ]
         );
         assert_eq!(url.hosts[1].address(1), "[::1]:7000");
         assert_eq!(url.path, "0");
         assert_eq!(url.option("root"), Some("app"));
-        assert_eq!(url.duration_option("timeout").unwrap(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            url.duration_option("timeout").unwrap(),
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -360,10 +400,20 @@ mod tests {
     #[test]
     fn secrets_never_shown() {
         let url = StoreUrl::parse("consul://admin:hunter2@h:8500/app?token=s3cr3t&dc=x").unwrap();
-        for shown in [format!("{url}"), format!("{url:?}"), format!("{:?}", url.password)] {
-            assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        for shown in [
+            format!("{url}"),
+            format!("{url:?}"),
+            format!("{:?}", url.password),
+        ] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+                "{shown}"
+            );
         }
-        assert_eq!(url.to_string(), "consul://admin:***@h:8500/app?token=***&dc=x");
+        assert_eq!(
+            url.to_string(),
+            "consul://admin:***@h:8500/app?token=***&dc=x"
+        );
         let err = StoreUrl::parse("etcd://u:hunter2@h:bad").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
     }

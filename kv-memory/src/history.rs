@@ -35,7 +35,11 @@ impl History {
 
     /// The retained events with a version above `since` that `matches` accepts, or
     /// `Error::Compacted` if some of them are no longer kept.
-    pub fn since(&self, since: u64, matches: impl Fn(&WatchEvent) -> bool) -> Result<Vec<WatchEvent>> {
+    pub fn since(
+        &self,
+        since: u64,
+        matches: impl Fn(&WatchEvent) -> bool,
+    ) -> Result<Vec<WatchEvent>> {
         if since.saturating_add(1) < self.complete_from {
             return Err(Error::Compacted {
                 requested: since,
@@ -43,7 +47,12 @@ impl History {
             });
         }
         let start = self.events.partition_point(|e| e.version <= since);
-        Ok(self.events.range(start..).filter(|e| matches(e)).cloned().collect())
+        Ok(self
+            .events
+            .range(start..)
+            .filter(|e| matches(e))
+            .cloned()
+            .collect())
     }
 }
 
@@ -67,13 +76,23 @@ mod tests {
         for v in 1..=5 {
             history.push(&event(v));
         }
-        let versions = |since| -> Vec<u64> { history.since(since, |_| true).unwrap().iter().map(|e| e.version).collect() };
+        let versions = |since| -> Vec<u64> {
+            history
+                .since(since, |_| true)
+                .unwrap()
+                .iter()
+                .map(|e| e.version)
+                .collect()
+        };
         assert_eq!(versions(2), vec![3, 4, 5]);
         assert_eq!(versions(4), vec![5]);
         assert_eq!(versions(9), Vec::<u64>::new());
         assert!(matches!(
             history.since(1, |_| true),
-            Err(Error::Compacted { requested: 1, oldest: 3 })
+            Err(Error::Compacted {
+                requested: 1,
+                oldest: 3
+            })
         ));
     }
 }

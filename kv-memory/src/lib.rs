@@ -32,9 +32,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions,
-    Precondition, PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream,
-    normalize,
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, Precondition,
+    PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream, normalize,
 };
 
 use crate::lock::MemoryLock;
@@ -163,9 +162,16 @@ impl MemoryStore {
         Ok(version)
     }
 
-    async fn open_watch(&self, path: &str, recursive: bool, options: WatchOptions) -> Result<WatchStream> {
+    async fn open_watch(
+        &self,
+        path: &str,
+        recursive: bool,
+        options: WatchOptions,
+    ) -> Result<WatchStream> {
         if options.buffer == 0 {
-            return Err(Error::invalid_argument("the watch buffer must hold at least 1 event"));
+            return Err(Error::invalid_argument(
+                "the watch buffer must hold at least 1 event",
+            ));
         }
         if options.since.is_some() && !self.namespace.capabilities.watch_history {
             return Err(self.namespace.capabilities.unsupported("watch_history"));
@@ -213,7 +219,10 @@ impl Store for MemoryStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = self.key(key)?;
-        self.namespace.state.write().delete(key, None, Instant::now())
+        self.namespace
+            .state
+            .write()
+            .delete(key, None, Instant::now())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -228,12 +237,20 @@ impl Store for MemoryStore {
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
         let prefix = self.prefix(prefix)?;
-        Ok(self.namespace.state.read().list_children(prefix, Instant::now()))
+        Ok(self
+            .namespace
+            .state
+            .read()
+            .list_children(prefix, Instant::now()))
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let prefix = self.prefix(prefix)?;
-        Ok(self.namespace.state.write().delete_tree(prefix, Instant::now()))
+        Ok(self
+            .namespace
+            .state
+            .write()
+            .delete_tree(prefix, Instant::now()))
     }
 
     async fn atomic_put(

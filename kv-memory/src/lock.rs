@@ -43,7 +43,12 @@ impl MemoryLock {
             value: &self.options.value,
             owner: self.owner,
         };
-        let Some(grant) = self.namespace.state.write().try_lock(&request, Instant::now()) else {
+        let Some(grant) = self
+            .namespace
+            .state
+            .write()
+            .try_lock(&request, Instant::now())
+        else {
             return Ok(None);
         };
         self.namespace.wake_timers();
@@ -100,7 +105,11 @@ impl Lock for MemoryLock {
         if self.closed.is_cancelled() {
             return Err(Error::Closed);
         }
-        Ok(self.namespace.state.read().holder(self.key.as_str(), Instant::now()))
+        Ok(self
+            .namespace
+            .state
+            .read()
+            .holder(self.key.as_str(), Instant::now()))
     }
 }
 

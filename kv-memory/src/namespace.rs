@@ -29,10 +29,12 @@ impl Namespace {
             timer_wakeup: Arc::new(Notify::new()),
             capabilities,
         });
-        let runtime = timer_runtime().ok_or_else(|| {
-            Error::Backend("kv-memory could not start its timer thread".into())
-        })?;
-        runtime.spawn(run_timers(Arc::downgrade(&namespace), namespace.timer_wakeup.clone()));
+        let runtime = timer_runtime()
+            .ok_or_else(|| Error::Backend("kv-memory could not start its timer thread".into()))?;
+        runtime.spawn(run_timers(
+            Arc::downgrade(&namespace),
+            namespace.timer_wakeup.clone(),
+        ));
         Ok(namespace)
     }
 
@@ -94,9 +96,12 @@ fn timer_runtime() -> Option<&'static tokio::runtime::Handle> {
         .as_ref()
 }
 
+/// Named namespaces by name, with their open handle count.
+type Registry = HashMap<String, (Arc<Namespace>, usize)>;
+
 /// The named namespaces with at least one open handle, and how many handles each has.
-fn registry() -> &'static Mutex<HashMap<String, (Arc<Namespace>, usize)>> {
-    static NAMED: OnceLock<Mutex<HashMap<String, (Arc<Namespace>, usize)>>> = OnceLock::new();
+fn registry() -> &'static Mutex<Registry> {
+    static NAMED: OnceLock<Mutex<Registry>> = OnceLock::new();
     NAMED.get_or_init(Default::default)
 }
 

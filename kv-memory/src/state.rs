@@ -90,7 +90,9 @@ impl State {
     }
 
     pub fn exists(&self, key: &str, now: Instant) -> bool {
-        self.root.find(key).is_some_and(|n| n.live_entry(now).is_some())
+        self.root
+            .find(key)
+            .is_some_and(|n| n.live_entry(now).is_some())
     }
 
     pub fn list(&self, prefix: &str, now: Instant) -> Vec<KvPair> {
@@ -142,16 +144,29 @@ impl State {
         now: Instant,
     ) -> Result<u64> {
         self.reap_if_expired(key, now);
-        let current = self.root.find(key).and_then(|n| n.entry.as_ref()).map(|e| e.version);
+        let current = self
+            .root
+            .find(key)
+            .and_then(|n| n.entry.as_ref())
+            .map(|e| e.version);
         match (precondition, current) {
             (Some(Precondition::MustNotExist), Some(v)) => {
-                return Err(Error::conflict(key, format!("the key exists (version {v})")));
+                return Err(Error::conflict(
+                    key,
+                    format!("the key exists (version {v})"),
+                ));
             }
             (Some(Precondition::Version(want)), None) => {
-                return Err(Error::conflict(key, format!("the key does not exist (expected version {want})")));
+                return Err(Error::conflict(
+                    key,
+                    format!("the key does not exist (expected version {want})"),
+                ));
             }
             (Some(Precondition::Version(want)), Some(v)) if v != want => {
-                return Err(Error::conflict(key, format!("the version is {v}, expected {want}")));
+                return Err(Error::conflict(
+                    key,
+                    format!("the version is {v}, expected {want}"),
+                ));
             }
             _ => {}
         }
@@ -169,7 +184,13 @@ impl State {
             expires_at,
         });
         if let Some(at) = expires_at {
-            self.add_timer(at, Timer::Expire { key: key.clone(), version });
+            self.add_timer(
+                at,
+                Timer::Expire {
+                    key: key.clone(),
+                    version,
+                },
+            );
         }
         self.publish(WatchEvent {
             kind: EventKind::Put,
@@ -187,10 +208,16 @@ impl State {
         if let Some(want) = expected {
             match self.root.find(key).and_then(|n| n.entry.as_ref()) {
                 None => {
-                    return Err(Error::conflict(key, format!("the key does not exist (expected version {want})")));
+                    return Err(Error::conflict(
+                        key,
+                        format!("the key does not exist (expected version {want})"),
+                    ));
                 }
                 Some(e) if e.version != want => {
-                    return Err(Error::conflict(key, format!("the version is {}, expected {want}", e.version)));
+                    return Err(Error::conflict(
+                        key,
+                        format!("the version is {}, expected {want}", e.version),
+                    ));
                 }
                 Some(_) => {}
             }
@@ -375,7 +402,11 @@ impl State {
     fn lock_conflict(&self, path: &str, subtree: bool) -> bool {
         let mut node = &self.root;
         for seg in segments(path) {
-            if node.lock.as_ref().is_some_and(|h| h.scope == LockScope::Subtree) {
+            if node
+                .lock
+                .as_ref()
+                .is_some_and(|h| h.scope == LockScope::Subtree)
+            {
                 return true;
             }
             match node.children.get(seg) {
@@ -474,7 +505,11 @@ impl State {
             .filter(|(_, info)| info.owner == owner)
             .map(|(lease, _)| *lease)
             .collect();
-        leases.into_iter().fold(false, |any, lease| self.expire_lease(lease) || any)
+        let mut freed = false;
+        for lease in leases {
+            freed |= self.expire_lease(lease);
+        }
+        freed
     }
 
     pub fn holder(&self, key: &str, now: Instant) -> Option<LockHolder> {

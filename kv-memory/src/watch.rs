@@ -69,7 +69,9 @@ impl Stream for MemoryWatch {
             // The sender is gone: dropped for lag, or the namespace itself is gone.
             Poll::Ready(None) => {
                 let error = if self.registration.lagged.load(Ordering::Acquire) {
-                    Error::WatchLagged { buffer: self.buffer }
+                    Error::WatchLagged {
+                        buffer: self.buffer,
+                    }
                 } else {
                     Error::Closed
                 };

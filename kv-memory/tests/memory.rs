@@ -12,7 +12,10 @@ async fn named_namespaces_are_shared_and_private_ones_are_not() {
     let private1 = MemoryStore::open("memory://").unwrap();
     let private2 = MemoryStore::open("memory://").unwrap();
     a.put("k", b"v", PutOptions::default()).await.unwrap();
-    private1.put("k", b"p", PutOptions::default()).await.unwrap();
+    private1
+        .put("k", b"p", PutOptions::default())
+        .await
+        .unwrap();
     assert_eq!(&b.get("k").await.unwrap().unwrap().value[..], b"v");
     assert!(other.get("k").await.unwrap().is_none());
     assert!(private2.get("k").await.unwrap().is_none());
@@ -38,13 +41,19 @@ async fn history_is_bounded_and_compaction_is_reported() {
     let store = MemoryStore::open("memory://?history=3").unwrap();
     let first = store.put("k", b"0", PutOptions::default()).await.unwrap();
     for i in 1..10 {
-        store.put("k", i.to_string().as_bytes(), PutOptions::default()).await.unwrap();
+        store
+            .put("k", i.to_string().as_bytes(), PutOptions::default())
+            .await
+            .unwrap();
     }
     match store.watch("k", WatchOptions::default().since(first)).await {
         Err(Error::Compacted { requested, oldest }) => assert_eq!((requested, oldest), (first, 8)),
         other => panic!("expected Compacted, got {:?}", other.map(|_| ())),
     }
-    let mut watch = store.watch("k", WatchOptions::default().since(7)).await.unwrap();
+    let mut watch = store
+        .watch("k", WatchOptions::default().since(7))
+        .await
+        .unwrap();
     for expected in [8, 9, 10] {
         assert_eq!(watch.next().await.unwrap().unwrap().version, expected);
     }
@@ -73,7 +82,10 @@ fn bad_urls_are_rejected() {
 async fn value_limit_is_configurable() {
     let store = MemoryStore::open("memory://?max_value_bytes=4").unwrap();
     assert_eq!(store.capabilities().max_value_bytes, 4);
-    store.put("k", b"1234", PutOptions::default()).await.unwrap();
+    store
+        .put("k", b"1234", PutOptions::default())
+        .await
+        .unwrap();
     assert!(matches!(
         store.put("k", b"12345", PutOptions::default()).await,
         Err(Error::ValueTooLarge { size: 5, max: 4 })
@@ -85,12 +97,23 @@ async fn one_write_reaches_ten_thousand_watchers() {
     let store = MemoryStore::open("memory://").unwrap();
     let mut watches = Vec::new();
     for _ in 0..10_000 {
-        watches.push(store.watch_tree("fan", WatchOptions::default().buffer(2)).await.unwrap());
+        watches.push(
+            store
+                .watch_tree("fan", WatchOptions::default().buffer(2))
+                .await
+                .unwrap(),
+        );
     }
-    store.put("fan/out", b"x", PutOptions::default()).await.unwrap();
+    store
+        .put("fan/out", b"x", PutOptions::default())
+        .await
+        .unwrap();
     for watch in &mut watches {
         let event = watch.next().await.unwrap().unwrap();
-        assert_eq!((event.kind, event.key.as_str()), (EventKind::Put, "fan/out"));
+        assert_eq!(
+            (event.kind, event.key.as_str()),
+            (EventKind::Put, "fan/out")
+        );
     }
     drop(watches);
     // Dropped watches unregister: the next write reaches nobody and the tree is empty again.

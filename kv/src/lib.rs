@@ -1,1 +1,113 @@
-//! kv
+//! **kv**: one Rust API for coordination data — keys, watches, leases and locks — over
+//! etcd, Consul, ZooKeeper, Redis, sled and an in-memory namespace.
+//!
+//! Write your service once against [`Store`]; pick the backend with a URL and a Cargo feature:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kv::Result<()> {
+//! use kv::{LockOptions, PutOptions, WatchOptions};
+//! use futures::StreamExt;
+//!
+//! let store = kv::open("memory://").await?;
+//! store.put("app/config/color", b"blue", PutOptions::default()).await?;
+//! let pair = store.get("app/config/color").await?.expect("just written");
+//! assert_eq!(pair.value, "blue");
+//!
+//! let mut events = store.watch_tree("app/config", WatchOptions::default()).await?;
+//! let first = events.next().await.expect("the current state comes first")?;
+//! assert_eq!(first.key.as_str(), "app/config/color");
+//!
+//! let lock = store.new_lock("app/leader", LockOptions::default()).await?;
+//! let guard = lock.acquire().await?;
+//! println!("leading with fencing token {}", guard.fencing_token());
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | scheme | feature | backend |
+//! |---|---|---|
+//! | `memory://[name]` | `memory` (default) | in-process reference backend |
+//! | `sled://PATH` | `sled` | embedded, persistent (planned) |
+//! | `etcd://`, `etcds://` | `etcd` | etcd v3 (planned) |
+//! | `redis://`, `rediss://` | `redis` | Redis (planned) |
+//! | `consul://`, `consuls://` | `consul` | Consul (planned) |
+//! | `zookeeper://` | `zookeeper` | ZooKeeper (planned) |
+
+use std::sync::Arc;
+
+pub use kv_core::*;
+
+/// URL schemes of every backend, with the Cargo feature that compiles it in.
+const SCHEMES: &[(&str, &str)] = &[
+    ("memory", "memory"),
+    ("sled", "sled"),
+    ("etcd", "etcd"),
+    ("etcds", "etcd"),
+    ("redis", "redis"),
+    ("rediss", "redis"),
+    ("consul", "consul"),
+    ("consuls", "consul"),
+    ("zookeeper", "zookeeper"),
+];
+
+/// Opens the store a URL names, with the backend its scheme selects.
+///
+/// Unknown schemes, and schemes whose backend feature is not enabled, fail with
+/// [`Error::InvalidUrl`] saying what to do.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_url(&StoreUrl::parse(url)?).await
+}
+
+/// Opens the store of a parsed URL; see [`open`].
+pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    match url.scheme.as_str() {
+        #[cfg(feature = "memory")]
+        "memory" => Ok(Arc::new(kv_memory::MemoryStore::from_url(url)?)),
+        scheme => Err(match SCHEMES.iter().find(|(s, _)| *s == scheme) {
+            Some((_, feature)) => Error::invalid_url(format!(
+                "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate"
+            )),
+            None => Error::invalid_url(format!(
+                "unknown scheme {scheme}://; known schemes: {}",
+                SCHEMES
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }),
+    }
+}
+
+/// The schemes [`open`] can open in this build.
+pub fn compiled_schemes() -> Vec<&'static str> {
+    let compiled: &[&str] = &[
+        #[cfg(feature = "memory")]
+        "memory",
+    ];
+    compiled.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_and_missing_backends_say_what_to_do() {
+        let err = open("etcd://127.0.0.1:2379").await.unwrap_err();
+        assert!(err.to_string().contains("`etcd` feature"), "{err}");
+        let err = open("ftp://x").await.unwrap_err();
+        assert!(err.to_string().contains("unknown scheme ftp://"), "{err}");
+        let err = open("not a url").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }));
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn opens_memory() {
+        let store = open("memory://").await.unwrap();
+        assert_eq!(store.capabilities().backend, "memory");
+        assert_eq!(compiled_schemes(), vec!["memory"]);
+    }
+}

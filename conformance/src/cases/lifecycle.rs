@@ -15,15 +15,46 @@ pub async fn closed_handle_rejects_every_call(ctx: Ctx) -> Outcome {
     assert_err!(other.exists("k").await, Error::Closed, "exists");
     assert_err!(other.delete("k").await, Error::Closed, "delete");
     assert_err!(other.list("").await, Error::Closed, "list");
-    assert_err!(other.list_children("").await, Error::Closed, "list_children");
+    assert_err!(
+        other.list_children("").await,
+        Error::Closed,
+        "list_children"
+    );
     assert_err!(other.delete_tree("").await, Error::Closed, "delete_tree");
-    assert_err!(other.atomic_put("k", b"v", Precondition::MustNotExist, none()).await, Error::Closed, "atomic_put");
-    assert_err!(other.atomic_delete("k", 1).await, Error::Closed, "atomic_delete");
-    assert_err!(other.watch("k", WatchOptions::default()).await, Error::Closed, "watch");
-    assert_err!(other.watch_tree("", WatchOptions::default()).await, Error::Closed, "watch_tree");
-    assert_err!(other.new_lock("k", LockOptions::default()).await, Error::Closed, "new_lock");
+    assert_err!(
+        other
+            .atomic_put("k", b"v", Precondition::MustNotExist, none())
+            .await,
+        Error::Closed,
+        "atomic_put"
+    );
+    assert_err!(
+        other.atomic_delete("k", 1).await,
+        Error::Closed,
+        "atomic_delete"
+    );
+    assert_err!(
+        other.watch("k", WatchOptions::default()).await,
+        Error::Closed,
+        "watch"
+    );
+    assert_err!(
+        other.watch_tree("", WatchOptions::default()).await,
+        Error::Closed,
+        "watch_tree"
+    );
+    assert_err!(
+        other.new_lock("k", LockOptions::default()).await,
+        Error::Closed,
+        "new_lock"
+    );
     other.close().await.expect("closing twice is fine");
-    let pair = ctx.store().get("k").await.unwrap().expect("the data outlives the closed handle");
+    let pair = ctx
+        .store()
+        .get("k")
+        .await
+        .unwrap()
+        .expect("the data outlives the closed handle");
     assert_eq!(&pair.value[..], b"v");
     Outcome::Passed
 }
@@ -32,8 +63,16 @@ pub async fn closed_handle_rejects_every_call(ctx: Ctx) -> Outcome {
 pub async fn capabilities_are_coherent(ctx: Ctx) -> Outcome {
     let caps = ctx.caps();
     assert!(!caps.backend.is_empty());
-    assert!(caps.max_key_bytes > 0 && caps.max_key_bytes <= MAX_KEY_BYTES, "max_key_bytes {}", caps.max_key_bytes);
-    assert!(caps.max_value_bytes >= 1024, "max_value_bytes {} is uselessly small", caps.max_value_bytes);
+    assert!(
+        caps.max_key_bytes > 0 && caps.max_key_bytes <= MAX_KEY_BYTES,
+        "max_key_bytes {}",
+        caps.max_key_bytes
+    );
+    assert!(
+        caps.max_value_bytes >= 1024,
+        "max_value_bytes {} is uselessly small",
+        caps.max_value_bytes
+    );
     if let Some(ttl) = caps.ttl {
         assert!(!ttl.granularity.is_zero(), "a TTL granularity of zero");
         assert!(!ttl.min.is_zero(), "a minimum TTL of zero");
@@ -41,6 +80,10 @@ pub async fn capabilities_are_coherent(ctx: Ctx) -> Outcome {
     if caps.subtree_locks {
         assert!(caps.locks, "subtree locks without locks");
     }
-    assert_eq!(ctx.another().await.capabilities(), caps, "every handle declares the same capabilities");
+    assert_eq!(
+        ctx.another().await.capabilities(),
+        caps,
+        "every handle declares the same capabilities"
+    );
     Outcome::Passed
 }

@@ -11,13 +11,23 @@ use crate::{Ctx, Outcome, assert_err};
 
 /// Without lock support, `new_lock` must fail with `Unsupported("locks")`.
 async fn locks_unsupported(store: &dyn Store) -> Outcome {
-    assert_err!(store.new_lock("l", LockOptions::default()).await, Error::Unsupported { capability: "locks", .. }, "new_lock");
+    assert_err!(
+        store.new_lock("l", LockOptions::default()).await,
+        Error::Unsupported {
+            capability: "locks",
+            ..
+        },
+        "new_lock"
+    );
     Outcome::Gated("locks")
 }
 
 /// A lock TTL short enough for lease tests: a second, or the backend's minimum.
 fn short_ttl(ctx: &Ctx) -> Duration {
-    ctx.caps().ttl.map_or(Duration::from_secs(1), |t| t.min).max(Duration::from_secs(1))
+    ctx.caps()
+        .ttl
+        .map_or(Duration::from_secs(1), |t| t.min)
+        .max(Duration::from_secs(1))
 }
 
 macro_rules! require_locks {
@@ -39,7 +49,10 @@ pub async fn lock_excludes_under_contention(ctx: Ctx) -> Outcome {
         let store = stores[i % 2].clone();
         let (inside, entered) = (inside.clone(), entered.clone());
         tasks.push(tokio::spawn(async move {
-            let lock = store.new_lock("mutex", LockOptions::default()).await.unwrap();
+            let lock = store
+                .new_lock("mutex", LockOptions::default())
+                .await
+                .unwrap();
             for _ in 0..5 {
                 let guard = lock.acquire().await.unwrap();
                 assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
@@ -64,19 +77,35 @@ pub async fn lock_excludes_under_contention(ctx: Ctx) -> Outcome {
 pub async fn try_acquire_and_holder(ctx: Ctx) -> Outcome {
     require_locks!(ctx);
     let other = ctx.another().await;
-    let mine = ctx.store().new_lock("leader", LockOptions::default().value(&b"node-1"[..])).await.unwrap();
-    let theirs = other.new_lock("/leader/", LockOptions::default().value(&b"node-2"[..])).await.unwrap();
+    let mine = ctx
+        .store()
+        .new_lock("leader", LockOptions::default().value(&b"node-1"[..]))
+        .await
+        .unwrap();
+    let theirs = other
+        .new_lock("/leader/", LockOptions::default().value(&b"node-2"[..]))
+        .await
+        .unwrap();
     assert_eq!(theirs.key().as_str(), "leader");
     assert!(theirs.holder().await.unwrap().is_none());
     let guard = mine.try_acquire().await.unwrap().expect("a free lock");
     assert!(theirs.try_acquire().await.unwrap().is_none(), "a held lock");
     let holder = theirs.holder().await.unwrap().expect("a holder");
-    assert_eq!((&holder.value[..], holder.fencing_token), (&b"node-1"[..], guard.fencing_token()));
-    assert!(!ctx.store().exists("leader").await.unwrap(), "locks are not keys");
+    assert_eq!(
+        (&holder.value[..], holder.fencing_token),
+        (&b"node-1"[..], guard.fencing_token())
+    );
+    assert!(
+        !ctx.store().exists("leader").await.unwrap(),
+        "locks are not keys"
+    );
     guard.release().await.unwrap();
     assert!(theirs.holder().await.unwrap().is_none());
     let guard = theirs.try_acquire().await.unwrap().expect("released");
-    assert_eq!(&mine.holder().await.unwrap().expect("holder").value[..], b"node-2");
+    assert_eq!(
+        &mine.holder().await.unwrap().expect("holder").value[..],
+        b"node-2"
+    );
     drop(guard);
     Outcome::Passed
 }
@@ -87,9 +116,16 @@ pub async fn fencing_tokens_increase(ctx: Ctx) -> Outcome {
     let stores = [ctx.store().clone(), ctx.another().await];
     let mut last = 0;
     for i in 0..6 {
-        let lock = stores[i % 2].new_lock("fenced", LockOptions::default()).await.unwrap();
+        let lock = stores[i % 2]
+            .new_lock("fenced", LockOptions::default())
+            .await
+            .unwrap();
         let guard = lock.acquire().await.unwrap();
-        assert!(guard.fencing_token() > last, "token {} after {last}", guard.fencing_token());
+        assert!(
+            guard.fencing_token() > last,
+            "token {} after {last}",
+            guard.fencing_token()
+        );
         last = guard.fencing_token();
         if i % 2 == 0 {
             guard.release().await.unwrap();
@@ -106,7 +142,11 @@ pub async fn fencing_tokens_increase(ctx: Ctx) -> Outcome {
 pub async fn lock_is_lost_when_the_lease_is_not_renewed(ctx: Ctx) -> Outcome {
     require_locks!(ctx);
     let ttl = short_ttl(&ctx);
-    let stalled = ctx.store().new_lock("lease", LockOptions::default().ttl(ttl)).await.unwrap();
+    let stalled = ctx
+        .store()
+        .new_lock("lease", LockOptions::default().ttl(ttl))
+        .await
+        .unwrap();
     let guard = stalled.acquire().await.unwrap();
     let lost = guard.lost();
     assert!(!guard.is_lost());
@@ -117,14 +157,24 @@ pub async fn lock_is_lost_when_the_lease_is_not_renewed(ctx: Ctx) -> Outcome {
         .await
         .expect("lost() must fire once the lease has expired");
     let other = ctx.another().await;
-    let next = other.new_lock("lease", LockOptions::default()).await.unwrap();
+    let next = other
+        .new_lock("lease", LockOptions::default())
+        .await
+        .unwrap();
     let new_guard = tokio::time::timeout(PATIENCE, next.acquire())
         .await
         .expect("the expired lease frees the lock")
         .unwrap();
     assert!(new_guard.fencing_token() > guard.fencing_token());
-    assert_err!(guard.release().await, Error::LockLost { .. }, "releasing a lost lock");
-    assert!(next.try_acquire().await.unwrap().is_none(), "the stale release must not free the new holder's lock");
+    assert_err!(
+        guard.release().await,
+        Error::LockLost { .. },
+        "releasing a lost lock"
+    );
+    assert!(
+        next.try_acquire().await.unwrap().is_none(),
+        "the stale release must not free the new holder's lock"
+    );
     new_guard.release().await.unwrap();
     Outcome::Passed
 }
@@ -132,53 +182,94 @@ pub async fn lock_is_lost_when_the_lease_is_not_renewed(ctx: Ctx) -> Outcome {
 /// Closing a handle releases its locks and fires their `lost()`; dropping a guard releases it.
 pub async fn locks_are_released_on_close_and_drop(ctx: Ctx) -> Outcome {
     require_locks!(ctx);
-    let lock = ctx.store().new_lock("owned", LockOptions::default()).await.unwrap();
+    let lock = ctx
+        .store()
+        .new_lock("owned", LockOptions::default())
+        .await
+        .unwrap();
     let guard = lock.acquire().await.unwrap();
     drop(guard);
     let other = ctx.another().await;
-    let theirs = other.new_lock("owned", LockOptions::default()).await.unwrap();
-    let guard = tokio::time::timeout(PATIENCE, theirs.acquire()).await.expect("a dropped guard releases").unwrap();
+    let theirs = other
+        .new_lock("owned", LockOptions::default())
+        .await
+        .unwrap();
+    let guard = tokio::time::timeout(PATIENCE, theirs.acquire())
+        .await
+        .expect("a dropped guard releases")
+        .unwrap();
     let lost = guard.lost();
     other.close().await.unwrap();
-    tokio::time::timeout(PATIENCE, lost.cancelled()).await.expect("close fires lost()");
+    tokio::time::timeout(PATIENCE, lost.cancelled())
+        .await
+        .expect("close fires lost()");
     tokio::time::timeout(PATIENCE, lock.acquire())
         .await
         .expect("close releases the handle's locks")
         .unwrap();
-    assert_err!(theirs.try_acquire().await, Error::Closed, "a lock of a closed handle");
+    assert_err!(
+        theirs.try_acquire().await,
+        Error::Closed,
+        "a lock of a closed handle"
+    );
     Outcome::Passed
 }
 
 /// Abandoning a waiting `acquire` (dropping its future) leaves no trace.
 pub async fn abandoned_acquire_leaves_nothing_behind(ctx: Ctx) -> Outcome {
     require_locks!(ctx);
-    let holder = ctx.store().new_lock("busy", LockOptions::default()).await.unwrap();
+    let holder = ctx
+        .store()
+        .new_lock("busy", LockOptions::default())
+        .await
+        .unwrap();
     let guard = holder.acquire().await.unwrap();
     let other = ctx.another().await;
-    let waiter = other.new_lock("busy", LockOptions::default()).await.unwrap();
+    let waiter = other
+        .new_lock("busy", LockOptions::default())
+        .await
+        .unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), waiter.acquire()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), waiter.acquire())
+            .await
+            .is_err(),
         "acquire waits while the lock is held"
     );
     guard.release().await.unwrap();
-    let third = ctx.another().await.new_lock("busy", LockOptions::default()).await.unwrap();
+    let third = ctx
+        .another()
+        .await
+        .new_lock("busy", LockOptions::default())
+        .await
+        .unwrap();
     let taken = third.try_acquire().await.unwrap();
-    assert!(taken.is_some(), "the abandoned waiter must not hold or block the lock");
+    assert!(
+        taken.is_some(),
+        "the abandoned waiter must not hold or block the lock"
+    );
     Outcome::Passed
 }
 
 /// Without subtree support, a subtree lock must fail with `Unsupported("subtree_locks")`.
 async fn subtree_unsupported(store: &dyn Store) -> Outcome {
     assert_err!(
-        store.new_lock("s", LockOptions::default().scope(LockScope::Subtree)).await,
-        Error::Unsupported { capability: "subtree_locks", .. },
+        store
+            .new_lock("s", LockOptions::default().scope(LockScope::Subtree))
+            .await,
+        Error::Unsupported {
+            capability: "subtree_locks",
+            ..
+        },
         "a subtree lock"
     );
     Outcome::Gated("subtree_locks")
 }
 
 async fn try_lock(store: &dyn Store, key: &str, scope: LockScope) -> Option<kv_core::LockGuard> {
-    let lock = store.new_lock(key, LockOptions::default().scope(scope)).await.unwrap();
+    let lock = store
+        .new_lock(key, LockOptions::default().scope(scope))
+        .await
+        .unwrap();
     lock.try_acquire().await.unwrap()
 }
 
@@ -190,20 +281,36 @@ pub async fn subtree_lock_excludes_the_subtree(ctx: Ctx) -> Outcome {
     }
     let other = ctx.another().await;
     let other = other.as_ref();
-    let tree = try_lock(ctx.store().as_ref(), "a/b", LockScope::Subtree).await.expect("free subtree");
+    let tree = try_lock(ctx.store().as_ref(), "a/b", LockScope::Subtree)
+        .await
+        .expect("free subtree");
     for (key, scope) in [
         ("a/b", LockScope::Key),
         ("a/b", LockScope::Subtree),
         ("a/b/c", LockScope::Key),
         ("a/b/c/d", LockScope::Subtree),
     ] {
-        assert!(try_lock(other, key, scope).await.is_none(), "{key} ({scope:?}) is inside the locked subtree");
+        assert!(
+            try_lock(other, key, scope).await.is_none(),
+            "{key} ({scope:?}) is inside the locked subtree"
+        );
     }
-    for (key, scope) in [("a", LockScope::Key), ("a/bc", LockScope::Key), ("a/c", LockScope::Subtree), ("b", LockScope::Subtree)] {
-        assert!(try_lock(other, key, scope).await.is_some(), "{key} ({scope:?}) is outside the locked subtree");
+    for (key, scope) in [
+        ("a", LockScope::Key),
+        ("a/bc", LockScope::Key),
+        ("a/c", LockScope::Subtree),
+        ("b", LockScope::Subtree),
+    ] {
+        assert!(
+            try_lock(other, key, scope).await.is_some(),
+            "{key} ({scope:?}) is outside the locked subtree"
+        );
     }
     tree.release().await.unwrap();
-    assert!(try_lock(other, "a/b/c", LockScope::Key).await.is_some(), "released");
+    assert!(
+        try_lock(other, "a/b/c", LockScope::Key).await.is_some(),
+        "released"
+    );
     Outcome::Passed
 }
 
@@ -217,24 +324,44 @@ pub async fn subtree_lock_is_excluded_by_locks_inside_and_above(ctx: Ctx) -> Out
     let other = other.as_ref();
     let store = ctx.store().as_ref();
 
-    let inner = try_lock(store, "x/y/z", LockScope::Key).await.expect("free key");
-    assert!(try_lock(other, "x", LockScope::Subtree).await.is_none(), "a key lock below blocks a subtree lock");
+    let inner = try_lock(store, "x/y/z", LockScope::Key)
+        .await
+        .expect("free key");
+    assert!(
+        try_lock(other, "x", LockScope::Subtree).await.is_none(),
+        "a key lock below blocks a subtree lock"
+    );
     assert!(try_lock(other, "x/y", LockScope::Subtree).await.is_none());
     assert!(try_lock(other, "x/y/z", LockScope::Subtree).await.is_none());
-    assert!(try_lock(other, "x/w", LockScope::Subtree).await.is_some(), "a sibling subtree is free");
+    assert!(
+        try_lock(other, "x/w", LockScope::Subtree).await.is_some(),
+        "a sibling subtree is free"
+    );
     let waiting = tokio::spawn({
-        let lock = other.new_lock("x", LockOptions::default().scope(LockScope::Subtree)).await.unwrap();
+        let lock = other
+            .new_lock("x", LockOptions::default().scope(LockScope::Subtree))
+            .await
+            .unwrap();
         async move { lock.acquire().await.map(|g| g.fencing_token()) }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiting.is_finished(), "acquire waits for the lock below");
     let inner_token = inner.fencing_token();
     inner.release().await.unwrap();
-    let token = tokio::time::timeout(PATIENCE, waiting).await.expect("released below").unwrap().unwrap();
+    let token = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("released below")
+        .unwrap()
+        .unwrap();
     assert!(token > inner_token);
 
-    let outer = try_lock(store, "p", LockScope::Subtree).await.expect("free subtree");
-    assert!(try_lock(other, "p/q", LockScope::Subtree).await.is_none(), "an ancestor's subtree lock blocks");
+    let outer = try_lock(store, "p", LockScope::Subtree)
+        .await
+        .expect("free subtree");
+    assert!(
+        try_lock(other, "p/q", LockScope::Subtree).await.is_none(),
+        "an ancestor's subtree lock blocks"
+    );
     drop(outer);
     assert!(try_lock(other, "p/q", LockScope::Subtree).await.is_some());
     Outcome::Passed

@@ -9,19 +9,38 @@ use crate::{Ctx, Outcome};
 pub async fn list_is_sorted_and_complete(ctx: Ctx) -> Outcome {
     let store = ctx.store();
     // Byte order and segment order differ: '-' and '.' sort before '/'.
-    let written = ["a/c", "a", "a-b", "a.b/x", "a/b/z", "b", "a/b", "A", "a/b-1"];
+    let written = [
+        "a/c", "a", "a-b", "a.b/x", "a/b/z", "b", "a/b", "A", "a/b-1",
+    ];
     for key in written {
-        store.put(key, key.as_bytes(), PutOptions::default()).await.unwrap();
+        store
+            .put(key, key.as_bytes(), PutOptions::default())
+            .await
+            .unwrap();
     }
     let mut expected: Vec<&str> = written.to_vec();
     expected.sort();
     let all = store.list("").await.unwrap();
-    assert_eq!(keys(&all), expected, "list of the root is every key in byte order");
+    assert_eq!(
+        keys(&all),
+        expected,
+        "list of the root is every key in byte order"
+    );
     for pair in &all {
-        assert_eq!(&pair.value[..], pair.key.as_str().as_bytes(), "list returns values");
+        assert_eq!(
+            &pair.value[..],
+            pair.key.as_str().as_bytes(),
+            "list returns values"
+        );
     }
-    assert_eq!(keys(&store.list("a").await.unwrap()), vec!["a", "a/b", "a/b-1", "a/b/z", "a/c"]);
-    assert_eq!(keys(&store.list("a/b").await.unwrap()), vec!["a/b", "a/b/z"]);
+    assert_eq!(
+        keys(&store.list("a").await.unwrap()),
+        vec!["a", "a/b", "a/b-1", "a/b/z", "a/c"]
+    );
+    assert_eq!(
+        keys(&store.list("a/b").await.unwrap()),
+        vec!["a/b", "a/b/z"]
+    );
     assert!(store.list("missing").await.unwrap().is_empty());
     assert!(store.list("a/c/d").await.unwrap().is_empty());
     let many: Vec<String> = (0..250).map(|i| format!("many/{i:04}")).collect();
@@ -29,14 +48,27 @@ pub async fn list_is_sorted_and_complete(ctx: Ctx) -> Outcome {
         store.put(key, b"", PutOptions::default()).await.unwrap();
     }
     let listed = store.list("many").await.unwrap();
-    assert_eq!(keys(&listed), many.iter().map(String::as_str).collect::<Vec<_>>(), "250 keys, none lost");
+    assert_eq!(
+        keys(&listed),
+        many.iter().map(String::as_str).collect::<Vec<_>>(),
+        "250 keys, none lost"
+    );
     Outcome::Passed
 }
 
 /// `list_children` lists direct children as keys and child prefixes, sorted.
 pub async fn list_children_is_a_directory_listing(ctx: Ctx) -> Outcome {
     let store = ctx.store();
-    for key in ["d", "d/file", "d/dir/x", "d/dir/y/z", "d/both", "d/both/inner", "d-sibling", "e"] {
+    for key in [
+        "d",
+        "d/file",
+        "d/dir/x",
+        "d/dir/y/z",
+        "d/both",
+        "d/both/inner",
+        "d-sibling",
+        "e",
+    ] {
         store.put(key, b"v", PutOptions::default()).await.unwrap();
     }
     let listing: Vec<(String, bool, bool)> = store
@@ -54,10 +86,22 @@ pub async fn list_children_is_a_directory_listing(ctx: Ctx) -> Outcome {
             ("d/file".to_string(), true, false),
         ]
     );
-    let root: Vec<String> = store.list_children("").await.unwrap().into_iter().map(|c| c.key.to_string()).collect();
+    let root: Vec<String> = store
+        .list_children("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key.to_string())
+        .collect();
     assert_eq!(root, vec!["d", "d-sibling", "e"]);
     assert!(store.list_children("d/file").await.unwrap().is_empty());
-    assert!(store.list_children("nothing/here").await.unwrap().is_empty());
+    assert!(
+        store
+            .list_children("nothing/here")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     Outcome::Passed
 }
 
@@ -65,9 +109,15 @@ pub async fn list_children_is_a_directory_listing(ctx: Ctx) -> Outcome {
 pub async fn delete_removes_one_key(ctx: Ctx) -> Outcome {
     let store = ctx.store();
     store.put("k", b"v", PutOptions::default()).await.unwrap();
-    store.put("k/child", b"c", PutOptions::default()).await.unwrap();
+    store
+        .put("k/child", b"c", PutOptions::default())
+        .await
+        .unwrap();
     assert!(store.delete("k").await.unwrap());
-    assert!(!store.delete("k").await.unwrap(), "a second delete finds nothing");
+    assert!(
+        !store.delete("k").await.unwrap(),
+        "a second delete finds nothing"
+    );
     assert!(!store.delete("never").await.unwrap());
     assert!(store.get("k").await.unwrap().is_none());
     assert_eq!(keys(&store.list("").await.unwrap()), vec!["k/child"]);
@@ -81,11 +131,28 @@ pub async fn delete_tree_removes_the_subtree(ctx: Ctx) -> Outcome {
         store.put(key, b"v", PutOptions::default()).await.unwrap();
     }
     assert_eq!(store.delete_tree("t").await.unwrap(), 4);
-    assert_eq!(keys(&store.list("").await.unwrap()), vec!["t-x", "tt", "u/t"]);
-    assert_eq!(store.delete_tree("t").await.unwrap(), 0, "deleting a missing tree removes nothing");
-    store.put("t/again", b"v", PutOptions::default()).await.unwrap();
-    assert!(store.exists("t/again").await.unwrap(), "a deleted tree can be written again");
-    assert_eq!(store.delete_tree("").await.unwrap(), 4, "the empty prefix is the whole store");
+    assert_eq!(
+        keys(&store.list("").await.unwrap()),
+        vec!["t-x", "tt", "u/t"]
+    );
+    assert_eq!(
+        store.delete_tree("t").await.unwrap(),
+        0,
+        "deleting a missing tree removes nothing"
+    );
+    store
+        .put("t/again", b"v", PutOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        store.exists("t/again").await.unwrap(),
+        "a deleted tree can be written again"
+    );
+    assert_eq!(
+        store.delete_tree("").await.unwrap(),
+        4,
+        "the empty prefix is the whole store"
+    );
     assert!(store.list("").await.unwrap().is_empty());
     Outcome::Passed
 }

@@ -16,7 +16,10 @@ pub async fn watch_starts_with_the_current_state(ctx: Ctx) -> Outcome {
     let first = next_event(&mut watch, "initial state").await;
     assert_put(&first, "k", b"1");
     assert_eq!(first.version, v1);
-    store.put("k/child", b"not me", PutOptions::default()).await.unwrap();
+    store
+        .put("k/child", b"not me", PutOptions::default())
+        .await
+        .unwrap();
     let v2 = store.put("k", b"2", PutOptions::default()).await.unwrap();
     let second = next_event(&mut watch, "update").await;
     assert_put(&second, "k", b"2");
@@ -33,14 +36,34 @@ pub async fn watch_starts_with_the_current_state(ctx: Ctx) -> Outcome {
 /// Watching a key or prefix that does not exist yet works.
 pub async fn watch_of_a_missing_key(ctx: Ctx) -> Outcome {
     let store = ctx.store();
-    let mut key_watch = store.watch("not/yet", WatchOptions::default()).await.unwrap();
-    let mut tree_watch = store.watch_tree("nothing", WatchOptions::default()).await.unwrap();
+    let mut key_watch = store
+        .watch("not/yet", WatchOptions::default())
+        .await
+        .unwrap();
+    let mut tree_watch = store
+        .watch_tree("nothing", WatchOptions::default())
+        .await
+        .unwrap();
     expect_quiet(&mut key_watch, "watch of a missing key").await;
     expect_quiet(&mut tree_watch, "watch of a missing prefix").await;
-    store.put("not/yet", b"now", PutOptions::default()).await.unwrap();
-    store.put("nothing/here", b"h", PutOptions::default()).await.unwrap();
-    assert_put(&next_event(&mut key_watch, "key created").await, "not/yet", b"now");
-    assert_put(&next_event(&mut tree_watch, "prefix created").await, "nothing/here", b"h");
+    store
+        .put("not/yet", b"now", PutOptions::default())
+        .await
+        .unwrap();
+    store
+        .put("nothing/here", b"h", PutOptions::default())
+        .await
+        .unwrap();
+    assert_put(
+        &next_event(&mut key_watch, "key created").await,
+        "not/yet",
+        b"now",
+    );
+    assert_put(
+        &next_event(&mut tree_watch, "prefix created").await,
+        "nothing/here",
+        b"h",
+    );
     Outcome::Passed
 }
 
@@ -55,24 +78,37 @@ pub async fn watch_tree_has_no_gap(ctx: Ctx) -> Outcome {
             if i % 7 == 3 {
                 writer_store.delete(&key).await.unwrap();
             } else {
-                writer_store.put(&key, i.to_string().as_bytes(), PutOptions::default()).await.unwrap();
+                writer_store
+                    .put(&key, i.to_string().as_bytes(), PutOptions::default())
+                    .await
+                    .unwrap();
             }
             tokio::task::yield_now().await;
         }
-        writer_store.put("g/zz-done", b"", PutOptions::default()).await.unwrap();
+        writer_store
+            .put("g/zz-done", b"", PutOptions::default())
+            .await
+            .unwrap();
     });
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
     let store = ctx.store();
-    let mut watch = store.watch_tree("g", WatchOptions::default().buffer(10_000)).await.unwrap();
+    let mut watch = store
+        .watch_tree("g", WatchOptions::default().buffer(10_000))
+        .await
+        .unwrap();
     let mut seen: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
     let mut last_version: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let event = next_event(&mut watch, "no-gap watch").await;
         let key = event.key.to_string();
         if let Some(last) = last_version.get(&key) {
-            assert!(event.version > *last, "events of {key} out of order: {} after {last}", event.version);
+            assert!(
+                event.version > *last,
+                "events of {key} out of order: {} after {last}",
+                event.version
+            );
         }
         last_version.insert(key.clone(), event.version);
         if key == "g/zz-done" {
@@ -92,13 +128,19 @@ pub async fn watch_tree_has_no_gap(ctx: Ctx) -> Outcome {
         .filter(|p| p.key.as_str() != "g/zz-done")
         .map(|p| (p.key.to_string(), (p.value.to_vec(), p.version)))
         .collect();
-    assert_eq!(seen, actual, "the watch's view must equal the store's state");
+    assert_eq!(
+        seen, actual,
+        "the watch's view must equal the store's state"
+    );
     Outcome::Passed
 }
 
 async fn store_initial(store: &std::sync::Arc<dyn kv_core::Store>) {
     for i in 0..10 {
-        store.put(&format!("g/{i}"), b"initial", PutOptions::default()).await.unwrap();
+        store
+            .put(&format!("g/{i}"), b"initial", PutOptions::default())
+            .await
+            .unwrap();
     }
 }
 
@@ -109,13 +151,22 @@ pub async fn watch_events_arrive_in_version_order(ctx: Ctx) -> Outcome {
     let writer = ctx.another().await;
     let mut versions = Vec::new();
     for i in 0..50u32 {
-        versions.push(writer.put("seq", i.to_string().as_bytes(), PutOptions::default()).await.unwrap());
+        versions.push(
+            writer
+                .put("seq", i.to_string().as_bytes(), PutOptions::default())
+                .await
+                .unwrap(),
+        );
     }
     let mut last = 0;
     let mut values = Vec::new();
     loop {
         let event = next_event(&mut watch, "sequence").await;
-        assert!(event.version > last, "version {} after {last}", event.version);
+        assert!(
+            event.version > last,
+            "version {} after {last}",
+            event.version
+        );
         last = event.version;
         values.push(String::from_utf8(event.value.to_vec()).unwrap());
         if event.version == versions[49] {
@@ -136,7 +187,10 @@ pub async fn watch_tree_reports_deletes(ctx: Ctx) -> Outcome {
     for key in ["w/a", "w/b", "w/c/d", "w/c/e"] {
         store.put(key, b"v", PutOptions::default()).await.unwrap();
     }
-    let mut watch = store.watch_tree("w", WatchOptions::default()).await.unwrap();
+    let mut watch = store
+        .watch_tree("w", WatchOptions::default())
+        .await
+        .unwrap();
     for key in ["w/a", "w/b", "w/c/d", "w/c/e"] {
         assert_put(&next_event(&mut watch, "snapshot").await, key, b"v");
     }
@@ -146,7 +200,10 @@ pub async fn watch_tree_reports_deletes(ctx: Ctx) -> Outcome {
     store.atomic_delete("w/b", version).await.unwrap();
     assert_delete(&next_event(&mut watch, "atomic delete").await, "w/b");
     store.delete_tree("w/c").await.unwrap();
-    let mut deleted = vec![next_event(&mut watch, "tree delete").await, next_event(&mut watch, "tree delete").await];
+    let mut deleted = [
+        next_event(&mut watch, "tree delete").await,
+        next_event(&mut watch, "tree delete").await,
+    ];
     deleted.sort_by(|a, b| a.key.cmp(&b.key));
     assert_delete(&deleted[0], "w/c/d");
     assert_delete(&deleted[1], "w/c/e");
@@ -159,18 +216,33 @@ pub async fn watch_ends_with_an_error_on_close(ctx: Ctx) -> Outcome {
     let other = ctx.another().await;
     let mut key_watch = other.watch("k", WatchOptions::default()).await.unwrap();
     let mut tree_watch = other.watch_tree("", WatchOptions::default()).await.unwrap();
-    ctx.store().put("k", b"v", PutOptions::default()).await.unwrap();
+    ctx.store()
+        .put("k", b"v", PutOptions::default())
+        .await
+        .unwrap();
     assert_put(&next_event(&mut key_watch, "before close").await, "k", b"v");
     other.close().await.unwrap();
-    for (name, watch) in [("key watch", &mut key_watch), ("tree watch", &mut tree_watch)] {
+    for (name, watch) in [
+        ("key watch", &mut key_watch),
+        ("tree watch", &mut tree_watch),
+    ] {
         let (_, error) = until_error(watch, name).await;
-        assert!(matches!(error, Error::Closed), "{name} ended with {error:?}, expected Closed");
         assert!(
-            tokio::time::timeout(QUIET, futures::StreamExt::next(watch)).await.is_ok_and(|item| item.is_none()),
+            matches!(error, Error::Closed),
+            "{name} ended with {error:?}, expected Closed"
+        );
+        assert!(
+            tokio::time::timeout(QUIET, futures::StreamExt::next(watch))
+                .await
+                .is_ok_and(|item| item.is_none()),
             "{name} ends after its error"
         );
     }
-    assert_err!(other.watch("k", WatchOptions::default()).await, Error::Closed, "watch on a closed handle");
+    assert_err!(
+        other.watch("k", WatchOptions::default()).await,
+        Error::Closed,
+        "watch on a closed handle"
+    );
     Outcome::Passed
 }
 
@@ -178,10 +250,16 @@ pub async fn watch_ends_with_an_error_on_close(ctx: Ctx) -> Outcome {
 /// wait for it.
 pub async fn slow_watchers_lag_and_never_block_writers(ctx: Ctx) -> Outcome {
     let store = ctx.store();
-    let mut slow = store.watch_tree("lag", WatchOptions::default().buffer(4)).await.unwrap();
+    let mut slow = store
+        .watch_tree("lag", WatchOptions::default().buffer(4))
+        .await
+        .unwrap();
     let writes = async {
         for i in 0..200u32 {
-            store.put(&format!("lag/{i:03}"), b"v", PutOptions::default()).await.unwrap();
+            store
+                .put(&format!("lag/{i:03}"), b"v", PutOptions::default())
+                .await
+                .unwrap();
         }
     };
     tokio::time::timeout(Duration::from_secs(60), writes)
@@ -189,13 +267,25 @@ pub async fn slow_watchers_lag_and_never_block_writers(ctx: Ctx) -> Outcome {
         .expect("writers must not wait for a slow watcher");
     tokio::time::sleep(QUIET).await;
     let (events, error) = until_error(&mut slow, "slow watcher").await;
-    assert!(matches!(error, Error::WatchLagged { .. }), "expected WatchLagged, got {error:?}");
-    assert!(events.len() < 200, "a lagged watch cannot have delivered everything");
     assert!(
-        tokio::time::timeout(QUIET, futures::StreamExt::next(&mut slow)).await.is_ok_and(|item| item.is_none()),
+        matches!(error, Error::WatchLagged { .. }),
+        "expected WatchLagged, got {error:?}"
+    );
+    assert!(
+        events.len() < 200,
+        "a lagged watch cannot have delivered everything"
+    );
+    assert!(
+        tokio::time::timeout(QUIET, futures::StreamExt::next(&mut slow))
+            .await
+            .is_ok_and(|item| item.is_none()),
         "the stream ends after WatchLagged"
     );
-    assert_err!(store.watch("k", WatchOptions::default().buffer(0)).await, Error::InvalidArgument { .. }, "a zero buffer");
+    assert_err!(
+        store.watch("k", WatchOptions::default().buffer(0)).await,
+        Error::InvalidArgument { .. },
+        "a zero buffer"
+    );
     Outcome::Passed
 }
 
@@ -205,22 +295,36 @@ pub async fn watch_since_resumes_from_history(ctx: Ctx) -> Outcome {
     let v1 = store.put("h/a", b"1", PutOptions::default()).await.unwrap();
     if !ctx.caps().watch_history {
         assert_err!(
-            store.watch_tree("h", WatchOptions::default().since(v1)).await,
-            Error::Unsupported { capability: "watch_history", .. },
+            store
+                .watch_tree("h", WatchOptions::default().since(v1))
+                .await,
+            Error::Unsupported {
+                capability: "watch_history",
+                ..
+            },
             "watch_tree with since"
         );
         assert_err!(
             store.watch("h/a", WatchOptions::default().since(v1)).await,
-            Error::Unsupported { capability: "watch_history", .. },
+            Error::Unsupported {
+                capability: "watch_history",
+                ..
+            },
             "watch with since"
         );
         return Outcome::Gated("watch_history");
     }
     let v2 = store.put("h/b", b"2", PutOptions::default()).await.unwrap();
     let v3 = store.put("h/a", b"3", PutOptions::default()).await.unwrap();
-    store.put("elsewhere", b"x", PutOptions::default()).await.unwrap();
+    store
+        .put("elsewhere", b"x", PutOptions::default())
+        .await
+        .unwrap();
     store.delete("h/b").await.unwrap();
-    let mut tree = store.watch_tree("h", WatchOptions::default().since(v1)).await.unwrap();
+    let mut tree = store
+        .watch_tree("h", WatchOptions::default().since(v1))
+        .await
+        .unwrap();
     let event = next_event(&mut tree, "history").await;
     assert_put(&event, "h/b", b"2");
     assert_eq!(event.version, v2);
@@ -228,11 +332,21 @@ pub async fn watch_since_resumes_from_history(ctx: Ctx) -> Outcome {
     assert_put(&event, "h/a", b"3");
     assert_eq!(event.version, v3);
     assert_delete(&next_event(&mut tree, "history").await, "h/b");
-    let mut key = store.watch("h/a", WatchOptions::default().since(v1)).await.unwrap();
+    let mut key = store
+        .watch("h/a", WatchOptions::default().since(v1))
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut key, "key history").await.version, v3);
     let latest = store.put("h/c", b"4", PutOptions::default()).await.unwrap();
-    assert_put(&next_event(&mut tree, "live after history").await, "h/c", b"4");
-    let mut from_now = store.watch_tree("h", WatchOptions::default().since(latest)).await.unwrap();
+    assert_put(
+        &next_event(&mut tree, "live after history").await,
+        "h/c",
+        b"4",
+    );
+    let mut from_now = store
+        .watch_tree("h", WatchOptions::default().since(latest))
+        .await
+        .unwrap();
     expect_quiet(&mut from_now, "nothing after the latest version").await;
     store.put("h/d", b"5", PutOptions::default()).await.unwrap();
     assert_put(&next_event(&mut from_now, "live").await, "h/d", b"5");
