@@ -232,7 +232,8 @@ pub fn normalize(input: &str) -> Result<&str> {
             _ => {}
         }
     }
-    if let Some(c) = trimmed.chars().find(|&c| !allowed_char(c)) {
+    let printable_ascii = trimmed.bytes().all(|b| (b' '..=b'~').contains(&b));
+    if !printable_ascii && let Some(c) = trimmed.chars().find(|&c| !allowed_char(c)) {
         let reason = if c.is_control() {
             "control characters are not allowed"
         } else {

@@ -38,6 +38,7 @@ use kv_core::{
 
 use crate::lock::MemoryLock;
 use crate::namespace::Namespace;
+use crate::tree::Now;
 use crate::watch::MemoryWatch;
 
 /// Events kept for `WatchOptions::since` unless `history=N` says otherwise.
@@ -140,12 +141,12 @@ impl MemoryStore {
         let key = self.key(key)?;
         let caps = &self.namespace.capabilities;
         caps.check_value(value.len())?;
-        let now = Instant::now();
         let expires_at = options
             .ttl
             .map(|ttl| {
                 let ttl = caps.check_ttl(ttl)?;
-                now.checked_add(ttl)
+                Instant::now()
+                    .checked_add(ttl)
                     .ok_or_else(|| Error::invalid_argument(format!("TTL {ttl:?} is too large")))
             })
             .transpose()?;
@@ -154,7 +155,7 @@ impl MemoryStore {
             Bytes::copy_from_slice(value),
             expires_at,
             precondition,
-            now,
+            &Now::lazy(),
         )?;
         if expires_at.is_some() {
             self.namespace.wake_timers();
@@ -181,7 +182,7 @@ impl MemoryStore {
             recursive,
             options.since,
             options.buffer,
-            Instant::now(),
+            &Now::lazy(),
         )?;
         Ok(Box::pin(MemoryWatch::new(
             self.namespace.clone(),
@@ -214,25 +215,22 @@ impl Store for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let key = self.key(key)?;
-        Ok(self.namespace.state.read().get(key, Instant::now()))
+        Ok(self.namespace.state.read().get(key, &Now::lazy()))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = self.key(key)?;
-        self.namespace
-            .state
-            .write()
-            .delete(key, None, Instant::now())
+        self.namespace.state.write().delete(key, None, &Now::lazy())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.key(key)?;
-        Ok(self.namespace.state.read().exists(key, Instant::now()))
+        Ok(self.namespace.state.read().exists(key, &Now::lazy()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         let prefix = self.prefix(prefix)?;
-        Ok(self.namespace.state.read().list(prefix, Instant::now()))
+        Ok(self.namespace.state.read().list(prefix, &Now::lazy()))
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
@@ -241,7 +239,7 @@ impl Store for MemoryStore {
             .namespace
             .state
             .read()
-            .list_children(prefix, Instant::now()))
+            .list_children(prefix, &Now::lazy()))
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
@@ -250,7 +248,7 @@ impl Store for MemoryStore {
             .namespace
             .state
             .write()
-            .delete_tree(prefix, Instant::now()))
+            .delete_tree(prefix, &Now::lazy()))
     }
 
     async fn atomic_put(
@@ -268,7 +266,7 @@ impl Store for MemoryStore {
         self.namespace
             .state
             .write()
-            .delete(key, Some(version), Instant::now())
+            .delete(key, Some(version), &Now::lazy())
             .map(drop)
     }
 

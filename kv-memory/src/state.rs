@@ -1,12 +1,13 @@
 //! The namespace's state and every operation on it. All methods run under the namespace's
 //! lock and never wait: the async layer around them lives in `lib.rs`, `watch.rs`, `lock.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hashbrown::HashMap;
 use kv_core::{
     Child, Error, EventKind, Key, KvPair, LockHolder, LockScope, Precondition, Result, WatchEvent,
     covers,
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::History;
-use crate::tree::{Entry, Holder, Node, Watcher, segments};
+use crate::tree::{Entry, Holder, Node, Now, Watcher, segments};
 
 /// Work the timer task does when a deadline passes.
 enum Timer {
@@ -57,6 +58,9 @@ pub(crate) struct LockRequest<'a> {
 
 /// Everything a namespace holds.
 pub(crate) struct State {
+    /// Every value, by key: point reads and overwrites touch only this.
+    entries: HashMap<Key, Entry>,
+    /// The path structure: which paths hold values, watchers and locks.
     root: Node,
     /// The last version handed out (writes, deletes, expiries and lock grants).
     revision: u64,
@@ -64,17 +68,22 @@ pub(crate) struct State {
     timers: BTreeMap<(Instant, u64), Timer>,
     next_id: u64,
     leases: HashMap<u64, LeaseInfo>,
+    /// Registered watches (some may have ended; they are dropped on their next event or when
+    /// their stream is dropped). Zero means writes need not walk the tree for watchers.
+    watchers: usize,
 }
 
 impl State {
     pub fn new(history: usize) -> State {
         State {
+            entries: HashMap::default(),
             root: Node::default(),
             revision: 0,
             history: History::new(history),
             timers: BTreeMap::new(),
             next_id: 0,
             leases: HashMap::new(),
+            watchers: 0,
         }
     }
 
@@ -85,40 +94,50 @@ impl State {
 
     // ----- reads -----
 
-    pub fn get(&self, key: &str, now: Instant) -> Option<KvPair> {
-        self.root.find(key)?.live_entry(now).map(Entry::to_pair)
+    pub fn get(&self, key: &str, now: &Now) -> Option<KvPair> {
+        let (key, entry) = self.entries.get_key_value(key)?;
+        entry.is_live(now).then(|| entry.to_pair(key))
     }
 
-    pub fn exists(&self, key: &str, now: Instant) -> bool {
-        self.root
-            .find(key)
-            .is_some_and(|n| n.live_entry(now).is_some())
+    pub fn exists(&self, key: &str, now: &Now) -> bool {
+        self.entries.get(key).is_some_and(|e| e.is_live(now))
     }
 
-    pub fn list(&self, prefix: &str, now: Instant) -> Vec<KvPair> {
-        let mut pairs = Vec::new();
-        if let Some(node) = self.root.find(prefix) {
-            node.collect_live(now, &mut pairs);
-            // Segment order differs from byte order where a segment continues with a byte
-            // below '/' (`a-b` < `a/c`); the contract is byte order.
-            pairs.sort_by(|a, b| a.key.cmp(&b.key));
-        }
-        pairs
-    }
-
-    pub fn list_children(&self, prefix: &str, now: Instant) -> Vec<Child> {
+    pub fn list(&self, prefix: &str, now: &Now) -> Vec<KvPair> {
         let Some(node) = self.root.find(prefix) else {
             return Vec::new();
         };
+        let mut keys = Vec::new();
+        node.collect_keys(&mut keys);
+        let mut pairs: Vec<KvPair> = keys
+            .into_iter()
+            .filter_map(|key| {
+                self.entries
+                    .get(key)
+                    .filter(|e| e.is_live(now))
+                    .map(|e| e.to_pair(key))
+            })
+            .collect();
+        // The walk gives segment order, which differs from byte order only where a segment
+        // continues with a byte below '/' (`a-b` < `a/c`): this sort is nearly free.
+        pairs.sort_by(|a, b| a.key.cmp(&b.key));
+        pairs
+    }
+
+    pub fn list_children(&self, prefix: &str, now: &Now) -> Vec<Child> {
+        let Some(node) = self.root.find(prefix) else {
+            return Vec::new();
+        };
+        let live = |key: &Key| self.entries.get(key).is_some_and(|e| e.is_live(now));
         let mut children: Vec<Child> = node
             .children
             .iter()
             .filter_map(|(name, child)| {
-                let has_value = child.live_entry(now).is_some();
-                let has_children = child.children.values().any(|c| c.has_live_key(now));
+                let has_value = child.key.as_ref().is_some_and(live);
+                let has_children = child.children.values().any(|c| c.any_key(&live));
                 (has_value || has_children).then(|| Child {
-                    key: match child.live_entry(now) {
-                        Some(entry) => entry.key.clone(),
+                    key: match &child.key {
+                        Some(key) => key.clone(),
                         None if prefix.is_empty() => Key::from_normalized(name),
                         None => Key::from_normalized(&format!("{prefix}/{name}")),
                     },
@@ -133,56 +152,63 @@ impl State {
 
     // ----- writes -----
 
-    /// Writes `value` under `key` if `precondition` holds; returns the version and, for a TTL
-    /// write, the expiry deadline (the timer task must be woken).
+    /// The version of the live value at `key`; an expired one is deleted first (with its
+    /// Delete event), as if the timer had already run.
+    fn current_version(&mut self, key: &str, now: &Now) -> Option<u64> {
+        match self.entries.get(key) {
+            Some(entry) if entry.is_live(now) => Some(entry.version),
+            Some(_) => {
+                self.remove_entry(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Writes `value` under `key` if `precondition` holds; returns the version.
     pub fn put(
         &mut self,
         key: &str,
         value: Bytes,
         expires_at: Option<Instant>,
         precondition: Option<Precondition>,
-        now: Instant,
+        now: &Now,
     ) -> Result<u64> {
-        self.reap_if_expired(key, now);
-        let current = self
-            .root
-            .find(key)
-            .and_then(|n| n.entry.as_ref())
-            .map(|e| e.version);
-        match (precondition, current) {
+        let current = self.current_version(key, now);
+        let failed = match (precondition, current) {
             (Some(Precondition::MustNotExist), Some(v)) => {
-                return Err(Error::conflict(
-                    key,
-                    format!("the key exists (version {v})"),
-                ));
+                Some(format!("the key exists (version {v})"))
             }
             (Some(Precondition::Version(want)), None) => {
-                return Err(Error::conflict(
-                    key,
-                    format!("the key does not exist (expected version {want})"),
-                ));
+                Some(format!("the key does not exist (expected version {want})"))
             }
             (Some(Precondition::Version(want)), Some(v)) if v != want => {
-                return Err(Error::conflict(
-                    key,
-                    format!("the version is {v}, expected {want}"),
-                ));
+                Some(format!("the version is {v}, expected {want}"))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(reason) = failed {
+            return Err(Error::conflict(key, reason));
         }
         self.revision += 1;
         let version = self.revision;
-        let node = self.root.find_or_create(key);
-        let key = match &node.entry {
-            Some(entry) => entry.key.clone(),
-            None => Key::from_normalized(key),
-        };
-        node.entry = Some(Entry {
-            key: key.clone(),
+        let entry = Entry {
             value: value.clone(),
             version,
             expires_at,
-        });
+        };
+        let key = match self.entries.get_key_value_mut(key) {
+            Some((stored, slot)) => {
+                *slot = entry;
+                stored.clone()
+            }
+            None => {
+                let stored = Key::from_normalized(key);
+                self.root.find_or_create(key).key = Some(stored.clone());
+                self.entries.insert(stored.clone(), entry);
+                stored
+            }
+        };
         if let Some(at) = expires_at {
             self.add_timer(
                 at,
@@ -203,77 +229,66 @@ impl State {
 
     /// Deletes `key` (only if it has `expected` version, when given); returns whether a live
     /// key was removed.
-    pub fn delete(&mut self, key: &str, expected: Option<u64>, now: Instant) -> Result<bool> {
-        self.reap_if_expired(key, now);
-        if let Some(want) = expected {
-            match self.root.find(key).and_then(|n| n.entry.as_ref()) {
-                None => {
-                    return Err(Error::conflict(
-                        key,
-                        format!("the key does not exist (expected version {want})"),
-                    ));
-                }
-                Some(e) if e.version != want => {
-                    return Err(Error::conflict(
-                        key,
-                        format!("the version is {}, expected {want}", e.version),
-                    ));
-                }
-                Some(_) => {}
-            }
+    pub fn delete(&mut self, key: &str, expected: Option<u64>, now: &Now) -> Result<bool> {
+        let current = self.current_version(key, now);
+        match (expected, current) {
+            (Some(want), None) => Err(Error::conflict(
+                key,
+                format!("the key does not exist (expected version {want})"),
+            )),
+            (Some(want), Some(v)) if v != want => Err(Error::conflict(
+                key,
+                format!("the version is {v}, expected {want}"),
+            )),
+            (_, None) => Ok(false),
+            (_, Some(_)) => Ok(self.remove_entry(key).is_some()),
         }
-        Ok(self.remove_entry(key).is_some())
     }
 
     /// Removes the prefix key and everything below it in one revision; returns how many live
     /// keys were removed.
-    pub fn delete_tree(&mut self, prefix: &str, now: Instant) -> u64 {
+    pub fn delete_tree(&mut self, prefix: &str, now: &Now) -> u64 {
         let Some(node) = self.root.find_mut(prefix) else {
             return 0;
         };
-        let mut removed = Vec::new();
-        node.take_entries(&mut removed);
+        let mut keys = Vec::new();
+        node.take_keys(&mut keys);
         self.root.prune(prefix);
-        if removed.is_empty() {
+        if keys.is_empty() {
             return 0;
         }
-        removed.sort_by(|a, b| a.key.cmp(&b.key));
+        keys.sort();
         self.revision += 1;
         let version = self.revision;
-        let live = removed.iter().filter(|e| e.is_live(now)).count();
-        for entry in removed {
+        let mut live = 0;
+        for key in keys {
+            if self.entries.remove(&key).is_some_and(|e| e.is_live(now)) {
+                live += 1;
+            }
             self.publish(WatchEvent {
                 kind: EventKind::Delete,
-                key: entry.key,
+                key,
                 value: Bytes::new(),
                 version,
             });
         }
-        live as u64
+        live
     }
 
-    fn reap_if_expired(&mut self, key: &str, now: Instant) {
-        let expired = self
-            .root
-            .find(key)
-            .and_then(|n| n.entry.as_ref())
-            .is_some_and(|e| !e.is_live(now));
-        if expired {
-            self.remove_entry(key);
-        }
-    }
-
-    /// Removes the entry at `key` (live or not) with a Delete event; returns it.
+    /// Removes the value at `key` (live or not) with a Delete event; returns it.
     fn remove_entry(&mut self, key: &str) -> Option<Entry> {
-        let entry = self.root.find_mut(key)?.entry.take()?;
+        let (key, entry) = self.entries.remove_entry(key)?;
+        if let Some(node) = self.root.find_mut(key.as_str()) {
+            node.key = None;
+        }
+        self.root.prune(key.as_str());
         self.revision += 1;
         self.publish(WatchEvent {
             kind: EventKind::Delete,
-            key: entry.key.clone(),
+            key,
             value: Bytes::new(),
             version: self.revision,
         });
-        self.root.prune(key);
         Some(entry)
     }
 
@@ -281,6 +296,9 @@ impl State {
     /// on each node from the root down to the key, key watchers on the key's node.
     fn publish(&mut self, event: WatchEvent) {
         self.history.push(&event);
+        if self.watchers == 0 {
+            return;
+        }
         let mut node = &mut self.root;
         node.notify(&event, false);
         let mut segs = segments(event.key.as_str()).peekable();
@@ -306,7 +324,7 @@ impl State {
         recursive: bool,
         since: Option<u64>,
         buffer: usize,
-        now: Instant,
+        now: &Now,
     ) -> Result<Registration> {
         let initial = match since {
             Some(since) => self.history.since(since, |e| {
@@ -336,6 +354,7 @@ impl State {
         let (tx, rx) = mpsc::channel(buffer);
         let lagged = Arc::new(AtomicBool::new(false));
         let id = self.next_id();
+        self.watchers += 1;
         self.root.find_or_create(path).watchers.push(Watcher {
             id,
             recursive,
@@ -351,6 +370,7 @@ impl State {
     }
 
     pub fn unwatch(&mut self, path: &str, id: u64) {
+        self.watchers -= 1;
         if let Some(node) = self.root.find_mut(path) {
             node.watchers.retain(|w| w.id != id);
             self.root.prune(path);
@@ -377,7 +397,7 @@ impl State {
             node.locks_below += 1;
             node = node.find_or_create(seg);
         }
-        node.lock = Some(Holder {
+        node.lock = Some(Box::new(Holder {
             lease,
             token,
             scope: request.scope,
@@ -385,7 +405,7 @@ impl State {
             ttl: request.ttl,
             deadline,
             lost: lost.clone(),
-        });
+        }));
         self.leases.insert(
             lease,
             LeaseInfo {
@@ -469,7 +489,7 @@ impl State {
     }
 
     /// Releases a lease; returns its holder if it was still held.
-    pub fn release(&mut self, lease: u64) -> Option<Holder> {
+    pub fn release(&mut self, lease: u64) -> Option<Box<Holder>> {
         let info = self.leases.remove(&lease)?;
         let path = info.key.as_str();
         let node = self.root.find_mut(path)?;
@@ -541,10 +561,9 @@ impl State {
             match entry.remove() {
                 Timer::Expire { key, version } => {
                     let due = self
-                        .root
-                        .find(key.as_str())
-                        .and_then(|n| n.entry.as_ref())
-                        .is_some_and(|e| e.version == version && !e.is_live(now));
+                        .entries
+                        .get(&key)
+                        .is_some_and(|e| e.version == version && !e.is_live(&Now::at(now)));
                     if due {
                         self.remove_entry(key.as_str());
                     }

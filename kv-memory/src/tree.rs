@@ -1,6 +1,7 @@
 //! The hierarchical namespace: one node per path segment, so subtree operations cost what the
 //! subtree costs.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,33 +12,57 @@ use kv_core::{Key, KvPair, LockScope, WatchEvent};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
+/// The current time, read from the clock only if an expiry actually needs comparing: most
+/// entries have no TTL, and reading the clock would be a large part of a `get`.
+pub(crate) struct Now(OnceCell<Instant>);
+
+impl Now {
+    /// Reads the clock on first use.
+    pub fn lazy() -> Now {
+        Now(OnceCell::new())
+    }
+
+    /// A fixed instant.
+    pub fn at(instant: Instant) -> Now {
+        Now(OnceCell::from(instant))
+    }
+
+    pub fn get(&self) -> Instant {
+        *self.0.get_or_init(Instant::now)
+    }
+}
+
 /// A path node: maybe a value, maybe watchers, maybe a lock, maybe children.
+///
+/// Values themselves live in the namespace's flat index (`State::entries`), so that point
+/// reads and overwrites do not walk the tree; the tree knows which paths hold one.
 #[derive(Default)]
 pub(crate) struct Node {
-    pub children: BTreeMap<Box<str>, Node>,
-    pub entry: Option<Entry>,
+    /// Children by segment, ordered so that a depth-first walk lists keys nearly sorted.
+    pub children: BTreeMap<String, Node>,
+    /// The key, while this path holds a value.
+    pub key: Option<Key>,
     pub watchers: Vec<Watcher>,
-    pub lock: Option<Holder>,
+    pub lock: Option<Box<Holder>>,
     /// Locks held on nodes strictly below this one.
     pub locks_below: u32,
 }
 
-/// A stored value.
+/// A stored value, in the flat index.
 pub(crate) struct Entry {
-    pub key: Key,
     pub value: Bytes,
     pub version: u64,
     pub expires_at: Option<Instant>,
 }
 
 impl Entry {
-    pub fn is_live(&self, now: Instant) -> bool {
-        self.expires_at.is_none_or(|at| at > now)
+    pub fn is_live(&self, now: &Now) -> bool {
+        self.expires_at.is_none_or(|at| at > now.get())
     }
 
-    pub fn to_pair(&self) -> KvPair {
+    pub fn to_pair(&self, key: &Key) -> KvPair {
         KvPair {
-            key: self.key.clone(),
+            key: key.clone(),
             value: self.value.clone(),
             version: self.version,
         }
@@ -80,46 +105,39 @@ impl Node {
     pub fn find_or_create(&mut self, path: &str) -> &mut Node {
         segments(path).fold(self, |node, seg| {
             if !node.children.contains_key(seg) {
-                node.children.insert(seg.into(), Node::default());
+                node.children.insert(seg.to_owned(), Node::default());
             }
             node.children.get_mut(seg).expect("inserted above")
         })
     }
 
-    /// The live entry of this node.
-    pub fn live_entry(&self, now: Instant) -> Option<&Entry> {
-        self.entry.as_ref().filter(|e| e.is_live(now))
-    }
-
     /// True if the node holds nothing and can be removed.
     fn is_empty(&self) -> bool {
-        self.entry.is_none()
+        self.key.is_none()
             && self.children.is_empty()
             && self.watchers.is_empty()
             && self.lock.is_none()
     }
 
-    /// True if any live key is at or below this node.
-    pub fn has_live_key(&self, now: Instant) -> bool {
-        self.live_entry(now).is_some() || self.children.values().any(|c| c.has_live_key(now))
-    }
-
-    /// Appends every live entry at or below this node, in segment order.
-    pub fn collect_live(&self, now: Instant, out: &mut Vec<KvPair>) {
-        if let Some(entry) = self.live_entry(now) {
-            out.push(entry.to_pair());
-        }
+    /// Appends the key of every value at or below this node, in segment order.
+    pub fn collect_keys<'a>(&'a self, out: &mut Vec<&'a Key>) {
+        out.extend(self.key.as_ref());
         for child in self.children.values() {
-            child.collect_live(now, out);
+            child.collect_keys(out);
         }
     }
 
-    /// Removes every entry at or below this node (live or expired), returning them, and drops
-    /// the nodes left empty below it.
-    pub fn take_entries(&mut self, out: &mut Vec<Entry>) {
-        out.extend(self.entry.take());
+    /// True if `accept` holds for a key at or below this node (stops at the first).
+    pub fn any_key(&self, accept: &impl Fn(&Key) -> bool) -> bool {
+        self.key.as_ref().is_some_and(accept) || self.children.values().any(|c| c.any_key(accept))
+    }
+
+    /// Forgets every key at or below this node, returning them, and drops the nodes left
+    /// empty below it.
+    pub fn take_keys(&mut self, out: &mut Vec<Key>) {
+        out.extend(self.key.take());
         self.children.retain(|_, child| {
-            child.take_entries(out);
+            child.take_keys(out);
             !child.is_empty()
         });
     }
