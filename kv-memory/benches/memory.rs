@@ -202,5 +202,10 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, get_put, fan_out);
-criterion_main!(benches);
+// The macros generate undocumented items.
+#[allow(missing_docs)]
+mod harness {
+    use super::*;
+    criterion_group!(benches, get_put, fan_out);
+}
+criterion_main!(harness::benches);
