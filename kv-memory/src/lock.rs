@@ -53,7 +53,7 @@ impl MemoryLock {
         };
         self.namespace.wake_timers();
         let stop_renewal = CancellationToken::new();
-        tokio::spawn(renew(
+        self.namespace.spawn_renewal(renew(
             Arc::downgrade(&self.namespace),
             grant.lease,
             self.options.ttl / 3,

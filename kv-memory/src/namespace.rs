@@ -1,6 +1,7 @@
 //! A namespace shared by every handle opened on it, its registry, and its timer task.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -36,6 +37,20 @@ impl Namespace {
             namespace.timer_wakeup.clone(),
         ));
         Ok(namespace)
+    }
+
+    /// Runs a lock's renewal on the caller's tokio runtime, so that a caller that stalls stops
+    /// renewing (and loses the lock, as it would on a server); without one (another executor),
+    /// on kv-memory's own runtime.
+    pub fn spawn_renewal(&self, renewal: impl Future<Output = ()> + Send + 'static) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(caller) => drop(caller.spawn(renewal)),
+            Err(_) => {
+                if let Some(own) = timer_runtime() {
+                    drop(own.spawn(renewal));
+                }
+            }
+        }
     }
 
     /// Call after adding a deadline (a TTL write, a lock grant or renewal).

@@ -6,17 +6,25 @@ use async_trait::async_trait;
 use kv_core::{Result, Store};
 use kv_memory::MemoryStore;
 
-/// Each case gets its own named namespace, so that it can open several handles on it.
-struct Memory;
+/// Each case gets its own named namespace (with these URL options), so that it can open
+/// several handles on it.
+struct Memory {
+    name: &'static str,
+    options: &'static str,
+}
 
 #[async_trait]
 impl conformance::Backend for Memory {
     fn name(&self) -> &str {
-        "memory"
+        self.name
     }
 
     async fn namespace(&self) -> Result<String> {
-        Ok(format!("memory://{}", conformance::random_name()))
+        Ok(format!(
+            "memory://{}{}",
+            conformance::random_name(),
+            self.options
+        ))
     }
 
     async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
@@ -24,29 +32,18 @@ impl conformance::Backend for Memory {
     }
 }
 
-conformance::conformance_tests!(Memory);
+conformance::conformance_tests!(Memory {
+    name: "memory",
+    options: ""
+});
 
 /// The same suite on namespaces without watch history, so the gated path of `since` is
 /// exercised too (it must fail with `Unsupported("watch_history")`).
 mod without_history {
-    use super::*;
+    use super::Memory;
 
-    struct MemoryWithoutHistory;
-
-    #[async_trait]
-    impl conformance::Backend for MemoryWithoutHistory {
-        fn name(&self) -> &str {
-            "memory-without-history"
-        }
-
-        async fn namespace(&self) -> Result<String> {
-            Ok(format!("memory://{}?history=0", conformance::random_name()))
-        }
-
-        async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
-            Ok(Arc::new(MemoryStore::open(namespace)?))
-        }
-    }
-
-    conformance::conformance_tests!(MemoryWithoutHistory);
+    conformance::conformance_tests!(Memory {
+        name: "memory-without-history",
+        options: "?history=0"
+    });
 }

@@ -120,3 +120,20 @@ async fn one_write_reaches_ten_thousand_watchers() {
     store.delete("fan/out").await.unwrap();
     assert!(store.list("").await.unwrap().is_empty());
 }
+
+#[test]
+fn works_without_a_tokio_runtime() {
+    futures::executor::block_on(async {
+        let store = MemoryStore::open("memory://").unwrap();
+        store.put("k", b"v", PutOptions::default()).await.unwrap();
+        let lock = store
+            .new_lock("l", kv_core::LockOptions::default())
+            .await
+            .unwrap();
+        let guard = lock.acquire().await.unwrap();
+        assert!(lock.try_acquire().await.unwrap().is_none());
+        guard.release().await.unwrap();
+        let mut watch = store.watch("k", WatchOptions::default()).await.unwrap();
+        assert_eq!(&watch.next().await.unwrap().unwrap().value[..], b"v");
+    });
+}
