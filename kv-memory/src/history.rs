@@ -21,6 +21,14 @@ impl History {
         }
     }
 
+    /// An empty history after a restart at `revision`: nothing before it can be replayed.
+    pub fn starting_after(capacity: usize, revision: u64) -> History {
+        History {
+            complete_from: revision + 1,
+            ..History::new(capacity)
+        }
+    }
+
     pub fn push(&mut self, event: &WatchEvent) {
         if self.capacity == 0 {
             return;

@@ -18,6 +18,7 @@
 //! ```
 
 mod history;
+pub mod journal;
 mod lock;
 mod namespace;
 mod state;
@@ -38,6 +39,7 @@ use kv_core::{
 
 use crate::lock::MemoryLock;
 use crate::namespace::Namespace;
+use crate::state::State;
 use crate::tree::Now;
 use crate::watch::MemoryWatch;
 
@@ -46,10 +48,23 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 /// Largest value unless `max_value_bytes=N` says otherwise.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 
+/// What a durable namespace is made of; see [`MemoryStore::open_durable`].
+pub struct Durable {
+    /// The backend's capabilities (`watch_history` is set from `history`).
+    pub capabilities: Capabilities,
+    /// Events kept for `WatchOptions::since` (from the open on; 0 disables history).
+    pub history: usize,
+    /// Where every change is recorded before it is applied.
+    pub journal: Arc<dyn journal::Journal>,
+    /// The state to start from.
+    pub recovered: journal::Recovered,
+}
+
 /// A handle on an in-memory namespace. Cheap to share as `Arc<dyn Store>`.
 pub struct MemoryStore {
     namespace: Arc<Namespace>,
-    name: Option<String>,
+    /// The registry id of a shared namespace (`memory:NAME`, `durable:ID`).
+    shared_id: Option<String>,
     /// Identifies this handle's locks, released on close.
     id: u64,
     /// Fires on close: ends this handle's watches and lock waits.
@@ -92,19 +107,40 @@ impl MemoryStore {
         let create = || {
             let mut capabilities = Capabilities::full("memory", max_value);
             capabilities.watch_history = history > 0;
-            Namespace::new(capabilities, history)
+            Namespace::new(capabilities, State::new(history))
         };
-        let namespace = match &name {
-            Some(name) => namespace::open_named(name, create)?,
-            None => create()?,
-        };
+        match name {
+            Some(name) => Self::shared(format!("memory:{name}"), create),
+            None => Ok(Self::handle(create()?, None)),
+        }
+    }
+
+    /// Opens a handle on the durable namespace `id` (for example a store's canonical path),
+    /// creating it with `create` if no handle in this process has it open. Handles on one id
+    /// share data, watches and locks. This is how `kv-sled` is built.
+    pub fn open_durable(id: &str, create: impl FnOnce() -> Result<Durable>) -> Result<MemoryStore> {
+        Self::shared(format!("durable:{id}"), || {
+            let durable = create()?;
+            let mut capabilities = durable.capabilities;
+            capabilities.watch_history = durable.history > 0;
+            let state = State::recover(durable.history, durable.journal, durable.recovered);
+            Namespace::new(capabilities, state)
+        })
+    }
+
+    fn shared(id: String, create: impl FnOnce() -> Result<Arc<Namespace>>) -> Result<MemoryStore> {
+        let namespace = namespace::open_shared(&id, create)?;
+        Ok(Self::handle(namespace, Some(id)))
+    }
+
+    fn handle(namespace: Arc<Namespace>, shared_id: Option<String>) -> MemoryStore {
         static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
-        Ok(MemoryStore {
+        MemoryStore {
             namespace,
-            name,
+            shared_id,
             id: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
             closed: CancellationToken::new(),
-        })
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -197,7 +233,7 @@ impl MemoryStore {
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("name", &self.name)
+            .field("namespace", &self.shared_id)
             .field("closed", &self.closed.is_cancelled())
             .finish()
     }
@@ -244,11 +280,10 @@ impl Store for MemoryStore {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let prefix = self.prefix(prefix)?;
-        Ok(self
-            .namespace
+        self.namespace
             .state
             .write()
-            .delete_tree(prefix, &Now::lazy()))
+            .delete_tree(prefix, &Now::lazy())
     }
 
     async fn atomic_put(
@@ -298,17 +333,18 @@ impl Store for MemoryStore {
 
     async fn close(&self) -> Result<()> {
         self.closed.cancel();
-        if self.namespace.state.write().release_owner(self.id) {
+        let mut state = self.namespace.state.write();
+        if state.release_owner(self.id) {
             self.namespace.lock_freed.notify_waiters();
         }
-        Ok(())
+        state.flush()
     }
 }
 
 impl Drop for MemoryStore {
     fn drop(&mut self) {
-        if let Some(name) = &self.name {
-            namespace::close_named(name);
+        if let Some(id) = &self.shared_id {
+            namespace::close_shared(id);
         }
     }
 }

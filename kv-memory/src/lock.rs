@@ -47,7 +47,7 @@ impl MemoryLock {
             .namespace
             .state
             .write()
-            .try_lock(&request, Instant::now())
+            .try_lock(&request, Instant::now())?
         else {
             return Ok(None);
         };

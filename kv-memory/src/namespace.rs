@@ -23,9 +23,9 @@ pub(crate) struct Namespace {
 
 impl Namespace {
     /// A new namespace with its timer task running.
-    pub fn new(capabilities: Capabilities, history: usize) -> Result<Arc<Namespace>> {
+    pub fn new(capabilities: Capabilities, state: State) -> Result<Arc<Namespace>> {
         let namespace = Arc::new(Namespace {
-            state: RwLock::new(State::new(history)),
+            state: RwLock::new(state),
             lock_freed: Notify::new(),
             timer_wakeup: Arc::new(Notify::new()),
             capabilities,
@@ -120,8 +120,8 @@ fn registry() -> &'static Mutex<Registry> {
     NAMED.get_or_init(Default::default)
 }
 
-/// The named namespace for a new handle, created if no handle has it open.
-pub(crate) fn open_named(
+/// The shared namespace `id` (see `Shared`) for a new handle, created if no handle has it open.
+pub(crate) fn open_shared(
     name: &str,
     create: impl FnOnce() -> Result<Arc<Namespace>>,
 ) -> Result<Arc<Namespace>> {
@@ -137,7 +137,7 @@ pub(crate) fn open_named(
 
 /// A handle on the named namespace was dropped; the last one forgets the name (watches and
 /// guards still running keep their namespace until they end).
-pub(crate) fn close_named(name: &str) {
+pub(crate) fn close_shared(name: &str) {
     let mut named = registry().lock();
     if let Some((_, handles)) = named.get_mut(name) {
         *handles -= 1;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::History;
+use crate::journal::{Journal, Recovered, to_instant, to_system_time};
 use crate::tree::{Entry, Holder, Node, Now, Watcher, segments};
 
 /// Work the timer task does when a deadline passes.
@@ -71,6 +72,8 @@ pub(crate) struct State {
     /// Registered watches (some may have ended; they are dropped on their next event or when
     /// their stream is dropped). Zero means writes need not walk the tree for watchers.
     watchers: usize,
+    /// Durable storage, written before each change is applied.
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl State {
@@ -84,7 +87,45 @@ impl State {
             next_id: 0,
             leases: HashMap::new(),
             watchers: 0,
+            journal: None,
         }
+    }
+
+    /// A state seeded from durable storage, recording later changes in `journal`. Values
+    /// that expired while nobody was running are removed by the timers right away.
+    pub fn recover(history: usize, journal: Arc<dyn Journal>, recovered: Recovered) -> State {
+        let mut state = State::new(history);
+        state.history = History::starting_after(history, recovered.revision);
+        state.revision = recovered.revision;
+        for entry in recovered.entries {
+            state.revision = state.revision.max(entry.version);
+            let expires_at = entry.expires_at.map(to_instant);
+            state.root.find_or_create(entry.key.as_str()).key = Some(entry.key.clone());
+            if let Some(at) = expires_at {
+                state.add_timer(
+                    at,
+                    Timer::Expire {
+                        key: entry.key.clone(),
+                        version: entry.version,
+                    },
+                );
+            }
+            state.entries.insert(
+                entry.key,
+                Entry {
+                    value: entry.value,
+                    version: entry.version,
+                    expires_at,
+                },
+            );
+        }
+        state.journal = Some(journal);
+        state
+    }
+
+    /// Makes recorded changes durable.
+    pub fn flush(&self) -> Result<()> {
+        self.journal.as_ref().map_or(Ok(()), |j| j.flush())
     }
 
     fn next_id(&mut self) -> u64 {
@@ -154,15 +195,15 @@ impl State {
 
     /// The version of the live value at `key`; an expired one is deleted first (with its
     /// Delete event), as if the timer had already run.
-    fn current_version(&mut self, key: &str, now: &Now) -> Option<u64> {
-        match self.entries.get(key) {
+    fn current_version(&mut self, key: &str, now: &Now) -> Result<Option<u64>> {
+        Ok(match self.entries.get(key) {
             Some(entry) if entry.is_live(now) => Some(entry.version),
             Some(_) => {
-                self.remove_entry(key);
+                self.remove_entry(key)?;
                 None
             }
             None => None,
-        }
+        })
     }
 
     /// Writes `value` under `key` if `precondition` holds; returns the version.
@@ -174,7 +215,7 @@ impl State {
         precondition: Option<Precondition>,
         now: &Now,
     ) -> Result<u64> {
-        let current = self.current_version(key, now);
+        let current = self.current_version(key, now)?;
         let failed = match (precondition, current) {
             (Some(Precondition::MustNotExist), Some(v)) => {
                 Some(format!("the key exists (version {v})"))
@@ -190,8 +231,15 @@ impl State {
         if let Some(reason) = failed {
             return Err(Error::conflict(key, reason));
         }
-        self.revision += 1;
-        let version = self.revision;
+        let version = self.revision + 1;
+        if let Some(journal) = &self.journal {
+            let stored = match self.entries.get_key_value(key) {
+                Some((stored, _)) => stored.clone(),
+                None => Key::from_normalized(key),
+            };
+            journal.put(&stored, &value, version, expires_at.map(to_system_time))?;
+        }
+        self.revision = version;
         let entry = Entry {
             value: value.clone(),
             version,
@@ -230,7 +278,7 @@ impl State {
     /// Deletes `key` (only if it has `expected` version, when given); returns whether a live
     /// key was removed.
     pub fn delete(&mut self, key: &str, expected: Option<u64>, now: &Now) -> Result<bool> {
-        let current = self.current_version(key, now);
+        let current = self.current_version(key, now)?;
         match (expected, current) {
             (Some(want), None) => Err(Error::conflict(
                 key,
@@ -241,25 +289,35 @@ impl State {
                 format!("the version is {v}, expected {want}"),
             )),
             (_, None) => Ok(false),
-            (_, Some(_)) => Ok(self.remove_entry(key).is_some()),
+            (_, Some(_)) => Ok(self.remove_entry(key)?.is_some()),
         }
     }
 
     /// Removes the prefix key and everything below it in one revision; returns how many live
     /// keys were removed.
-    pub fn delete_tree(&mut self, prefix: &str, now: &Now) -> u64 {
+    pub fn delete_tree(&mut self, prefix: &str, now: &Now) -> Result<u64> {
+        let version = self.revision + 1;
+        if let Some(journal) = &self.journal {
+            let mut keys = Vec::new();
+            if let Some(node) = self.root.find(prefix) {
+                node.collect_keys(&mut keys);
+            }
+            let keys: Vec<Key> = keys.into_iter().cloned().collect();
+            if !keys.is_empty() {
+                journal.delete(&keys, version)?;
+            }
+        }
         let Some(node) = self.root.find_mut(prefix) else {
-            return 0;
+            return Ok(0);
         };
         let mut keys = Vec::new();
         node.take_keys(&mut keys);
         self.root.prune(prefix);
         if keys.is_empty() {
-            return 0;
+            return Ok(0);
         }
         keys.sort();
-        self.revision += 1;
-        let version = self.revision;
+        self.revision = version;
         let mut live = 0;
         for key in keys {
             if self.entries.remove(&key).is_some_and(|e| e.is_live(now)) {
@@ -272,24 +330,33 @@ impl State {
                 version,
             });
         }
-        live
+        Ok(live)
     }
 
     /// Removes the value at `key` (live or not) with a Delete event; returns it.
-    fn remove_entry(&mut self, key: &str) -> Option<Entry> {
-        let (key, entry) = self.entries.remove_entry(key)?;
+    fn remove_entry(&mut self, key: &str) -> Result<Option<Entry>> {
+        let Some((stored, _)) = self.entries.get_key_value(key) else {
+            return Ok(None);
+        };
+        let version = self.revision + 1;
+        if let Some(journal) = &self.journal {
+            journal.delete(std::slice::from_ref(stored), version)?;
+        }
+        let Some((key, entry)) = self.entries.remove_entry(key) else {
+            return Ok(None);
+        };
         if let Some(node) = self.root.find_mut(key.as_str()) {
             node.key = None;
         }
         self.root.prune(key.as_str());
-        self.revision += 1;
+        self.revision = version;
         self.publish(WatchEvent {
             kind: EventKind::Delete,
             key,
             value: Bytes::new(),
-            version: self.revision,
+            version,
         });
-        Some(entry)
+        Ok(Some(entry))
     }
 
     /// Records `event` in the history and sends it to every watcher it concerns: tree watchers
@@ -380,16 +447,21 @@ impl State {
     // ----- locks -----
 
     /// Takes the lock if nothing conflicts (expired leases in the way are expired first).
-    pub fn try_lock(&mut self, request: &LockRequest<'_>, now: Instant) -> Option<Grant> {
+    pub fn try_lock(&mut self, request: &LockRequest<'_>, now: Instant) -> Result<Option<Grant>> {
         let path = request.key.as_str();
         let subtree = request.scope == LockScope::Subtree;
         self.expire_due_locks(path, subtree, now);
         if self.lock_conflict(path, subtree) {
-            return None;
+            return Ok(None);
         }
-        let deadline = now.checked_add(request.ttl)?;
-        self.revision += 1;
-        let token = self.revision;
+        let Some(deadline) = now.checked_add(request.ttl) else {
+            return Ok(None);
+        };
+        let token = self.revision + 1;
+        if let Some(journal) = &self.journal {
+            journal.advance(token)?;
+        }
+        self.revision = token;
         let lease = self.next_id();
         let lost = CancellationToken::new();
         let mut node = &mut self.root;
@@ -414,7 +486,7 @@ impl State {
             },
         );
         self.add_timer(deadline, Timer::Lease { lease });
-        Some(Grant { lease, token, lost })
+        Ok(Some(Grant { lease, token, lost }))
     }
 
     /// True if a live lock on `path`, a subtree lock on an ancestor, or (for a subtree
@@ -564,8 +636,11 @@ impl State {
                         .entries
                         .get(&key)
                         .is_some_and(|e| e.version == version && !e.is_live(&Now::at(now)));
-                    if due {
-                        self.remove_entry(key.as_str());
+                    if due && self.remove_entry(key.as_str()).is_err() {
+                        // The journal failed: keep the value (it stays invisible to reads)
+                        // and try again shortly.
+                        let retry = now + std::time::Duration::from_secs(1);
+                        self.add_timer(retry, Timer::Expire { key, version });
                     }
                 }
                 Timer::Lease { lease } => {
