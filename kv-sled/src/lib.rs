@@ -1,0 +1,267 @@
+//! The embedded, persistent backend of **kv**, on [sled](https://docs.rs/sled).
+//!
+//! It has every capability of the in-memory reference backend — watches with history for
+//! `since`, TTLs, locks with leases and fencing tokens, subtree locks — because it *is* that
+//! backend made durable: `kv-memory`'s namespace serves every call, and each change is written
+//! to sled (one atomic batch) before it is applied. On open, the values are read back from sled.
+//!
+//! - URLs: `sled:///absolute/path` or `sled://./relative/path`. Options: `sync=true` (fsync
+//!   after every change; by default sled flushes every 500 ms and on close/drop),
+//!   `history=N` (events kept for `since`, default 10000), `max_value_bytes=N` (default 16 MiB).
+//! - Locks and leases are process-local (`Capabilities::locks_process_local`): handles opened on
+//!   the same path in one process share data, watches and locks. A second *process* opening the
+//!   path gets `Error::Unavailable` at once (sled holds a file lock).
+//! - Versions and fencing tokens stay monotonic across restarts. Watch history starts at the
+//!   open: resuming from a version written before it is `Error::Compacted`.
+//! - Keys expire by wall-clock time across restarts: one that expired while nothing ran is
+//!   removed (with a Delete event) as soon as the store is opened.
+//! - Every value is also held in memory: kv-sled is meant for coordination data and
+//!   configuration, not for data sets larger than RAM.
+//!
+//! The on-disk layout is versioned; see the `journal` module source.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kv_core::Result<()> {
+//! use kv_core::{PutOptions, Store};
+//! let dir = tempfile::tempdir().unwrap();
+//! let url = format!("sled://{}", dir.path().display());
+//! let store = kv_sled::SledStore::open(&url)?;
+//! store.put("app/color", b"blue", PutOptions::default()).await?;
+//! store.close().await?;
+//! drop(store);
+//! let reopened = kv_sled::SledStore::open(&url)?;
+//! assert_eq!(reopened.get("app/color").await?.unwrap().value, "blue");
+//! # Ok(()) }
+//! ```
+
+mod journal;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kv_core::{
+    Capabilities, Child, Error, KvPair, Lock, LockOptions, Precondition, PutOptions, Result, Store,
+    StoreUrl, WatchOptions, WatchStream,
+};
+use kv_memory::{DEFAULT_HISTORY, DEFAULT_MAX_VALUE_BYTES, Durable, MemoryStore};
+
+pub use journal::LAYOUT_VERSION;
+
+use crate::journal::{SledJournal, backend};
+
+/// A handle on a sled store. Cheap to share as `Arc<dyn Store>`.
+pub struct SledStore {
+    inner: MemoryStore,
+    path: PathBuf,
+}
+
+impl SledStore {
+    /// Opens `sled:///absolute/path` or `sled://./relative/path`, creating the store if needed.
+    pub fn open(url: &str) -> Result<SledStore> {
+        Self::from_url(&StoreUrl::parse(url)?)
+    }
+
+    /// Opens a parsed `sled://` URL.
+    pub fn from_url(url: &StoreUrl) -> Result<SledStore> {
+        if url.scheme != "sled" {
+            return Err(Error::invalid_url(format!(
+                "kv-sled opens sled:// URLs, not {}://",
+                url.scheme
+            )));
+        }
+        url.check_options(&["sync", "history", "max_value_bytes"])?;
+        let path = path_of(url)?;
+        let sync = url.bool_option("sync")?.unwrap_or(false);
+        let history = url.parse_option("history")?.unwrap_or(DEFAULT_HISTORY);
+        let max_value = url
+            .parse_option("max_value_bytes")?
+            .unwrap_or(DEFAULT_MAX_VALUE_BYTES);
+        Self::open_path(&path, sync, history, max_value)
+    }
+
+    /// Opens the store at `path` with explicit settings.
+    pub fn open_path(
+        path: &Path,
+        sync: bool,
+        history: usize,
+        max_value_bytes: usize,
+    ) -> Result<SledStore> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            Error::unavailable(
+                format!(
+                    "cannot create the sled store directory {}: {e}",
+                    path.display()
+                ),
+                Some(Box::new(e)),
+            )
+        })?;
+        let path = path.canonicalize().map_err(|e| {
+            Error::unavailable(
+                format!("cannot resolve {}: {e}", path.display()),
+                Some(Box::new(e)),
+            )
+        })?;
+        let id = path.to_string_lossy().into_owned();
+        let inner = MemoryStore::open_durable(&id, || {
+            let db = open_db(&path, sync)?;
+            let journal = SledJournal::new(db, sync);
+            let recovered = journal.recover()?;
+            let mut capabilities = Capabilities::full("sled", max_value_bytes);
+            capabilities.locks_process_local = true;
+            Ok(Durable {
+                capabilities,
+                history,
+                journal: Arc::new(journal),
+                recovered,
+            })
+        })?;
+        Ok(SledStore { inner, path })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn path_of(url: &StoreUrl) -> Result<PathBuf> {
+    if url.username.is_some() || url.password.is_some() {
+        return Err(Error::invalid_url("sled:// URLs take no user or password"));
+    }
+    let path = match url.hosts.as_slice() {
+        [] => format!("/{}", url.path),
+        [host] if host.port.is_none() => format!("{}/{}", host.host, url.path),
+        _ => {
+            return Err(Error::invalid_url(
+                "expected sled:///absolute/path or sled://./relative/path",
+            ));
+        }
+    };
+    if path == "/" {
+        return Err(Error::invalid_url(
+            "sled:// needs a directory: sled:///absolute/path or sled://./relative/path",
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn open_db(path: &Path, sync: bool) -> Result<sled::Db> {
+    let config = sled::Config::new().path(path);
+    let config = if sync {
+        config.flush_every_ms(None)
+    } else {
+        config
+    };
+    config.open().map_err(|e| match e {
+        sled::Error::Io(io) => Error::unavailable(
+            format!(
+                "cannot open the sled store at {}: {io} (another process may have it open: sled allows one process per store)",
+                path.display()
+            ),
+            Some(Box::new(io)),
+        ),
+        other => backend(other),
+    })
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Every call is the durable namespace's.
+#[async_trait]
+impl Store for SledStore {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.inner.put(key, value, options).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        self.inner.get(key).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.inner.exists(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        self.inner.list(prefix).await
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+        self.inner.list_children(prefix).await
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        self.inner.delete_tree(prefix).await
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64> {
+        self.inner
+            .atomic_put(key, value, precondition, options)
+            .await
+    }
+
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+        self.inner.atomic_delete(key, version).await
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.inner.watch(key, options).await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.inner.watch_tree(prefix, options).await
+    }
+
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+        self.inner.new_lock(key, options).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_directories() {
+        let path = |u: &str| path_of(&StoreUrl::parse(u).unwrap());
+        assert_eq!(
+            path("sled:///var/lib/kv").unwrap(),
+            PathBuf::from("/var/lib/kv")
+        );
+        assert_eq!(
+            path("sled://./data/kv").unwrap(),
+            PathBuf::from("./data/kv")
+        );
+        assert_eq!(path("sled://data/kv").unwrap(), PathBuf::from("data/kv"));
+        assert!(path("sled://").is_err());
+        assert!(path("sled://h:1/x").is_err());
+        assert!(path("sled://u:p@h/x").is_err());
+        assert!(SledStore::open("sled:///tmp/x?synk=1").is_err());
+    }
+}
