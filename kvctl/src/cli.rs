@@ -1,0 +1,187 @@
+//! The command line: every verb, its options and its `--help` example.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// kvctl: one set of verbs for every kv store — embedded sled, memory, etcd, Consul, ZooKeeper,
+/// Redis.
+///
+/// Without --store or KV_STORE, kvctl uses an embedded sled store in your data directory
+/// (~/.local/share/kv/default on Linux), so it works on a fresh machine with no server.
+///
+/// Exit codes: 0 ok, 1 not found or precondition failed, 2 usage or invalid input, 3 store
+/// unreachable or authentication failed, 4 lock lost, 5 any other error.
+#[derive(Debug, Parser)]
+#[command(name = "kvctl", version, propagate_version = false)]
+pub struct Cli {
+    /// The store URL, e.g. sled:///var/lib/kv, memory://, etcd://10.0.0.1:2379/app.
+    #[arg(
+        long,
+        global = true,
+        env = "KV_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+
+    /// Output format: text for people, json for scripts (one object per line).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line; values as UTF-8 where they are, else base64.
+    Json,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a value.
+    #[command(
+        after_help = "Examples:\n  kvctl put app/color blue\n  kvctl put app/session token --ttl 30s\n  kvctl put app/cert --file cert.pem\n  echo -n data | kvctl put app/blob"
+    )]
+    Put(PutArgs),
+
+    /// Read a value (raw bytes on stdout), or its version.
+    #[command(
+        after_help = "Examples:\n  kvctl get app/color\n  kvctl get app/color --version\n  kvctl get app/color -o json"
+    )]
+    Get {
+        /// The key.
+        key: String,
+        /// Print the version instead of the value.
+        #[arg(long)]
+        version: bool,
+    },
+
+    /// Delete one key (not the keys below it). Exit code 1 if it did not exist.
+    #[command(alias = "delete", after_help = "Example:\n  kvctl del app/color")]
+    Del {
+        /// The key.
+        key: String,
+    },
+
+    /// Delete a key, or with -r a whole prefix (the prefix key and everything below it).
+    #[command(after_help = "Examples:\n  kvctl rm app/color\n  kvctl rm -r app/config")]
+    Rm {
+        /// The key or prefix.
+        key: String,
+        /// Delete everything below the prefix too.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+
+    /// List the children of a prefix (directories end with /), or with -r every key below it.
+    #[command(after_help = "Examples:\n  kvctl ls\n  kvctl ls app\n  kvctl ls -r app -o json")]
+    Ls {
+        /// The prefix; the whole store if omitted.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Every key below the prefix, with versions.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+
+    /// Exit 0 if the key exists, 1 if not.
+    #[command(after_help = "Example:\n  kvctl exists app/color && echo present")]
+    Exists {
+        /// The key.
+        key: String,
+    },
+
+    /// Compare-and-swap: write only if the key has this version, or does not exist.
+    #[command(
+        after_help = "Examples:\n  kvctl cas app/color green --version 7\n  kvctl cas app/owner me --absent"
+    )]
+    Cas(CasArgs),
+
+    /// Print changes to a key (or with --tree, a prefix) as they happen, until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  kvctl watch app/color\n  kvctl watch --tree app --since 42\n  kvctl watch --tree app --count 1 -o json"
+    )]
+    Watch(WatchArgs),
+
+    /// Run a command while holding a lock; exit with its status.
+    #[command(
+        after_help = "Examples:\n  kvctl lock jobs/backup -- ./backup.sh\n  kvctl lock --subtree --ttl 30s app -- ./migrate.sh --all"
+    )]
+    Lock(LockArgs),
+}
+
+/// `put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key.
+    pub key: String,
+    /// The value; read from --file or stdin when omitted.
+    #[arg(conflicts_with = "file")]
+    pub value: Option<String>,
+    /// Read the value from this file.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Expire the key after this long (e.g. 500ms, 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+}
+
+/// `cas`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("precondition").required(true).args(["version", "absent"])))]
+pub struct CasArgs {
+    /// The key.
+    pub key: String,
+    /// The new value.
+    pub value: String,
+    /// Write only if the key has exactly this version.
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Write only if the key does not exist.
+    #[arg(long)]
+    pub absent: bool,
+    /// Expire the key after this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+}
+
+/// `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The key, or the prefix with --tree.
+    pub key: String,
+    /// Watch everything below the prefix.
+    #[arg(long)]
+    pub tree: bool,
+    /// Resume after this version instead of printing the current state first.
+    #[arg(long, value_name = "VERSION")]
+    pub since: Option<u64>,
+    /// Exit after this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// `lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's key.
+    pub key: String,
+    /// Lease duration: the lock is freed this long after kvctl stops renewing it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub ttl: Duration,
+    /// Lock the key and everything below it.
+    #[arg(long)]
+    pub subtree: bool,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}

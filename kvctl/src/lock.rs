@@ -1,0 +1,77 @@
+//! `kvctl lock`: run a command while holding a lock.
+
+use std::time::Duration;
+
+use kv::{LockOptions, LockScope, Store};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::cli::LockArgs;
+use crate::output::{Failure, code};
+
+/// How long a command gets to exit after SIGTERM before it is killed.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Acquires the lock, runs the command, releases the lock, and returns the command's status.
+/// If the lock is lost while the command runs, the command gets SIGTERM (then SIGKILL after
+/// a grace period) and kvctl fails with exit code 4.
+pub async fn run(store: &dyn Store, args: LockArgs) -> Result<u8, Failure> {
+    let scope = if args.subtree {
+        LockScope::Subtree
+    } else {
+        LockScope::Key
+    };
+    let lock = store
+        .new_lock(&args.key, LockOptions::default().ttl(args.ttl).scope(scope))
+        .await?;
+    let guard = tokio::select! {
+        guard = lock.acquire() => guard?,
+        _ = tokio::signal::ctrl_c() => return Err(Failure::new(130, "interrupted while waiting for the lock")),
+    };
+    let (program, arguments) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Failure::new(code::USAGE, "no command given after --"))?;
+    let mut child = Command::new(program)
+        .args(arguments)
+        .env("KV_LOCK_KEY", guard.key().as_str())
+        .env("KV_FENCING_TOKEN", guard.fencing_token().to_string())
+        .spawn()
+        .map_err(|e| Failure::new(code::USAGE, format!("cannot run {program}: {e}")))?;
+    let lost = guard.lost();
+    tokio::select! {
+        status = child.wait() => {
+            let status = status.map_err(|e| Failure::new(code::OTHER, format!("waiting for {program}: {e}")))?;
+            guard.release().await?;
+            Ok(exit_status(status))
+        }
+        _ = lost.cancelled() => {
+            stop(&mut child).await;
+            Err(Failure::new(
+                code::LOCK_LOST,
+                format!("the lock on {} was lost while {program} ran; it was sent SIGTERM", args.key),
+            ))
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if the command outlives the grace period.
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+/// The command's exit code, or 128 + the signal that ended it.
+fn exit_status(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        _ => 1,
+    }
+}

@@ -1,0 +1,320 @@
+//! kvctl end to end: the built binary, every verb, JSON output, exit codes, `lock`.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A kvctl invocation with its own data directory (so the embedded default is private).
+struct Kvctl {
+    home: tempfile::TempDir,
+    store: Option<&'static str>,
+}
+
+impl Kvctl {
+    fn embedded() -> Kvctl {
+        Kvctl {
+            home: tempfile::tempdir().unwrap(),
+            store: None,
+        }
+    }
+
+    fn memory() -> Kvctl {
+        Kvctl {
+            home: tempfile::tempdir().unwrap(),
+            store: Some("memory://"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvctl"));
+        command
+            .args(args)
+            .env("XDG_DATA_HOME", self.home.path())
+            .env_remove("KV_STORE");
+        if let Some(store) = self.store {
+            command.env("KV_STORE", store);
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs and expects exit code `code`; returns stdout.
+    #[track_caller]
+    fn expect(&self, args: &[&str], code: i32) -> String {
+        let output = self.run(args);
+        assert_status(&output, code, args);
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+#[track_caller]
+fn assert_status(output: &Output, code: i32, what: &[&str]) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "kvctl {what:?}: stdout {:?}, stderr {:?}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_session_on_the_embedded_default() {
+    let kv = Kvctl::embedded();
+    assert_eq!(
+        kv.expect(&["put", "app/color", "blue"], 0),
+        "OK version 1\n"
+    );
+    assert_eq!(
+        kv.expect(&["get", "app/color"], 0),
+        "blue",
+        "raw value, no newline off a terminal"
+    );
+    assert_eq!(kv.expect(&["get", "app/color", "--version"], 0), "1\n");
+    assert_eq!(
+        kv.expect(&["put", "/app/size/", "XL", "--ttl", "1h"], 0),
+        "OK version 2\n"
+    );
+    kv.expect(&["put", "app/deep/leaf", "x"], 0);
+    assert_eq!(kv.expect(&["ls"], 0), "app/\n");
+    assert_eq!(
+        kv.expect(&["ls", "app"], 0),
+        "app/color\napp/deep/\napp/size\n"
+    );
+    assert_eq!(
+        kv.expect(&["ls", "-r", "app"], 0),
+        "app/color\napp/deep/leaf\napp/size\n"
+    );
+    assert_eq!(kv.expect(&["exists", "app/color"], 0), "true\n");
+    assert_eq!(
+        kv.expect(&["exists", "app"], 1),
+        "false\n",
+        "a directory is not a key"
+    );
+    assert_eq!(
+        kv.expect(&["cas", "app/color", "green", "--version", "1"], 0),
+        "OK version 4\n"
+    );
+    kv.expect(&["cas", "app/color", "red", "--version", "1"], 1);
+    kv.expect(&["cas", "app/color", "red", "--absent"], 1);
+    kv.expect(&["cas", "app/owner", "me", "--absent"], 0);
+    assert_eq!(kv.expect(&["get", "app/color"], 0), "green");
+    assert_eq!(
+        kv.expect(&["watch", "--tree", "app", "--count", "2"], 0),
+        "PUT app/color 4 green\nPUT app/deep/leaf 3 x\n"
+    );
+    kv.expect(&["del", "app/color"], 0);
+    kv.expect(&["del", "app/color"], 1);
+    kv.expect(&["get", "app/color"], 1);
+    kv.expect(&["rm", "app/owner"], 0);
+    assert_eq!(kv.expect(&["rm", "-r", "app"], 0), "deleted 2 keys\n");
+    assert_eq!(kv.expect(&["ls", "-r"], 0), "");
+}
+
+#[test]
+fn json_output_and_binary_values() {
+    let kv = Kvctl::embedded();
+    let put = kv.run_with_stdin(&["put", "bin", "-o", "json"], b"\xff\x00\x01");
+    assert_status(&put, 0, &["put", "bin"]);
+    assert_eq!(
+        json_lines(std::str::from_utf8(&put.stdout).unwrap())[0]["version"],
+        1
+    );
+    let file = kv.home.path().join("value.txt");
+    std::fs::write(&file, "from a file").unwrap();
+    kv.expect(&["put", "text", "--file", file.to_str().unwrap()], 0);
+    let listed = json_lines(&kv.expect(&["ls", "-r", "-o", "json"], 0));
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (
+            listed[0]["key"].as_str(),
+            listed[0]["encoding"].as_str(),
+            listed[0]["value"].as_str()
+        ),
+        (Some("bin"), Some("base64"), Some("/wAB"))
+    );
+    assert_eq!(
+        (listed[1]["value"].as_str(), listed[1]["encoding"].as_str()),
+        (Some("from a file"), Some("utf8"))
+    );
+    let got = json_lines(&kv.expect(&["get", "text", "-o", "json"], 0));
+    assert_eq!(
+        (got[0]["key"].as_str(), got[0]["version"].as_u64()),
+        (Some("text"), Some(2))
+    );
+    let raw = kv.run(&["get", "bin"]);
+    assert_eq!(raw.stdout, b"\xff\x00\x01");
+    let exists = json_lines(&kv.expect(&["exists", "nope", "-o", "json"], 1));
+    assert_eq!(exists[0]["exists"], false);
+    let children = json_lines(&kv.expect(&["ls", "-o", "json"], 0));
+    assert_eq!(children[0]["has_value"], true);
+    let events = json_lines(&kv.expect(&["watch", "text", "--count", "1", "-o", "json"], 0));
+    assert_eq!(
+        (events[0]["event"].as_str(), events[0]["value"].as_str()),
+        (Some("put"), Some("from a file"))
+    );
+    let removed = json_lines(&kv.expect(&["rm", "-r", "", "-o", "json"], 0));
+    assert_eq!(removed[0]["deleted"], 2);
+}
+
+#[test]
+fn exit_codes_for_scripts() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["get", "missing"], 1);
+    kv.expect(&["get", "a//b"], 2);
+    kv.expect(&["put", "k", "v", "--ttl", "soon"], 2);
+    kv.expect(&["cas", "k", "v"], 2);
+    kv.expect(&["frobnicate"], 2);
+    kv.expect(&["--store", "nonsense", "ls"], 2);
+    kv.expect(&["--store", "ftp://host", "ls"], 2);
+    let output = kv.run(&["get", "a//b"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid key") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_embedded_store_in_use_by_another_process_is_exit_code_3() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["put", "k", "v"], 0);
+    let mut holder = kv
+        .command(&["lock", "busy", "--", "sleep", "5"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let output = kv.run(&["get", "k"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_status(&output, 3, &["get", "k"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another process"), "{stderr}");
+}
+
+#[test]
+fn lock_runs_the_command_and_exits_with_its_status() {
+    for kv in [Kvctl::embedded(), Kvctl::memory()] {
+        let out = kv.expect(
+            &[
+                "lock",
+                "jobs/backup",
+                "--",
+                "sh",
+                "-c",
+                "echo key=$KV_LOCK_KEY token=$KV_FENCING_TOKEN; exit 7",
+            ],
+            7,
+        );
+        assert!(out.starts_with("key=jobs/backup token="), "{out}");
+        kv.expect(
+            &["lock", "--subtree", "--ttl", "2s", "jobs", "--", "true"],
+            0,
+        );
+        kv.expect(&["lock", "jobs", "--", "/nonexistent/command"], 2);
+        kv.expect(&["lock", "jobs"], 2);
+    }
+}
+
+#[test]
+fn a_lost_lock_signals_the_command() {
+    let kv = Kvctl::memory();
+    let marker = kv.home.path().join("terminated");
+    let script = format!(
+        "sleep 30 >/dev/null 2>&1 & trap 'touch {}; kill $!; exit 143' TERM; wait",
+        marker.display()
+    );
+    let mut child = kv
+        .command(&["lock", "--ttl", "1s", "lease", "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    // Freeze kvctl (not its command) past the lease: it cannot renew, as in a long pause.
+    kill(pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    kill(pid, Signal::SIGCONT).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "kvctl did not react to the lost lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("was lost"), "{stderr}");
+    assert!(wait_for(&marker), "the command must have received SIGTERM");
+}
+
+fn wait_for(path: &Path) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    let kv = Kvctl::memory();
+    for verb in [
+        "put", "get", "del", "rm", "ls", "exists", "cas", "watch", "lock",
+    ] {
+        let help = kv.expect(&[verb, "--help"], 0);
+        assert!(
+            help.contains("Example"),
+            "{verb} --help has no example:\n{help}"
+        );
+    }
+    assert!(kv.expect(&["--help"], 0).contains("Exit codes"));
+}
+
+#[test]
+fn memory_store_single_invocations() {
+    let kv = Kvctl::memory();
+    assert_eq!(kv.expect(&["put", "k", "v"], 0), "OK version 1\n");
+    kv.expect(&["get", "k"], 1);
+    assert_eq!(kv.expect(&["ls", "-r"], 0), "");
+    kv.expect(&["exists", "k"], 1);
+    kv.expect(&["cas", "k", "v", "--absent"], 0);
+    kv.expect(&["cas", "k", "v", "--version", "3"], 1);
+    kv.expect(&["del", "k"], 1);
+}
