@@ -32,6 +32,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cases;
+pub mod servers;
 mod support;
 
 use std::io::Write;
@@ -57,6 +58,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Opens a new, independent handle on a namespace from [`Backend::namespace`]. Handles on
     /// the same namespace see the same data, watches and locks.
     async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>>;
+
+    /// `Some(message)` if the user opted out of this backend's tests (see
+    /// [`servers::provision`]); the test then reports the message loudly instead of running.
+    fn skipped(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a case gets: a store on a fresh namespace, and a way to open more handles on it.
@@ -186,6 +193,10 @@ pub fn run_test(name: &str, backend: impl Backend) {
         .iter()
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no conformance case named {name}"));
+    if let Some(message) = backend.skipped() {
+        let _ = writeln!(std::io::stderr(), "{message} ({name})");
+        return;
+    }
     let backend: Arc<dyn Backend> = Arc::new(backend);
     let backend_name = backend.name().to_owned();
     match runtime.block_on(case.run(backend)) {

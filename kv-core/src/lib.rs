@@ -20,6 +20,7 @@ mod lock;
 mod store;
 mod types;
 mod url;
+mod watch_channel;
 
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
@@ -33,3 +34,4 @@ pub use types::{
     WatchOptions,
 };
 pub use url::{HostPort, Secret, StoreUrl};
+pub use watch_channel::{WatchSender, watch_channel};

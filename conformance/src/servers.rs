@@ -1,0 +1,281 @@
+//! Real servers for the networked backends' tests: one throwaway instance per server kind per
+//! test binary, on a free 127.0.0.1 port, in its own temp directory, gone when the binary exits.
+//!
+//! Provisioning, per kind (`etcd`, `redis`, ...):
+//! 1. `KV_TEST_<KIND>_URL` (e.g. `KV_TEST_ETCD_URL=etcd://127.0.0.1:2379`): use that server;
+//! 2. otherwise a [`Launcher`] starts one — the process launcher runs the binary on `PATH`.
+//!
+//! When no server can be had the test fails, naming the missing binary and how to install it —
+//! unless the kind is listed in `KV_TEST_SKIP` (comma-separated), which is reported as
+//! `SKIPPED` on stderr. CI never sets it. Cases isolate themselves by random root prefix.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A running server the tests can use.
+pub struct Server {
+    /// The store URL of the server's root, e.g. `etcd://127.0.0.1:40123`.
+    pub url: String,
+    /// Keeps a launched process alive: its wrapper kills it when this closes (at exit).
+    _lifeline: Option<ChildStdin>,
+}
+
+impl Server {
+    /// A server someone else runs.
+    pub fn existing(url: impl Into<String>) -> Server {
+        Server {
+            url: url.into(),
+            _lifeline: None,
+        }
+    }
+}
+
+/// Starts a throwaway server of one kind. The process launcher is one implementation; a
+/// container launcher is another.
+pub trait Launcher: Send + Sync {
+    /// The kind, lower-case (`etcd`, `redis`): used in `KV_TEST_<KIND>_URL` and `KV_TEST_SKIP`.
+    fn kind(&self) -> &'static str;
+    /// Starts a server and waits until it is ready.
+    fn start(&self) -> Result<Server, String>;
+}
+
+/// What a test gets for a server kind.
+pub enum Provision {
+    /// A server to use.
+    Ready(Arc<Server>),
+    /// The kind is opted out with `KV_TEST_SKIP`; the message says so.
+    Skipped(String),
+}
+
+/// The server for `launcher`'s kind: started on first use, shared by every test of the binary.
+/// Panics, with what to install, if none can be had and the kind is not opted out.
+pub fn provision(launcher: &dyn Launcher) -> Provision {
+    let kind = launcher.kind();
+    if skipped(kind) {
+        return Provision::Skipped(format!(
+            "SKIPPED: {kind} tests, because KV_TEST_SKIP contains {kind:?}; they have NOT run"
+        ));
+    }
+    static SERVERS: OnceLock<Mutex<HashMap<&'static str, Result<Arc<Server>, String>>>> =
+        OnceLock::new();
+    let mut servers = SERVERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let server = servers.entry(kind).or_insert_with(|| {
+        let variable = format!("KV_TEST_{}_URL", kind.to_ascii_uppercase());
+        match std::env::var(&variable) {
+            Ok(url) if !url.is_empty() => Ok(Arc::new(Server::existing(url))),
+            _ => launcher.start().map(Arc::new),
+        }
+    });
+    match server {
+        Ok(server) => Provision::Ready(server.clone()),
+        Err(reason) => panic!("no {kind} server for the tests: {reason}"),
+    }
+}
+
+fn skipped(kind: &str) -> bool {
+    std::env::var("KV_TEST_SKIP")
+        .is_ok_and(|list| list.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind)))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+}
+
+/// Finds `binary` on `PATH`, or says how to install it.
+pub fn find_binary(binary: &str, install: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| format!("`{binary}` is not on PATH; install it with: {install} (or run scripts/test, which does)"))
+}
+
+/// Runs `program args` in `dir` so that it dies with this process: a shell wrapper waits on
+/// our end of a pipe and kills the server (and removes `dir`) when that pipe closes, which
+/// happens when this process exits, however it exits.
+pub fn spawn_tied(program: &Path, args: &[String], dir: &Path) -> Result<ChildStdin, String> {
+    let log = dir.join("server.log");
+    let script = r#"dir=$1; log=$2; shift 2
+"$@" >"$log" 2>&1 &
+pid=$!
+read _ignored
+kill "$pid" 2>/dev/null; sleep 0.2; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+rm -rf "$dir""#;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("kv-test-server")
+        .arg(dir)
+        .arg(&log)
+        .arg(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run sh to start {}: {e}", program.display()))?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| "the server wrapper has no stdin".to_string())
+}
+
+/// Polls `ready` every 100 ms until it returns true or `within` passes; the error includes the
+/// server's log.
+pub fn wait_ready(
+    what: &str,
+    dir: &Path,
+    within: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err(format!(
+        "{what} was not ready within {within:?}; its log ends with:\n{tail}"
+    ))
+}
+
+/// Sends `request` to 127.0.0.1:`port` and returns what comes back (up to 64 KiB, 1 s timeouts).
+pub fn probe(port: u16, request: &[u8]) -> Option<String> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .ok()?;
+    stream.write_all(request).ok()?;
+    let mut buffer = vec![0; 65536];
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match stream.read(&mut buffer[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+        if request.starts_with(b"PING") && filled > 0 {
+            break;
+        }
+    }
+    Some(String::from_utf8_lossy(&buffer[..filled]).into_owned())
+}
+
+/// A fresh temp directory for a server's data, kept until the wrapper removes it.
+pub fn server_dir(kind: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "kv-test-{kind}-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// etcd from the `etcd-server` Debian package.
+pub struct EtcdProcess;
+
+impl Launcher for EtcdProcess {
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn start(&self) -> Result<Server, String> {
+        let binary = find_binary("etcd", "apt-get install etcd-server")?;
+        let dir = server_dir("etcd")?;
+        let (client, peer) = (free_port()?, free_port()?);
+        let args: Vec<String> = [
+            "--name",
+            "kvtest",
+            "--data-dir",
+            &dir.join("data").to_string_lossy(),
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("kvtest=http://127.0.0.1:{peer}"),
+            "--log-level",
+            "warn",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let lifeline = spawn_tied(&binary, &args, &dir)?;
+        wait_ready("etcd", &dir, Duration::from_secs(30), || {
+            probe(client, b"GET /health HTTP/1.0\r\n\r\n")
+                .is_some_and(|r| r.contains("\"health\":\"true\""))
+        })?;
+        Ok(Server {
+            url: format!("etcd://127.0.0.1:{client}"),
+            _lifeline: Some(lifeline),
+        })
+    }
+}
+
+/// Redis from the `redis-server` Debian package.
+pub struct RedisProcess;
+
+impl Launcher for RedisProcess {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn start(&self) -> Result<Server, String> {
+        let binary = find_binary("redis-server", "apt-get install redis-server")?;
+        let dir = server_dir("redis")?;
+        let port = free_port()?;
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let lifeline = spawn_tied(&binary, &args, &dir)?;
+        wait_ready("redis", &dir, Duration::from_secs(30), || {
+            probe(port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+        })?;
+        Ok(Server {
+            url: format!("redis://127.0.0.1:{port}"),
+            _lifeline: Some(lifeline),
+        })
+    }
+}
