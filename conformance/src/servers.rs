@@ -52,6 +52,9 @@ pub enum Provision {
     Skipped(String),
 }
 
+/// Servers by kind, or why none could be had.
+type Servers = HashMap<&'static str, Result<Arc<Server>, String>>;
+
 /// The server for `launcher`'s kind: started on first use, shared by every test of the binary.
 /// Panics, with what to install, if none can be had and the kind is not opted out.
 pub fn provision(launcher: &dyn Launcher) -> Provision {
@@ -61,8 +64,7 @@ pub fn provision(launcher: &dyn Launcher) -> Provision {
             "SKIPPED: {kind} tests, because KV_TEST_SKIP contains {kind:?}; they have NOT run"
         ));
     }
-    static SERVERS: OnceLock<Mutex<HashMap<&'static str, Result<Arc<Server>, String>>>> =
-        OnceLock::new();
+    static SERVERS: OnceLock<Mutex<Servers>> = OnceLock::new();
     let mut servers = SERVERS
         .get_or_init(Default::default)
         .lock()

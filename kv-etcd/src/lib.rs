@@ -1,1 +1,587 @@
-//! kv-etcd
+//! The etcd v3 backend of **kv** (etcd 3.4 and later), on `etcd-client`.
+//!
+//! - URL: `etcd://[user:password@]host:2379[,host:2379...][/root]?timeout=5s`. Every kv key
+//!   lives under the root (`app/...`; with no root, `/...`). Options: `timeout` (every call,
+//!   default 5 s), `connect_timeout` (default 5 s).
+//! - Versions are etcd mod revisions; CAS and atomic deletes are transactions; `delete_tree` is
+//!   one transaction; TTL writes attach a lease (whole seconds, at least 2 s: etcd's minimum
+//!   lease TTL with default election settings, declared in the capabilities).
+//! - Watches take the current state at revision R and watch from R + 1, so nothing falls
+//!   between; `since` uses etcd's history and reports compaction as `Error::Compacted`; a watch
+//!   whose connection drops resumes from the last revision it saw, or ends with `Unavailable`.
+//! - Locks are lock keys attached to a lease kept alive in the background; the fencing token is
+//!   the lock key's create revision; subtree locks are one transaction comparing the ancestors'
+//!   subtree locks and the whole range of locks below.
+
+mod layout;
+mod lock;
+mod watch;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue,
+    PutOptions as EtcdPut, Txn, TxnOp, TxnOpResponse,
+};
+use kv_core::{
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions, WatchStream,
+    normalize,
+};
+
+use crate::layout::{Layout, Range};
+
+/// Default timeout of every call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest value: etcd refuses requests over 1.5 MiB by default; this leaves room for the key.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Keys per page when reading large ranges.
+const PAGE: i64 = 1000;
+
+/// A handle on an etcd cluster. Cheap to share as `Arc<dyn Store>`.
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+}
+
+/// What the store, its watches and its locks share.
+pub(crate) struct Inner {
+    pub client: Client,
+    pub layout: Layout,
+    pub timeout: Duration,
+    pub capabilities: Capabilities,
+    /// Fires on close: ends watches, lock waits and renewals.
+    pub closed: CancellationToken,
+    /// Leases of the locks held through this handle, revoked on close.
+    pub held: Mutex<Vec<(i64, CancellationToken)>>,
+    shown: String,
+}
+
+impl EtcdStore {
+    /// Connects to the cluster a `etcd://` URL names.
+    pub async fn open(url: &str) -> Result<EtcdStore> {
+        Self::from_url(&StoreUrl::parse(url)?).await
+    }
+
+    /// Connects to the cluster of a parsed URL.
+    pub async fn from_url(url: &StoreUrl) -> Result<EtcdStore> {
+        if url.scheme != "etcd" {
+            return Err(Error::invalid_url(match url.scheme.as_str() {
+                "etcds" => {
+                    "etcds:// (TLS) is not supported yet by kv-etcd; use etcd://".to_string()
+                }
+                other => format!("kv-etcd opens etcd:// URLs, not {other}://"),
+            }));
+        }
+        url.check_options(&["timeout", "connect_timeout"])?;
+        if url.hosts.is_empty() {
+            return Err(Error::invalid_url(
+                "etcd:// needs at least one host: etcd://host:2379[/root]",
+            ));
+        }
+        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
+        let connect_timeout = url
+            .duration_option("connect_timeout")?
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let root = url.root()?;
+        let endpoints: Vec<String> = url
+            .hosts
+            .iter()
+            .map(|h| format!("http://{}", h.address(2379)))
+            .collect();
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(connect_timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(5), timeout);
+        if let Some(user) = &url.username {
+            let password = url
+                .password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default();
+            options = options.with_user(user.clone(), password);
+        }
+        let client = tokio::time::timeout(
+            connect_timeout + timeout,
+            Client::connect(endpoints, Some(options)),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "connect",
+            after: connect_timeout + timeout,
+        })?
+        .map_err(map_error)?;
+        let mut capabilities = Capabilities::full("etcd", MAX_VALUE_BYTES);
+        capabilities.ttl = Some(TtlSupport {
+            min: Duration::from_secs(2),
+            granularity: Duration::from_secs(1),
+        });
+        let store = EtcdStore {
+            inner: Arc::new(Inner {
+                client,
+                layout: Layout::new(root.as_str()),
+                timeout,
+                capabilities,
+                closed: CancellationToken::new(),
+                held: Mutex::new(Vec::new()),
+                shown: url.to_string(),
+            }),
+        };
+        // Fail at open, not at the first call, when the cluster is unreachable or refuses us.
+        store
+            .inner
+            .call("status", store.inner.client.clone().status())
+            .await?;
+        Ok(store)
+    }
+}
+
+impl Inner {
+    /// Runs one etcd call with the store's timeout, mapping its errors.
+    pub async fn call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(Error::Timeout {
+                operation,
+                after: self.timeout,
+            }),
+        }
+    }
+
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Every key-value in `range` at `revision` (0: now), page by page; with the revision read.
+    pub async fn range(
+        &self,
+        range: &Range,
+        revision: i64,
+        keys_only: bool,
+    ) -> Result<(Vec<KeyValue>, i64)> {
+        let mut kvs = Vec::new();
+        let mut start = range.start.clone();
+        let mut revision = revision;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(range.end.clone())
+                .with_limit(PAGE)
+                .with_revision(revision);
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            let mut response = self
+                .call(
+                    "list",
+                    self.client.kv_client().get(start.clone(), Some(options)),
+                )
+                .await?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let page = response.take_kvs();
+            let last = page.last().map(|kv| kv.key().to_vec());
+            kvs.extend(page);
+            match (more, last) {
+                (true, Some(mut last)) => {
+                    last.push(0);
+                    start = last;
+                }
+                _ => return Ok((kvs, revision)),
+            }
+        }
+    }
+
+    /// The pair of an etcd key-value, if it is one of this store's keys.
+    pub fn pair(&self, kv: &KeyValue) -> Option<KvPair> {
+        let key = self.layout.kv_key(kv.key())?;
+        Some(KvPair {
+            key: Key::parse(key).ok()?,
+            value: Bytes::copy_from_slice(kv.value()),
+            version: u64::try_from(kv.mod_revision()).ok()?,
+        })
+    }
+
+    /// Every pair a prefix covers at `revision` (0: now), sorted, with the revision read.
+    pub async fn list_at(&self, prefix: &str, revision: i64) -> Result<(Vec<KvPair>, i64)> {
+        let (below, revision) = self
+            .range(&self.layout.below(prefix), revision, false)
+            .await?;
+        let mut pairs = Vec::with_capacity(below.len() + 1);
+        if !prefix.is_empty() {
+            let own = self
+                .call(
+                    "list",
+                    self.client.kv_client().get(
+                        self.layout.data_key(prefix),
+                        Some(GetOptions::new().with_revision(revision)),
+                    ),
+                )
+                .await?;
+            pairs.extend(own.kvs().iter().filter_map(|kv| self.pair(kv)));
+        }
+        pairs.extend(below.iter().filter_map(|kv| self.pair(kv)));
+        Ok((pairs, revision))
+    }
+
+    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
+        self.check_open()?;
+        let normalized = normalize(key)?;
+        if normalized.is_empty() {
+            Key::parse(key)?;
+        }
+        Ok(normalized)
+    }
+
+    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
+        self.check_open()?;
+        normalize(prefix)
+    }
+
+    /// Grants a lease of `ttl` (already checked) and returns its id.
+    pub async fn grant(&self, ttl: Duration) -> Result<i64> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = self
+            .call(
+                "lease grant",
+                self.client.lease_client().grant(seconds, None),
+            )
+            .await?;
+        Ok(lease.id())
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+        options: &PutOptions,
+    ) -> Result<u64> {
+        let key = self.key(key)?;
+        self.capabilities.check_value(value.len())?;
+        let ttl = options
+            .ttl
+            .map(|ttl| self.capabilities.check_ttl(ttl))
+            .transpose()?;
+        let mut put = EtcdPut::new();
+        if let Some(ttl) = ttl {
+            put = put.with_lease(self.grant(ttl).await?);
+        }
+        let etcd_key = self.layout.data_key(key);
+        let compare = match precondition {
+            None => None,
+            Some(Precondition::MustNotExist) => Some(Compare::create_revision(
+                etcd_key.clone(),
+                CompareOp::Equal,
+                0,
+            )),
+            Some(Precondition::Version(v)) => Some(Compare::mod_revision(
+                etcd_key.clone(),
+                CompareOp::Equal,
+                i64::try_from(v).unwrap_or(i64::MAX),
+            )),
+        };
+        let txn = Txn::new()
+            .when(compare.into_iter().collect::<Vec<_>>())
+            .and_then([TxnOp::put(etcd_key.clone(), value.to_vec(), Some(put))])
+            .or_else([TxnOp::get(etcd_key, None)]);
+        let response = self.call("put", self.client.kv_client().txn(txn)).await?;
+        if !response.succeeded() {
+            return Err(Error::conflict(
+                key,
+                conflict_reason(precondition, &response.op_responses()),
+            ));
+        }
+        revision_of(response.header())
+    }
+}
+
+/// What a failed precondition found.
+fn conflict_reason(precondition: Option<Precondition>, responses: &[TxnOpResponse]) -> String {
+    let current = responses.iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => get.kvs().first().map(KeyValue::mod_revision),
+        _ => None,
+    });
+    match (precondition, current) {
+        (Some(Precondition::MustNotExist), Some(v)) => format!("the key exists (version {v})"),
+        (Some(Precondition::Version(want)), Some(v)) => {
+            format!("the version is {v}, expected {want}")
+        }
+        (Some(Precondition::Version(want)), None) => {
+            format!("the key does not exist (expected version {want})")
+        }
+        _ => "the precondition did not hold".into(),
+    }
+}
+
+pub(crate) fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Result<u64> {
+    header
+        .and_then(|h| u64::try_from(h.revision()).ok())
+        .ok_or_else(|| Error::Backend("etcd answered without a revision".into()))
+}
+
+/// Maps etcd-client errors to kv errors.
+pub(crate) fn map_error(error: etcd_client::Error) -> Error {
+    use etcd_client::Error as E;
+    use tonic::Code;
+    match error {
+        E::GRpcStatus(status) => match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => Error::Auth {
+                message: status.message().to_owned(),
+            },
+            Code::DeadlineExceeded => Error::Timeout {
+                operation: "etcd request",
+                after: Duration::ZERO,
+            },
+            Code::Unavailable | Code::Cancelled | Code::Aborted | Code::Unknown => {
+                Error::unavailable(
+                    format!("etcd: {}", status.message()),
+                    Some(Box::new(status)),
+                )
+            }
+            _ => Error::Backend(Box::new(status)),
+        },
+        E::TransportError(e) => {
+            Error::unavailable(format!("cannot reach etcd: {e}"), Some(Box::new(e)))
+        }
+        E::IoError(e) => Error::unavailable(format!("cannot reach etcd: {e}"), Some(Box::new(e))),
+        E::InvalidArgs(reason) if reason.contains("authenticat") => Error::Auth { message: reason },
+        other => Error::Backend(Box::new(other)),
+    }
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("url", &self.inner.shown)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.capabilities
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.inner.write(key, value, None, &options).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        let inner = &self.inner;
+        let key = inner.key(key)?;
+        let response = inner
+            .call(
+                "get",
+                inner
+                    .client
+                    .kv_client()
+                    .get(inner.layout.data_key(key), None),
+            )
+            .await?;
+        Ok(response.kvs().first().and_then(|kv| inner.pair(kv)))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let inner = &self.inner;
+        let key = inner.key(key)?;
+        let response = inner
+            .call(
+                "delete",
+                inner
+                    .client
+                    .kv_client()
+                    .delete(inner.layout.data_key(key), None),
+            )
+            .await?;
+        Ok(response.deleted() > 0)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let inner = &self.inner;
+        let key = inner.key(key)?;
+        let options = GetOptions::new().with_count_only();
+        let response = inner
+            .call(
+                "exists",
+                inner
+                    .client
+                    .kv_client()
+                    .get(inner.layout.data_key(key), Some(options)),
+            )
+            .await?;
+        Ok(response.count() > 0)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        let prefix = self.inner.prefix(prefix)?;
+        Ok(self.inner.list_at(prefix, 0).await?.0)
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+        let inner = &self.inner;
+        let prefix = inner.prefix(prefix)?;
+        let (kvs, _) = inner.range(&inner.layout.below(prefix), 0, true).await?;
+        let mut children: Vec<Child> = Vec::new();
+        for kv in &kvs {
+            let Some(key) = inner.layout.kv_key(kv.key()) else {
+                continue;
+            };
+            let rest = if prefix.is_empty() {
+                key
+            } else {
+                &key[prefix.len() + 1..]
+            };
+            let (name, deeper) = match rest.split_once('/') {
+                Some((name, _)) => (name, true),
+                None => (rest, false),
+            };
+            let child_key = if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            match children.last_mut() {
+                Some(last) if last.key.as_str() == child_key => {
+                    last.has_children |= deeper;
+                    last.has_value |= !deeper;
+                }
+                _ => children.push(Child {
+                    key: Key::parse(&child_key)?,
+                    has_value: !deeper,
+                    has_children: deeper,
+                }),
+            }
+        }
+        // Keys arrive in byte order, which can interleave a child's keys with a sibling's
+        // (`d/a/x`, `d/a-b`, `d/a/y`): merge duplicates.
+        children.sort_by(|a, b| a.key.cmp(&b.key));
+        children.dedup_by(|later, earlier| {
+            if later.key == earlier.key {
+                earlier.has_value |= later.has_value;
+                earlier.has_children |= later.has_children;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(children)
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        let inner = &self.inner;
+        let prefix = inner.prefix(prefix)?;
+        let below = inner.layout.below(prefix);
+        let mut ops = vec![TxnOp::delete(
+            below.start,
+            Some(DeleteOptions::new().with_range(below.end)),
+        )];
+        if !prefix.is_empty() {
+            ops.push(TxnOp::delete(inner.layout.data_key(prefix), None));
+        }
+        let response = inner
+            .call(
+                "delete_tree",
+                inner.client.kv_client().txn(Txn::new().and_then(ops)),
+            )
+            .await?;
+        let deleted = response
+            .op_responses()
+            .iter()
+            .map(|r| match r {
+                TxnOpResponse::Delete(d) => d.deleted(),
+                _ => 0,
+            })
+            .sum::<i64>();
+        Ok(u64::try_from(deleted).unwrap_or(0))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64> {
+        self.inner
+            .write(key, value, Some(precondition), &options)
+            .await
+    }
+
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+        let inner = &self.inner;
+        let key = inner.key(key)?;
+        let etcd_key = inner.layout.data_key(key);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                etcd_key.clone(),
+                CompareOp::Equal,
+                i64::try_from(version).unwrap_or(i64::MAX),
+            )])
+            .and_then([TxnOp::delete(etcd_key.clone(), None)])
+            .or_else([TxnOp::get(etcd_key, None)]);
+        let response = inner
+            .call("atomic_delete", inner.client.kv_client().txn(txn))
+            .await?;
+        if !response.succeeded() {
+            return Err(Error::conflict(
+                key,
+                conflict_reason(
+                    Some(Precondition::Version(version)),
+                    &response.op_responses(),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let key = self.inner.key(key)?;
+        watch::open(self.inner.clone(), key, false, options).await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        let prefix = self.inner.prefix(prefix)?;
+        watch::open(self.inner.clone(), prefix, true, options).await
+    }
+
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+        self.inner.check_open()?;
+        let key = Key::parse(key)?;
+        let ttl = self.inner.capabilities.check_ttl(options.ttl)?;
+        Ok(Box::new(lock::EtcdLock {
+            inner: self.inner.clone(),
+            key,
+            subtree: options.scope == LockScope::Subtree,
+            options: options.ttl(ttl),
+        }))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.cancel();
+        let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));
+        for (lease, lost) in held {
+            lost.cancel();
+            let _ = self
+                .inner
+                .call(
+                    "lease revoke",
+                    self.inner.client.lease_client().revoke(lease),
+                )
+                .await;
+        }
+        Ok(())
+    }
+}

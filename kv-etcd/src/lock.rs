@@ -1,0 +1,314 @@
+//! Locks: a lock key attached to a lease, taken by one transaction that checks every lock that
+//! could conflict; the lease is kept alive until release, and `lost()` fires when it cannot be.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use etcd_client::{
+    Compare, CompareOp, EventType, PutOptions as EtcdPut, Txn, TxnOp, WatchOptions as EtcdWatch,
+};
+use kv_core::{
+    CancellationToken, Error, Key, LeaseHandle, Lock, LockGuard, LockHolder, LockOptions, Result,
+};
+
+use crate::{Inner, revision_of};
+
+/// A lock on a key or subtree of an etcd store.
+pub(crate) struct EtcdLock {
+    pub inner: Arc<Inner>,
+    pub key: Key,
+    pub subtree: bool,
+    pub options: LockOptions,
+}
+
+impl fmt::Debug for EtcdLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdLock")
+            .field("key", &self.key)
+            .field("subtree", &self.subtree)
+            .finish()
+    }
+}
+
+impl EtcdLock {
+    fn lock_key(&self) -> String {
+        self.inner.layout.lock_key(self.subtree, self.key.as_str())
+    }
+
+    /// Every lock that excludes this one must be absent: both scopes on the key, subtree locks
+    /// on its ancestors, and for a subtree lock every lock below it.
+    fn conditions(&self) -> Vec<Compare> {
+        let layout = &self.inner.layout;
+        let absent = |key: String| Compare::create_revision(key, CompareOp::Equal, 0);
+        let key = self.key.as_str();
+        let mut conditions = vec![
+            absent(layout.lock_key(false, key)),
+            absent(layout.lock_key(true, key)),
+        ];
+        let mut ancestor = self.key.parent();
+        while let Some(parent) = ancestor {
+            conditions.push(absent(layout.lock_key(true, parent.as_str())));
+            ancestor = parent.parent();
+        }
+        if self.subtree {
+            for scope in [false, true] {
+                let below = layout.locks_below(scope, key);
+                conditions.push(
+                    Compare::create_revision(below.start, CompareOp::Equal, 0)
+                        .with_range(below.end),
+                );
+            }
+        }
+        conditions
+    }
+
+    /// One attempt: the guard, or the revision at which the lock was found taken.
+    async fn attempt(&self, lease: i64) -> Result<std::result::Result<LockGuard, i64>> {
+        let txn = Txn::new().when(self.conditions()).and_then([TxnOp::put(
+            self.lock_key(),
+            self.options.value.to_vec(),
+            Some(EtcdPut::new().with_lease(lease)),
+        )]);
+        let response = self
+            .inner
+            .call("lock", self.inner.client.kv_client().txn(txn))
+            .await?;
+        if !response.succeeded() {
+            return Ok(Err(response.header().map_or(0, |h| h.revision())));
+        }
+        let token = revision_of(response.header())?;
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((lease, lost.clone()));
+        tokio::spawn(keep_alive(
+            self.inner.clone(),
+            lease,
+            self.options.ttl,
+            stop.clone(),
+            lost.clone(),
+        ));
+        let handle = EtcdLease {
+            inner: self.inner.clone(),
+            key: self.key.clone(),
+            lock_key: self.lock_key(),
+            lease,
+            token,
+            stop,
+        };
+        Ok(Ok(LockGuard::new(
+            self.key.clone(),
+            token,
+            lost,
+            Box::new(handle),
+        )))
+    }
+
+    /// Waits until some lock of this store is released after `revision` (or a second passes).
+    async fn wait_for_release(&self, revision: i64) -> Result<()> {
+        let all = self.inner.layout.all_locks();
+        let options = EtcdWatch::new()
+            .with_range(all.end)
+            .with_start_revision(revision + 1);
+        let mut stream = self
+            .inner
+            .call(
+                "lock wait",
+                self.inner
+                    .client
+                    .watch_client()
+                    .watch(all.start, Some(options)),
+            )
+            .await?;
+        let released = async {
+            while let Ok(Some(response)) = stream.message().await {
+                if response.canceled()
+                    || response
+                        .events()
+                        .iter()
+                        .any(|e| e.event_type() == EventType::Delete)
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = released => Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => Ok(()),
+            _ = self.inner.closed.cancelled() => Err(Error::Closed),
+        }
+    }
+}
+
+#[async_trait]
+impl Lock for EtcdLock {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+
+    async fn acquire(&self) -> Result<LockGuard> {
+        self.inner.check_open()?;
+        let lease = self.inner.grant(self.options.ttl).await?;
+        loop {
+            self.inner.check_open()?;
+            match self.attempt(lease).await? {
+                Ok(guard) => return Ok(guard),
+                Err(revision) => self.wait_for_release(revision).await?,
+            }
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        self.inner.check_open()?;
+        let lease = self.inner.grant(self.options.ttl).await?;
+        match self.attempt(lease).await? {
+            Ok(guard) => Ok(Some(guard)),
+            Err(_) => {
+                let _ = self
+                    .inner
+                    .call(
+                        "lease revoke",
+                        self.inner.client.lease_client().revoke(lease),
+                    )
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn holder(&self) -> Result<Option<LockHolder>> {
+        self.inner.check_open()?;
+        let response = self
+            .inner
+            .call(
+                "lock holder",
+                self.inner.client.kv_client().get(self.lock_key(), None),
+            )
+            .await?;
+        Ok(response.kvs().first().map(|kv| LockHolder {
+            value: bytes::Bytes::copy_from_slice(kv.value()),
+            fencing_token: u64::try_from(kv.create_revision()).unwrap_or(0),
+        }))
+    }
+}
+
+/// Renews the lease every third of its TTL. Fires `lost` when etcd says it expired, or when no
+/// renewal succeeded for a whole TTL counted from the last renewal *sent* (so `lost` never fires
+/// later than etcd expires the lease).
+async fn keep_alive(
+    inner: Arc<Inner>,
+    lease: i64,
+    ttl: Duration,
+    stop: CancellationToken,
+    lost: CancellationToken,
+) {
+    let mut renewed_at = Instant::now();
+    let mut channel = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = inner.closed.cancelled() => return,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+        if renewed_at.elapsed() >= ttl {
+            lost.cancel();
+            return;
+        }
+        let sent = Instant::now();
+        let renewal = async {
+            if channel.is_none() {
+                channel = Some(inner.client.lease_client().keep_alive(lease).await?);
+            }
+            let (keeper, responses) = channel.as_mut().expect("set above");
+            keeper.keep_alive().await?;
+            responses.message().await
+        };
+        match tokio::time::timeout(inner.timeout.min(ttl / 3), renewal).await {
+            Ok(Ok(Some(response))) if response.ttl() > 0 => renewed_at = sent,
+            Ok(Ok(Some(_))) => {
+                lost.cancel();
+                return;
+            }
+            _ => channel = None,
+        }
+    }
+}
+
+/// The guard's side of a held etcd lock.
+struct EtcdLease {
+    inner: Arc<Inner>,
+    key: Key,
+    lock_key: String,
+    lease: i64,
+    token: u64,
+    stop: CancellationToken,
+}
+
+impl EtcdLease {
+    async fn release_now(
+        inner: Arc<Inner>,
+        lock_key: String,
+        lease: i64,
+        token: u64,
+    ) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                lock_key.clone(),
+                CompareOp::Equal,
+                i64::try_from(token).unwrap_or(0),
+            )])
+            .and_then([TxnOp::delete(lock_key, None)]);
+        let released = inner
+            .call("unlock", inner.client.kv_client().txn(txn))
+            .await?
+            .succeeded();
+        let _ = inner
+            .call("lease revoke", inner.client.lease_client().revoke(lease))
+            .await;
+        inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(l, _)| *l != lease);
+        Ok(released)
+    }
+}
+
+#[async_trait]
+impl LeaseHandle for EtcdLease {
+    async fn release(&mut self) -> Result<()> {
+        self.stop.cancel();
+        if Self::release_now(
+            self.inner.clone(),
+            self.lock_key.clone(),
+            self.lease,
+            self.token,
+        )
+        .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::LockLost {
+                key: self.key.to_string(),
+            })
+        }
+    }
+
+    fn release_in_background(&mut self) {
+        self.stop.cancel();
+        let release = Self::release_now(
+            self.inner.clone(),
+            self.lock_key.clone(),
+            self.lease,
+            self.token,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(release);
+        }
+    }
+}

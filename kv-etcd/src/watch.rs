@@ -1,0 +1,211 @@
+//! Watches: the state at revision R, then etcd's watch from R + 1; resumed after disconnects.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use etcd_client::{EventType, WatchOptions as EtcdWatch, WatchResponse, WatchStream as EtcdStream};
+use kv_core::{
+    Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
+    watch_channel,
+};
+
+use crate::Inner;
+
+/// Opens a watch on `path` (a key, or with `tree` a prefix).
+pub(crate) async fn open(
+    inner: Arc<Inner>,
+    path: &str,
+    tree: bool,
+    options: WatchOptions,
+) -> Result<WatchStream> {
+    if options.buffer == 0 {
+        return Err(Error::invalid_argument(
+            "the watch buffer must hold at least 1 event",
+        ));
+    }
+    let (initial, next) = match options.since {
+        Some(since) => (Vec::new(), i64::try_from(since).unwrap_or(i64::MAX - 1) + 1),
+        None => {
+            let (pairs, revision) = if tree {
+                inner.list_at(path, 0).await?
+            } else {
+                let response = inner
+                    .call(
+                        "watch",
+                        inner
+                            .client
+                            .kv_client()
+                            .get(inner.layout.data_key(path), None),
+                    )
+                    .await?;
+                let revision = response.header().map_or(0, |h| h.revision());
+                (
+                    response
+                        .kvs()
+                        .iter()
+                        .filter_map(|kv| inner.pair(kv))
+                        .collect(),
+                    revision,
+                )
+            };
+            let events = pairs
+                .into_iter()
+                .map(|p| WatchEvent {
+                    kind: EventKind::Put,
+                    key: p.key,
+                    value: p.value,
+                    version: p.version,
+                })
+                .collect();
+            (events, revision + 1)
+        }
+    };
+    let mut watcher = Watcher {
+        inner,
+        path: path.to_owned(),
+        tree,
+        next,
+    };
+    let stream = watcher.connect().await?;
+    let (sender, events) = watch_channel(initial, options.buffer);
+    tokio::spawn(watcher.run(stream, sender));
+    Ok(events)
+}
+
+struct Watcher {
+    inner: Arc<Inner>,
+    path: String,
+    tree: bool,
+    /// The revision to resume from.
+    next: i64,
+}
+
+impl Watcher {
+    /// Starts an etcd watch from `next` and waits for its confirmation.
+    async fn connect(&mut self) -> Result<EtcdStream> {
+        let layout = &self.inner.layout;
+        let (key, options) = if self.tree {
+            // [root/p, root/p0) covers root/p and root/p/...; siblings such as root/p-x fall in
+            // it too and are filtered out by `event`.
+            let (start, end) = if self.path.is_empty() {
+                let all = layout.below("");
+                (all.start, all.end)
+            } else {
+                let key = layout.data_key(&self.path);
+                (key.clone().into_bytes(), format!("{key}0").into_bytes())
+            };
+            (start, EtcdWatch::new().with_range(end))
+        } else {
+            (layout.data_key(&self.path).into_bytes(), EtcdWatch::new())
+        };
+        let options = options.with_start_revision(self.next);
+        let mut stream = self
+            .inner
+            .call(
+                "watch",
+                self.inner.client.watch_client().watch(key, Some(options)),
+            )
+            .await?;
+        let first = self.inner.call("watch", stream.message()).await?;
+        match first {
+            Some(response) if response.canceled() => Err(self.cancelled(&response)),
+            Some(response) if response.created() => Ok(stream),
+            _ => Err(Error::unavailable("etcd did not confirm the watch", None)),
+        }
+    }
+
+    fn cancelled(&self, response: &WatchResponse) -> Error {
+        if response.compact_revision() > 0 {
+            Error::Compacted {
+                requested: u64::try_from(self.next - 1).unwrap_or(0),
+                oldest: u64::try_from(response.compact_revision()).unwrap_or(0),
+            }
+        } else {
+            Error::unavailable(
+                format!("etcd cancelled the watch: {}", response.cancel_reason()),
+                None,
+            )
+        }
+    }
+
+    /// Forwards events until the consumer leaves, the store closes, or the watch is lost.
+    async fn run(mut self, mut stream: EtcdStream, mut sender: WatchSender) {
+        loop {
+            let message = tokio::select! {
+                _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),
+                _ = sender.closed() => return,
+                message = stream.message() => message,
+            };
+            match message {
+                Ok(Some(response)) if response.canceled() => {
+                    return sender.fail(self.cancelled(&response));
+                }
+                Ok(Some(response)) => {
+                    for event in response.events() {
+                        let Some(event) = self.event(event) else {
+                            continue;
+                        };
+                        if !sender.send(event) {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => match self.reconnect(&sender).await {
+                    Ok(resumed) => stream = resumed,
+                    Err(error) => return sender.fail(error),
+                },
+            }
+        }
+    }
+
+    /// The kv event of an etcd event, if it concerns this watch.
+    fn event(&mut self, event: &etcd_client::Event) -> Option<WatchEvent> {
+        let kv = event.kv()?;
+        self.next = self.next.max(kv.mod_revision() + 1);
+        let key = self.inner.layout.kv_key(kv.key())?;
+        let concerned = if self.tree {
+            covers(&self.path, key)
+        } else {
+            key == self.path
+        };
+        if !concerned {
+            return None;
+        }
+        let (kind, value) = match event.event_type() {
+            EventType::Put => (EventKind::Put, Bytes::copy_from_slice(kv.value())),
+            EventType::Delete => (EventKind::Delete, Bytes::new()),
+        };
+        Some(WatchEvent {
+            kind,
+            key: Key::parse(key).ok()?,
+            value,
+            version: u64::try_from(kv.mod_revision()).ok()?,
+        })
+    }
+
+    /// Re-creates the watch from the last revision seen, retrying for a while.
+    async fn reconnect(&mut self, sender: &WatchSender) -> Result<EtcdStream> {
+        let deadline = Instant::now() + self.inner.timeout * 3;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            if self.inner.closed.is_cancelled() {
+                return Err(Error::Closed);
+            }
+            match self.connect().await {
+                Ok(stream) => return Ok(stream),
+                Err(error @ Error::Compacted { .. }) => return Err(error),
+                Err(error) if Instant::now() >= deadline || sender.is_closed() => {
+                    return Err(Error::unavailable(
+                        format!("the watch was lost and could not be resumed: {error}"),
+                        None,
+                    ));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The whole conformance suite against a real etcd, started by the harness (or
+//! `KV_TEST_ETCD_URL`); each case under its own random root.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use conformance::servers::{EtcdProcess, Provision, provision};
+use kv_core::{Result, Store};
+use kv_etcd::EtcdStore;
+
+struct Etcd;
+
+impl Etcd {
+    fn server_url() -> String {
+        match provision(&EtcdProcess) {
+            Provision::Ready(server) => server.url.clone(),
+            Provision::Skipped(message) => panic!("{message}"),
+        }
+    }
+}
+
+#[async_trait]
+impl conformance::Backend for Etcd {
+    fn name(&self) -> &str {
+        "etcd"
+    }
+
+    fn skipped(&self) -> Option<String> {
+        match provision(&EtcdProcess) {
+            Provision::Skipped(message) => Some(message),
+            Provision::Ready(_) => None,
+        }
+    }
+
+    async fn namespace(&self) -> Result<String> {
+        Ok(format!(
+            "{}/{}",
+            Etcd::server_url(),
+            conformance::random_name()
+        ))
+    }
+
+    async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
+        Ok(Arc::new(EtcdStore::open(namespace).await?))
+    }
+}
+
+conformance::conformance_tests!(Etcd);
