@@ -340,6 +340,12 @@ pub(crate) fn map_error(error: etcd_client::Error) -> Error {
             Code::Unauthenticated | Code::PermissionDenied => Error::Auth {
                 message: status.message().to_owned(),
             },
+            // etcd reports bad credentials as InvalidArgument.
+            Code::InvalidArgument if status.message().contains("authentication failed") => {
+                Error::Auth {
+                    message: status.message().to_owned(),
+                }
+            }
             Code::DeadlineExceeded => Error::Timeout {
                 operation: "etcd request",
                 after: Duration::ZERO,

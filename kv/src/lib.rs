@@ -29,7 +29,7 @@
 //! |---|---|---|
 //! | `memory://[name]` | `memory` (default) | in-process reference backend |
 //! | `sled:///path`, `sled://./path` | `sled` | embedded, persistent |
-//! | `etcd://`, `etcds://` | `etcd` | etcd v3 (planned) |
+//! | `etcd://host:2379[,host...][/root]` | `etcd` | etcd v3 (3.4+) |
 //! | `redis://`, `rediss://` | `redis` | Redis (planned) |
 //! | `consul://`, `consuls://` | `consul` | Consul (planned) |
 //! | `zookeeper://` | `zookeeper` | ZooKeeper (planned) |
@@ -66,6 +66,8 @@ pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
         "memory" => Ok(Arc::new(kv_memory::MemoryStore::from_url(url)?)),
         #[cfg(feature = "sled")]
         "sled" => Ok(Arc::new(kv_sled::SledStore::from_url(url)?)),
+        #[cfg(feature = "etcd")]
+        "etcd" => Ok(Arc::new(kv_etcd::EtcdStore::from_url(url).await?)),
         scheme => Err(match SCHEMES.iter().find(|(s, _)| *s == scheme) {
             Some((_, feature)) => Error::invalid_url(format!(
                 "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate"
@@ -89,6 +91,8 @@ pub fn compiled_schemes() -> Vec<&'static str> {
         "memory",
         #[cfg(feature = "sled")]
         "sled",
+        #[cfg(feature = "etcd")]
+        "etcd",
     ];
     compiled.to_vec()
 }
@@ -99,8 +103,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_and_missing_backends_say_what_to_do() {
-        let err = open("etcd://127.0.0.1:2379").await.unwrap_err();
-        assert!(err.to_string().contains("`etcd` feature"), "{err}");
+        let err = open("consul://127.0.0.1:8500").await.unwrap_err();
+        assert!(err.to_string().contains("`consul` feature"), "{err}");
         let err = open("ftp://x").await.unwrap_err();
         assert!(err.to_string().contains("unknown scheme ftp://"), "{err}");
         let err = open("not a url").await.unwrap_err();

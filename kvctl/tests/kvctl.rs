@@ -318,3 +318,67 @@ fn memory_store_single_invocations() {
     kv.expect(&["cas", "k", "v", "--version", "3"], 1);
     kv.expect(&["del", "k"], 1);
 }
+
+/// A store all kvctl processes share: a real etcd from the test harness, under a fresh root.
+fn shared_etcd() -> Option<Kvctl> {
+    use conformance::servers::{EtcdProcess, Provision, provision};
+    match provision(&EtcdProcess) {
+        Provision::Ready(server) => {
+            let url = format!("{}/{}", server.url, conformance::random_name());
+            Some(Kvctl {
+                home: tempfile::tempdir().unwrap(),
+                store: Some(Box::leak(url.into_boxed_str())),
+            })
+        }
+        Provision::Skipped(message) => {
+            eprintln!("{message}");
+            None
+        }
+    }
+}
+
+#[test]
+fn watch_prints_an_event_written_by_another_kvctl_process() {
+    let Some(kv) = shared_etcd() else { return };
+    let watcher = kv
+        .command(&["watch", "app/color", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    kv.expect(&["put", "app/color", "blue"], 0);
+    let output = watcher.wait_with_output().unwrap();
+    assert_status(&output, 0, &["watch"]);
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        printed.starts_with("PUT app/color ") && printed.ends_with(" blue\n"),
+        "{printed:?}"
+    );
+}
+
+#[test]
+fn lock_excludes_another_kvctl_process() {
+    let Some(kv) = shared_etcd() else { return };
+    let marker = kv.home.path().join("first-ran");
+    let first = kv
+        .command(&[
+            "lock",
+            "jobs/one",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch {}; sleep 2", marker.display()),
+        ])
+        .spawn()
+        .unwrap();
+    assert!(wait_for(&marker), "the first holder ran");
+    let started = Instant::now();
+    kv.expect(&["lock", "jobs/one", "--", "true"], 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the second holder must wait for the first"
+    );
+    let output = first.wait_with_output().unwrap();
+    assert_status(&output, 0, &["lock"]);
+}

@@ -1,0 +1,122 @@
+//! Failure paths against real etcd servers that these tests start and stop themselves.
+
+use std::time::{Duration, Instant};
+
+use conformance::servers::{EtcdProcess, Launcher};
+use futures::StreamExt;
+use kv_core::{Error, PutOptions, Store, WatchOptions};
+use kv_etcd::EtcdStore;
+
+fn own_server() -> Option<conformance::servers::Server> {
+    if std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "etcd")) {
+        eprintln!("SKIPPED: etcd fault tests (KV_TEST_SKIP)");
+        return None;
+    }
+    Some(
+        EtcdProcess
+            .start()
+            .unwrap_or_else(|e| panic!("no etcd for the fault tests: {e}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_gives_typed_errors_and_ends_watches() {
+    let Some(server) = own_server() else { return };
+    let url = format!("{}/faults?timeout=1s&connect_timeout=1s", server.url);
+    let store = EtcdStore::open(&url).await.unwrap();
+    store.put("k", b"v", PutOptions::default()).await.unwrap();
+    let mut watch = store.watch_tree("", WatchOptions::default()).await.unwrap();
+    assert!(watch.next().await.unwrap().is_ok(), "the initial state");
+
+    drop(server); // the harness's wrapper kills etcd
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    let error = store
+        .put("k", b"w", PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error.is_retryable(),
+        "a dead server is Unavailable or Timeout, got {error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed only after {:?}",
+        started.elapsed()
+    );
+    let error = store.get("k").await.unwrap_err();
+    assert!(
+        matches!(error, Error::Unavailable { .. } | Error::Timeout { .. }),
+        "{error:?}"
+    );
+
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Some(error),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the watch must end once it cannot be resumed");
+    let error = ended.expect("the watch must end with an error, not silently");
+    assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_fails_at_open() {
+    let port = conformance::servers::free_port().unwrap();
+    let started = Instant::now();
+    let error = EtcdStore::open(&format!(
+        "etcd://127.0.0.1:{port}?timeout=1s&connect_timeout=1s"
+    ))
+    .await
+    .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_an_auth_error() {
+    let Some(server) = own_server() else { return };
+    let endpoint = server.url.replace("etcd://", "http://");
+    let mut admin = etcd_client::Client::connect([endpoint], None)
+        .await
+        .unwrap();
+    admin.user_add("root", "s3cret-pw", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    let host = server.url.trim_start_matches("etcd://");
+    let error = EtcdStore::open(&format!("etcd://root:wrong-pw@{host}/app?timeout=2s"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Auth { .. }), "{error:?}");
+    assert!(
+        !format!("{error} {error:?}").contains("wrong-pw"),
+        "the password leaked: {error:?}"
+    );
+
+    let store = EtcdStore::open(&format!("etcd://root:s3cret-pw@{host}/app?timeout=2s"))
+        .await
+        .unwrap();
+    store.put("k", b"v", PutOptions::default()).await.unwrap();
+    assert!(!format!("{store:?}").contains("s3cret-pw"), "{store:?}");
+}
+
+#[tokio::test]
+async fn values_over_the_limit_are_refused_before_sending() {
+    let Some(server) = own_server() else { return };
+    let store = EtcdStore::open(&format!("{}/big", server.url))
+        .await
+        .unwrap();
+    let two_mib = vec![0u8; 2 * 1024 * 1024];
+    assert!(matches!(
+        store.put("k", &two_mib, PutOptions::default()).await,
+        Err(Error::ValueTooLarge { .. })
+    ));
+    assert!(!store.exists("k").await.unwrap());
+}
