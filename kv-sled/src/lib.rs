@@ -155,17 +155,38 @@ fn open_db(path: &Path, sync: bool) -> Result<sled::Db> {
     } else {
         config
     };
-    config.open().map_err(|e| match e {
-        sled::Error::Io(io) => Error::unavailable(
-            format!(
-                "cannot open the sled store at {}: {io} (another process may have it open: sled allows one process per store)",
-                path.display()
-            ),
-            Some(Box::new(io)),
-        ),
-        other => backend(other),
-    })
+    // The last handle of a store may be dropped a moment late (on kv-memory's timer thread, or
+    // by sled's flusher), so a reopen in the same process may briefly find the lock held.
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if is_lock_conflict(&io) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(sled::Error::Io(io)) => {
+                return Err(Error::unavailable(
+                    format!(
+                        "cannot open the sled store at {}: {io} (another process may have it open: sled allows one process per store)",
+                        path.display()
+                    ),
+                    Some(Box::new(io)),
+                ));
+            }
+            Err(other) => return Err(backend(other)),
+        }
+    }
 }
+
+/// sled reports a held file lock as an `Other` error wrapping `WouldBlock`.
+fn is_lock_conflict(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+}
+
+/// How long an open waits for a file lock that may be about to be released.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl fmt::Debug for SledStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
