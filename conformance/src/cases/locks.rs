@@ -362,7 +362,14 @@ pub async fn subtree_lock_is_excluded_by_locks_inside_and_above(ctx: Ctx) -> Out
         try_lock(other, "p/q", LockScope::Subtree).await.is_none(),
         "an ancestor's subtree lock blocks"
     );
-    drop(outer);
-    assert!(try_lock(other, "p/q", LockScope::Subtree).await.is_some());
+    drop(outer); // released in the background: wait for it
+    let inner_lock = other
+        .new_lock("p/q", LockOptions::default().scope(LockScope::Subtree))
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, inner_lock.acquire())
+        .await
+        .expect("dropping the ancestor's guard releases it")
+        .unwrap();
     Outcome::Passed
 }

@@ -1,0 +1,485 @@
+//! The Redis backend of **kv** (Redis 6.2+/7), on the `redis` crate's `ConnectionManager`.
+//!
+//! - URL: `redis://[user:password@]host:6379[/db][?root=app&timeout=5s&history=10000]`.
+//! - Every change is one Lua script updating value, version, the prefix index and the change
+//!   log together; listing a prefix reads the index by lexicographic range, never `SCAN`.
+//!   The layout is documented in the `scripts` module.
+//! - Watches follow the change log (a stream), which also gives the history for `since`; they
+//!   need no keyspace notifications, so they work where `CONFIG SET` is disabled. TTL expiry is
+//!   enforced by the scripts at read time and surfaced as Delete events by a reaper every client
+//!   runs.
+//! - Locks: lock hashes with `PEXPIRE`, token-checked renewal and release, fencing tokens from
+//!   the store's revision counter, subtree checks against an index of held locks.
+
+mod lock;
+mod scripts;
+mod watch;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kv_core::{
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions, WatchStream,
+    normalize,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Script, ScriptInvocation};
+use tokio::sync::Notify;
+
+/// Default timeout of every call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Change records kept for `since` (and for watchers that fall behind), unless `history=N`.
+pub const DEFAULT_HISTORY: usize = 10_000;
+/// Largest value.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+/// Keys per page when listing.
+const PAGE: usize = 1000;
+
+/// A handle on a Redis server. Cheap to share as `Arc<dyn Store>`.
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+/// What the store, its watches, locks and reaper share.
+pub(crate) struct Inner {
+    pub client: redis::Client,
+    pub conn: ConnectionManager,
+    /// Prefix of every Redis key: `kv{root}`.
+    pub prefix: String,
+    pub history: usize,
+    pub timeout: Duration,
+    pub capabilities: Capabilities,
+    pub closed: CancellationToken,
+    /// Locks held through this handle (key, subtree, token), released on close.
+    pub held: Mutex<Vec<(Key, bool, u64, CancellationToken)>>,
+    /// Wakes the reaper after a TTL write.
+    pub reaper: Notify,
+    shown: String,
+}
+
+impl RedisStore {
+    /// Connects to the server a `redis://` URL names.
+    pub async fn open(url: &str) -> Result<RedisStore> {
+        Self::from_url(&StoreUrl::parse(url)?).await
+    }
+
+    /// Connects to the server of a parsed URL.
+    pub async fn from_url(url: &StoreUrl) -> Result<RedisStore> {
+        match url.scheme.as_str() {
+            "redis" => {}
+            "rediss" => {
+                return Err(Error::invalid_url(
+                    "rediss:// (TLS) is not supported yet by kv-redis; use redis://",
+                ));
+            }
+            other => {
+                return Err(Error::invalid_url(format!(
+                    "kv-redis opens redis:// URLs, not {other}://"
+                )));
+            }
+        }
+        url.check_options(&["root", "timeout", "history"])?;
+        let [host] = url.hosts.as_slice() else {
+            return Err(Error::invalid_url(
+                "redis:// takes exactly one host: redis://host:6379[/db]",
+            ));
+        };
+        let db: i64 = match url.path.as_str() {
+            "" => 0,
+            db => db
+                .parse()
+                .map_err(|_| Error::invalid_url(format!("the database {db:?} is not a number")))?,
+        };
+        let root = kv_core::Prefix::parse(url.option("root").unwrap_or(""))
+            .map_err(|e| Error::invalid_url(format!("option root: {e}")))?;
+        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
+        let history = url
+            .parse_option("history")?
+            .unwrap_or(DEFAULT_HISTORY)
+            .max(1);
+        let mut settings = RedisConnectionInfo::default().set_db(db);
+        if let Some(user) = &url.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &url.password {
+            settings = settings.set_password(password.expose());
+        }
+        let info = ConnectionAddr::Tcp(host.host.clone(), host.port.unwrap_or(6379))
+            .into_connection_info()
+            .map_err(map_error)?
+            .set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(map_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            timeout * 2,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "connect",
+            after: timeout * 2,
+        })?
+        .map_err(map_error)?;
+        let mut capabilities = Capabilities::full("redis", MAX_VALUE_BYTES);
+        capabilities.ttl = Some(TtlSupport {
+            min: Duration::from_millis(1),
+            granularity: Duration::from_millis(1),
+        });
+        let inner = Arc::new(Inner {
+            client,
+            conn,
+            prefix: format!("kv{{{}}}", root.as_str()),
+            history,
+            timeout,
+            capabilities,
+            closed: CancellationToken::new(),
+            held: Mutex::new(Vec::new()),
+            reaper: Notify::new(),
+            shown: url.to_string(),
+        });
+        // Fail at open, not at the first call, when the server is unreachable or refuses us.
+        let _: String = inner.run("ping", redis::cmd("PING")).await?;
+        tokio::spawn(reap(Arc::downgrade(&inner)));
+        Ok(RedisStore { inner })
+    }
+}
+
+impl Inner {
+    /// A script invocation with the common arguments (prefix, history) already given.
+    pub fn script<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(&self.prefix).arg(self.history);
+        invocation
+    }
+
+    /// Runs a script with the store's timeout.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.timed(operation, invocation.invoke_async(&mut conn))
+            .await
+    }
+
+    /// Runs a command with the store's timeout.
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.timed(operation, cmd.query_async(&mut conn)).await
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(Error::Timeout {
+                operation,
+                after: self.timeout,
+            }),
+        }
+    }
+
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
+        self.check_open()?;
+        let normalized = normalize(key)?;
+        if normalized.is_empty() {
+            Key::parse(key)?;
+        }
+        Ok(normalized)
+    }
+
+    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
+        self.check_open()?;
+        normalize(prefix)
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+        options: &PutOptions,
+    ) -> Result<u64> {
+        let key = self.key(key)?;
+        self.capabilities.check_value(value.len())?;
+        let ttl = options
+            .ttl
+            .map(|ttl| self.capabilities.check_ttl(ttl))
+            .transpose()?;
+        let (mode, expected) = match precondition {
+            None => ("-", 0),
+            Some(Precondition::MustNotExist) => ("absent", 0),
+            Some(Precondition::Version(v)) => ("version", v),
+        };
+        let ttl_ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let mut invocation = self.script(&scripts::PUT);
+        invocation
+            .arg(key)
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(mode)
+            .arg(expected);
+        let (written, version): (i64, u64) = self.invoke("put", invocation).await?;
+        if written == 1 {
+            if ttl.is_some() {
+                self.reaper.notify_one();
+            }
+            return Ok(version);
+        }
+        Err(Error::conflict(
+            key,
+            match (precondition, version) {
+                (Some(Precondition::Version(want)), 0) => {
+                    format!("the key does not exist (expected version {want})")
+                }
+                (Some(Precondition::Version(want)), v) => {
+                    format!("the version is {v}, expected {want}")
+                }
+                (_, v) => format!("the key exists (version {v})"),
+            },
+        ))
+    }
+
+    /// Live pairs a prefix covers, sorted, page by page.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        let mut pairs = Vec::new();
+        let mut after = String::new();
+        loop {
+            let mut invocation = self.script(&scripts::LIST);
+            invocation.arg(prefix).arg(&after).arg(PAGE);
+            let page: Vec<(String, Vec<u8>, u64)> = self.invoke("list", invocation).await?;
+            let full = page.len() >= PAGE;
+            for (key, value, version) in page {
+                after.clone_from(&key);
+                pairs.push(pair(&key, value, version)?);
+            }
+            if !full {
+                pairs.sort_by(|a, b| a.key.cmp(&b.key));
+                pairs.dedup_by(|a, b| a.key == b.key);
+                return Ok(pairs);
+            }
+        }
+    }
+}
+
+pub(crate) fn pair(key: &str, value: Vec<u8>, version: u64) -> Result<KvPair> {
+    Ok(KvPair {
+        key: Key::parse(key)
+            .map_err(|_| Error::Backend(format!("a stored key is not a kv key: {key:?}").into()))?,
+        value: Bytes::from(value),
+        version,
+    })
+}
+
+/// Removes expired values with Delete records, at each next expiry (at least once a second, to
+/// catch TTLs written by other clients).
+async fn reap(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(store) = inner.upgrade() else { return };
+        if store.closed.is_cancelled() {
+            return;
+        }
+        let next = match store
+            .invoke::<(u64, i64)>("reap", store.script(&scripts::REAP))
+            .await
+        {
+            Ok((_, next)) if next >= 0 => Duration::from_millis(u64::try_from(next).unwrap_or(0)),
+            _ => Duration::from_secs(1),
+        };
+        let wait = next.clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let closed = store.closed.clone();
+        let woken = async {
+            tokio::select! {
+                _ = store.reaper.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = closed.cancelled() => {}
+            }
+        };
+        woken.await;
+    }
+}
+
+/// Maps redis errors to kv errors.
+pub(crate) fn map_error(error: redis::RedisError) -> Error {
+    let code = error.code().unwrap_or_default().to_owned();
+    if error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code.as_str(), "WRONGPASS" | "NOAUTH" | "NOPERM")
+    {
+        return Error::Auth {
+            message: error.to_string(),
+        };
+    }
+    if error.is_timeout() {
+        return Error::Timeout {
+            operation: "redis request",
+            after: Duration::ZERO,
+        };
+    }
+    if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped() {
+        return Error::unavailable(
+            format!("cannot reach redis: {error}"),
+            Some(Box::new(error)),
+        );
+    }
+    Error::Backend(Box::new(error))
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.shown)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.capabilities
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.inner.write(key, value, None, &options).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        let key = self.inner.key(key)?;
+        let mut invocation = self.inner.script(&scripts::GET);
+        invocation.arg(key);
+        let found: Option<(Vec<u8>, u64)> = self.inner.invoke("get", invocation).await?;
+        found
+            .map(|(value, version)| pair(key, value, version))
+            .transpose()
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.inner.key(key)?;
+        let mut invocation = self.inner.script(&scripts::DELETE);
+        invocation.arg(key).arg(0);
+        let outcome: Vec<i64> = self.inner.invoke("delete", invocation).await?;
+        Ok(outcome.first() == Some(&1))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        let prefix = self.inner.prefix(prefix)?;
+        self.inner.list(prefix).await
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+        let prefix = self.inner.prefix(prefix)?;
+        let mut invocation = self.inner.script(&scripts::CHILDREN);
+        invocation.arg(prefix);
+        let found: Vec<(String, u8, u8)> = self.inner.invoke("list_children", invocation).await?;
+        let mut children = found
+            .into_iter()
+            .map(|(key, has_value, has_children)| {
+                Ok(Child {
+                    key: Key::parse(&key)?,
+                    has_value: has_value == 1,
+                    has_children: has_children == 1,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        children.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(children)
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        let prefix = self.inner.prefix(prefix)?;
+        let mut invocation = self.inner.script(&scripts::DELETE_TREE);
+        invocation.arg(prefix);
+        self.inner.invoke("delete_tree", invocation).await
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64> {
+        self.inner
+            .write(key, value, Some(precondition), &options)
+            .await
+    }
+
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+        let key = self.inner.key(key)?;
+        let mut invocation = self.inner.script(&scripts::DELETE);
+        invocation.arg(key).arg(version.max(1));
+        let outcome: Vec<u64> = match self
+            .inner
+            .invoke::<Vec<i64>>("atomic_delete", invocation)
+            .await?
+        {
+            outcome if outcome.first() == Some(&1) => return Ok(()),
+            outcome => outcome.into_iter().map(|v| v.unsigned_abs()).collect(),
+        };
+        Err(Error::conflict(
+            key,
+            match outcome.get(1) {
+                Some(current) => format!("the version is {current}, expected {version}"),
+                None => format!("the key does not exist (expected version {version})"),
+            },
+        ))
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let key = self.inner.key(key)?;
+        watch::open(self.inner.clone(), key, false, options).await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        let prefix = self.inner.prefix(prefix)?;
+        watch::open(self.inner.clone(), prefix, true, options).await
+    }
+
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+        self.inner.check_open()?;
+        let key = Key::parse(key)?;
+        let ttl = self.inner.capabilities.check_ttl(options.ttl)?;
+        Ok(Box::new(lock::RedisLock {
+            inner: self.inner.clone(),
+            key,
+            subtree: options.scope == LockScope::Subtree,
+            options: options.ttl(ttl),
+        }))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.cancel();
+        let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));
+        for (key, subtree, token, lost) in held {
+            lost.cancel();
+            let _ = lock::renew_or_release(&self.inner, &key, subtree, token, Duration::ZERO).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! Locks: a lock hash with `PEXPIRE`, taken by one script that checks every conflicting lock,
+//! renewed and released only with its token.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kv_core::{
+    CancellationToken, Error, Key, LeaseHandle, Lock, LockGuard, LockHolder, LockOptions, Result,
+};
+
+use crate::{Inner, scripts};
+
+/// How often a waiting `acquire` retries.
+const RETRY: Duration = Duration::from_millis(50);
+
+/// A lock on a key or subtree of a Redis store.
+pub(crate) struct RedisLock {
+    pub inner: Arc<Inner>,
+    pub key: Key,
+    pub subtree: bool,
+    pub options: LockOptions,
+}
+
+impl fmt::Debug for RedisLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLock")
+            .field("key", &self.key)
+            .field("subtree", &self.subtree)
+            .finish()
+    }
+}
+
+fn scope(subtree: bool) -> &'static str {
+    if subtree { "s" } else { "k" }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Renews (`ttl` > 0) or releases (`ttl` = 0) a lock if `token` still holds it.
+pub(crate) async fn renew_or_release(
+    inner: &Inner,
+    key: &Key,
+    subtree: bool,
+    token: u64,
+    ttl: Duration,
+) -> Result<bool> {
+    let mut invocation = inner.script(&scripts::LOCK_RENEW_OR_RELEASE);
+    invocation
+        .arg(key.as_str())
+        .arg(scope(subtree))
+        .arg(token)
+        .arg(millis(ttl));
+    Ok(inner.invoke::<i64>("lock", invocation).await? == 1)
+}
+
+impl RedisLock {
+    async fn attempt(&self) -> Result<Option<LockGuard>> {
+        self.inner.check_open()?;
+        let mut invocation = self.inner.script(&scripts::LOCK);
+        invocation
+            .arg(self.key.as_str())
+            .arg(scope(self.subtree))
+            .arg(millis(self.options.ttl))
+            .arg(&self.options.value[..]);
+        let mut ancestor = self.key.parent();
+        while let Some(parent) = ancestor {
+            invocation.arg(parent.as_str());
+            ancestor = parent.parent();
+        }
+        let sent = Instant::now();
+        let token: u64 = self.inner.invoke("lock", invocation).await?;
+        if token == 0 {
+            return Ok(None);
+        }
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.key.clone(), self.subtree, token, lost.clone()));
+        tokio::spawn(keep_alive(
+            self.inner.clone(),
+            self.key.clone(),
+            self.subtree,
+            token,
+            self.options.ttl,
+            sent,
+            stop.clone(),
+            lost.clone(),
+        ));
+        let handle = RedisLease {
+            inner: self.inner.clone(),
+            key: self.key.clone(),
+            subtree: self.subtree,
+            token,
+            stop,
+        };
+        Ok(Some(LockGuard::new(
+            self.key.clone(),
+            token,
+            lost,
+            Box::new(handle),
+        )))
+    }
+}
+
+#[async_trait]
+impl Lock for RedisLock {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+
+    async fn acquire(&self) -> Result<LockGuard> {
+        loop {
+            if let Some(guard) = self.attempt().await? {
+                return Ok(guard);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = self.inner.closed.cancelled() => return Err(Error::Closed),
+            }
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        self.attempt().await
+    }
+
+    async fn holder(&self) -> Result<Option<LockHolder>> {
+        self.inner.check_open()?;
+        let lock_key = format!(
+            "{}:l{}:{}",
+            self.inner.prefix,
+            scope(self.subtree),
+            self.key
+        );
+        let (token, value): (Option<u64>, Option<Vec<u8>>) = self
+            .inner
+            .run(
+                "lock holder",
+                redis::cmd("HMGET").arg(lock_key).arg("t").arg("v").clone(),
+            )
+            .await?;
+        Ok(token.map(|fencing_token| LockHolder {
+            value: Bytes::from(value.unwrap_or_default()),
+            fencing_token,
+        }))
+    }
+}
+
+/// Renews every third of the TTL; fires `lost` when the token no longer holds the lock, or when
+/// no renewal succeeded for a whole TTL counted from the last one *sent*.
+#[allow(clippy::too_many_arguments)]
+async fn keep_alive(
+    inner: Arc<Inner>,
+    key: Key,
+    subtree: bool,
+    token: u64,
+    ttl: Duration,
+    mut renewed_at: Instant,
+    stop: CancellationToken,
+    lost: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = inner.closed.cancelled() => return,
+            _ = tokio::time::sleep(ttl / 3) => {}
+        }
+        if renewed_at.elapsed() >= ttl {
+            lost.cancel();
+            return;
+        }
+        let sent = Instant::now();
+        match renew_or_release(&inner, &key, subtree, token, ttl).await {
+            Ok(true) => renewed_at = sent,
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The guard's side of a held Redis lock.
+struct RedisLease {
+    inner: Arc<Inner>,
+    key: Key,
+    subtree: bool,
+    token: u64,
+    stop: CancellationToken,
+}
+
+impl RedisLease {
+    async fn release_now(inner: Arc<Inner>, key: Key, subtree: bool, token: u64) -> Result<bool> {
+        let released = renew_or_release(&inner, &key, subtree, token, Duration::ZERO).await?;
+        inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, _, t, _)| *t != token);
+        Ok(released)
+    }
+}
+
+#[async_trait]
+impl LeaseHandle for RedisLease {
+    async fn release(&mut self) -> Result<()> {
+        self.stop.cancel();
+        if Self::release_now(
+            self.inner.clone(),
+            self.key.clone(),
+            self.subtree,
+            self.token,
+        )
+        .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::LockLost {
+                key: self.key.to_string(),
+            })
+        }
+    }
+
+    fn release_in_background(&mut self) {
+        self.stop.cancel();
+        let release = Self::release_now(
+            self.inner.clone(),
+            self.key.clone(),
+            self.subtree,
+            self.token,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(release);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Every change is one Lua script, so value, version, index, expiry set and change log move
+//! together. Keys (all under the hash tag `kv{root}`, one cluster slot):
+//!
+//! | Redis key | type | holds |
+//! |---|---|---|
+//! | `P:d:<key>` | hash | `v` value, `ver` version, `exp` expiry (Unix ms, optional) |
+//! | `P:idx` | sorted set | every key, score 0: prefix listing by `ZRANGEBYLEX`, never `SCAN` |
+//! | `P:exp` | sorted set | keys with a TTL, scored by expiry |
+//! | `P:rev` | string | the last revision handed out (versions, fencing tokens) |
+//! | `P:log` | stream | change records, id `<revision>-<n>`: live watches and `since` history |
+//! | `P:floor` | string | id of the last record trimmed from the log |
+//! | `P:lk:<key>`, `P:ls:<key>` | hash | key / subtree lock: `t` token, `v` holder value (PEXPIRE) |
+//! | `P:lki`, `P:lsi` | sorted set | keys of held key / subtree locks, for subtree checks |
+//!
+//! Expired values are invisible at once (scripts compare with the server's `TIME`); a reaper
+//! run by every client removes them with a Delete record. Nothing depends on keyspace
+//! notifications, so it works on managed Redis without `CONFIG SET`.
+//!
+//! Every script takes `ARGV[1]` = P and `ARGV[2]` = the log's length limit.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Helpers every script starts with.
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local HIST = tonumber(ARGV[2])
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function dkey(k) return P .. ':d:' .. k end
+local function id(rev, seq) return string.format('%d-%d', rev, seq) end
+local function log(rev, seq, k, kind, v)
+  local stream = P .. ':log'
+  redis.call('XADD', stream, id(rev, seq), 'k', k, 't', kind, 'v', v)
+  if redis.call('XLEN', stream) > HIST then
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
+    redis.call('XDEL', stream, first)
+    redis.call('SET', P .. ':floor', first)
+  end
+end
+local function next_rev() return redis.call('INCR', P .. ':rev') end
+local function drop(k)
+  redis.call('DEL', dkey(k))
+  redis.call('ZREM', P .. ':idx', k)
+  redis.call('ZREM', P .. ':exp', k)
+end
+local function remove(k)
+  drop(k)
+  log(next_rev(), 1, k, 'del', '')
+end
+local function state(k, now)
+  local cur = redis.call('HMGET', dkey(k), 'v', 'ver', 'exp')
+  if not cur[2] then return nil end
+  local exp = tonumber(cur[3])
+  if exp and exp <= now then return false end
+  return cur
+end
+-- The version of the live value at k (nil if none); an expired one is removed first.
+local function live_version(k, now)
+  local cur = state(k, now)
+  if cur == false then remove(k); return nil end
+  if cur == nil then return nil end
+  return tonumber(cur[2])
+end
+local function below(prefix)
+  if prefix == '' then return '-', '+' end
+  return '[' .. prefix .. '/', '(' .. prefix .. '0'
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// ARGV[3] key. Returns `{value, version}` or nil.
+pub static GET: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local cur = state(ARGV[3], now_ms())
+if not cur then return nil end
+return {cur[1], cur[2]}
+"#,
+    )
+});
+
+/// ARGV[3] key, ARGV[4] value, ARGV[5] ttl ms (0: none), ARGV[6] mode (`-`, `absent`,
+/// `version`), ARGV[7] expected version. Returns `{1, version}` or `{0, current version or 0}`.
+pub static PUT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k, ttl, mode = ARGV[3], tonumber(ARGV[5]), ARGV[6]
+local now = now_ms()
+local cur = live_version(k, now)
+if mode == 'absent' and cur then return {0, cur} end
+if mode == 'version' and cur ~= tonumber(ARGV[7]) then return {0, cur or 0} end
+local rev = next_rev()
+redis.call('HSET', dkey(k), 'v', ARGV[4], 'ver', rev)
+if ttl > 0 then
+  redis.call('HSET', dkey(k), 'exp', now + ttl)
+  redis.call('ZADD', P .. ':exp', now + ttl, k)
+else
+  redis.call('HDEL', dkey(k), 'exp')
+  redis.call('ZREM', P .. ':exp', k)
+end
+redis.call('ZADD', P .. ':idx', 0, k)
+log(rev, 1, k, 'put', ARGV[4])
+return {1, rev}
+"#,
+    )
+});
+
+/// ARGV[3] key, ARGV[4] expected version (0: any). Returns `{1}` deleted, `{0}` missing,
+/// `{-1, current}` version mismatch.
+pub static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k, want = ARGV[3], tonumber(ARGV[4])
+local cur = live_version(k, now_ms())
+if not cur then return {0} end
+if want ~= 0 and cur ~= want then return {-1, cur} end
+remove(k)
+return {1}
+"#,
+    )
+});
+
+/// ARGV[3] prefix, ARGV[4] exclusive lower bound (`''` to start), ARGV[5] page size.
+/// Returns `{{key, value, version}, ...}` of live keys, in byte order.
+pub static LIST: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local prefix, after, count = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local now = now_ms()
+local out = {}
+local function add(k)
+  local cur = state(k, now)
+  if cur then out[#out + 1] = {k, cur[1], cur[2]} end
+end
+local lo, hi = below(prefix)
+if after == '' then
+  if prefix ~= '' then add(prefix) end
+else
+  lo = '(' .. after
+end
+for _, k in ipairs(redis.call('ZRANGEBYLEX', P .. ':idx', lo, hi, 'LIMIT', 0, count)) do add(k) end
+return out
+"#,
+    )
+});
+
+/// ARGV[3] prefix. Returns `{{child, has_value, has_children}, ...}`: one `ZRANGEBYLEX` per
+/// child (skipping over each child's subtree), not one per key.
+pub static CHILDREN: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local prefix = ARGV[3]
+local now = now_ms()
+local base = prefix == '' and '' or (prefix .. '/')
+local lo, hi = below(prefix)
+local idx = P .. ':idx'
+local function any_live(from, to)
+  while true do
+    local batch = redis.call('ZRANGEBYLEX', idx, from, to, 'LIMIT', 0, 16)
+    if #batch == 0 then return false end
+    for _, k in ipairs(batch) do if state(k, now) then return true end end
+    from = '(' .. batch[#batch]
+  end
+end
+local seen, out = {}, {}
+while true do
+  local first = redis.call('ZRANGEBYLEX', idx, lo, hi, 'LIMIT', 0, 1)[1]
+  if not first then break end
+  local rest = string.sub(first, #base + 1)
+  local slash = string.find(rest, '/', 1, true)
+  local child = base .. (slash and string.sub(rest, 1, slash - 1) or rest)
+  if not seen[child] then
+    seen[child] = true
+    local has_value = state(child, now) and 1 or 0
+    local has_children = any_live('[' .. child .. '/', '(' .. child .. '0') and 1 or 0
+    if has_value == 1 or has_children == 1 then out[#out + 1] = {child, has_value, has_children} end
+  end
+  -- After the child's own key come siblings such as `child-x`; after `child/...`, `child0`.
+  if first == child then lo = '(' .. child else lo = '[' .. child .. '0' end
+end
+return out
+"#,
+    )
+});
+
+/// ARGV[3] prefix. Removes the prefix key and everything below it at one revision; returns how
+/// many live keys were removed.
+pub static DELETE_TREE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local prefix = ARGV[3]
+local now = now_ms()
+local lo, hi = below(prefix)
+local keys = redis.call('ZRANGEBYLEX', P .. ':idx', lo, hi)
+if prefix ~= '' and redis.call('EXISTS', dkey(prefix)) == 1 then table.insert(keys, 1, prefix) end
+if #keys == 0 then return 0 end
+table.sort(keys)
+local rev = next_rev()
+local live = 0
+for i, k in ipairs(keys) do
+  if state(k, now) then live = live + 1 end
+  drop(k)
+  log(rev, i, k, 'del', '')
+end
+return live
+"#,
+    )
+});
+
+/// ARGV[3] prefix (or key), ARGV[4] `tree` or `key`. Returns `{last log id, {{key, value,
+/// version}, ...}}`: the state and the point to follow the log from, taken atomically.
+pub static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local path, tree = ARGV[3], ARGV[4] == 'tree'
+local now = now_ms()
+local out = {}
+local function add(k)
+  local cur = state(k, now)
+  if cur then out[#out + 1] = {k, cur[1], cur[2]} end
+end
+if path ~= '' then add(path) end
+if tree then
+  local lo, hi = below(path)
+  for _, k in ipairs(redis.call('ZRANGEBYLEX', P .. ':idx', lo, hi)) do add(k) end
+end
+local last = redis.call('XREVRANGE', P .. ':log', '+', '-', 'COUNT', 1)[1]
+return {last and last[1] or '0-0', out}
+"#,
+    )
+});
+
+/// Removes expired values (up to 100) with Delete records. Returns `{removed, ms until the next
+/// expiry or -1}`.
+pub static REAP: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', P .. ':exp', '-inf', now, 'LIMIT', 0, 100)
+local removed = 0
+for _, k in ipairs(due) do
+  if state(k, now) == false then remove(k); removed = removed + 1 else redis.call('ZREM', P .. ':exp', k) end
+end
+local nxt = redis.call('ZRANGE', P .. ':exp', 0, 0, 'WITHSCORES')
+return {removed, nxt[2] and math.max(0, tonumber(nxt[2]) - now) or -1}
+"#,
+    )
+});
+
+/// ARGV[3] key, ARGV[4] scope (`k` or `s`), ARGV[5] ttl ms, ARGV[6] holder value, ARGV[7..]
+/// ancestors. Returns the fencing token, or 0 if a conflicting lock is held.
+pub static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k, scope, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local function held(kind, key) return redis.call('EXISTS', P .. ':l' .. kind .. ':' .. key) == 1 end
+if held('k', k) or held('s', k) then return 0 end
+for i = 7, #ARGV do if held('s', ARGV[i]) then return 0 end end
+if scope == 's' then
+  for _, kind in ipairs({'k', 's'}) do
+    local index = P .. ':l' .. kind .. 'i'
+    for _, m in ipairs(redis.call('ZRANGEBYLEX', index, '[' .. k .. '/', '(' .. k .. '0')) do
+      if held(kind, m) then return 0 end
+      redis.call('ZREM', index, m)
+    end
+  end
+end
+local token = next_rev()
+local lk = P .. ':l' .. scope .. ':' .. k
+redis.call('HSET', lk, 't', token, 'v', ARGV[6])
+redis.call('PEXPIRE', lk, ttl)
+redis.call('ZADD', P .. ':l' .. scope .. 'i', 0, k)
+return token
+"#,
+    )
+});
+
+/// ARGV[3] key, ARGV[4] scope, ARGV[5] token, ARGV[6] ttl ms (0: release). Returns 1 if the
+/// token still held the lock (renewed or released), else 0.
+pub static LOCK_RENEW_OR_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local k, scope, ttl = ARGV[3], ARGV[4], tonumber(ARGV[6])
+local lk = P .. ':l' .. scope .. ':' .. k
+if redis.call('HGET', lk, 't') ~= ARGV[5] then return 0 end
+if ttl > 0 then
+  redis.call('PEXPIRE', lk, ttl)
+else
+  redis.call('DEL', lk)
+  redis.call('ZREM', P .. ':l' .. scope .. 'i', k)
+end
+return 1
+"#,
+    )
+});
+
+/// ARGV[3] log id to read after, ARGV[4] count. Returns `{id of the last trimmed record,
+/// {{id, {field, value, ...}}, ...}}`, read atomically so a reader can tell whether records it
+/// had not read yet were trimmed.
+pub static READ_LOG: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local floor = redis.call('GET', P .. ':floor') or '0-0'
+return {floor, redis.call('XRANGE', P .. ':log', '(' .. ARGV[3], '+', 'COUNT', tonumber(ARGV[4]))}
+"#,
+    )
+});

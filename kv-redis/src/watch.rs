@@ -1,0 +1,258 @@
+//! Watches: an atomic snapshot with the log position, then the log (a stream) from there.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kv_core::{
+    Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
+    watch_channel,
+};
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+
+use crate::{Inner, scripts};
+
+/// How long one `XREAD` blocks before the reader checks whether it should stop.
+const BLOCK: Duration = Duration::from_millis(500);
+/// Records read per batch.
+const BATCH: usize = 512;
+
+/// Opens a watch on `path` (a key, or with `tree` a prefix).
+pub(crate) async fn open(
+    inner: Arc<Inner>,
+    path: &str,
+    tree: bool,
+    options: WatchOptions,
+) -> Result<WatchStream> {
+    if options.buffer == 0 {
+        return Err(Error::invalid_argument(
+            "the watch buffer must hold at least 1 event",
+        ));
+    }
+    let (initial, from) = match options.since {
+        Some(since) => {
+            let floor = trimmed_through(&inner).await?;
+            if since < floor {
+                return Err(Error::Compacted {
+                    requested: since,
+                    oldest: floor + 1,
+                });
+            }
+            (Vec::new(), format!("{since}-18446744073709551615"))
+        }
+        None => {
+            let mut invocation = inner.script(&scripts::SNAPSHOT);
+            invocation.arg(path).arg(if tree { "tree" } else { "key" });
+            let (last, pairs): (String, Vec<(String, Vec<u8>, u64)>) =
+                inner.invoke("watch", invocation).await?;
+            let mut events = pairs
+                .into_iter()
+                .map(|(key, value, version)| {
+                    crate::pair(&key, value, version).map(|p| WatchEvent {
+                        kind: EventKind::Put,
+                        key: p.key,
+                        value: p.value,
+                        version: p.version,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            events.sort_by(|a, b| a.key.cmp(&b.key));
+            (events, last)
+        }
+    };
+    let conn = connect(&inner).await?;
+    let (sender, stream) = watch_channel(initial, options.buffer);
+    let reader = Reader {
+        inner,
+        path: path.to_owned(),
+        tree,
+        last_id: from,
+        resuming: options.since.is_some(),
+    };
+    tokio::spawn(reader.run(conn, sender));
+    Ok(stream)
+}
+
+/// The revision of the last record trimmed from the log (0: none).
+async fn trimmed_through(inner: &Inner) -> Result<u64> {
+    let floor: Option<String> = inner
+        .run(
+            "watch",
+            redis::cmd("GET")
+                .arg(format!("{}:floor", inner.prefix))
+                .clone(),
+        )
+        .await?;
+    Ok(floor.as_deref().map_or(0, revision_of))
+}
+
+fn revision_of(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A connection of its own: `XREAD BLOCK` would stall every other call on a shared one.
+async fn connect(inner: &Inner) -> Result<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(inner.timeout))
+        .set_response_timeout(Some(inner.timeout + BLOCK));
+    tokio::time::timeout(
+        inner.timeout * 2,
+        inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        operation: "watch connect",
+        after: inner.timeout * 2,
+    })?
+    .map_err(crate::map_error)
+}
+
+struct Reader {
+    inner: Arc<Inner>,
+    path: String,
+    tree: bool,
+    /// The log id to read after.
+    last_id: String,
+    /// Resuming with `since`: missing records then mean compaction, not lag.
+    resuming: bool,
+}
+
+/// A log id as a comparable pair.
+fn id_of(id: &str) -> (u64, u64) {
+    let (rev, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (rev.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+impl Reader {
+    async fn run(mut self, mut conn: MultiplexedConnection, mut sender: WatchSender) {
+        let log = format!("{}:log", self.inner.prefix);
+        loop {
+            let mut invocation = self.inner.script(&scripts::READ_LOG);
+            invocation.arg(&self.last_id).arg(BATCH);
+            let read = tokio::select! {
+                _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),
+                _ = sender.closed() => return,
+                read = self.inner.invoke::<(String, Vec<(String, Vec<Vec<u8>>)>)>("watch", invocation) => read,
+            };
+            let (floor, records) = match read {
+                Ok(read) => read,
+                Err(error) if error.is_retryable() => match self.reconnect(&sender).await {
+                    Ok(fresh) => {
+                        conn = fresh;
+                        continue;
+                    }
+                    Err(error) => return sender.fail(error),
+                },
+                Err(error) => return sender.fail(error),
+            };
+            if id_of(&floor) > id_of(&self.last_id) {
+                // Records after the last one read were trimmed before this watch read them.
+                let (trimmed, _) = id_of(&floor);
+                return sender.fail(if self.resuming {
+                    Error::Compacted {
+                        requested: id_of(&self.last_id).0,
+                        oldest: trimmed + 1,
+                    }
+                } else {
+                    Error::WatchLagged {
+                        buffer: self.inner.history,
+                    }
+                });
+            }
+            self.resuming = false;
+            let full = records.len() >= BATCH;
+            for (id, fields) in records {
+                self.last_id = id;
+                let Some(event) = self.event(&self.last_id, &fields) else {
+                    continue;
+                };
+                if !sender.send(event) {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            // Wait for the next record (or a moment) on this watch's own connection.
+            let wait = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(500))
+                .arg("STREAMS")
+                .arg(&log)
+                .arg(&self.last_id)
+                .clone();
+            let waited = tokio::select! {
+                _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),
+                _ = sender.closed() => return,
+                waited = wait.query_async::<redis::Value>(&mut conn) => waited,
+            };
+            if waited.is_err() {
+                match self.reconnect(&sender).await {
+                    Ok(fresh) => conn = fresh,
+                    Err(error) => return sender.fail(error),
+                }
+            }
+        }
+    }
+
+    /// The kv event of a log record (`k`, `t`, `v` fields), if it concerns this watch.
+    fn event(&self, id: &str, fields: &[Vec<u8>]) -> Option<WatchEvent> {
+        let field = |name: &[u8]| {
+            fields
+                .chunks(2)
+                .find(|pair| pair[0] == name)
+                .and_then(|pair| pair.get(1))
+        };
+        let key = std::str::from_utf8(field(b"k")?).ok()?;
+        let concerned = if self.tree {
+            covers(&self.path, key)
+        } else {
+            key == self.path
+        };
+        if !concerned {
+            return None;
+        }
+        let (kind, value) = if field(b"t")?.as_slice() == b"put" {
+            (EventKind::Put, Bytes::copy_from_slice(field(b"v")?))
+        } else {
+            (EventKind::Delete, Bytes::new())
+        };
+        Some(WatchEvent {
+            kind,
+            key: Key::parse(key).ok()?,
+            value,
+            version: id_of(id).0,
+        })
+    }
+
+    async fn reconnect(&self, sender: &WatchSender) -> Result<MultiplexedConnection> {
+        let deadline = Instant::now() + self.inner.timeout * 3;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            if self.inner.closed.is_cancelled() {
+                return Err(Error::Closed);
+            }
+            match connect(&self.inner).await {
+                Ok(conn) => return Ok(conn),
+                Err(error) if Instant::now() >= deadline || sender.is_closed() => {
+                    return Err(Error::unavailable(
+                        format!("the watch was lost and could not be resumed: {error}"),
+                        None,
+                    ));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
