@@ -26,6 +26,15 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server this process started; it is stopped when the returned value (and its
+    /// `lifeline`, from [`spawn_tied`]) is dropped.
+    pub fn launched(url: impl Into<String>, lifeline: ChildStdin) -> Server {
+        Server {
+            url: url.into(),
+            _lifeline: Some(lifeline),
+        }
+    }
+
     /// A server someone else runs.
     pub fn existing(url: impl Into<String>) -> Server {
         Server {

@@ -30,7 +30,7 @@
 //! | `memory://[name]` | `memory` (default) | in-process reference backend |
 //! | `sled:///path`, `sled://./path` | `sled` | embedded, persistent |
 //! | `etcd://host:2379[,host...][/root]` | `etcd` | etcd v3 (3.4+) |
-//! | `redis://`, `rediss://` | `redis` | Redis (planned) |
+//! | `redis://[user:pass@]host:6379[/db][?root=...]` | `redis` | Redis 6.2+ |
 //! | `consul://`, `consuls://` | `consul` | Consul (planned) |
 //! | `zookeeper://` | `zookeeper` | ZooKeeper (planned) |
 
@@ -68,6 +68,8 @@ pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
         "sled" => Ok(Arc::new(kv_sled::SledStore::from_url(url)?)),
         #[cfg(feature = "etcd")]
         "etcd" => Ok(Arc::new(kv_etcd::EtcdStore::from_url(url).await?)),
+        #[cfg(feature = "redis")]
+        "redis" => Ok(Arc::new(kv_redis::RedisStore::from_url(url).await?)),
         scheme => Err(match SCHEMES.iter().find(|(s, _)| *s == scheme) {
             Some((_, feature)) => Error::invalid_url(format!(
                 "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate"
@@ -93,6 +95,8 @@ pub fn compiled_schemes() -> Vec<&'static str> {
         "sled",
         #[cfg(feature = "etcd")]
         "etcd",
+        #[cfg(feature = "redis")]
+        "redis",
     ];
     compiled.to_vec()
 }
