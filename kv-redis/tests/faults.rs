@@ -2,13 +2,17 @@
 
 use std::time::{Duration, Instant};
 
-use conformance::servers::{Launcher, RedisProcess, Server, find_binary, free_port, probe, server_dir, spawn_tied, wait_ready};
+use conformance::servers::{
+    Launcher, RedisProcess, Server, find_binary, free_port, probe, server_dir, spawn_tied,
+    wait_ready,
+};
 use futures::StreamExt;
 use kv_core::{Error, EventKind, PutOptions, Store, WatchOptions};
 use kv_redis::RedisStore;
 
 fn skipped() -> bool {
-    let skip = std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "redis"));
+    let skip =
+        std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "redis"));
     if skip {
         eprintln!("SKIPPED: redis fault tests (KV_TEST_SKIP)");
     }
@@ -21,13 +25,31 @@ fn managed_redis() -> (Server, u16) {
     let binary = find_binary("redis-server", "apt-get install redis-server").unwrap();
     let dir = server_dir("redis-managed").unwrap();
     let port = free_port().unwrap();
-    let args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--rename-command", "CONFIG", ""]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--rename-command",
+        "CONFIG",
+        "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let lifeline = spawn_tied(&binary, &args, &dir).unwrap();
-    wait_ready("redis", &dir, Duration::from_secs(30), || probe(port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))).unwrap();
-    (Server::launched(format!("redis://127.0.0.1:{port}"), lifeline), port)
+    wait_ready("redis", &dir, Duration::from_secs(30), || {
+        probe(port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+    })
+    .unwrap();
+    (
+        Server::launched(format!("redis://127.0.0.1:{port}"), lifeline),
+        port,
+    )
 }
 
 #[tokio::test]
@@ -36,14 +58,38 @@ async fn watches_and_expiry_work_without_config() {
         return;
     }
     let (server, port) = managed_redis();
-    assert!(probe(port, b"CONFIG GET notify-keyspace-events\r\n").is_some_and(|r| r.starts_with("-ERR")), "CONFIG must be disabled here");
-    let store = RedisStore::open(&format!("{}?root=managed", server.url)).await.unwrap();
+    assert!(
+        probe(port, b"CONFIG GET notify-keyspace-events\r\n")
+            .is_some_and(|r| r.starts_with("-ERR")),
+        "CONFIG must be disabled here"
+    );
+    let store = RedisStore::open(&format!("{}?root=managed", server.url))
+        .await
+        .unwrap();
     let mut watch = store.watch_tree("", WatchOptions::default()).await.unwrap();
-    store.put("session", b"s", PutOptions::default().ttl(Duration::from_millis(300))).await.unwrap();
-    let put = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap();
+    store
+        .put(
+            "session",
+            b"s",
+            PutOptions::default().ttl(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    let put = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(put.kind, EventKind::Put);
-    let expired = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!((expired.kind, expired.key.as_str()), (EventKind::Delete, "session"));
+    let expired = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (expired.kind, expired.key.as_str()),
+        (EventKind::Delete, "session")
+    );
 }
 
 #[tokio::test]
@@ -52,18 +98,29 @@ async fn listing_reads_the_index_and_never_scans() {
         return;
     }
     let (server, port) = managed_redis();
-    let store = RedisStore::open(&format!("{}?root=big", server.url)).await.unwrap();
+    let store = RedisStore::open(&format!("{}?root=big", server.url))
+        .await
+        .unwrap();
     for i in 0..300 {
-        store.put(&format!("other/{i}"), b"x", PutOptions::default()).await.unwrap();
+        store
+            .put(&format!("other/{i}"), b"x", PutOptions::default())
+            .await
+            .unwrap();
     }
     for i in 0..5 {
-        store.put(&format!("dir/{i}"), b"x", PutOptions::default()).await.unwrap();
+        store
+            .put(&format!("dir/{i}"), b"x", PutOptions::default())
+            .await
+            .unwrap();
     }
     assert_eq!(store.list("dir").await.unwrap().len(), 5);
     assert_eq!(store.list_children("").await.unwrap().len(), 2);
     store.delete_tree("dir").await.unwrap();
     let stats = probe(port, b"INFO commandstats\r\n").unwrap();
-    assert!(!stats.contains("cmdstat_scan") && !stats.contains("cmdstat_keys"), "{stats}");
+    assert!(
+        !stats.contains("cmdstat_scan") && !stats.contains("cmdstat_keys"),
+        "{stats}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +129,9 @@ async fn a_stopped_server_gives_typed_errors_and_ends_watches() {
         return;
     }
     let server = RedisProcess.start().unwrap();
-    let store = RedisStore::open(&format!("{}?root=faults&timeout=1s", server.url)).await.unwrap();
+    let store = RedisStore::open(&format!("{}?root=faults&timeout=1s", server.url))
+        .await
+        .unwrap();
     store.put("k", b"v", PutOptions::default()).await.unwrap();
     let mut watch = store.watch_tree("", WatchOptions::default()).await.unwrap();
     assert!(watch.next().await.unwrap().is_ok(), "the initial state");
@@ -81,9 +140,19 @@ async fn a_stopped_server_gives_typed_errors_and_ends_watches() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
-    let error = store.put("k", b"w", PutOptions::default()).await.unwrap_err();
-    assert!(error.is_retryable(), "a dead server is Unavailable or Timeout, got {error:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "failed only after {:?}", started.elapsed());
+    let error = store
+        .put("k", b"w", PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        error.is_retryable(),
+        "a dead server is Unavailable or Timeout, got {error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed only after {:?}",
+        started.elapsed()
+    );
 
     let ended = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -107,12 +176,21 @@ async fn a_wrong_password_is_an_auth_error() {
     }
     let server = RedisProcess.start().unwrap();
     let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
-    assert!(probe(port, b"CONFIG SET requirepass s3cret-pw\r\n").is_some_and(|r| r.starts_with("+OK")));
+    assert!(
+        probe(port, b"CONFIG SET requirepass s3cret-pw\r\n").is_some_and(|r| r.starts_with("+OK"))
+    );
     let host = server.url.trim_start_matches("redis://");
-    let error = RedisStore::open(&format!("redis://:wrong-pw@{host}?timeout=2s")).await.unwrap_err();
+    let error = RedisStore::open(&format!("redis://:wrong-pw@{host}?timeout=2s"))
+        .await
+        .unwrap_err();
     assert!(matches!(error, Error::Auth { .. }), "{error:?}");
-    assert!(!format!("{error} {error:?}").contains("wrong-pw"), "the password leaked: {error:?}");
-    let store = RedisStore::open(&format!("redis://:s3cret-pw@{host}?timeout=2s")).await.unwrap();
+    assert!(
+        !format!("{error} {error:?}").contains("wrong-pw"),
+        "the password leaked: {error:?}"
+    );
+    let store = RedisStore::open(&format!("redis://:s3cret-pw@{host}?timeout=2s"))
+        .await
+        .unwrap();
     store.put("k", b"v", PutOptions::default()).await.unwrap();
     assert!(!format!("{store:?}").contains("s3cret-pw"), "{store:?}");
 }
@@ -121,7 +199,9 @@ async fn a_wrong_password_is_an_auth_error() {
 async fn an_unreachable_server_fails_at_open() {
     let port = free_port().unwrap();
     let started = Instant::now();
-    let error = RedisStore::open(&format!("redis://127.0.0.1:{port}?timeout=1s")).await.unwrap_err();
+    let error = RedisStore::open(&format!("redis://127.0.0.1:{port}?timeout=1s"))
+        .await
+        .unwrap_err();
     assert!(error.is_retryable(), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
