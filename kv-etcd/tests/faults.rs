@@ -1,4 +1,5 @@
 //! Failure paths against real etcd servers that these tests start and stop themselves.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,5 @@
 //! What is specific to the memory backend: namespaces, URL options, bounded history, fan-out.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
 
 use futures::StreamExt;
 use kv_core::{Error, EventKind, PutOptions, Store, WatchOptions};

@@ -1,4 +1,5 @@
 //! Redis-specific behaviour and failure paths, against servers these tests start themselves.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
 
 use std::time::{Duration, Instant};
 

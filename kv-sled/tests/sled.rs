@@ -1,4 +1,5 @@
 //! What is specific to kv-sled: durability across restarts, one process per store, layout.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
 
 use std::process::Command;
 use std::time::{Duration, Instant};
