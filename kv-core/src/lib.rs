@@ -33,5 +33,5 @@ pub use types::{
     Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,
     WatchOptions,
 };
-pub use url::{HostPort, Secret, StoreUrl};
+pub use url::{HostPort, Secret, StoreUrl, TlsFiles};
 pub use watch_channel::{WatchSender, watch_channel};

@@ -226,6 +226,68 @@ impl StoreUrl {
     }
 }
 
+/// TLS material named by a URL's `ca`, `cert` and `key` options (PEM files, read at open).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate authority to trust instead of the system roots.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key, for mutual TLS.
+    pub identity: Option<(Vec<u8>, Secret)>,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl StoreUrl {
+    /// The option names [`StoreUrl::tls`] reads.
+    pub const TLS_OPTIONS: [&'static str; 4] = ["tls", "ca", "cert", "key"];
+
+    /// TLS settings: on for `secure_scheme` (e.g. `etcds`) or `?tls=true`, with the PEM files
+    /// of `ca=PATH`, `cert=PATH` and `key=PATH`; `None` for plain connections. `cert` and `key`
+    /// go together.
+    pub fn tls(&self, secure_scheme: &str) -> Result<Option<TlsFiles>> {
+        let on = self.scheme == secure_scheme || self.bool_option("tls")?.unwrap_or(false);
+        let read = |name: &str| -> Result<Option<Vec<u8>>> {
+            self.option(name)
+                .map(|path| {
+                    std::fs::read(path).map_err(|e| {
+                        Error::invalid_url(format!("cannot read the {name} file {path:?}: {e}"))
+                    })
+                })
+                .transpose()
+        };
+        if !on {
+            if ["ca", "cert", "key"]
+                .iter()
+                .any(|o| self.option(o).is_some())
+            {
+                return Err(Error::invalid_url(format!(
+                    "ca, cert and key need TLS: use {secure_scheme}:// or tls=true"
+                )));
+            }
+            return Ok(None);
+        }
+        let identity = match (read("cert")?, read("key")?) {
+            (Some(cert), Some(key)) => Some((
+                cert,
+                Secret::new(String::from_utf8_lossy(&key).into_owned()),
+            )),
+            (None, None) => None,
+            _ => return Err(Error::invalid_url("cert and key must be given together")),
+        };
+        Ok(Some(TlsFiles {
+            ca: read("ca")?,
+            identity,
+        }))
+    }
+}
+
 impl FromStr for StoreUrl {
     type Err = Error;
     fn from_str(s: &str) -> Result<StoreUrl> {

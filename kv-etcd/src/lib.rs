@@ -2,7 +2,8 @@
 //!
 //! - URL: `etcd://[user:password@]host:2379[,host:2379...][/root]?timeout=5s`. Every kv key
 //!   lives under the root (`app/...`; with no root, `/...`). Options: `timeout` (every call,
-//!   default 5 s), `connect_timeout` (default 5 s).
+//!   default 5 s), `connect_timeout` (default 5 s). TLS: `etcds://` or `tls=true`, with
+//!   `ca=PATH` (PEM; else the system roots) and `cert=PATH&key=PATH` for client certificates.
 //! - Versions are etcd mod revisions; CAS and atomic deletes are transactions; `delete_tree` is
 //!   one transaction; TTL writes attach a lease (whole seconds, at least 2 s: etcd's minimum
 //!   lease TTL with default election settings, declared in the capabilities).
@@ -68,29 +69,31 @@ impl EtcdStore {
 
     /// Connects to the cluster of a parsed URL.
     pub async fn from_url(url: &StoreUrl) -> Result<EtcdStore> {
-        if url.scheme != "etcd" {
-            return Err(Error::invalid_url(match url.scheme.as_str() {
-                "etcds" => {
-                    "etcds:// (TLS) is not supported yet by kv-etcd; use etcd://".to_string()
-                }
-                other => format!("kv-etcd opens etcd:// URLs, not {other}://"),
-            }));
+        if url.scheme != "etcd" && url.scheme != "etcds" {
+            return Err(Error::invalid_url(format!(
+                "kv-etcd opens etcd:// and etcds:// URLs, not {}://",
+                url.scheme
+            )));
         }
-        url.check_options(&["timeout", "connect_timeout"])?;
+        let mut known = vec!["timeout", "connect_timeout"];
+        known.extend(StoreUrl::TLS_OPTIONS);
+        url.check_options(&known)?;
         if url.hosts.is_empty() {
             return Err(Error::invalid_url(
                 "etcd:// needs at least one host: etcd://host:2379[/root]",
             ));
         }
+        let tls = url.tls("etcds")?;
         let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
         let connect_timeout = url
             .duration_option("connect_timeout")?
             .unwrap_or(DEFAULT_TIMEOUT);
         let root = url.root()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoints: Vec<String> = url
             .hosts
             .iter()
-            .map(|h| format!("http://{}", h.address(2379)))
+            .map(|h| format!("{scheme}://{}", h.address(2379)))
             .collect();
         let mut options = ConnectOptions::new()
             .with_connect_timeout(connect_timeout)
@@ -103,6 +106,16 @@ impl EtcdStore {
                 .map(|p| p.expose().to_owned())
                 .unwrap_or_default();
             options = options.with_user(user.clone(), password);
+        }
+        if let Some(files) = tls {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = files.ca {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = files.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key.expose()));
+            }
+            options = options.with_tls(tls);
         }
         let client = tokio::time::timeout(
             connect_timeout + timeout,

@@ -1,6 +1,8 @@
 //! The Redis backend of **kv** (Redis 6.2+/7), on the `redis` crate's `ConnectionManager`.
 //!
 //! - URL: `redis://[user:password@]host:6379[/db][?root=app&timeout=5s&history=10000]`.
+//!   TLS: `rediss://` or `tls=true`, with `ca=PATH` (PEM; else the system roots) and
+//!   `cert=PATH&key=PATH` for client certificates.
 //! - Every change is one Lua script updating value, version, the prefix index and the change
 //!   log together; listing a prefix reads the index by lexicographic range, never `SCAN`.
 //!   The layout is documented in the `scripts` module.
@@ -69,20 +71,16 @@ impl RedisStore {
 
     /// Connects to the server of a parsed URL.
     pub async fn from_url(url: &StoreUrl) -> Result<RedisStore> {
-        match url.scheme.as_str() {
-            "redis" => {}
-            "rediss" => {
-                return Err(Error::invalid_url(
-                    "rediss:// (TLS) is not supported yet by kv-redis; use redis://",
-                ));
-            }
-            other => {
-                return Err(Error::invalid_url(format!(
-                    "kv-redis opens redis:// URLs, not {other}://"
-                )));
-            }
+        if url.scheme != "redis" && url.scheme != "rediss" {
+            return Err(Error::invalid_url(format!(
+                "kv-redis opens redis:// and rediss:// URLs, not {}://",
+                url.scheme
+            )));
         }
-        url.check_options(&["root", "timeout", "history"])?;
+        let mut known = vec!["root", "timeout", "history"];
+        known.extend(StoreUrl::TLS_OPTIONS);
+        url.check_options(&known)?;
+        let tls = url.tls("rediss")?;
         let [host] = url.hosts.as_slice() else {
             return Err(Error::invalid_url(
                 "redis:// takes exactly one host: redis://host:6379[/db]",
@@ -108,11 +106,34 @@ impl RedisStore {
         if let Some(password) = &url.password {
             settings = settings.set_password(password.expose());
         }
-        let info = ConnectionAddr::Tcp(host.host.clone(), host.port.unwrap_or(6379))
+        let port = host.port.unwrap_or(6379);
+        let address = match &tls {
+            None => ConnectionAddr::Tcp(host.host.clone(), port),
+            Some(_) => ConnectionAddr::TcpTls {
+                host: host.host.clone(),
+                port,
+                insecure: false,
+                tls_params: None,
+            },
+        };
+        let info = address
             .into_connection_info()
             .map_err(map_error)?
             .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(map_error)?;
+        let client = match tls {
+            None => redis::Client::open(info),
+            Some(files) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: files.identity.map(|(cert, key)| redis::ClientTlsConfig {
+                        client_cert: cert,
+                        client_key: key.expose().as_bytes().to_vec(),
+                    }),
+                    root_cert: files.ca,
+                },
+            ),
+        }
+        .map_err(map_error)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -1,0 +1,105 @@
+//! etcd over TLS with client certificates, against a server this test starts.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
+
+use std::time::Duration;
+
+use conformance::servers::{
+    Server, find_binary, free_port, probe, server_dir, spawn_tied, test_certificates, wait_ready,
+};
+use kv_core::{Error, PutOptions, Store};
+use kv_etcd::EtcdStore;
+
+#[tokio::test]
+async fn mutual_tls() {
+    if std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "etcd")) {
+        eprintln!("SKIPPED: etcd TLS test (KV_TEST_SKIP)");
+        return;
+    }
+    let binary = find_binary("etcd", "apt-get install etcd-server").unwrap();
+    let dir = server_dir("etcd-tls").unwrap();
+    let certs = test_certificates(&dir).unwrap();
+    let (client, peer, metrics) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let args = vec![
+        "--name".into(),
+        "kvtls".into(),
+        "--data-dir".into(),
+        path(&dir.join("data")),
+        "--listen-client-urls".into(),
+        format!("https://127.0.0.1:{client}"),
+        "--advertise-client-urls".into(),
+        format!("https://127.0.0.1:{client}"),
+        "--listen-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster".into(),
+        format!("kvtls=http://127.0.0.1:{peer}"),
+        "--listen-metrics-urls".into(),
+        format!("http://127.0.0.1:{metrics}"),
+        "--cert-file".into(),
+        path(&certs.server_cert),
+        "--key-file".into(),
+        path(&certs.server_key),
+        "--client-cert-auth".into(),
+        "--trusted-ca-file".into(),
+        path(&certs.ca),
+        "--log-level".into(),
+        "warn".into(),
+    ];
+    let lifeline = spawn_tied(&binary, &args, &dir).unwrap();
+    let _server = Server::launched(format!("etcds://127.0.0.1:{client}"), lifeline);
+    wait_ready("etcd with TLS", &dir, Duration::from_secs(30), || {
+        probe(metrics, b"GET /health HTTP/1.0\r\n\r\n")
+            .is_some_and(|r| r.contains("\"health\":\"true\""))
+    })
+    .unwrap();
+
+    let url = format!(
+        "etcds://127.0.0.1:{client}/tls?timeout=3s&connect_timeout=3s&ca={}&cert={}&key={}",
+        path(&certs.ca),
+        path(&certs.client_cert),
+        path(&certs.client_key)
+    );
+    let store = EtcdStore::open(&url).await.unwrap();
+    store
+        .put("k", b"over tls", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        &store.get("k").await.unwrap().unwrap().value[..],
+        b"over tls"
+    );
+
+    // Without a client certificate the server refuses the connection.
+    let without_identity = format!(
+        "etcds://127.0.0.1:{client}/tls?timeout=2s&connect_timeout=2s&ca={}",
+        path(&certs.ca)
+    );
+    let error = EtcdStore::open(&without_identity).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Auth { .. }
+        ),
+        "{error:?}"
+    );
+
+    // A plain connection to the TLS port fails too, with a typed error.
+    let plain = format!("etcd://127.0.0.1:{client}/tls?timeout=2s&connect_timeout=2s");
+    assert!(EtcdStore::open(&plain).await.unwrap_err().is_retryable());
+
+    // cert without key is a bad URL, reported before connecting.
+    let half = format!(
+        "etcds://127.0.0.1:{client}?cert={}",
+        path(&certs.client_cert)
+    );
+    assert!(matches!(
+        EtcdStore::open(&half).await,
+        Err(Error::InvalidUrl { .. })
+    ));
+}
