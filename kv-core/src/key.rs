@@ -30,11 +30,7 @@ pub struct Key(Arc<str>);
 impl Key {
     /// Parses and normalizes `input`; the empty path (`""` or `"/"`) is not a key.
     pub fn parse(input: &str) -> Result<Key> {
-        let normalized = normalize(input)?;
-        if normalized.is_empty() {
-            return Err(invalid(input, "a key needs at least one segment"));
-        }
-        Ok(Key(Arc::from(normalized)))
+        Ok(Key(Arc::from(normalize_key(input)?)))
     }
 
     /// The normalized key, segments joined by `/`, no leading or trailing `/`.
@@ -206,6 +202,15 @@ pub fn covers(prefix: &str, key: &str) -> bool {
         || key
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Validates a key and returns its normalized form as a slice of the input, without allocating:
+/// [`normalize`] that also rejects the empty key, as [`Key::parse`] does.
+pub fn normalize_key(input: &str) -> Result<&str> {
+    match normalize(input)? {
+        "" => Err(invalid(input, "a key needs at least one segment")),
+        normalized => Ok(normalized),
+    }
 }
 
 /// Validates `input` and returns its normalized form as a slice of it, without allocating.

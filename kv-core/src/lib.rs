@@ -25,8 +25,8 @@ mod watch_channel;
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use error::{BoxError, Error, Result};
-pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize};
-pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder};
+pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize, normalize_key};
+pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder, ReleaseWith};
 pub use store::{Store, WatchStream};
 pub use tokio_util::sync::CancellationToken;
 pub use types::{

@@ -50,6 +50,51 @@ pub trait LeaseHandle: Send + Sync + 'static {
     fn release_in_background(&mut self);
 }
 
+/// A [`LeaseHandle`] for backends whose release is one async call: `stop` ends the background
+/// renewal, and `release` returns whether the lease still held the lock.
+pub struct ReleaseWith<F> {
+    key: Key,
+    stop: CancellationToken,
+    release: F,
+}
+
+impl<F, Fut> ReleaseWith<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<bool>> + Send + 'static,
+{
+    /// A handle releasing the lock on `key` with `release`.
+    pub fn new(key: Key, stop: CancellationToken, release: F) -> ReleaseWith<F> {
+        ReleaseWith { key, stop, release }
+    }
+}
+
+#[async_trait]
+impl<F, Fut> LeaseHandle for ReleaseWith<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<bool>> + Send + 'static,
+{
+    async fn release(&mut self) -> Result<()> {
+        self.stop.cancel();
+        if (self.release)().await? {
+            Ok(())
+        } else {
+            Err(crate::Error::LockLost {
+                key: self.key.to_string(),
+            })
+        }
+    }
+
+    /// Spawns the release on the current tokio runtime; without one, the lease simply expires.
+    fn release_in_background(&mut self) {
+        self.stop.cancel();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn((self.release)());
+        }
+    }
+}
+
 /// A held lock. Its lease is renewed in the background until [`LockGuard::release`] or drop.
 ///
 /// Protect writes made under the lock with [`LockGuard::fencing_token`], and stop working when

@@ -31,7 +31,7 @@ use etcd_client::{
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
     Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions, WatchStream,
-    normalize,
+    normalize, normalize_key,
 };
 
 use crate::layout::{Layout, Range};
@@ -250,11 +250,7 @@ impl Inner {
 
     fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
         self.check_open()?;
-        let normalized = normalize(key)?;
-        if normalized.is_empty() {
-            Key::parse(key)?;
-        }
-        Ok(normalized)
+        normalize_key(key)
     }
 
     fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {

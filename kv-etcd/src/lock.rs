@@ -10,7 +10,7 @@ use etcd_client::{
     Compare, CompareOp, EventType, PutOptions as EtcdPut, Txn, TxnOp, WatchOptions as EtcdWatch,
 };
 use kv_core::{
-    CancellationToken, Error, Key, LeaseHandle, Lock, LockGuard, LockHolder, LockOptions, Result,
+    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
 };
 
 use crate::{Inner, revision_of};
@@ -93,14 +93,10 @@ impl EtcdLock {
             stop.clone(),
             lost.clone(),
         ));
-        let handle = EtcdLease {
-            inner: self.inner.clone(),
-            key: self.key.clone(),
-            lock_key: self.lock_key(),
-            lease,
-            token,
-            stop,
-        };
+        let (inner, lock_key) = (self.inner.clone(), self.lock_key());
+        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
+            release(inner.clone(), lock_key.clone(), lease, token)
+        });
         Ok(Ok(LockGuard::new(
             self.key.clone(),
             token,
@@ -239,76 +235,27 @@ async fn keep_alive(
     }
 }
 
-/// The guard's side of a held etcd lock.
-struct EtcdLease {
-    inner: Arc<Inner>,
-    key: Key,
-    lock_key: String,
-    lease: i64,
-    token: u64,
-    stop: CancellationToken,
-}
-
-impl EtcdLease {
-    async fn release_now(
-        inner: Arc<Inner>,
-        lock_key: String,
-        lease: i64,
-        token: u64,
-    ) -> Result<bool> {
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                lock_key.clone(),
-                CompareOp::Equal,
-                i64::try_from(token).unwrap_or(0),
-            )])
-            .and_then([TxnOp::delete(lock_key, None)]);
-        let released = inner
-            .call("unlock", inner.client.kv_client().txn(txn))
-            .await?
-            .succeeded();
-        let _ = inner
-            .call("lease revoke", inner.client.lease_client().revoke(lease))
-            .await;
-        inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(l, _)| *l != lease);
-        Ok(released)
-    }
-}
-
-#[async_trait]
-impl LeaseHandle for EtcdLease {
-    async fn release(&mut self) -> Result<()> {
-        self.stop.cancel();
-        if Self::release_now(
-            self.inner.clone(),
-            self.lock_key.clone(),
-            self.lease,
-            self.token,
-        )
+/// Deletes the lock key if `token` still holds it, and revokes the lease; returns whether it
+/// still held it.
+async fn release(inner: Arc<Inner>, lock_key: String, lease: i64, token: u64) -> Result<bool> {
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            lock_key.clone(),
+            CompareOp::Equal,
+            i64::try_from(token).unwrap_or(0),
+        )])
+        .and_then([TxnOp::delete(lock_key, None)]);
+    let released = inner
+        .call("unlock", inner.client.kv_client().txn(txn))
         .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::LockLost {
-                key: self.key.to_string(),
-            })
-        }
-    }
-
-    fn release_in_background(&mut self) {
-        self.stop.cancel();
-        let release = Self::release_now(
-            self.inner.clone(),
-            self.lock_key.clone(),
-            self.lease,
-            self.token,
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(release);
-        }
-    }
+        .succeeded();
+    let _ = inner
+        .call("lease revoke", inner.client.lease_client().revoke(lease))
+        .await;
+    inner
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(l, _)| *l != lease);
+    Ok(released)
 }

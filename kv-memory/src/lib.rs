@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, Precondition,
-    PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream, normalize,
+    PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream, normalize, normalize_key,
 };
 
 use crate::lock::MemoryLock;
@@ -153,12 +153,7 @@ impl MemoryStore {
     /// Validates a key and the handle state; returns the normalized key.
     fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
         self.check_open()?;
-        let normalized = normalize(key)?;
-        if normalized.is_empty() {
-            // Re-parse for the uniform "needs at least one segment" error.
-            Key::parse(key)?;
-        }
-        Ok(normalized)
+        normalize_key(key)
     }
 
     /// Validates a prefix and the handle state; returns the normalized prefix.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
-    CancellationToken, Error, Key, LeaseHandle, Lock, LockGuard, LockHolder, LockOptions, Result,
+    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
 };
 
 use crate::{Inner, scripts};
@@ -94,13 +94,10 @@ impl RedisLock {
             stop.clone(),
             lost.clone(),
         ));
-        let handle = RedisLease {
-            inner: self.inner.clone(),
-            key: self.key.clone(),
-            subtree: self.subtree,
-            token,
-            stop,
-        };
+        let (inner, key, subtree) = (self.inner.clone(), self.key.clone(), self.subtree);
+        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
+            release(inner.clone(), key.clone(), subtree, token)
+        });
         Ok(Some(LockGuard::new(
             self.key.clone(),
             token,
@@ -189,57 +186,13 @@ async fn keep_alive(
     }
 }
 
-/// The guard's side of a held Redis lock.
-struct RedisLease {
-    inner: Arc<Inner>,
-    key: Key,
-    subtree: bool,
-    token: u64,
-    stop: CancellationToken,
-}
-
-impl RedisLease {
-    async fn release_now(inner: Arc<Inner>, key: Key, subtree: bool, token: u64) -> Result<bool> {
-        let released = renew_or_release(&inner, &key, subtree, token, Duration::ZERO).await?;
-        inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(_, _, t, _)| *t != token);
-        Ok(released)
-    }
-}
-
-#[async_trait]
-impl LeaseHandle for RedisLease {
-    async fn release(&mut self) -> Result<()> {
-        self.stop.cancel();
-        if Self::release_now(
-            self.inner.clone(),
-            self.key.clone(),
-            self.subtree,
-            self.token,
-        )
-        .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::LockLost {
-                key: self.key.to_string(),
-            })
-        }
-    }
-
-    fn release_in_background(&mut self) {
-        self.stop.cancel();
-        let release = Self::release_now(
-            self.inner.clone(),
-            self.key.clone(),
-            self.subtree,
-            self.token,
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(release);
-        }
-    }
+/// Releases the lock if `token` still holds it; returns whether it did.
+async fn release(inner: Arc<Inner>, key: Key, subtree: bool, token: u64) -> Result<bool> {
+    let released = renew_or_release(&inner, &key, subtree, token, Duration::ZERO).await?;
+    inner
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(_, _, t, _)| *t != token);
+    Ok(released)
 }
