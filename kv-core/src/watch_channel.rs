@@ -2,8 +2,8 @@
 //! never blocks the producer, ending with an error item — never silently.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
@@ -34,27 +34,34 @@ use crate::types::WatchEvent;
 /// ```
 pub fn watch_channel(initial: Vec<WatchEvent>, buffer: usize) -> (WatchSender, WatchStream) {
     let buffer = buffer.max(1);
-    // One slot more than the buffer, kept for the terminal error.
-    let (tx, rx) = mpsc::channel(buffer + 1);
-    let lagged = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel(buffer);
+    let end = Arc::new(End::default());
     let sender = WatchSender {
         tx,
-        lagged: lagged.clone(),
+        end: end.clone(),
     };
     let stream = ChannelStream {
         initial: initial.into_iter(),
         rx,
-        lagged,
+        end,
         buffer,
         done: false,
     };
     (sender, Box::pin(stream))
 }
 
+/// Why a watch ended, beside the channel so that the channel carries bare events (the hot path
+/// of a fan-out to thousands of watchers).
+#[derive(Default)]
+struct End {
+    lagged: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
 /// The producing end of a watch: a backend's reader task holds it.
 pub struct WatchSender {
-    tx: mpsc::Sender<Result<WatchEvent>>,
-    lagged: Arc<AtomicBool>,
+    tx: mpsc::Sender<WatchEvent>,
+    end: Arc<End>,
 }
 
 impl WatchSender {
@@ -62,14 +69,10 @@ impl WatchSender {
     /// dropped the stream, or fell a full buffer behind (it will get `WatchLagged`): stop
     /// producing and drop the sender.
     pub fn send(&mut self, event: WatchEvent) -> bool {
-        if self.tx.capacity() <= 1 {
-            self.lagged.store(true, Ordering::Release);
-            return false;
-        }
-        match self.tx.try_send(Ok(event)) {
+        match self.tx.try_send(event) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.lagged.store(true, Ordering::Release);
+                self.end.lagged.store(true, Ordering::Release);
                 false
             }
             Err(TrySendError::Closed(_)) => false,
@@ -78,7 +81,7 @@ impl WatchSender {
 
     /// Ends the watch with `error` after the events already queued.
     pub fn fail(self, error: Error) {
-        let _ = self.tx.try_send(Err(error));
+        *self.end.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
     /// True once the consumer has dropped the stream.
@@ -94,8 +97,8 @@ impl WatchSender {
 
 struct ChannelStream {
     initial: std::vec::IntoIter<WatchEvent>,
-    rx: mpsc::Receiver<Result<WatchEvent>>,
-    lagged: Arc<AtomicBool>,
+    rx: mpsc::Receiver<WatchEvent>,
+    end: Arc<End>,
     buffer: usize,
     done: bool,
 }
@@ -111,19 +114,25 @@ impl Stream for ChannelStream {
             return Poll::Ready(Some(Ok(event)));
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(Ok(event))),
-            Poll::Ready(Some(Err(error))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(error)))
-            }
+            Poll::Ready(Some(event)) => Poll::Ready(Some(Ok(event))),
+            // The sender is gone: for lag, with an error, or (a backend bug) for no reason.
             Poll::Ready(None) => {
                 self.done = true;
-                let error = if self.lagged.load(Ordering::Acquire) {
-                    Error::WatchLagged {
+                let failed = self
+                    .end
+                    .error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                let error = match failed {
+                    _ if self.end.lagged.load(Ordering::Acquire) => Error::WatchLagged {
                         buffer: self.buffer,
-                    }
-                } else {
-                    Error::unavailable("the watch ended without a reason from the backend", None)
+                    },
+                    Some(error) => error,
+                    None => Error::unavailable(
+                        "the watch ended without a reason from the backend",
+                        None,
+                    ),
                 };
                 Poll::Ready(Some(Err(error)))
             }
