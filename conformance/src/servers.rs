@@ -341,3 +341,104 @@ pub fn test_certificates(dir: &Path) -> Result<TestCertificates, String> {
         client_key: write("client-key.pem", client_key)?,
     })
 }
+
+/// Consul 1.8 in `-dev` mode (the binary `scripts/fetch-consul` provides), every port free and on
+/// 127.0.0.1, with a 1 s minimum session TTL so TTL tests do not take 10 s.
+pub struct ConsulProcess;
+
+impl Launcher for ConsulProcess {
+    fn kind(&self) -> &'static str {
+        "consul"
+    }
+
+    fn start(&self) -> Result<Server, String> {
+        let binary = find_binary(
+            "consul",
+            "scripts/fetch-consul (Debian bullseye's consul 1.8.7)",
+        )?;
+        let dir = server_dir("consul")?;
+        let (http, lan, wan, server) = (free_port()?, free_port()?, free_port()?, free_port()?);
+        let args: Vec<String> = [
+            "agent",
+            "-dev",
+            "-client",
+            "127.0.0.1",
+            "-bind",
+            "127.0.0.1",
+            "-http-port",
+            &http.to_string(),
+            "-serf-lan-port",
+            &lan.to_string(),
+            "-serf-wan-port",
+            &wan.to_string(),
+            "-server-port",
+            &server.to_string(),
+            "-dns-port",
+            "-1",
+            "-grpc-port",
+            "-1",
+            "-hcl",
+            r#"session_ttl_min = "1s""#,
+            "-log-level",
+            "warn",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let lifeline = spawn_tied(&binary, &args, &dir)?;
+        wait_ready("consul", &dir, Duration::from_secs(60), || {
+            probe(http, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")
+                .and_then(|r| r.split("\r\n\r\n").nth(1).map(|body| body.trim().len() > 2))
+                .unwrap_or(false)
+        })?;
+        Ok(Server::launched(
+            format!("consul://127.0.0.1:{http}"),
+            lifeline,
+        ))
+    }
+}
+
+/// ZooKeeper 3.8 from `libzookeeper-java` on the default JRE, standalone, with TTL nodes on and
+/// expired ones reaped every 500 ms.
+pub struct ZooKeeperProcess;
+
+impl Launcher for ZooKeeperProcess {
+    fn kind(&self) -> &'static str {
+        "zookeeper"
+    }
+
+    fn start(&self) -> Result<Server, String> {
+        let java = find_binary("java", "apt-get install default-jre-headless")?;
+        let jar = Path::new("/usr/share/java/zookeeper.jar");
+        if !jar.is_file() {
+            return Err("/usr/share/java/zookeeper.jar is missing; install it with: apt-get install libzookeeper-java (or run scripts/test)".into());
+        }
+        let dir = server_dir("zookeeper")?;
+        let port = free_port()?;
+        let config = dir.join("zoo.cfg");
+        let settings = format!(
+            "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+             admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\nextendedTypesEnabled=true\n",
+            dir.join("data").display()
+        );
+        std::fs::write(&config, settings)
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let args: Vec<String> = vec![
+            "-Dznode.container.checkIntervalMs=500".into(),
+            "-Dzookeeper.admin.enableServer=false".into(),
+            "-cp".into(),
+            "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar".into(),
+            "org.apache.zookeeper.server.ZooKeeperServerMain".into(),
+            config.to_string_lossy().into_owned(),
+        ];
+        let lifeline = spawn_tied(&java, &args, &dir)?;
+        // `ruok` answers before the server serves; `srvr` reports the mode once it does.
+        wait_ready("zookeeper", &dir, Duration::from_secs(60), || {
+            probe(port, b"srvr").is_some_and(|r| r.contains("Mode: standalone"))
+        })?;
+        Ok(Server::launched(
+            format!("zookeeper://127.0.0.1:{port}"),
+            lifeline,
+        ))
+    }
+}
