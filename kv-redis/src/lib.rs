@@ -401,7 +401,10 @@ impl Store for RedisStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        Ok(self.get(key).await?.is_some())
+        let key = self.inner.key(key)?;
+        let mut invocation = self.inner.script(&scripts::EXISTS);
+        invocation.arg(key);
+        Ok(self.inner.invoke::<i64>("exists", invocation).await? == 1)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {

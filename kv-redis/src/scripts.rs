@@ -86,6 +86,19 @@ return {cur[1], cur[2]}
     )
 });
 
+/// ARGV[3] key. Returns 1 if it holds a live value, else 0 (without reading the value).
+pub static EXISTS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local cur = redis.call('HMGET', dkey(ARGV[3]), 'ver', 'exp')
+if not cur[1] then return 0 end
+local exp = tonumber(cur[2])
+if exp and exp <= now_ms() then return 0 end
+return 1
+"#,
+    )
+});
+
 /// ARGV[3] key, ARGV[4] value, ARGV[5] ttl ms (0: none), ARGV[6] mode (`-`, `absent`,
 /// `version`), ARGV[7] expected version. Returns `{1, version}` or `{0, current version or 0}`.
 pub static PUT: LazyLock<Script> = LazyLock::new(|| {
