@@ -298,12 +298,34 @@ impl FromStr for StoreUrl {
 /// Shows the URL with the password and secret options replaced by `***`.
 impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, false)
+    }
+}
+
+impl StoreUrl {
+    /// The URL as a string that parses back to the same `StoreUrl`, secrets included: for
+    /// opening derived stores. Never log it; `Display` hides the secrets.
+    pub fn to_url_string(&self) -> String {
+        struct Revealed<'a>(&'a StoreUrl);
+        impl fmt::Display for Revealed<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write(f, true)
+            }
+        }
+        Revealed(self).to_string()
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, reveal: bool) -> fmt::Result {
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        let encode = |part: &str| utf8_percent_encode(part, NON_ALPHANUMERIC).to_string();
         write!(f, "{}://", self.scheme)?;
         if let Some(user) = &self.username {
-            f.write_str(user)?;
+            f.write_str(&encode(user))?;
         }
-        if self.password.is_some() {
-            f.write_str(":***")?;
+        match &self.password {
+            Some(password) if reveal => write!(f, ":{}", encode(password.expose()))?,
+            Some(_) => f.write_str(":***")?,
+            None => {}
         }
         if self.username.is_some() || self.password.is_some() {
             f.write_str("@")?;
@@ -318,15 +340,21 @@ impl fmt::Display for StoreUrl {
             }
         }
         if !self.path.is_empty() {
-            write!(f, "/{}", self.path)?;
+            let segments: Vec<String> = self.path.split('/').map(encode).collect();
+            write!(f, "/{}", segments.join("/"))?;
         }
         for (i, (name, value)) in self.options.iter().enumerate() {
-            let shown = if SECRET_OPTIONS.contains(&name.as_str()) {
-                "***"
+            let shown = if !reveal && SECRET_OPTIONS.contains(&name.as_str()) {
+                "***".to_owned()
             } else {
-                value
+                encode(value)
             };
-            write!(f, "{}{name}={shown}", if i == 0 { '?' } else { '&' })?;
+            write!(
+                f,
+                "{}{}={shown}",
+                if i == 0 { '?' } else { '&' },
+                encode(name)
+            )?;
         }
         Ok(())
     }
@@ -478,6 +506,14 @@ mod tests {
         );
         let err = StoreUrl::parse("etcd://u:hunter2@h:bad").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn round_trips_with_secrets_only_on_request() {
+        let input = "redis://me:p%40ss%2Fw@h:6379/0?root=a%2Fb&token=t%26k";
+        let url = StoreUrl::parse(input).unwrap();
+        assert_eq!(StoreUrl::parse(&url.to_url_string()).unwrap(), url);
+        assert!(!url.to_string().contains("p%40ss") && !url.to_string().contains("t%26k"));
     }
 
     #[test]

@@ -112,6 +112,17 @@ pub enum Command {
     )]
     Watch(WatchArgs),
 
+    /// Run the conformance suite against the store, in fresh namespaces under its root, and
+    /// print a table. Exit code 1 if any case fails.
+    #[command(
+        after_help = "Examples:\n  kvctl check --store etcd://10.0.0.1:2379/app\n  kvctl check --store redis://cache:6379 --only watch,locks"
+    )]
+    Check {
+        /// Only these areas (keys, values, tree, cas, ttl, watch, locks, lifecycle) or cases.
+        #[arg(long, value_delimiter = ',', value_name = "AREAS")]
+        only: Vec<String>,
+    },
+
     /// Run a command while holding a lock; exit with its status.
     #[command(
         after_help = "Examples:\n  kvctl lock jobs/backup -- ./backup.sh\n  kvctl lock --subtree --ttl 30s app -- ./migrate.sh --all"

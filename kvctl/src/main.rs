@@ -1,5 +1,6 @@
 //! `kvctl`: what `etcdctl`, `consul kv` and `zkCli` are to their servers, for every kv store.
 
+mod check;
 mod cli;
 mod lock;
 mod output;
@@ -43,8 +44,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Some(url) => url,
         None => default_store()?,
     };
-    let store = kv::open(&url).await?;
     let printer = Printer::new(cli.output);
+    if let Command::Check { only } = &cli.command {
+        return check::run(&url, only, &printer).await;
+    }
+    let store = kv::open(&url).await?;
     let status = execute(cli.command, store.as_ref(), &printer).await;
     // Flush what an embedded store buffered, whatever the outcome.
     let closed = store.close().await;
@@ -120,6 +124,7 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Cas(args) => cas(store, out, args).await,
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
+        Command::Check { .. } => unreachable!("handled before the store is opened"),
     }
 }
 

@@ -382,3 +382,72 @@ fn lock_excludes_another_kvctl_process() {
     let output = first.wait_with_output().unwrap();
     assert_status(&output, 0, &["lock"]);
 }
+
+#[test]
+fn check_passes_on_memory_and_reports_every_case() {
+    let kv = Kvctl::memory();
+    let out = kv.expect(&["check", "--only", "keys,cas"], 0);
+    assert!(
+        out.contains("keys::keys_are_normalized") && out.contains(" ok "),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("cases, 0 failed"), "{out}");
+    let lines = json_lines(&kv.expect(&["check", "--only", "values", "-o", "json"], 0));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["case"] == "versions_increase" && l["result"] == "ok")
+    );
+    kv.expect(&["check", "--only", "nothing"], 2);
+}
+
+#[test]
+fn check_on_etcd_cleans_up_after_itself() {
+    let Some(kv) = shared_etcd() else { return };
+    let out = kv.expect(&["check", "--only", "keys,tree,locks"], 0);
+    assert!(
+        out.contains("locks::subtree_lock_excludes_the_subtree"),
+        "{out}"
+    );
+    assert_eq!(
+        kv.expect(&["ls", "-r"], 0),
+        "",
+        "check must leave no keys under the root"
+    );
+}
+
+#[test]
+fn check_against_a_broken_setup_fails_with_a_readable_report() {
+    use conformance::servers::{Provision, RedisProcess, provision};
+    let Provision::Ready(server) = provision(&RedisProcess) else {
+        return;
+    };
+    let port = server.url.rsplit(':').next().unwrap();
+    // A Redis that wants a password we do not give: every case fails, and says why.
+    assert!(
+        conformance::servers::probe(
+            port.parse().unwrap(),
+            b"CONFIG SET requirepass kv-check-pw\r\n"
+        )
+        .is_some_and(|r| r.starts_with("+OK"))
+    );
+    let kv = Kvctl::memory();
+    let output = kv.run(&[
+        "--store",
+        &format!("redis://127.0.0.1:{port}?timeout=2s"),
+        "check",
+        "--only",
+        "keys",
+    ]);
+    let _ = conformance::servers::probe(
+        port.parse().unwrap(),
+        b"AUTH kv-check-pw\r\nCONFIG SET requirepass \"\"\r\n",
+    );
+    assert_status(&output, 1, &["check"]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("FAILED") && out.contains("authentication"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("cases, 5 failed"), "{out}");
+}
