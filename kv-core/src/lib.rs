@@ -34,4 +34,4 @@ pub use types::{
     WatchOptions,
 };
 pub use url::{HostPort, Secret, StoreUrl, TlsFiles};
-pub use watch_channel::{WatchSender, watch_channel};
+pub use watch_channel::{WatchSender, resume_watch, watch_channel};

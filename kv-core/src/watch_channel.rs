@@ -140,3 +140,39 @@ impl Stream for ChannelStream {
         }
     }
 }
+
+/// Re-establishes a watch whose connection was lost: calls `connect` until it succeeds, fails
+/// with an error that is not retryable (returned as is), `patience` passes or the consumer
+/// leaves (then `Unavailable`), or `closed` fires (`Closed`). Backs off from 100 ms to 1 s.
+pub async fn resume_watch<T, F, Fut>(
+    sender: &WatchSender,
+    closed: &tokio_util::sync::CancellationToken,
+    patience: std::time::Duration,
+    mut connect: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        if closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        match connect().await {
+            Ok(connection) => return Ok(connection),
+            Err(error) if !error.is_retryable() => return Err(error),
+            Err(error) if tokio::time::Instant::now() >= deadline || sender.is_closed() => {
+                return Err(Error::unavailable(
+                    format!("the watch was lost and could not be resumed: {error}"),
+                    None,
+                ));
+            }
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,13 +1,12 @@
 //! Watches: the state at revision R, then etcd's watch from R + 1; resumed after disconnects.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_client::{EventType, WatchOptions as EtcdWatch, WatchResponse, WatchStream as EtcdStream};
 use kv_core::{
     Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    watch_channel,
+    resume_watch, watch_channel,
 };
 
 use crate::Inner;
@@ -61,7 +60,7 @@ pub(crate) async fn open(
             (events, revision + 1)
         }
     };
-    let mut watcher = Watcher {
+    let watcher = Watcher {
         inner,
         path: path.to_owned(),
         tree,
@@ -83,7 +82,7 @@ struct Watcher {
 
 impl Watcher {
     /// Starts an etcd watch from `next` and waits for its confirmation.
-    async fn connect(&mut self) -> Result<EtcdStream> {
+    async fn connect(&self) -> Result<EtcdStream> {
         let layout = &self.inner.layout;
         let (key, options) = if self.tree {
             // [root/p, root/p0) covers root/p and root/p/...; siblings such as root/p-x fall in
@@ -185,27 +184,10 @@ impl Watcher {
     }
 
     /// Re-creates the watch from the last revision seen, retrying for a while.
-    async fn reconnect(&mut self, sender: &WatchSender) -> Result<EtcdStream> {
-        let deadline = Instant::now() + self.inner.timeout * 3;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            if self.inner.closed.is_cancelled() {
-                return Err(Error::Closed);
-            }
-            match self.connect().await {
-                Ok(stream) => return Ok(stream),
-                Err(error @ Error::Compacted { .. }) => return Err(error),
-                Err(error) if Instant::now() >= deadline || sender.is_closed() => {
-                    return Err(Error::unavailable(
-                        format!("the watch was lost and could not be resumed: {error}"),
-                        None,
-                    ));
-                }
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
+    async fn reconnect(&self, sender: &WatchSender) -> Result<EtcdStream> {
+        resume_watch(sender, &self.inner.closed, self.inner.timeout * 3, || {
+            self.connect()
+        })
+        .await
     }
 }

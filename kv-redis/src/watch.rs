@@ -1,12 +1,12 @@
 //! Watches: an atomic snapshot with the log position, then the log (a stream) from there.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kv_core::{
     Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    watch_channel,
+    resume_watch, watch_channel,
 };
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
@@ -234,25 +234,9 @@ impl Reader {
     }
 
     async fn reconnect(&self, sender: &WatchSender) -> Result<MultiplexedConnection> {
-        let deadline = Instant::now() + self.inner.timeout * 3;
-        let mut pause = Duration::from_millis(100);
-        loop {
-            if self.inner.closed.is_cancelled() {
-                return Err(Error::Closed);
-            }
-            match connect(&self.inner).await {
-                Ok(conn) => return Ok(conn),
-                Err(error) if Instant::now() >= deadline || sender.is_closed() => {
-                    return Err(Error::unavailable(
-                        format!("the watch was lost and could not be resumed: {error}"),
-                        None,
-                    ));
-                }
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
+        resume_watch(sender, &self.inner.closed, self.inner.timeout * 3, || {
+            connect(&self.inner)
+        })
+        .await
     }
 }
