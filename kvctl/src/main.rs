@@ -124,7 +124,8 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Cas(args) => cas(store, out, args).await,
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
-        Command::Check { .. } => unreachable!("handled before the store is opened"),
+        // Handled in `run`, before a store is opened: check opens its own.
+        Command::Check { .. } => Err(Failure::new(code::OTHER, "check does not run on an open store")),
     }
 }
 
