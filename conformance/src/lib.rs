@@ -32,6 +32,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cases;
+pub mod faults;
 pub mod servers;
 mod support;
 

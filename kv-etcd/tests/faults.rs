@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use conformance::servers::{EtcdProcess, Launcher};
-use futures::StreamExt;
-use kv_core::{Error, PutOptions, Store, WatchOptions};
+use kv_core::{Error, PutOptions, Store};
 use kv_etcd::EtcdStore;
 
 fn own_server() -> Option<conformance::servers::Server> {
@@ -25,46 +24,7 @@ async fn a_stopped_server_gives_typed_errors_and_ends_watches() {
     let Some(server) = own_server() else { return };
     let url = format!("{}/faults?timeout=1s&connect_timeout=1s", server.url);
     let store = EtcdStore::open(&url).await.unwrap();
-    store.put("k", b"v", PutOptions::default()).await.unwrap();
-    let mut watch = store.watch_tree("", WatchOptions::default()).await.unwrap();
-    assert!(watch.next().await.unwrap().is_ok(), "the initial state");
-
-    drop(server); // the harness's wrapper kills etcd
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let started = Instant::now();
-    let error = store
-        .put("k", b"w", PutOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        error.is_retryable(),
-        "a dead server is Unavailable or Timeout, got {error:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "failed only after {:?}",
-        started.elapsed()
-    );
-    let error = store.get("k").await.unwrap_err();
-    assert!(
-        matches!(error, Error::Unavailable { .. } | Error::Timeout { .. }),
-        "{error:?}"
-    );
-
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match watch.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Some(error),
-                None => return None,
-            }
-        }
-    })
-    .await
-    .expect("the watch must end once it cannot be resumed");
-    let error = ended.expect("the watch must end with an error, not silently");
-    assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+    conformance::faults::a_stopped_server(&store, || drop(server)).await;
 }
 
 #[tokio::test]

@@ -133,41 +133,7 @@ async fn a_stopped_server_gives_typed_errors_and_ends_watches() {
     let store = RedisStore::open(&format!("{}?root=faults&timeout=1s", server.url))
         .await
         .unwrap();
-    store.put("k", b"v", PutOptions::default()).await.unwrap();
-    let mut watch = store.watch_tree("", WatchOptions::default()).await.unwrap();
-    assert!(watch.next().await.unwrap().is_ok(), "the initial state");
-
-    drop(server); // the harness's wrapper kills redis
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let started = Instant::now();
-    let error = store
-        .put("k", b"w", PutOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        error.is_retryable(),
-        "a dead server is Unavailable or Timeout, got {error:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "failed only after {:?}",
-        started.elapsed()
-    );
-
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match watch.next().await {
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => return Some(error),
-                None => return None,
-            }
-        }
-    })
-    .await
-    .expect("the watch must end once it cannot be resumed");
-    let error = ended.expect("the watch must end with an error, not silently");
-    assert!(error.is_retryable(), "{error:?}");
+    conformance::faults::a_stopped_server(&store, || drop(server)).await;
 }
 
 #[tokio::test]

@@ -125,7 +125,10 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
         // Handled in `run`, before a store is opened: check opens its own.
-        Command::Check { .. } => Err(Failure::new(code::OTHER, "check does not run on an open store")),
+        Command::Check { .. } => Err(Failure::new(
+            code::OTHER,
+            "check does not run on an open store",
+        )),
     }
 }
 
