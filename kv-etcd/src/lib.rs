@@ -448,50 +448,74 @@ impl Store for EtcdStore {
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
         let inner = &self.inner;
         let prefix = inner.prefix(prefix)?;
-        let (kvs, _) = inner.range(&inner.layout.below(prefix), 0, true).await?;
+        let below = inner.layout.below(prefix);
+        let base_len = below.start.len();
         let mut children: Vec<Child> = Vec::new();
-        for kv in &kvs {
-            let Some(key) = inner.layout.kv_key(kv.key()) else {
-                continue;
-            };
-            let rest = if prefix.is_empty() {
-                key
-            } else {
-                &key[prefix.len() + 1..]
-            };
-            let (name, deeper) = match rest.split_once('/') {
-                Some((name, _)) => (name, true),
-                None => (rest, false),
-            };
-            let child_key = if prefix.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            match children.last_mut() {
-                Some(last) if last.key.as_str() == child_key => {
-                    last.has_children |= deeper;
-                    last.has_value |= !deeper;
+        let (mut start, mut revision) = (below.start.clone(), 0);
+        // Keys only, a page at a time, at one revision; after each page, jump past the rest of
+        // the last child's subtree, so a big subtree costs one page, not all of its keys.
+        loop {
+            let options = GetOptions::new()
+                .with_range(below.end.clone())
+                .with_limit(PAGE)
+                .with_revision(revision)
+                .with_keys_only();
+            let response = inner
+                .call(
+                    "list_children",
+                    inner.client.kv_client().get(start.clone(), Some(options)),
+                )
+                .await?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let mut last_child = None;
+            for kv in response.kvs() {
+                let Some(rest) = kv
+                    .key()
+                    .get(base_len..)
+                    .and_then(|r| std::str::from_utf8(r).ok())
+                else {
+                    continue;
+                };
+                let (name, deeper) = match rest.split_once('/') {
+                    Some((name, _)) => (name, true),
+                    None => (rest, false),
+                };
+                let child_key = if prefix.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                match children
+                    .iter_mut()
+                    .rev()
+                    .find(|c| c.key.as_str() == child_key)
+                {
+                    Some(child) => {
+                        child.has_children |= deeper;
+                        child.has_value |= !deeper;
+                    }
+                    None => children.push(Child {
+                        key: Key::parse(&child_key)?,
+                        has_value: !deeper,
+                        has_children: deeper,
+                    }),
                 }
-                _ => children.push(Child {
-                    key: Key::parse(&child_key)?,
-                    has_value: !deeper,
-                    has_children: deeper,
-                }),
+                last_child = Some((kv.key().len() - rest.len() + name.len(), deeper));
             }
-        }
-        // Keys arrive in byte order, which can interleave a child's keys with a sibling's
-        // (`d/a/x`, `d/a-b`, `d/a/y`): merge duplicates.
-        children.sort_by(|a, b| a.key.cmp(&b.key));
-        children.dedup_by(|later, earlier| {
-            if later.key == earlier.key {
-                earlier.has_value |= later.has_value;
-                earlier.has_children |= later.has_children;
-                true
+            let (Some((child_end, deeper)), true) = (last_child, response.more()) else {
+                break;
+            };
+            let last = &response.kvs()[response.kvs().len() - 1];
+            start = if deeper {
+                // `child0`: just past `child/...`.
+                [&last.key()[..child_end], b"0"].concat()
             } else {
-                false
-            }
-        });
+                [last.key(), b"\0"].concat()
+            };
+        }
+        children.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(children)
     }
 
