@@ -15,6 +15,7 @@
 
 mod capabilities;
 mod error;
+mod handle;
 mod key;
 mod lock;
 mod store;
@@ -25,6 +26,7 @@ mod watch_channel;
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use error::{BoxError, Error, Result};
+pub use handle::HandleState;
 pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize, normalize_key};
 pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder, ReleaseWith};
 pub use store::{Store, WatchStream};

@@ -29,9 +29,9 @@ use etcd_client::{
     PutOptions as EtcdPut, Txn, TxnOp, TxnOpResponse,
 };
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
-    Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions, WatchStream,
-    normalize, normalize_key,
+    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions,
+    WatchStream,
 };
 
 use crate::layout::{Layout, Range};
@@ -55,7 +55,7 @@ pub(crate) struct Inner {
     pub timeout: Duration,
     pub capabilities: Capabilities,
     /// Fires on close: ends watches, lock waits and renewals.
-    pub closed: CancellationToken,
+    pub closed: HandleState,
     /// Leases of the locks held through this handle, revoked on close.
     pub held: Mutex<Vec<(i64, CancellationToken)>>,
     shown: String,
@@ -138,7 +138,7 @@ impl EtcdStore {
                 layout: Layout::new(root.as_str()),
                 timeout,
                 capabilities,
-                closed: CancellationToken::new(),
+                closed: HandleState::default(),
                 held: Mutex::new(Vec::new()),
                 shown: url.to_string(),
             }),
@@ -166,13 +166,6 @@ impl Inner {
                 after: self.timeout,
             }),
         }
-    }
-
-    pub fn check_open(&self) -> Result<()> {
-        if self.closed.is_cancelled() {
-            return Err(Error::Closed);
-        }
-        Ok(())
     }
 
     /// Every key-value in `range` at `revision` (0: now), page by page; with the revision read.
@@ -248,16 +241,6 @@ impl Inner {
         Ok((pairs, revision))
     }
 
-    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
-        self.check_open()?;
-        normalize_key(key)
-    }
-
-    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
-        self.check_open()?;
-        normalize(prefix)
-    }
-
     /// Grants a lease of `ttl` (already checked) and returns its id.
     pub async fn grant(&self, ttl: Duration) -> Result<i64> {
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
@@ -277,7 +260,7 @@ impl Inner {
         precondition: Option<Precondition>,
         options: &PutOptions,
     ) -> Result<u64> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         self.capabilities.check_value(value.len())?;
         let ttl = options
             .ttl
@@ -396,7 +379,7 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let inner = &self.inner;
-        let key = inner.key(key)?;
+        let key = inner.closed.key(key)?;
         let response = inner
             .call(
                 "get",
@@ -411,7 +394,7 @@ impl Store for EtcdStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let inner = &self.inner;
-        let key = inner.key(key)?;
+        let key = inner.closed.key(key)?;
         let response = inner
             .call(
                 "delete",
@@ -426,7 +409,7 @@ impl Store for EtcdStore {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let inner = &self.inner;
-        let key = inner.key(key)?;
+        let key = inner.closed.key(key)?;
         let options = GetOptions::new().with_count_only();
         let response = inner
             .call(
@@ -441,13 +424,13 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        let prefix = self.inner.prefix(prefix)?;
+        let prefix = self.inner.closed.prefix(prefix)?;
         Ok(self.inner.list_at(prefix, 0).await?.0)
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
         let inner = &self.inner;
-        let prefix = inner.prefix(prefix)?;
+        let prefix = inner.closed.prefix(prefix)?;
         let below = inner.layout.below(prefix);
         let base_len = below.start.len();
         let mut children: Vec<Child> = Vec::new();
@@ -521,7 +504,7 @@ impl Store for EtcdStore {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let inner = &self.inner;
-        let prefix = inner.prefix(prefix)?;
+        let prefix = inner.closed.prefix(prefix)?;
         let below = inner.layout.below(prefix);
         let mut ops = vec![TxnOp::delete(
             below.start,
@@ -561,7 +544,7 @@ impl Store for EtcdStore {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         let inner = &self.inner;
-        let key = inner.key(key)?;
+        let key = inner.closed.key(key)?;
         let etcd_key = inner.layout.data_key(key);
         let txn = Txn::new()
             .when([Compare::mod_revision(
@@ -587,17 +570,17 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.key(key)?;
+        let key = self.inner.closed.key(key)?;
         watch::open(self.inner.clone(), key, false, options).await
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.prefix(prefix)?;
+        let prefix = self.inner.closed.prefix(prefix)?;
         watch::open(self.inner.clone(), prefix, true, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
-        self.inner.check_open()?;
+        self.inner.closed.check_open()?;
         let key = Key::parse(key)?;
         let ttl = self.inner.capabilities.check_ttl(options.ttl)?;
         Ok(Box::new(lock::EtcdLock {

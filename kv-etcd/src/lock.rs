@@ -148,10 +148,10 @@ impl Lock for EtcdLock {
     }
 
     async fn acquire(&self) -> Result<LockGuard> {
-        self.inner.check_open()?;
+        self.inner.closed.check_open()?;
         let lease = self.inner.grant(self.options.ttl).await?;
         loop {
-            self.inner.check_open()?;
+            self.inner.closed.check_open()?;
             match self.attempt(lease).await? {
                 Ok(guard) => return Ok(guard),
                 Err(revision) => self.wait_for_release(revision).await?,
@@ -160,7 +160,7 @@ impl Lock for EtcdLock {
     }
 
     async fn try_acquire(&self) -> Result<Option<LockGuard>> {
-        self.inner.check_open()?;
+        self.inner.closed.check_open()?;
         let lease = self.inner.grant(self.options.ttl).await?;
         match self.attempt(lease).await? {
             Ok(guard) => Ok(Some(guard)),
@@ -178,7 +178,7 @@ impl Lock for EtcdLock {
     }
 
     async fn holder(&self) -> Result<Option<LockHolder>> {
-        self.inner.check_open()?;
+        self.inner.closed.check_open()?;
         let response = self
             .inner
             .call(

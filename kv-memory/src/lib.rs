@@ -33,8 +33,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, Precondition,
-    PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream, normalize, normalize_key,
+    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
+    Precondition, PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream,
 };
 
 use crate::lock::MemoryLock;
@@ -68,7 +68,7 @@ pub struct MemoryStore {
     /// Identifies this handle's locks, released on close.
     id: u64,
     /// Fires on close: ends this handle's watches and lock waits.
-    closed: CancellationToken,
+    closed: HandleState,
 }
 
 impl MemoryStore {
@@ -139,27 +139,8 @@ impl MemoryStore {
             namespace,
             shared_id,
             id: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
-            closed: CancellationToken::new(),
+            closed: HandleState::default(),
         }
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if self.closed.is_cancelled() {
-            return Err(Error::Closed);
-        }
-        Ok(())
-    }
-
-    /// Validates a key and the handle state; returns the normalized key.
-    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
-        self.check_open()?;
-        normalize_key(key)
-    }
-
-    /// Validates a prefix and the handle state; returns the normalized prefix.
-    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
-        self.check_open()?;
-        normalize(prefix)
     }
 
     fn write(
@@ -169,7 +150,7 @@ impl MemoryStore {
         precondition: Option<Precondition>,
         options: &PutOptions,
     ) -> Result<u64> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         let caps = &self.namespace.capabilities;
         caps.check_value(value.len())?;
         let expires_at = options
@@ -220,7 +201,7 @@ impl MemoryStore {
             path.to_owned(),
             registration,
             options.buffer,
-            self.closed.clone().cancelled_owned(),
+            CancellationToken::clone(&self.closed).cancelled_owned(),
         )))
     }
 }
@@ -245,27 +226,27 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         Ok(self.namespace.state.read().get(key, &Now::lazy()))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         self.namespace.state.write().delete(key, None, &Now::lazy())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         Ok(self.namespace.state.read().exists(key, &Now::lazy()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        let prefix = self.prefix(prefix)?;
+        let prefix = self.closed.prefix(prefix)?;
         Ok(self.namespace.state.read().list(prefix, &Now::lazy()))
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
-        let prefix = self.prefix(prefix)?;
+        let prefix = self.closed.prefix(prefix)?;
         Ok(self
             .namespace
             .state
@@ -274,7 +255,7 @@ impl Store for MemoryStore {
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
-        let prefix = self.prefix(prefix)?;
+        let prefix = self.closed.prefix(prefix)?;
         self.namespace
             .state
             .write()
@@ -292,7 +273,7 @@ impl Store for MemoryStore {
     }
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         self.namespace
             .state
             .write()
@@ -301,17 +282,17 @@ impl Store for MemoryStore {
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         self.open_watch(key, false, options).await
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.prefix(prefix)?;
+        let prefix = self.closed.prefix(prefix)?;
         self.open_watch(prefix, true, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
-        self.check_open()?;
+        self.closed.check_open()?;
         let key = Key::parse(key)?;
         let ttl = self.namespace.capabilities.check_ttl(options.ttl)?;
         Instant::now()
@@ -322,7 +303,7 @@ impl Store for MemoryStore {
             key,
             options: options.ttl(ttl),
             owner: self.id,
-            closed: self.closed.clone(),
+            closed: CancellationToken::clone(&self.closed),
         }))
     }
 

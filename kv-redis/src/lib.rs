@@ -24,9 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
-    Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions, WatchStream,
-    normalize, normalize_key,
+    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions,
+    WatchStream,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Script, ScriptInvocation};
@@ -55,7 +55,7 @@ pub(crate) struct Inner {
     pub history: usize,
     pub timeout: Duration,
     pub capabilities: Capabilities,
-    pub closed: CancellationToken,
+    pub closed: HandleState,
     /// Locks held through this handle (key, subtree, token), released on close.
     pub held: Mutex<Vec<(Key, bool, u64, CancellationToken)>>,
     /// Wakes the reaper after a TTL write.
@@ -161,7 +161,7 @@ impl RedisStore {
             history,
             timeout,
             capabilities,
-            closed: CancellationToken::new(),
+            closed: HandleState::default(),
             held: Mutex::new(Vec::new()),
             reaper: Notify::new(),
             shown: url.to_string(),
@@ -216,23 +216,6 @@ impl Inner {
         }
     }
 
-    pub fn check_open(&self) -> Result<()> {
-        if self.closed.is_cancelled() {
-            return Err(Error::Closed);
-        }
-        Ok(())
-    }
-
-    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
-        self.check_open()?;
-        normalize_key(key)
-    }
-
-    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
-        self.check_open()?;
-        normalize(prefix)
-    }
-
     async fn write(
         &self,
         key: &str,
@@ -240,7 +223,7 @@ impl Inner {
         precondition: Option<Precondition>,
         options: &PutOptions,
     ) -> Result<u64> {
-        let key = self.key(key)?;
+        let key = self.closed.key(key)?;
         self.capabilities.check_value(value.len())?;
         let ttl = options
             .ttl
@@ -383,7 +366,7 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
-        let key = self.inner.key(key)?;
+        let key = self.inner.closed.key(key)?;
         let mut invocation = self.inner.script(&scripts::GET);
         invocation.arg(key);
         let found: Option<(Vec<u8>, u64)> = self.inner.invoke("get", invocation).await?;
@@ -393,7 +376,7 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        let key = self.inner.key(key)?;
+        let key = self.inner.closed.key(key)?;
         let mut invocation = self.inner.script(&scripts::DELETE);
         invocation.arg(key).arg(0);
         let outcome: Vec<i64> = self.inner.invoke("delete", invocation).await?;
@@ -401,19 +384,19 @@ impl Store for RedisStore {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        let key = self.inner.key(key)?;
+        let key = self.inner.closed.key(key)?;
         let mut invocation = self.inner.script(&scripts::EXISTS);
         invocation.arg(key);
         Ok(self.inner.invoke::<i64>("exists", invocation).await? == 1)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        let prefix = self.inner.prefix(prefix)?;
+        let prefix = self.inner.closed.prefix(prefix)?;
         self.inner.list(prefix).await
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
-        let prefix = self.inner.prefix(prefix)?;
+        let prefix = self.inner.closed.prefix(prefix)?;
         let mut invocation = self.inner.script(&scripts::CHILDREN);
         invocation.arg(prefix);
         let found: Vec<(String, u8, u8)> = self.inner.invoke("list_children", invocation).await?;
@@ -432,7 +415,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
-        let prefix = self.inner.prefix(prefix)?;
+        let prefix = self.inner.closed.prefix(prefix)?;
         let mut invocation = self.inner.script(&scripts::DELETE_TREE);
         invocation.arg(prefix);
         self.inner.invoke("delete_tree", invocation).await
@@ -451,7 +434,7 @@ impl Store for RedisStore {
     }
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        let key = self.inner.key(key)?;
+        let key = self.inner.closed.key(key)?;
         let mut invocation = self.inner.script(&scripts::DELETE);
         invocation.arg(key).arg(version.max(1));
         let outcome: Vec<u64> = match self
@@ -472,17 +455,17 @@ impl Store for RedisStore {
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.key(key)?;
+        let key = self.inner.closed.key(key)?;
         watch::open(self.inner.clone(), key, false, options).await
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.prefix(prefix)?;
+        let prefix = self.inner.closed.prefix(prefix)?;
         watch::open(self.inner.clone(), prefix, true, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
-        self.inner.check_open()?;
+        self.inner.closed.check_open()?;
         let key = Key::parse(key)?;
         let ttl = self.inner.capabilities.check_ttl(options.ttl)?;
         Ok(Box::new(lock::RedisLock {

@@ -60,7 +60,7 @@ pub(crate) async fn renew_or_release(
 
 impl RedisLock {
     async fn attempt(&self) -> Result<Option<LockGuard>> {
-        self.inner.check_open()?;
+        self.inner.closed.check_open()?;
         let mut invocation = self.inner.script(&scripts::LOCK);
         invocation
             .arg(self.key.as_str())
@@ -130,7 +130,7 @@ impl Lock for RedisLock {
     }
 
     async fn holder(&self) -> Result<Option<LockHolder>> {
-        self.inner.check_open()?;
+        self.inner.closed.check_open()?;
         let lock_key = format!(
             "{}:l{}:{}",
             self.inner.prefix,
