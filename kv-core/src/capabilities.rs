@@ -102,6 +102,20 @@ impl Capabilities {
         Ok(())
     }
 
+    /// Checks watch options: a buffer of at least one event, and `since` only with
+    /// [`Capabilities::watch_history`].
+    pub fn check_watch(&self, options: &crate::WatchOptions) -> Result<()> {
+        if options.buffer == 0 {
+            return Err(Error::invalid_argument(
+                "the watch buffer must hold at least 1 event",
+            ));
+        }
+        if options.since.is_some() && !self.watch_history {
+            return Err(self.unsupported("watch_history"));
+        }
+        Ok(())
+    }
+
     /// The [`Error::Unsupported`] for `capability` on this backend.
     pub fn unsupported(&self, capability: &'static str) -> Error {
         Error::Unsupported {

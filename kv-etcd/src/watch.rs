@@ -18,11 +18,7 @@ pub(crate) async fn open(
     tree: bool,
     options: WatchOptions,
 ) -> Result<WatchStream> {
-    if options.buffer == 0 {
-        return Err(Error::invalid_argument(
-            "the watch buffer must hold at least 1 event",
-        ));
-    }
+    inner.capabilities.check_watch(&options)?;
     let (initial, next) = match options.since {
         Some(since) => (Vec::new(), i64::try_from(since).unwrap_or(i64::MAX - 1) + 1),
         None => {

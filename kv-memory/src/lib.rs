@@ -181,14 +181,7 @@ impl MemoryStore {
         recursive: bool,
         options: WatchOptions,
     ) -> Result<WatchStream> {
-        if options.buffer == 0 {
-            return Err(Error::invalid_argument(
-                "the watch buffer must hold at least 1 event",
-            ));
-        }
-        if options.since.is_some() && !self.namespace.capabilities.watch_history {
-            return Err(self.namespace.capabilities.unsupported("watch_history"));
-        }
+        self.namespace.capabilities.check_watch(&options)?;
         let registration = self.namespace.state.write().watch(
             path,
             recursive,

@@ -25,11 +25,7 @@ pub(crate) async fn open(
     tree: bool,
     options: WatchOptions,
 ) -> Result<WatchStream> {
-    if options.buffer == 0 {
-        return Err(Error::invalid_argument(
-            "the watch buffer must hold at least 1 event",
-        ));
-    }
+    inner.capabilities.check_watch(&options)?;
     let (initial, from) = match options.since {
         Some(since) => {
             let floor = trimmed_through(&inner).await?;

@@ -1,0 +1,545 @@
+//! The Consul backend of **kv** (Consul 1.8+), on Consul's HTTP API through `reqwest`.
+//!
+//! - URL: `consul://host:8500[/root][?token=...&timeout=5s]`; `consuls://` or `tls=true` for
+//!   HTTPS, with `ca=PATH` (PEM; else the system roots) and `cert=PATH&key=PATH` for client
+//!   certificates. The token goes in the `X-Consul-Token` header; it never appears in `Debug`,
+//!   `Display` or errors.
+//! - Consul keys are flat strings; kv keys map to `root/key` and every prefix operation is
+//!   bounded by segments (`app` never lists `apple`). The layout is in the `layout` module.
+//! - Every write is one `/v1/txn` transaction, which returns the new version (the entry's
+//!   `ModifyIndex`) and makes CAS, `delete_tree` and lock acquisition atomic.
+//! - TTL keys are attached to a session with `Behavior=delete` that Consul ends after the TTL;
+//!   the expiry time travels in the key's `Flags`, so readers and watches drop the key at its
+//!   TTL even though Consul deletes it up to a session TTL later.
+//! - Watches are blocking queries turned into Put/Delete events by comparing snapshots: a
+//!   watch may coalesce intermediate versions (`watch_coalesces`) and keeps no history.
+//! - Locks: a lock key acquired by a session in one transaction that checks every lock that
+//!   could conflict; the session is renewed in the background and `lost()` fires when it ends.
+
+mod api;
+mod layout;
+mod lock;
+mod watch;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kv_core::{
+    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions,
+    WatchStream,
+};
+
+use crate::api::{Api, Entry, SessionSpec, TxnOp};
+use crate::layout::{Layout, expired, expiry_flags, now_ms};
+
+/// Default timeout of every call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest value: Consul limits a transaction's body to 512 KiB (`txn_max_req_len`) and values
+/// travel base64-encoded, so 380 KiB is what fits with the key and the other operations.
+/// Raise it with `max_value_bytes=N` on a server configured with a larger `txn_max_req_len`.
+pub const MAX_VALUE_BYTES: usize = 380 * 1024;
+/// Consul's longest session TTL; a TTL key's session lives half its TTL, so TTLs up to twice
+/// this are accepted.
+const MAX_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Consul's minimum session TTL when the server does not say (its default).
+const DEFAULT_SESSION_TTL_MIN: Duration = Duration::from_secs(10);
+
+/// A handle on a Consul agent. Cheap to share as `Arc<dyn Store>`.
+pub struct ConsulStore {
+    inner: Arc<Inner>,
+}
+
+/// What the store, its watches and locks share.
+pub(crate) struct Inner {
+    pub api: Api,
+    pub layout: Layout,
+    pub capabilities: Capabilities,
+    pub closed: HandleState,
+    /// Shortest session TTL the server accepts.
+    pub session_ttl_min: Duration,
+    /// Lock sessions held through this handle and their `lost` tokens, ended on close.
+    pub held: Mutex<HashMap<String, CancellationToken>>,
+    shown: String,
+}
+
+impl ConsulStore {
+    /// Connects to the agent a `consul://` URL names.
+    pub async fn open(url: &str) -> Result<ConsulStore> {
+        Self::from_url(&StoreUrl::parse(url)?).await
+    }
+
+    /// Connects to the agent of a parsed URL.
+    pub async fn from_url(url: &StoreUrl) -> Result<ConsulStore> {
+        if url.scheme != "consul" && url.scheme != "consuls" {
+            return Err(Error::invalid_url(format!(
+                "kv-consul opens consul:// and consuls:// URLs, not {}://",
+                url.scheme
+            )));
+        }
+        let mut known = vec!["token", "timeout", "max_value_bytes"];
+        known.extend(StoreUrl::TLS_OPTIONS);
+        url.check_options(&known)?;
+        let tls = url.tls("consuls")?;
+        let [host] = url.hosts.as_slice() else {
+            return Err(Error::invalid_url(
+                "consul:// takes exactly one agent address: consul://host:8500[/root]",
+            ));
+        };
+        let root = url.root()?;
+        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
+        let max_value_bytes = url
+            .parse_option("max_value_bytes")?
+            .unwrap_or(MAX_VALUE_BYTES);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config(tls.as_ref())?)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Backend(Box::new(e)))?;
+        let api = Api::new(
+            http,
+            format!("{scheme}://{}", host.address(8500)),
+            url.option("token"),
+            timeout,
+        )?;
+        let layout = Layout::new(root.as_str());
+        // Fail at open when the agent is unreachable or refuses the token, and learn the
+        // server's shortest session TTL (an answer without one keeps Consul's default).
+        let session_ttl_min = match api.session_ttl_min().await {
+            Ok(min) => min.unwrap_or(DEFAULT_SESSION_TTL_MIN),
+            Err(Error::Auth { .. }) => DEFAULT_SESSION_TTL_MIN,
+            Err(e) => return Err(e),
+        };
+        api.read("open", &layout.data_key(""), false, None).await?;
+        let mut capabilities = Capabilities::full("consul", max_value_bytes);
+        capabilities.watch_history = false;
+        capabilities.watch_coalesces = true;
+        capabilities.ttl = Some(TtlSupport {
+            min: session_ttl_min,
+            granularity: Duration::from_millis(1),
+        });
+        Ok(ConsulStore {
+            inner: Arc::new(Inner {
+                api,
+                layout,
+                capabilities,
+                closed: HandleState::default(),
+                session_ttl_min,
+                held: Mutex::new(HashMap::new()),
+                shown: url.to_string(),
+            }),
+        })
+    }
+}
+
+/// One rustls provider (aws-lc-rs) for the whole workspace; roots from `ca` or the system.
+fn tls_config(tls: Option<&kv_core::TlsFiles>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn fmt::Display| Error::invalid_url(format!("{what}: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    match tls.and_then(|t| t.ca.as_ref()) {
+        Some(ca) => {
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                let cert = cert.map_err(|e| bad("the ca file is not PEM", &e))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad("the ca file holds a bad certificate", &e))?;
+            }
+        }
+        None if tls.is_some() => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+        None => {}
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Backend(Box::new(e)))?
+    .with_root_certificates(roots);
+    match tls.and_then(|t| t.identity.as_ref()) {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad("the cert file is not PEM", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
+                .map_err(|e| bad("the key file is not a PEM private key", &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad("the client certificate and key do not match", &e))
+        }
+    }
+}
+
+impl Inner {
+    /// The checks every call on a key makes first.
+    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
+        let key = self.closed.key(key)?;
+        self.layout.check_key(key)?;
+        Ok(key)
+    }
+
+    /// The checks every call on a prefix makes first.
+    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
+        let prefix = self.closed.prefix(prefix)?;
+        self.layout.check_key(prefix)?;
+        Ok(prefix)
+    }
+
+    /// The session TTL that makes Consul delete a key `ttl` after its write: Consul ends a
+    /// session between one and two session TTLs after its last renewal.
+    pub fn session_ttl(&self, ttl: Duration) -> Duration {
+        (ttl / 2).max(self.session_ttl_min)
+    }
+
+    /// The current entry of a key, with expired TTL keys treated as absent.
+    async fn entry(&self, key: &str) -> Result<Option<Entry>> {
+        let read = self
+            .api
+            .read("get", &self.layout.data_key(key), false, None)
+            .await?;
+        Ok(read
+            .entries
+            .into_iter()
+            .find(|e| !expired(e.flags, now_ms())))
+    }
+
+    /// Writes a key (replacing any TTL session it had) if `precondition` holds; returns the
+    /// new version.
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        self.capabilities.check_value(value.len())?;
+        let ttl = ttl.map(|t| self.capabilities.check_ttl(t)).transpose()?;
+        if let Some(ttl) = ttl {
+            if self.session_ttl(ttl) > MAX_SESSION_TTL {
+                return Err(Error::invalid_argument(format!(
+                    "TTL {ttl:?} is above Consul's maximum of {:?}",
+                    MAX_SESSION_TTL * 2
+                )));
+            }
+        }
+        if precondition == Some(Precondition::Version(0)) {
+            return Err(Error::conflict(key, "no key has version 0"));
+        }
+        let session = match ttl {
+            Some(ttl) => Some(
+                self.api
+                    .create_session(&SessionSpec {
+                        ttl: self.session_ttl(ttl),
+                        name: "kv ttl",
+                    })
+                    .await?,
+            ),
+            None => None,
+        };
+        let written = self
+            .write_with(key, value, precondition, ttl, session.as_deref())
+            .await;
+        if let (Err(_), Some(session)) = (&written, &session) {
+            let _ = self.api.destroy_session(session).await;
+        }
+        written
+    }
+
+    async fn write_with(
+        &self,
+        key: &str,
+        value: &[u8],
+        mut precondition: Option<Precondition>,
+        ttl: Option<Duration>,
+        session: Option<&str>,
+    ) -> Result<u64> {
+        let consul_key = self.layout.data_key(key);
+        // One retry: a MustNotExist that failed on a key whose TTL has passed but that Consul
+        // has not deleted yet becomes a check of that stale version.
+        for _ in 0..2 {
+            let mut ops = Vec::with_capacity(3);
+            match precondition {
+                None => {}
+                Some(Precondition::MustNotExist) => ops.push(TxnOp::check_not_exists(&consul_key)),
+                Some(Precondition::Version(v)) => ops.push(TxnOp::check_index(&consul_key, v)),
+            }
+            // Deleting first detaches the key from any earlier TTL session.
+            ops.push(TxnOp::delete(&consul_key));
+            ops.push(TxnOp::set(&consul_key, value, expiry_flags(ttl), session));
+            match self.api.txn("put", &ops).await? {
+                Ok(entries) => {
+                    // The check's entry comes first with the old index; the write's is last.
+                    return entries
+                        .iter()
+                        .rfind(|e| e.key == consul_key)
+                        .map(|e| e.modify_index)
+                        .ok_or_else(|| {
+                            Error::Backend("Consul's transaction returned no entry".into())
+                        });
+                }
+                Err(rollback) => {
+                    let stale = match precondition {
+                        Some(Precondition::MustNotExist) => self
+                            .api
+                            .read("put", &consul_key, false, None)
+                            .await?
+                            .entries
+                            .into_iter()
+                            .find(|e| expired(e.flags, now_ms())),
+                        _ => None,
+                    };
+                    match stale {
+                        Some(entry) => {
+                            precondition = Some(Precondition::Version(entry.modify_index))
+                        }
+                        None => return Err(Error::conflict(key, rollback.what)),
+                    }
+                }
+            }
+        }
+        Err(Error::conflict(key, "the key exists"))
+    }
+
+    /// The visible pairs of a transaction's or read's entries that `prefix` covers, sorted.
+    fn pairs(&self, entries: Vec<Entry>, prefix: &str) -> Vec<KvPair> {
+        let now = now_ms();
+        let mut pairs: Vec<KvPair> = entries
+            .into_iter()
+            .filter(|e| !expired(e.flags, now))
+            .filter_map(|e| {
+                let key = self.layout.kv_key(&e.key, prefix)?;
+                Some(KvPair {
+                    key: Key::from_normalized(key),
+                    value: e.value,
+                    version: e.modify_index,
+                })
+            })
+            .collect();
+        pairs.sort_by(|a, b| a.key.cmp(&b.key));
+        pairs.dedup_by(|a, b| a.key == b.key);
+        pairs
+    }
+
+    /// The raw Consul prefix whose keys include every key `prefix` covers (and siblings that
+    /// share its characters, filtered out by [`Layout::kv_key`]).
+    pub fn raw_prefix(&self, prefix: &str) -> String {
+        if prefix.is_empty() {
+            self.layout.below("")
+        } else {
+            self.layout.data_key(prefix)
+        }
+    }
+}
+
+impl fmt::Debug for ConsulStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulStore")
+            .field("url", &self.inner.shown)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Store for ConsulStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.capabilities
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        let key = self.inner.key(key)?;
+        self.inner.write(key, value, None, options.ttl).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        let key = self.inner.key(key)?;
+        Ok(self.inner.entry(key).await?.map(|e| KvPair {
+            key: Key::from_normalized(key),
+            value: e.value,
+            version: e.modify_index,
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.inner.key(key)?;
+        let consul_key = self.inner.layout.data_key(key);
+        let ops = [TxnOp::get(&consul_key), TxnOp::delete(&consul_key)];
+        match self.inner.api.txn("delete", &ops).await? {
+            Ok(entries) => Ok(entries.iter().any(|e| !expired(e.flags, now_ms()))),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let key = self.inner.key(key)?;
+        Ok(self.inner.entry(key).await?.is_some())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        let prefix = self.inner.prefix(prefix)?;
+        let read = self
+            .inner
+            .api
+            .read("list", &self.inner.raw_prefix(prefix), true, None)
+            .await?;
+        Ok(self.inner.pairs(read.entries, prefix))
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+        let prefix = self.inner.prefix(prefix)?;
+        let below = self.inner.layout.below(prefix);
+        let mut children: Vec<Child> = Vec::new();
+        for raw in self.inner.api.keys(&below).await? {
+            let (consul_key, is_dir) = match raw.strip_suffix('/') {
+                Some(dir) => (dir, true),
+                None => (raw.as_str(), false),
+            };
+            let Some(key) = self.inner.layout.kv_key(consul_key, prefix) else {
+                continue;
+            };
+            if key == prefix {
+                continue;
+            }
+            children.push(Child {
+                key: Key::from_normalized(key),
+                has_value: !is_dir,
+                has_children: is_dir,
+            });
+        }
+        children.sort_by(|a, b| a.key.cmp(&b.key));
+        children.dedup_by(|a, b| {
+            if a.key == b.key {
+                b.has_value |= a.has_value;
+                b.has_children |= a.has_children;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(children)
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        let prefix = self.inner.prefix(prefix)?;
+        let inner = &self.inner;
+        if prefix.is_empty() && inner.layout.data_key("").is_empty() {
+            return delete_everything(inner).await;
+        }
+        let raw = inner.raw_prefix(prefix);
+        let mut ops = vec![
+            TxnOp::get_tree(&raw),
+            TxnOp::delete_tree(&inner.layout.below(prefix)),
+        ];
+        if !prefix.is_empty() {
+            ops.push(TxnOp::delete(&raw));
+        }
+        match inner.api.txn("delete_tree", &ops).await? {
+            Ok(entries) => Ok(inner.pairs(entries, prefix).len() as u64),
+            Err(rollback) => Err(Error::Backend(
+                format!("Consul rolled back delete_tree: {}", rollback.what).into(),
+            )),
+        }
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64> {
+        let key = self.inner.key(key)?;
+        self.inner
+            .write(key, value, Some(precondition), options.ttl)
+            .await
+    }
+
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+        let key = self.inner.key(key)?;
+        let consul_key = self.inner.layout.data_key(key);
+        let ops = [
+            TxnOp::get(&consul_key),
+            TxnOp::check_index(&consul_key, version),
+            TxnOp::delete(&consul_key),
+        ];
+        match self.inner.api.txn("atomic_delete", &ops).await? {
+            Ok(entries) if entries.iter().all(|e| !expired(e.flags, now_ms())) => Ok(()),
+            Ok(_) => Err(Error::conflict(key, "the key's TTL had passed")),
+            Err(rollback) => Err(Error::conflict(
+                key,
+                format!("expected version {version}: {}", rollback.what),
+            )),
+        }
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let key = self.inner.key(key)?;
+        watch::start(self.inner.clone(), key, false, options).await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        let prefix = self.inner.prefix(prefix)?;
+        watch::start(self.inner.clone(), prefix, true, options).await
+    }
+
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+        let key = self.inner.key(key)?;
+        lock::ConsulLock::new(
+            self.inner.clone(),
+            Key::from_normalized(key),
+            options.scope == LockScope::Subtree,
+            options,
+        )
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.is_cancelled() {
+            return Ok(());
+        }
+        self.inner.closed.cancel();
+        let held: Vec<(String, CancellationToken)> = self
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (session, lost) in held {
+            lost.cancel();
+            let _ = self.inner.api.destroy_session(&session).await;
+        }
+        Ok(())
+    }
+}
+
+/// `delete_tree("")` without a root: every kv key of the agent, in transactions of Consul's
+/// operation limit (not atomic as a whole when there are more keys than that).
+async fn delete_everything(inner: &Inner) -> Result<u64> {
+    let read = inner.api.read("delete_tree", "", true, None).await?;
+    let now = now_ms();
+    let mut removed = 0;
+    let doomed: Vec<Entry> = read
+        .entries
+        .into_iter()
+        .filter(|e| inner.layout.kv_key(&e.key, "").is_some())
+        .collect();
+    for batch in doomed.chunks(api::MAX_TXN_OPS) {
+        let ops: Vec<TxnOp> = batch.iter().map(|e| TxnOp::delete(&e.key)).collect();
+        if let Err(rollback) = inner.api.txn("delete_tree", &ops).await? {
+            return Err(Error::Backend(
+                format!("Consul rolled back delete_tree: {}", rollback.what).into(),
+            ));
+        }
+        removed += batch.iter().filter(|e| !expired(e.flags, now)).count() as u64;
+    }
+    Ok(removed)
+}

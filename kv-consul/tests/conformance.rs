@@ -1,0 +1,48 @@
+//! The whole conformance suite against a real Consul agent, started by the harness (or
+//! `KV_TEST_CONSUL_URL`); each case under its own random root.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use conformance::servers::{ConsulProcess, Provision, provision};
+use kv_consul::ConsulStore;
+use kv_core::{Result, Store};
+
+struct Consul;
+
+impl Consul {
+    fn server_url() -> String {
+        match provision(&ConsulProcess) {
+            Provision::Ready(server) => server.url.clone(),
+            Provision::Skipped(message) => panic!("{message}"),
+        }
+    }
+}
+
+#[async_trait]
+impl conformance::Backend for Consul {
+    fn name(&self) -> &str {
+        "consul"
+    }
+
+    fn skipped(&self) -> Option<String> {
+        match provision(&ConsulProcess) {
+            Provision::Skipped(message) => Some(message),
+            Provision::Ready(_) => None,
+        }
+    }
+
+    async fn namespace(&self) -> Result<String> {
+        Ok(format!(
+            "{}/{}",
+            Consul::server_url(),
+            conformance::random_name()
+        ))
+    }
+
+    async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
+        Ok(Arc::new(ConsulStore::open(namespace).await?))
+    }
+}
+
+conformance::conformance_tests!(Consul);
