@@ -352,13 +352,20 @@ impl Launcher for ConsulProcess {
     }
 
     fn start(&self) -> Result<Server, String> {
+        self.start_with("")
+    }
+}
+
+impl ConsulProcess {
+    /// Starts an agent with extra HCL configuration (e.g. an `acl { ... }` block).
+    pub fn start_with(&self, extra_hcl: &str) -> Result<Server, String> {
         let binary = find_binary(
             "consul",
             "scripts/fetch-consul (Debian bullseye's consul 1.8.7)",
         )?;
         let dir = server_dir("consul")?;
         let (http, lan, wan, server) = (free_port()?, free_port()?, free_port()?, free_port()?);
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "agent",
             "-dev",
             "-client",
@@ -385,6 +392,9 @@ impl Launcher for ConsulProcess {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !extra_hcl.is_empty() {
+            args.extend(["-hcl".to_owned(), extra_hcl.to_owned()]);
+        }
         let lifeline = spawn_tied(&binary, &args, &dir)?;
         wait_ready("consul", &dir, Duration::from_secs(60), || {
             probe(http, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")

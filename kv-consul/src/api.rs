@@ -434,10 +434,10 @@ impl Api {
         let text = response.text().await.unwrap_or_default();
         if status.is_success() {
             // A server without a minimum: destroy what was just made.
-            if let Ok(created) = serde_json::from_str::<serde_json::Value>(&text) {
-                if let Some(id) = created.get("ID").and_then(|v| v.as_str()) {
-                    self.destroy_session(id).await?;
-                }
+            if let Ok(created) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(id) = created.get("ID").and_then(|v| v.as_str())
+            {
+                self.destroy_session(id).await?;
             }
             return Ok(Some(Duration::from_millis(1)));
         }

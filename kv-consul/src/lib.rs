@@ -224,13 +224,13 @@ impl Inner {
     ) -> Result<u64> {
         self.capabilities.check_value(value.len())?;
         let ttl = ttl.map(|t| self.capabilities.check_ttl(t)).transpose()?;
-        if let Some(ttl) = ttl {
-            if self.session_ttl(ttl) > MAX_SESSION_TTL {
-                return Err(Error::invalid_argument(format!(
-                    "TTL {ttl:?} is above Consul's maximum of {:?}",
-                    MAX_SESSION_TTL * 2
-                )));
-            }
+        if let Some(ttl) = ttl
+            && self.session_ttl(ttl) > MAX_SESSION_TTL
+        {
+            return Err(Error::invalid_argument(format!(
+                "TTL {ttl:?} is above Consul's maximum of {:?}",
+                MAX_SESSION_TTL * 2
+            )));
         }
         if precondition == Some(Precondition::Version(0)) {
             return Err(Error::conflict(key, "no key has version 0"));
@@ -493,7 +493,7 @@ impl Store for ConsulStore {
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
         let key = self.inner.key(key)?;
-        lock::ConsulLock::new(
+        lock::ConsulLock::boxed(
             self.inner.clone(),
             Key::from_normalized(key),
             options.scope == LockScope::Subtree,

@@ -54,18 +54,18 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if !self.ended.load(Ordering::Acquire) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let (api, id) = (self.inner.api.clone(), self.id.clone());
-                runtime.spawn(async move { api.destroy_session(&id).await });
-            }
+        if !self.ended.load(Ordering::Acquire)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (api, id) = (self.inner.api.clone(), self.id.clone());
+            runtime.spawn(async move { api.destroy_session(&id).await });
         }
     }
 }
 
 impl ConsulLock {
     /// A lock handle; fails if the key is too deep for one Consul transaction.
-    pub fn new(
+    pub fn boxed(
         inner: Arc<Inner>,
         key: Key,
         subtree: bool,

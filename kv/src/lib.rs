@@ -31,7 +31,7 @@
 //! | `sled:///path`, `sled://./path` | `sled` | embedded, persistent |
 //! | `etcd://host:2379[,host...][/root]` | `etcd` | etcd v3 (3.4+) |
 //! | `redis://[user:pass@]host:6379[/db][?root=...]` | `redis` | Redis 6.2+ |
-//! | `consul://`, `consuls://` | `consul` | Consul (planned) |
+//! | `consul://host:8500[/root][?token=...]`, `consuls://` | `consul` | Consul 1.8+ |
 //! | `zookeeper://` | `zookeeper` | ZooKeeper (planned) |
 
 use std::sync::Arc;
@@ -49,6 +49,7 @@ const SCHEMES: &[(&str, &str)] = &[
     ("consul", "consul"),
     ("consuls", "consul"),
     ("zookeeper", "zookeeper"),
+    ("zookeepers", "zookeeper"),
 ];
 
 /// Opens the store a URL names, with the backend its scheme selects.
@@ -61,28 +62,30 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 
 /// Opens the store of a parsed URL; see [`open`].
 pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
-    match url.scheme.as_str() {
+    let scheme = url.scheme.as_str();
+    let backend = SCHEMES.iter().find(|(s, _)| *s == scheme).map(|(_, b)| *b);
+    match backend {
         #[cfg(feature = "memory")]
-        "memory" => Ok(Arc::new(kv_memory::MemoryStore::from_url(url)?)),
+        Some("memory") => Ok(Arc::new(kv_memory::MemoryStore::from_url(url)?)),
         #[cfg(feature = "sled")]
-        "sled" => Ok(Arc::new(kv_sled::SledStore::from_url(url)?)),
+        Some("sled") => Ok(Arc::new(kv_sled::SledStore::from_url(url)?)),
         #[cfg(feature = "etcd")]
-        "etcd" => Ok(Arc::new(kv_etcd::EtcdStore::from_url(url).await?)),
+        Some("etcd") => Ok(Arc::new(kv_etcd::EtcdStore::from_url(url).await?)),
         #[cfg(feature = "redis")]
-        "redis" => Ok(Arc::new(kv_redis::RedisStore::from_url(url).await?)),
-        scheme => Err(match SCHEMES.iter().find(|(s, _)| *s == scheme) {
-            Some((_, feature)) => Error::invalid_url(format!(
-                "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate"
-            )),
-            None => Error::invalid_url(format!(
-                "unknown scheme {scheme}://; known schemes: {}",
-                SCHEMES
-                    .iter()
-                    .map(|(s, _)| *s)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        }),
+        Some("redis") => Ok(Arc::new(kv_redis::RedisStore::from_url(url).await?)),
+        #[cfg(feature = "consul")]
+        Some("consul") => Ok(Arc::new(kv_consul::ConsulStore::from_url(url).await?)),
+        Some(feature) => Err(Error::invalid_url(format!(
+            "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate"
+        ))),
+        None => Err(Error::invalid_url(format!(
+            "unknown scheme {scheme}://; known schemes: {}",
+            SCHEMES
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 
@@ -97,6 +100,8 @@ pub fn compiled_schemes() -> Vec<&'static str> {
         "etcd",
         #[cfg(feature = "redis")]
         "redis",
+        #[cfg(feature = "consul")]
+        "consul",
     ];
     compiled.to_vec()
 }
@@ -107,8 +112,10 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_and_missing_backends_say_what_to_do() {
-        let err = open("consul://127.0.0.1:8500").await.unwrap_err();
-        assert!(err.to_string().contains("`consul` feature"), "{err}");
+        if !cfg!(feature = "consul") {
+            let err = open("consul://127.0.0.1:8500").await.unwrap_err();
+            assert!(err.to_string().contains("`consul` feature"), "{err}");
+        }
         let err = open("ftp://x").await.unwrap_err();
         assert!(err.to_string().contains("unknown scheme ftp://"), "{err}");
         let err = open("not a url").await.unwrap_err();
