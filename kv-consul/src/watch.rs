@@ -6,36 +6,27 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use kv_core::{
-    Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream,
+    Error, Key, Observed, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, WatchView,
     resume_watch, watch_channel,
 };
 
 use crate::Inner;
-use crate::api::Entry;
+use crate::api::{Entry, Read};
 use crate::layout::{expired, now_ms};
 
 /// Longest wait of one blocking query.
 const BLOCK: Duration = Duration::from_secs(30);
 
-/// What a watch last saw of one key.
-struct Seen {
-    value: Bytes,
-    version: u64,
-    /// Expiry time in Unix milliseconds, 0 for none.
-    expires: u64,
-}
-
-/// The state of one watch: what it covers and what it has seen.
+/// The state of one watch: what it covers and what it has delivered.
 struct Watcher {
     inner: Arc<Inner>,
     /// The raw Consul key or prefix to query.
     raw: String,
     recurse: bool,
     /// The kv key or prefix the events must fall under.
-    prefix: String,
-    seen: BTreeMap<Key, Seen>,
+    target: String,
+    view: WatchView,
     index: u64,
 }
 
@@ -56,57 +47,57 @@ pub(crate) async fn start(
         inner,
         raw,
         recurse,
-        prefix: target.to_owned(),
-        seen: BTreeMap::new(),
+        target: target.to_owned(),
+        view: WatchView::default(),
         index: 0,
     };
-    let read = watcher
-        .inner
-        .api
-        .read("watch", &watcher.raw, recurse, None)
-        .await?;
-    let initial = watcher.apply(read.entries, read.index);
+    let read = watcher.read(None).await?;
+    let mut initial = watcher.apply(read);
+    initial.sort_by(|a, b| a.key.cmp(&b.key));
     let (sender, stream) = watch_channel(initial, options.buffer);
     tokio::spawn(watcher.run(sender));
     Ok(stream)
 }
 
 impl Watcher {
+    async fn read(&self, wait: Option<(u64, Duration)>) -> Result<Read<Vec<Entry>>> {
+        self.inner
+            .api
+            .read("watch", &self.raw, self.recurse, wait)
+            .await
+    }
+
     /// Follows the key or prefix until the consumer leaves, the store closes or Consul is lost.
     async fn run(mut self, mut sender: WatchSender) {
         loop {
             let now = now_ms();
-            let events = self.expire(now);
-            if !send_all(&mut sender, events) {
+            let expired = self.view.expire(now, self.index);
+            if !send_all(&mut sender, expired) {
                 return;
             }
             let wait = self
+                .view
                 .next_expiry()
                 .map_or(BLOCK, |at| Duration::from_millis(at.saturating_sub(now)))
                 .clamp(Duration::from_millis(1), BLOCK);
             let read = tokio::select! {
                 _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),
                 _ = sender.closed() => return,
-                read = self.inner.api.read("watch", &self.raw, self.recurse, Some((self.index, wait))) => read,
+                read = self.read(Some((self.index, wait))) => read,
             };
             let read = match read {
                 Ok(read) => read,
                 Err(error) if error.is_retryable() => {
-                    let (inner, raw, recurse) =
-                        (self.inner.clone(), self.raw.clone(), self.recurse);
-                    let resumed =
-                        resume_watch(&sender, &inner.closed, inner.api.timeout * 3, || {
-                            inner.api.read("watch", &raw, recurse, None)
-                        })
-                        .await;
-                    match resumed {
+                    let patience = self.inner.api.timeout * 3;
+                    let closed = self.inner.closed.clone();
+                    match resume_watch(&sender, &closed, patience, || self.read(None)).await {
                         Ok(read) => read,
                         Err(error) => return sender.fail(error),
                     }
                 }
                 Err(error) => return sender.fail(error),
             };
-            let events = self.apply(read.entries, read.index);
+            let events = self.apply(read);
             if !send_all(&mut sender, events) {
                 return;
             }
@@ -115,97 +106,31 @@ impl Watcher {
 
     /// Takes in a new answer; returns the events that turn the last answer into this one,
     /// in version order.
-    fn apply(&mut self, entries: Vec<Entry>, index: u64) -> Vec<WatchEvent> {
+    fn apply(&mut self, read: Read<Vec<Entry>>) -> Vec<WatchEvent> {
         // Consul's index may go backwards (a restored snapshot): start over from 0 then.
-        let index = if index < self.index { 0 } else { index };
-        self.index = index;
+        self.index = if read.index < self.index { 0 } else { read.index };
         let now = now_ms();
         let mut current = BTreeMap::new();
-        for entry in entries {
+        for entry in read.entries {
             if expired(entry.flags, now) {
                 continue;
             }
-            let key = if self.recurse {
-                self.inner.layout.kv_key(&entry.key, &self.prefix)
-            } else {
-                self.inner
-                    .layout
-                    .kv_key(&entry.key, &self.prefix)
-                    .filter(|k| *k == self.prefix)
+            let Some(key) = self.inner.layout.kv_key(&entry.key, &self.target) else {
+                continue;
             };
-            if let Some(key) = key {
-                current.insert(
-                    Key::from_normalized(key),
-                    Seen {
-                        value: entry.value,
-                        version: entry.modify_index,
-                        expires: entry.flags,
-                    },
-                );
+            if !self.recurse && key != self.target {
+                continue;
             }
+            current.insert(
+                Key::from_normalized(key),
+                Observed {
+                    value: entry.value,
+                    version: entry.modify_index,
+                    expires_ms: (entry.flags != 0).then_some(entry.flags),
+                },
+            );
         }
-        let mut events = Vec::new();
-        for (key, seen) in &current {
-            if self
-                .seen
-                .get(key)
-                .is_none_or(|old| old.version != seen.version)
-            {
-                events.push(event(
-                    EventKind::Put,
-                    key.clone(),
-                    seen.value.clone(),
-                    seen.version,
-                ));
-            }
-        }
-        for (key, old) in &self.seen {
-            if !current.contains_key(key) {
-                let version = index.max(old.version + 1);
-                events.push(event(EventKind::Delete, key.clone(), Bytes::new(), version));
-            }
-        }
-        events.sort_by_key(|e| e.version);
-        self.seen = current;
-        events
-    }
-
-    /// Delete events for the keys whose TTL has passed by `now`.
-    fn expire(&mut self, now: u64) -> Vec<WatchEvent> {
-        let gone: Vec<Key> = self
-            .seen
-            .iter()
-            .filter(|(_, s)| expired(s.expires, now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut events: Vec<WatchEvent> = gone
-            .into_iter()
-            .filter_map(|key| {
-                let old = self.seen.remove(&key)?;
-                let version = self.index.max(old.version + 1);
-                Some(event(EventKind::Delete, key, Bytes::new(), version))
-            })
-            .collect();
-        events.sort_by_key(|e| e.version);
-        events
-    }
-
-    /// The earliest expiry among the keys in view.
-    fn next_expiry(&self) -> Option<u64> {
-        self.seen
-            .values()
-            .filter(|s| s.expires != 0)
-            .map(|s| s.expires)
-            .min()
-    }
-}
-
-fn event(kind: EventKind, key: Key, value: Bytes, version: u64) -> WatchEvent {
-    WatchEvent {
-        kind,
-        key,
-        value,
-        version,
+        self.view.replace_all(current, self.index)
     }
 }
 

@@ -22,6 +22,7 @@ mod store;
 mod types;
 mod url;
 mod watch_channel;
+mod watch_view;
 
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
@@ -37,3 +38,4 @@ pub use types::{
 };
 pub use url::{HostPort, Secret, StoreUrl, TlsFiles};
 pub use watch_channel::{WatchSender, resume_watch, watch_channel};
+pub use watch_view::{Observed, WatchView};

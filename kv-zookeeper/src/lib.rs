@@ -1,0 +1,589 @@
+//! The ZooKeeper backend of **kv** (ZooKeeper 3.6+ with `extendedTypesEnabled=true` for TTL
+//! nodes), on the async `zookeeper-client` crate.
+//!
+//! - URL: `zookeeper://[user:password@]host:2181[,host:2181...][/base][?session_timeout=10s&
+//!   timeout=5s]`. The base path defaults to `/kv` (never the root: `/zookeeper` is ZooKeeper's
+//!   own). With a user and password the client authenticates with the `digest` scheme and
+//!   creates every node readable and writable only by that identity.
+//! - Each key is a directory node holding its value in a child node `=` (layout in the
+//!   `layout` module): implicit parents are never keys, a key keeps its children when its value
+//!   is deleted, and each value can be a TTL node of its own.
+//! - Versions are the value node's `mzxid`: store-wide and increasing. CAS checks them and
+//!   writes with ZooKeeper's conditional `setData` or a `multi`.
+//! - Listing walks the tree one level per round trip with batched multi-reads (never a read per
+//!   key); `delete_tree` removes the subtree with one `multi`.
+//! - Watches are persistent (recursive) watches; each event re-reads the node, so versions in
+//!   between may be coalesced. After a reconnect the watch re-reads everything it covers and
+//!   reports the differences; if the session expires it ends with an error.
+//! - Locks follow the ephemeral-sequential recipe in one lock directory, each holder on a
+//!   ZooKeeper session of its own whose timeout is the lock's TTL.
+
+mod layout;
+mod lock;
+mod tree;
+mod watch;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kv_core::{
+    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport,
+    WatchOptions, WatchStream,
+};
+use zookeeper_client as zk;
+
+use crate::layout::{Layout, Stored, now_ms};
+
+/// Default timeout of every call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default session timeout of the store's connection.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest value: ZooKeeper's default `jute.maxbuffer` is 1 MiB for a whole request, path
+/// included. Lower it with `max_value_bytes=N` for servers with a smaller buffer.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024 - 8 * 1024 - layout::OVERHEAD;
+/// The base path when the URL names none.
+pub const DEFAULT_BASE: &str = "/kv";
+/// Longest TTL a ZooKeeper TTL node can carry (five bytes of milliseconds).
+const MAX_TTL_MS: u128 = 0xFF_FFFF_FFFF;
+
+/// A handle on a ZooKeeper ensemble. Cheap to share as `Arc<dyn Store>`.
+pub struct ZooKeeperStore {
+    inner: Arc<Inner>,
+}
+
+/// How to open a ZooKeeper session (for the store, and for each lock holder).
+pub(crate) struct Connection {
+    cluster: String,
+    auth: Option<(String, Secret)>,
+    timeout: Duration,
+}
+
+/// What the store, its watches and locks share.
+pub(crate) struct Inner {
+    connection: Connection,
+    session_timeout: Duration,
+    /// The store's session; replaced by a new one if ZooKeeper expires it.
+    client: Mutex<zk::Client>,
+    pub layout: Layout,
+    pub capabilities: Capabilities,
+    pub closed: HandleState,
+    pub timeout: Duration,
+    /// Lock nodes held through this handle (path → holder session and `lost`), freed on close.
+    pub held: Mutex<HashMap<String, (zk::Client, CancellationToken)>>,
+    shown: String,
+}
+
+impl Connection {
+    /// Opens a session with this timeout; fails within the call timeout if no server answers.
+    pub async fn connect(&self, session_timeout: Duration) -> Result<zk::Client> {
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(session_timeout)
+            .with_connection_timeout(self.timeout)
+            .with_fail_eagerly();
+        if let Some((user, password)) = &self.auth {
+            let credentials = format!("{user}:{}", password.expose());
+            connector = connector.with_auth("digest", credentials.as_bytes());
+        }
+        timed("connect", self.timeout * 2, connector.connect(&self.cluster)).await
+    }
+
+    /// The ACL of every node this store creates.
+    pub fn acls(&self) -> zk::Acls<'static> {
+        if self.auth.is_some() {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
+        }
+    }
+}
+
+impl ZooKeeperStore {
+    /// Connects to the ensemble a `zookeeper://` URL names.
+    pub async fn open(url: &str) -> Result<ZooKeeperStore> {
+        Self::from_url(&StoreUrl::parse(url)?).await
+    }
+
+    /// Connects to the ensemble of a parsed URL.
+    pub async fn from_url(url: &StoreUrl) -> Result<ZooKeeperStore> {
+        if url.scheme != "zookeeper" {
+            return Err(Error::invalid_url(format!(
+                "kv-zookeeper opens zookeeper:// URLs, not {}://",
+                url.scheme
+            )));
+        }
+        url.check_options(&["timeout", "session_timeout", "max_value_bytes"])?;
+        if url.hosts.is_empty() {
+            return Err(Error::invalid_url(
+                "zookeeper:// needs at least one server: zookeeper://host:2181[,host:2181][/base]",
+            ));
+        }
+        let base = match url.root()?.as_str() {
+            "" => DEFAULT_BASE.to_owned(),
+            root => format!("/{root}"),
+        };
+        if base == "/zookeeper" || base.starts_with("/zookeeper/") {
+            return Err(Error::invalid_url(
+                "the base path must not be inside /zookeeper, ZooKeeper's own tree",
+            ));
+        }
+        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
+        let session_timeout = url
+            .duration_option("session_timeout")?
+            .unwrap_or(DEFAULT_SESSION_TIMEOUT);
+        let max_value_bytes = url
+            .parse_option("max_value_bytes")?
+            .unwrap_or(MAX_VALUE_BYTES);
+        let auth = match (&url.username, &url.password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(Error::invalid_url(
+                    "digest authentication needs both a user and a password: zookeeper://user:password@host",
+                ));
+            }
+        };
+        let cluster = url
+            .hosts
+            .iter()
+            .map(|h| h.address(2181))
+            .collect::<Vec<_>>()
+            .join(",");
+        let connection = Connection {
+            cluster,
+            auth,
+            timeout,
+        };
+        let client = connection.connect(session_timeout).await?;
+        let layout = Layout::new(&base);
+        // Create the base, then read it: a wrong identity fails here, not at the first call.
+        let options = zk::CreateMode::Persistent.with_acls(connection.acls());
+        timed("open", timeout, client.mkdir(&base, &options)).await?;
+        timed("open", timeout, client.get_children(&base)).await?;
+        let mut capabilities = Capabilities::full("zookeeper", max_value_bytes);
+        capabilities.watch_history = false;
+        capabilities.watch_coalesces = true;
+        capabilities.ttl = Some(TtlSupport {
+            min: Duration::from_millis(1),
+            granularity: Duration::from_millis(1),
+        });
+        Ok(ZooKeeperStore {
+            inner: Arc::new(Inner {
+                connection,
+                session_timeout,
+                client: Mutex::new(client),
+                layout,
+                capabilities,
+                closed: HandleState::default(),
+                timeout,
+                held: Mutex::new(HashMap::new()),
+                shown: url.to_string(),
+            }),
+        })
+    }
+}
+
+/// Runs a ZooKeeper call with a timeout, mapping its errors.
+pub(crate) async fn timed<T>(
+    operation: &'static str,
+    after: Duration,
+    call: impl Future<Output = std::result::Result<T, zk::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(after, call).await {
+        Ok(result) => result.map_err(|e| map_error(operation, e)),
+        Err(_) => Err(Error::Timeout { operation, after }),
+    }
+}
+
+/// kv's error for a ZooKeeper error the caller did not handle itself.
+pub(crate) fn map_error(operation: &'static str, error: zk::Error) -> Error {
+    match error {
+        zk::Error::NoAuth | zk::Error::AuthFailed => Error::Auth {
+            message: format!("ZooKeeper refused to {operation}: {error}"),
+        },
+        zk::Error::ConnectionLoss
+        | zk::Error::NoHosts
+        | zk::Error::SessionExpired
+        | zk::Error::ClientClosed
+        | zk::Error::Throttled
+        | zk::Error::Timeout => Error::unavailable(
+            format!("cannot reach ZooKeeper to {operation}: {error}; check that the ensemble runs"),
+            Some(Box::new(error)),
+        ),
+        other => Error::Backend(Box::new(other)),
+    }
+}
+
+impl Inner {
+    /// The store's session, replaced first if ZooKeeper has expired it.
+    pub async fn client(&self) -> Result<zk::Client> {
+        self.closed.check_open()?;
+        let current = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !current.state().is_terminated() {
+            return Ok(current);
+        }
+        let fresh = self.connection.connect(self.session_timeout).await?;
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Runs a call with the store's timeout.
+    pub async fn call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = std::result::Result<T, zk::Error>>,
+    ) -> Result<T> {
+        timed(operation, self.timeout, call).await
+    }
+
+    /// The checks every call on a key makes first.
+    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
+        self.closed.key(key)
+    }
+
+    /// Options for a value node: persistent, or a TTL node.
+    fn value_options(&self, ttl: Option<Duration>) -> zk::CreateOptions<'static> {
+        let options = zk::CreateMode::Persistent.with_acls(self.connection.acls());
+        match ttl {
+            Some(ttl) => options.with_ttl(ttl),
+            None => options,
+        }
+    }
+
+    /// Creates the directory nodes (containers) down to `dir`.
+    async fn make_dirs(&self, client: &zk::Client, dir: &str) -> Result<()> {
+        let options = zk::CreateMode::Container.with_acls(self.connection.acls());
+        self.call("create parents", client.mkdir(dir, &options))
+            .await
+    }
+
+    /// Removes the directories from `dir` up (not the base) while they are empty, so that an
+    /// emptied directory does not linger until ZooKeeper's container reaper runs.
+    async fn prune(&self, client: &zk::Client, mut dir: String) {
+        while dir.len() > self.layout.base().len() {
+            if self.call("prune", client.delete(&dir, None)).await.is_err() {
+                return;
+            }
+            match dir.rfind('/') {
+                Some(at) => dir.truncate(at),
+                None => return,
+            }
+        }
+    }
+
+    /// Reads a value node: its decoded value and stat, `None` if it does not exist.
+    pub async fn read_value(
+        &self,
+        client: &zk::Client,
+        path: &str,
+    ) -> Result<Option<(Stored, zk::Stat)>> {
+        match timed_raw(self.timeout, client.get_data(path)).await? {
+            Ok((data, stat)) => Ok(Some((Stored::decode(data), stat))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(error) => Err(map_error("get", error)),
+        }
+    }
+
+    /// Replaces a value node (of data version `version`, or any) with a new node in one
+    /// `multi`, so that its type (permanent or TTL) can change; the new version, or `None` if
+    /// the node changed or vanished first.
+    async fn replace(
+        &self,
+        client: &zk::Client,
+        path: &str,
+        version: Option<i32>,
+        data: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>> {
+        let mut multi = client.new_multi_writer();
+        let options = self.value_options(ttl);
+        multi
+            .add_delete(path, version)
+            .and_then(|()| multi.add_create(path, data, &options))
+            .map_err(|e| map_error("put", e))?;
+        let committed = timed_raw(self.timeout, multi.commit()).await?;
+        let results = match committed.map_err(zk::Error::from) {
+            Ok(results) => results,
+            Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => {
+                return Ok(None);
+            }
+            Err(error) => return Err(map_error("put", error)),
+        };
+        let created = results.into_iter().find_map(|r| match r {
+            zk::MultiWriteResult::Create { stat, .. } if !stat.is_invalid() => Some(stat.mzxid),
+            _ => None,
+        });
+        match created {
+            Some(mzxid) => Ok(Some(version_of(mzxid))),
+            // Some servers answer a create inside a multi without its stat.
+            None => Ok(self
+                .call("put", client.check_stat(path))
+                .await?
+                .map(|s| version_of(s.mzxid))),
+        }
+    }
+
+    /// Writes a value if `precondition` holds; returns the new version.
+    async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        self.capabilities.check_value(value.len())?;
+        let ttl = ttl.map(|t| self.capabilities.check_ttl(t)).transpose()?;
+        if ttl.is_some_and(|t| t.as_millis() > MAX_TTL_MS) {
+            return Err(Error::invalid_argument(format!(
+                "ZooKeeper TTLs are at most {MAX_TTL_MS} ms"
+            )));
+        }
+        let client = self.client().await?;
+        let path = self.layout.value(key);
+        let expires_ms = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
+        let data = Stored::encode(value, expires_ms);
+        let conflict = |reason: String| Error::conflict(key, reason);
+        for _ in 0..16 {
+            match precondition {
+                Some(Precondition::Version(expected)) => {
+                    let stat = match self.read_value(&client, &path).await? {
+                        Some((stored, stat)) if !stored.expired(now_ms()) => stat,
+                        _ => return Err(conflict("the key does not exist".into())),
+                    };
+                    if version_of(stat.mzxid) != expected {
+                        return Err(conflict(format!(
+                            "expected version {expected}, found {}",
+                            version_of(stat.mzxid)
+                        )));
+                    }
+                    return self
+                        .replace(&client, &path, Some(stat.version), &data, ttl)
+                        .await?
+                        .ok_or_else(|| conflict("the key changed".into()));
+                }
+                None => {
+                    if let Some(version) = self.replace(&client, &path, None, &data, ttl).await? {
+                        return Ok(version);
+                    }
+                }
+                Some(Precondition::MustNotExist) => {}
+            }
+            let options = self.value_options(ttl);
+            match timed_raw(self.timeout, client.create(&path, &data, &options)).await? {
+                Ok((stat, _)) => return Ok(version_of(stat.mzxid)),
+                Err(zk::Error::NoNode) => {
+                    self.make_dirs(&client, &self.layout.dir(key)).await?;
+                }
+                Err(zk::Error::NodeExists) if precondition.is_none() => {}
+                Err(zk::Error::NodeExists) => {
+                    // MustNotExist: a value past its TTL that ZooKeeper has not reaped yet
+                    // counts as absent.
+                    let Some((stored, stat)) = self.read_value(&client, &path).await? else {
+                        continue;
+                    };
+                    if !stored.expired(now_ms()) {
+                        return Err(conflict("the key exists".into()));
+                    }
+                    if let Some(version) = self
+                        .replace(&client, &path, Some(stat.version), &data, ttl)
+                        .await?
+                    {
+                        return Ok(version);
+                    }
+                }
+                Err(error) => return Err(map_error("put", error)),
+            }
+        }
+        Err(Error::unavailable(
+            format!("the write of {key} kept racing with other writers; try again"),
+            None,
+        ))
+    }
+}
+
+/// Runs a call with a timeout, leaving its ZooKeeper error to the caller.
+pub(crate) async fn timed_raw<T, E>(
+    after: Duration,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> Result<std::result::Result<T, E>> {
+    tokio::time::timeout(after, call)
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "put",
+            after,
+        })
+}
+
+/// A zxid as a kv version.
+pub(crate) fn version_of(zxid: i64) -> u64 {
+    u64::try_from(zxid).unwrap_or(0)
+}
+
+impl fmt::Debug for ZooKeeperStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZooKeeperStore")
+            .field("url", &self.inner.shown)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Store for ZooKeeperStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.capabilities
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        let key = self.inner.key(key)?;
+        self.inner.write(key, value, None, options.ttl).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        let key = self.inner.key(key)?;
+        let client = self.inner.client().await?;
+        let path = self.inner.layout.value(key);
+        match self.inner.read_value(&client, &path).await? {
+            Some((stored, stat)) if !stored.expired(now_ms()) => Ok(Some(KvPair {
+                key: Key::from_normalized(key),
+                value: stored.value,
+                version: version_of(stat.mzxid),
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.inner.key(key)?;
+        let client = self.inner.client().await?;
+        let path = self.inner.layout.value(key);
+        loop {
+            let Some((stored, stat)) = self.inner.read_value(&client, &path).await? else {
+                return Ok(false);
+            };
+            match timed_raw(self.inner.timeout, client.delete(&path, Some(stat.version))).await? {
+                Ok(()) => {
+                    self.inner.prune(&client, self.inner.layout.dir(key)).await;
+                    return Ok(!stored.expired(now_ms()));
+                }
+                Err(zk::Error::BadVersion) => continue,
+                Err(zk::Error::NoNode) => return Ok(false),
+                Err(error) => return Err(map_error("delete", error)),
+            }
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let key = self.inner.key(key)?;
+        let client = self.inner.client().await?;
+        let path = self.inner.layout.value(key);
+        let read = self.inner.read_value(&client, &path).await?;
+        Ok(read.is_some_and(|(stored, _)| !stored.expired(now_ms())))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        let prefix = self.inner.closed.prefix(prefix)?;
+        let client = self.inner.client().await?;
+        let walk = tree::walk(&self.inner, &client, prefix).await?;
+        Ok(walk.pairs())
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+        let prefix = self.inner.closed.prefix(prefix)?;
+        let client = self.inner.client().await?;
+        tree::children(&self.inner, &client, prefix).await
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        let prefix = self.inner.closed.prefix(prefix)?;
+        let client = self.inner.client().await?;
+        tree::delete(&self.inner, &client, prefix).await
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64> {
+        let key = self.inner.key(key)?;
+        self.inner
+            .write(key, value, Some(precondition), options.ttl)
+            .await
+    }
+
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+        let key = self.inner.key(key)?;
+        let client = self.inner.client().await?;
+        let path = self.inner.layout.value(key);
+        let stat = match self.inner.read_value(&client, &path).await? {
+            Some((stored, stat))
+                if !stored.expired(now_ms()) && version_of(stat.mzxid) == version =>
+            {
+                stat
+            }
+            Some((_, stat)) => {
+                return Err(Error::conflict(
+                    key,
+                    format!(
+                        "expected version {version}, found {}",
+                        version_of(stat.mzxid)
+                    ),
+                ));
+            }
+            None => return Err(Error::conflict(key, "the key does not exist")),
+        };
+        match timed_raw(self.inner.timeout, client.delete(&path, Some(stat.version))).await? {
+            Ok(()) => {
+                self.inner.prune(&client, self.inner.layout.dir(key)).await;
+                Ok(())
+            }
+            Err(zk::Error::BadVersion | zk::Error::NoNode) => {
+                Err(Error::conflict(key, "the key changed"))
+            }
+            Err(error) => Err(map_error("atomic_delete", error)),
+        }
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let key = self.inner.key(key)?;
+        watch::start(self.inner.clone(), key, false, options).await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        let prefix = self.inner.closed.prefix(prefix)?;
+        watch::start(self.inner.clone(), prefix, true, options).await
+    }
+
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+        let key = self.inner.key(key)?;
+        lock::ZooKeeperLock::boxed(
+            self.inner.clone(),
+            Key::from_normalized(key),
+            options.scope == LockScope::Subtree,
+            options,
+        )
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.is_cancelled() {
+            return Ok(());
+        }
+        self.inner.closed.cancel();
+        let held: Vec<(String, (zk::Client, CancellationToken))> = self
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for (path, (client, lost)) in held {
+            lost.cancel();
+            let _ = timed("unlock", self.inner.timeout, client.delete(&path, None)).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! Locks: the ephemeral-sequential recipe, generalized to subtrees. Every holder and waiter
+//! of the store has one ephemeral sequential node in the lock directory, created on a session
+//! of its own whose timeout is the lock's TTL; a node holds its lock when no node with a lower
+//! sequence number conflicts with it (same key, or a subtree lock over the other's key), and
+//! waits for the nearest such node to go. Waiting is first come, first served. The fencing
+//! token is the node's creation zxid. `lost()` fires as soon as the holder's session is
+//! disconnected or ends: from then on ZooKeeper may expire it and let the next waiter in.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kv_core::{
+    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
+};
+use zookeeper_client as zk;
+
+use crate::layout::{Layout, LockNode};
+use crate::{Inner, map_error, timed, timed_raw, version_of};
+
+/// A lock on a key or subtree of a ZooKeeper store.
+pub(crate) struct ZooKeeperLock {
+    inner: Arc<Inner>,
+    key: Key,
+    subtree: bool,
+    options: LockOptions,
+}
+
+impl fmt::Debug for ZooKeeperLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZooKeeperLock")
+            .field("key", &self.key)
+            .field("subtree", &self.subtree)
+            .finish()
+    }
+}
+
+/// A node in the lock directory and the session that owns it. Dropping the last clone of the
+/// session's client closes the session, which removes the node.
+struct Contender {
+    client: zk::Client,
+    node: LockNode,
+    path: String,
+    fencing_token: u64,
+}
+
+impl ZooKeeperLock {
+    /// A lock handle.
+    pub fn boxed(
+        inner: Arc<Inner>,
+        key: Key,
+        subtree: bool,
+        options: LockOptions,
+    ) -> Result<Box<dyn Lock>> {
+        if options.ttl.is_zero() {
+            return Err(Error::invalid_argument("a lock TTL must be positive"));
+        }
+        Ok(Box::new(ZooKeeperLock {
+            inner,
+            key,
+            subtree,
+            options,
+        }))
+    }
+
+    /// Opens a session for this holder and queues its node.
+    async fn enter(&self) -> Result<Contender> {
+        self.inner.closed.check_open()?;
+        let client = self.inner.connection.connect(self.options.ttl).await?;
+        let dir = self.inner.layout.locks();
+        let acls = self.inner.connection.acls();
+        let persistent = zk::CreateMode::Persistent.with_acls(acls.clone());
+        let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(acls);
+        let prefix = format!(
+            "{dir}/{}",
+            Layout::lock_name(self.subtree, self.key.as_str())
+        );
+        let (stat, sequence) = loop {
+            match timed_raw(
+                self.inner.timeout,
+                client.create(&prefix, &self.options.value, &ephemeral),
+            )
+            .await?
+            {
+                Ok(created) => break created,
+                Err(zk::Error::NoNode) => {
+                    timed("lock", self.inner.timeout, client.mkdir(&dir, &persistent)).await?;
+                }
+                Err(error) => return Err(map_error("lock", error)),
+            }
+        };
+        let name = format!("{}{sequence}", Layout::lock_name(self.subtree, self.key.as_str()));
+        let node = Layout::parse_lock_name(&name)
+            .ok_or_else(|| Error::Backend(format!("unexpected lock node name {name}").into()))?;
+        Ok(Contender {
+            client,
+            path: format!("{dir}/{name}"),
+            node,
+            fencing_token: version_of(stat.czxid),
+        })
+    }
+
+    /// The nodes queued before `contender` that conflict with it, nearest last.
+    async fn blockers(&self, contender: &Contender) -> Result<Vec<LockNode>> {
+        let dir = self.inner.layout.locks();
+        let names = timed("lock", self.inner.timeout, contender.client.list_children(&dir)).await?;
+        let mut blockers: Vec<LockNode> = names
+            .iter()
+            .filter_map(|n| Layout::parse_lock_name(n))
+            .filter(|n| n.sequence < contender.node.sequence && n.conflicts_with(&contender.node))
+            .collect();
+        blockers.sort_by_key(|n| n.sequence);
+        Ok(blockers)
+    }
+
+    /// Turns a contender that holds the lock into a guard.
+    fn guard(&self, contender: Contender) -> LockGuard {
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(contender.path.clone(), (contender.client.clone(), lost.clone()));
+        tokio::spawn(watch_session(
+            contender.client.state_watcher(),
+            stop.clone(),
+            lost.clone(),
+        ));
+        let token = contender.fencing_token;
+        let contender = Arc::new(contender);
+        let (inner, watched) = (self.inner.clone(), lost.clone());
+        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
+            release(inner.clone(), contender.clone(), watched.clone())
+        });
+        LockGuard::new(self.key.clone(), token, lost, Box::new(handle))
+    }
+}
+
+#[async_trait]
+impl Lock for ZooKeeperLock {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+
+    async fn acquire(&self) -> Result<LockGuard> {
+        let contender = self.enter().await?;
+        loop {
+            let Some(nearest) = self.blockers(&contender).await?.pop() else {
+                return Ok(self.guard(contender));
+            };
+            let path = format!("{}/{}", self.inner.layout.locks(), nearest.name);
+            let (stat, gone) = timed(
+                "lock",
+                self.inner.timeout,
+                contender.client.check_and_watch_stat(&path),
+            )
+            .await?;
+            if stat.is_none() {
+                continue;
+            }
+            let mut session = contender.client.state_watcher();
+            tokio::select! {
+                _ = gone.changed() => {}
+                state = session.changed() => {
+                    if state.is_terminated() || state == zk::SessionState::Disconnected {
+                        return Err(Error::unavailable(
+                            format!("the lock's ZooKeeper session was lost while waiting ({state:?})"),
+                            None,
+                        ));
+                    }
+                }
+                _ = self.inner.closed.cancelled() => return Err(Error::Closed),
+            }
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        let contender = self.enter().await?;
+        if self.blockers(&contender).await?.is_empty() {
+            return Ok(Some(self.guard(contender)));
+        }
+        timed(
+            "unlock",
+            self.inner.timeout,
+            contender.client.delete(&contender.path, None),
+        )
+        .await?;
+        Ok(None)
+    }
+
+    async fn holder(&self) -> Result<Option<LockHolder>> {
+        let client = self.inner.client().await?;
+        let dir = self.inner.layout.locks();
+        let names = match timed_raw(self.inner.timeout, client.list_children(&dir)).await? {
+            Ok(names) => names,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(error) => return Err(map_error("lock holder", error)),
+        };
+        let mut nodes: Vec<LockNode> = names
+            .iter()
+            .filter_map(|n| Layout::parse_lock_name(n))
+            .collect();
+        nodes.sort_by_key(|n| n.sequence);
+        let holder = nodes.iter().find(|n| {
+            n.key == self.key.as_str()
+                && n.subtree == self.subtree
+                && !nodes
+                    .iter()
+                    .any(|o| o.sequence < n.sequence && o.conflicts_with(n))
+        });
+        let Some(holder) = holder else {
+            return Ok(None);
+        };
+        let path = format!("{dir}/{}", holder.name);
+        match timed_raw(self.inner.timeout, client.get_data(&path)).await? {
+            Ok((value, stat)) => Ok(Some(LockHolder {
+                value: Bytes::from(value),
+                fencing_token: version_of(stat.czxid),
+            })),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(error) => Err(map_error("lock holder", error)),
+        }
+    }
+}
+
+/// Fires `lost` when the holder's session is disconnected or ends.
+async fn watch_session(mut session: zk::StateWatcher, stop: CancellationToken, lost: CancellationToken) {
+    loop {
+        let state = tokio::select! {
+            _ = stop.cancelled() => return,
+            state = session.changed() => state,
+        };
+        if state.is_terminated() || state == zk::SessionState::Disconnected {
+            lost.cancel();
+            return;
+        }
+    }
+}
+
+/// Deletes the holder's node; `false` if the lock had been lost before.
+async fn release(inner: Arc<Inner>, contender: Arc<Contender>, lost: CancellationToken) -> Result<bool> {
+    inner
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&contender.path);
+    let was_lost = lost.is_cancelled();
+    let deleted = tokio::time::timeout(
+        inner.timeout.min(Duration::from_secs(5)),
+        contender.client.delete(&contender.path, None),
+    )
+    .await;
+    match deleted {
+        Ok(Ok(())) => Ok(!was_lost),
+        Ok(Err(zk::Error::NoNode | zk::Error::SessionExpired)) => Ok(false),
+        Ok(Err(_)) if was_lost => Ok(false),
+        Ok(Err(error)) => Err(map_error("unlock", error)),
+        Err(_) => Err(Error::Timeout {
+            operation: "unlock",
+            after: inner.timeout,
+        }),
+    }
+}

@@ -1,0 +1,220 @@
+//! Reading and removing subtrees: one level per round trip, each level's children and values
+//! read with batched multi-reads, never one request per key.
+
+use kv_core::{Child, Error, Key, KvPair, Result};
+use zookeeper_client as zk;
+
+use crate::layout::{Stored, VALUE, now_ms};
+use crate::{Inner, map_error, timed_raw, version_of};
+
+/// Reads per multi-read request: values can be large, and ZooKeeper refuses an answer beyond
+/// its `jute.maxbuffer`.
+const READ_BATCH: usize = 64;
+/// Deletes per multi-write request; a subtree within one is removed atomically.
+const DELETE_BATCH: usize = 2_000;
+
+/// A subtree as read: its directories (deepest last) and its value nodes.
+pub(crate) struct Walk {
+    /// Directory paths, parents before children.
+    pub dirs: Vec<String>,
+    /// Value nodes: path, stored value and stat.
+    pub values: Vec<(String, Stored, zk::Stat)>,
+    layout: crate::layout::Layout,
+}
+
+impl Walk {
+    /// The live pairs, sorted by key.
+    pub fn pairs(self) -> Vec<KvPair> {
+        let now = now_ms();
+        let mut pairs: Vec<KvPair> = self
+            .values
+            .into_iter()
+            .filter(|(_, stored, _)| !stored.expired(now))
+            .filter_map(|(path, stored, stat)| {
+                let key = self.layout.key_of_value(&path)?;
+                Some(KvPair {
+                    key: Key::from_normalized(&key),
+                    value: stored.value,
+                    version: version_of(stat.mzxid),
+                })
+            })
+            .collect();
+        pairs.sort_by(|a, b| a.key.cmp(&b.key));
+        pairs
+    }
+}
+
+/// Runs multi-reads in batches; one result per path, in order.
+async fn read_many(
+    inner: &Inner,
+    client: &zk::Client,
+    paths: &[String],
+    children: bool,
+) -> Result<Vec<zk::MultiReadResult>> {
+    let mut results = Vec::with_capacity(paths.len());
+    for batch in paths.chunks(READ_BATCH) {
+        let mut reader = client.new_multi_reader();
+        for path in batch {
+            let added = if children {
+                reader.add_get_children(path)
+            } else {
+                reader.add_get_data(path)
+            };
+            added.map_err(|e| map_error("list", e))?;
+        }
+        match timed_raw(inner.timeout, reader.commit()).await? {
+            Ok(batch_results) => results.extend(batch_results),
+            Err(error) => return Err(map_error("list", error)),
+        }
+    }
+    Ok(results)
+}
+
+/// Walks the subtree of `prefix`: every directory and value node below it (and its own).
+pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<Walk> {
+    let layout = &inner.layout;
+    let mut dirs = Vec::new();
+    let mut value_paths = Vec::new();
+    let mut level = vec![layout.dir(prefix)];
+    while !level.is_empty() {
+        let listed = read_many(inner, client, &level, true).await?;
+        let mut next = Vec::new();
+        for (dir, result) in level.into_iter().zip(listed) {
+            let children = match result {
+                zk::MultiReadResult::Children { children } => children,
+                zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                } => continue,
+                zk::MultiReadResult::Error { err } => return Err(map_error("list", err)),
+                _ => continue,
+            };
+            for child in children {
+                let path = format!("{dir}/{child}");
+                if child == VALUE {
+                    value_paths.push(path);
+                } else if layout.key_of_dir(&path).is_some() {
+                    next.push(path);
+                }
+            }
+            dirs.push(dir);
+        }
+        level = next;
+    }
+    let mut values = Vec::with_capacity(value_paths.len());
+    let read = read_many(inner, client, &value_paths, false).await?;
+    for (path, result) in value_paths.into_iter().zip(read) {
+        match result {
+            zk::MultiReadResult::Data { data, stat } => {
+                values.push((path, Stored::decode(data), stat));
+            }
+            zk::MultiReadResult::Error {
+                err: zk::Error::NoNode,
+            } => {}
+            zk::MultiReadResult::Error { err } => return Err(map_error("list", err)),
+            _ => {}
+        }
+    }
+    Ok(Walk {
+        dirs,
+        values,
+        layout: layout.clone(),
+    })
+}
+
+/// The direct children of `prefix`: two round trips (the directory, then all its children).
+pub(crate) async fn children(
+    inner: &Inner,
+    client: &zk::Client,
+    prefix: &str,
+) -> Result<Vec<Child>> {
+    let dir = inner.layout.dir(prefix);
+    let names = match timed_raw(inner.timeout, client.list_children(&dir)).await? {
+        Ok(names) => names,
+        Err(zk::Error::NoNode) => return Ok(Vec::new()),
+        Err(error) => return Err(map_error("list_children", error)),
+    };
+    let paths: Vec<String> = names
+        .iter()
+        .filter(|n| n.as_str() != VALUE)
+        .map(|n| format!("{dir}/{n}"))
+        .filter(|p| inner.layout.key_of_dir(p).is_some())
+        .collect();
+    let listed = read_many(inner, client, &paths, true).await?;
+    let mut children = Vec::new();
+    for (path, result) in paths.iter().zip(listed) {
+        let zk::MultiReadResult::Children { children: below } = result else {
+            continue;
+        };
+        let has_value = below.iter().any(|n| n == VALUE);
+        let has_children = below.iter().any(|n| n != VALUE);
+        // An emptied directory waiting for ZooKeeper's reaper is not a child.
+        if !has_value && !has_children {
+            continue;
+        }
+        if let Some(key) = inner.layout.key_of_dir(path) {
+            children.push(Child {
+                key: Key::from_normalized(&key),
+                has_value,
+                has_children,
+            });
+        }
+    }
+    children.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(children)
+}
+
+/// Removes the subtree of `prefix` (the base itself stays) and returns how many live keys it
+/// held. One `multi` when it fits, so no reader sees half of it; retried if the subtree
+/// changes between the walk and the removal.
+pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<u64> {
+    for _ in 0..8 {
+        let walk = walk(inner, client, prefix).await?;
+        let now = now_ms();
+        let live = walk
+            .values
+            .iter()
+            .filter(|(_, stored, _)| !stored.expired(now))
+            .count() as u64;
+        // Children before parents: values first, then directories deepest first.
+        let mut doomed: Vec<&str> = walk.values.iter().map(|(p, _, _)| p.as_str()).collect();
+        doomed.extend(
+            walk.dirs
+                .iter()
+                .rev()
+                .map(String::as_str)
+                .filter(|d| *d != inner.layout.base()),
+        );
+        let mut raced = false;
+        for batch in doomed.chunks(DELETE_BATCH) {
+            let mut multi = client.new_multi_writer();
+            for path in batch {
+                multi
+                    .add_delete(path, None)
+                    .map_err(|e| map_error("delete_tree", e))?;
+            }
+            match timed_raw(inner.timeout, multi.commit())
+                .await?
+                .map_err(zk::Error::from)
+            {
+                Ok(_) => {}
+                Err(zk::Error::NotEmpty | zk::Error::NoNode) => {
+                    raced = true;
+                    break;
+                }
+                Err(error) => return Err(map_error("delete_tree", error)),
+            }
+        }
+        if !raced {
+            if !prefix.is_empty()
+                && let Some(at) = inner.layout.dir(prefix).rfind('/')
+            {
+                inner.prune(client, inner.layout.dir(prefix)[..at].to_owned()).await;
+            }
+            return Ok(live);
+        }
+    }
+    Err(Error::unavailable(
+        "delete_tree kept racing with writers below the prefix; try again",
+        None,
+    ))
+}

@@ -1,0 +1,189 @@
+//! Watches: a persistent watch (recursive for a prefix) on the store's session. Each node
+//! event re-reads that value node, so intermediate versions may be coalesced. Events lost while
+//! disconnected are recovered by re-reading everything the watch covers after the reconnect;
+//! an expired session, or a disconnection longer than the patience, ends the watch with an
+//! error. TTL keys leave the watch at their expiry time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_core::{
+    Error, Key, Observed, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, WatchView,
+    watch_channel,
+};
+use tokio::time::Instant;
+use zookeeper_client as zk;
+
+use crate::layout::{Stored, now_ms};
+use crate::{Inner, timed, version_of};
+
+struct Watcher {
+    inner: Arc<Inner>,
+    client: zk::Client,
+    /// The kv key or prefix watched.
+    target: String,
+    recurse: bool,
+    view: WatchView,
+}
+
+/// Starts a watch of one key (`recurse` false) or of every key a prefix covers.
+pub(crate) async fn start(
+    inner: Arc<Inner>,
+    target: &str,
+    recurse: bool,
+    options: WatchOptions,
+) -> Result<WatchStream> {
+    inner.capabilities.check_watch(&options)?;
+    let client = inner.client().await?;
+    // Watch first, then read: a change in between shows up as an event, never as a gap.
+    let (path, mode) = if recurse {
+        (inner.layout.dir(target), zk::AddWatchMode::PersistentRecursive)
+    } else {
+        (inner.layout.value(target), zk::AddWatchMode::Persistent)
+    };
+    let events = timed("watch", inner.timeout, client.watch(&path, mode)).await?;
+    let mut watcher = Watcher {
+        inner,
+        client,
+        target: target.to_owned(),
+        recurse,
+        view: WatchView::default(),
+    };
+    let mut initial = watcher.resync().await?;
+    initial.sort_by(|a, b| a.key.cmp(&b.key));
+    let (sender, stream) = watch_channel(initial, options.buffer);
+    tokio::spawn(watcher.run(events, sender));
+    Ok(stream)
+}
+
+impl Watcher {
+    /// Everything the watch covers, read now, as events against what was delivered.
+    async fn resync(&mut self) -> Result<Vec<WatchEvent>> {
+        let pairs = if self.recurse {
+            crate::tree::walk(&self.inner, &self.client, &self.target)
+                .await?
+                .values
+        } else {
+            let path = self.inner.layout.value(&self.target);
+            let read = self.inner.read_value(&self.client, &path).await?;
+            read.map(|(stored, stat)| (path, stored, stat))
+                .into_iter()
+                .collect()
+        };
+        let now = now_ms();
+        let mut current = BTreeMap::new();
+        let mut newest = 0;
+        for (path, stored, stat) in pairs {
+            newest = newest.max(version_of(stat.mzxid));
+            if stored.expired(now) {
+                continue;
+            }
+            if let Some(key) = self.inner.layout.key_of_value(&path) {
+                current.insert(Key::from_normalized(&key), observed(stored, &stat));
+            }
+        }
+        Ok(self.view.replace_all(current, newest + 1))
+    }
+
+    /// The event for one value node that changed, after re-reading it.
+    async fn refresh(&mut self, path: &str, zxid: i64) -> Result<Option<WatchEvent>> {
+        let Some(key) = self.inner.layout.key_of_value(path) else {
+            return Ok(None);
+        };
+        let now = match self.inner.read_value(&self.client, path).await? {
+            Some((stored, stat)) if !stored.expired(now_ms()) => Some(observed(stored, &stat)),
+            _ => None,
+        };
+        // ZooKeeper 3.9+ tells the zxid of a delete; before, the view uses last version + 1.
+        let delete_version = (zxid > 0).then(|| version_of(zxid));
+        Ok(self.view.update(Key::from_normalized(&key), now, delete_version))
+    }
+
+    async fn run(mut self, mut events: zk::PersistentWatcher, mut sender: WatchSender) {
+        let patience = self.inner.timeout * 3;
+        let mut disconnected_since: Option<Instant> = None;
+        loop {
+            let now = now_ms();
+            let expired = self.view.expire(now, 0);
+            if !expired.into_iter().all(|e| sender.send(e)) {
+                return;
+            }
+            let next_expiry = self.view.next_expiry().map(|at| {
+                Instant::now() + Duration::from_millis(at.saturating_sub(now))
+            });
+            // While disconnected, look at the session twice a second.
+            let recheck = disconnected_since.map(|_| Instant::now() + Duration::from_millis(500));
+            let wake = [next_expiry, recheck]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let result = tokio::select! {
+                _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),
+                _ = sender.closed() => return,
+                _ = tokio::time::sleep_until(wake) => {
+                    let Some(since) = disconnected_since else { continue };
+                    if self.client.state() == zk::SessionState::SyncConnected {
+                        disconnected_since = None;
+                        self.resync().await
+                    } else if since.elapsed() >= patience {
+                        return sender.fail(Error::unavailable(
+                            format!("lost the connection to ZooKeeper for {patience:?}; the watch ended"),
+                            None,
+                        ));
+                    } else {
+                        continue;
+                    }
+                }
+                event = events.changed() => match event.event_type {
+                zk::EventType::Session => match event.session_state {
+                    zk::SessionState::Disconnected => {
+                        disconnected_since = Some(Instant::now());
+                        continue;
+                    }
+                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                        if disconnected_since.take().is_none() {
+                            continue;
+                        }
+                        // Events during the disconnection may be lost: read everything again.
+                        self.resync().await
+                    }
+                    state => {
+                        return sender.fail(Error::unavailable(
+                            format!("the ZooKeeper session ended ({state:?}); the watch ended"),
+                            None,
+                        ));
+                    }
+                },
+                zk::EventType::NodeChildrenChanged => continue,
+                _ => self
+                    .refresh(&event.path, event.zxid)
+                    .await
+                    .map(|e| e.into_iter().collect()),
+                },
+            };
+            match result {
+                Ok(batch) => {
+                    if !batch.into_iter().all(|e| sender.send(e)) {
+                        return;
+                    }
+                }
+                Err(error) if error.is_retryable() => {
+                    // The connection dropped under the read: the session events that follow
+                    // decide between a resync and the end of the watch.
+                    disconnected_since.get_or_insert_with(Instant::now);
+                }
+                Err(error) => return sender.fail(error),
+            }
+        }
+    }
+}
+
+fn observed(stored: Stored, stat: &zk::Stat) -> Observed {
+    Observed {
+        value: stored.value,
+        version: version_of(stat.mzxid),
+        expires_ms: stored.expires_ms,
+    }
+}
