@@ -108,7 +108,11 @@ impl Watcher {
     /// in version order.
     fn apply(&mut self, read: Read<Vec<Entry>>) -> Vec<WatchEvent> {
         // Consul's index may go backwards (a restored snapshot): start over from 0 then.
-        self.index = if read.index < self.index { 0 } else { read.index };
+        self.index = if read.index < self.index {
+            0
+        } else {
+            read.index
+        };
         let now = now_ms();
         let mut current = BTreeMap::new();
         for entry in read.entries {

@@ -1,12 +1,16 @@
 //! Where kv keys live in ZooKeeper's tree.
 //!
 //! Under the base path (`/kv` unless the URL names one), the kv key `a/b` is the directory
-//! node `/kv/a/b` and its value, if it has one, is that directory's child `=`:
-//! `/kv/a/b/=`. So a key can hold a value and have keys below it, a parent created for a key
-//! below is never mistaken for a key (it has no `=`), a value can carry its own TTL (a TTL
-//! node never has children, so ZooKeeper reaps it), and directories are container nodes that
-//! ZooKeeper removes once empty. A segment that starts with `=` is stored with one more `=`
-//! in front, so no segment is ever the bare `=`.
+//! node `/kv/a/b` and its value, if it has one, is that directory's child `=` (a persistent
+//! node) or `=t` (a TTL node): `/kv/a/b/=`. So a key can hold a value and have keys below it,
+//! a parent created for a key below is never mistaken for a key (it has no value child), a
+//! value can carry its own TTL (a TTL node never has children, so ZooKeeper reaps it), and
+//! directories are container nodes that ZooKeeper removes once empty. A segment that starts
+//! with `=` is stored with one more `=` in front, so no directory is ever named `=` or `=t`.
+//!
+//! A value is rewritten in place (`setData`, whose data version then guards CAS); switching
+//! between permanent and TTL replaces one value node by the other in a `multi` that also bumps
+//! the directory's data version, so two writers can never leave both behind.
 //!
 //! Locks live beside the base, in `/kv!kv`: one ephemeral sequential node per holder or
 //! waiter, named `k:` or `s:` (key or subtree scope), the key with `%` and `/` escaped, `:`,
@@ -16,8 +20,15 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-/// The name of the value node in a key's directory.
+/// The name of a permanent value node in a key's directory.
 pub(crate) const VALUE: &str = "=";
+/// The name of a TTL value node in a key's directory.
+pub(crate) const TTL_VALUE: &str = "=t";
+
+/// True if a child name is a value node's.
+pub(crate) fn is_value_name(name: &str) -> bool {
+    name == VALUE || name == TTL_VALUE
+}
 
 /// Maps kv keys to ZooKeeper paths under one base.
 #[derive(Debug, Clone)]
@@ -50,15 +61,15 @@ impl Layout {
         path
     }
 
-    /// The value node of a kv key.
-    pub fn value(&self, key: &str) -> String {
-        format!("{}/{VALUE}", self.dir(key))
+    /// The value node of a kv key: the TTL one or the permanent one.
+    pub fn value(&self, key: &str, ttl: bool) -> String {
+        format!("{}/{}", self.dir(key), if ttl { TTL_VALUE } else { VALUE })
     }
 
     /// The kv key of a directory path under the base, if it is one.
     pub fn key_of_dir(&self, path: &str) -> Option<String> {
         let rest = path.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
-        if rest.split('/').any(|s| s == VALUE) {
+        if rest.split('/').any(is_value_name) {
             return None;
         }
         let segments: Vec<Cow<'_, str>> = rest.split('/').map(unescape_segment).collect();
@@ -68,7 +79,8 @@ impl Layout {
 
     /// The kv key of a value node path, if it is one.
     pub fn key_of_value(&self, path: &str) -> Option<String> {
-        self.key_of_dir(path.strip_suffix("/=")?)
+        let (dir, name) = path.rsplit_once('/')?;
+        is_value_name(name).then(|| self.key_of_dir(dir))?
     }
 
     /// The node under which every lock node of this store lives.
@@ -210,7 +222,10 @@ mod tests {
         let layout = Layout::new("/kv");
         assert_eq!(layout.dir(""), "/kv");
         assert_eq!(layout.dir("a/b"), "/kv/a/b");
-        assert_eq!(layout.value("a/b"), "/kv/a/b/=");
+        assert_eq!(layout.value("a/b", false), "/kv/a/b/=");
+        assert_eq!(layout.value("a/b", true), "/kv/a/b/=t");
+        assert_eq!(layout.key_of_value("/kv/a/b/=t").as_deref(), Some("a/b"));
+        assert_eq!(layout.key_of_dir("/kv/a/=t/b"), None);
         assert_eq!(layout.dir("=x/y"), "/kv/==x/y");
         assert_eq!(layout.key_of_dir("/kv/==x/y").as_deref(), Some("=x/y"));
         assert_eq!(layout.key_of_value("/kv/a/b/=").as_deref(), Some("a/b"));
@@ -219,7 +234,10 @@ mod tests {
         assert_eq!(layout.locks(), "/kv!kv");
         let name = Layout::lock_name(true, "a/b%c");
         let node = Layout::parse_lock_name(&format!("{name}0000000007")).unwrap();
-        assert_eq!((node.subtree, node.key.as_str(), node.sequence), (true, "a/b%c", 7));
+        assert_eq!(
+            (node.subtree, node.key.as_str(), node.sequence),
+            (true, "a/b%c", 7)
+        );
         let other = Layout::parse_lock_name("k:a%2Fb%25c%2Fd:0000000008").unwrap();
         assert_eq!(other.key, "a/b%c/d");
         assert!(node.conflicts_with(&other));
@@ -229,12 +247,19 @@ mod tests {
 
     #[test]
     fn stored_values_round_trip() {
-        for (value, expires) in [(&b""[..], None), (&b"\x01abc"[..], None), (&b"v"[..], Some(42))] {
+        for (value, expires) in [
+            (&b""[..], None),
+            (&b"\x01abc"[..], None),
+            (&b"v"[..], Some(42)),
+        ] {
             let stored = Stored::decode(Stored::encode(value, expires));
             assert_eq!((&stored.value[..], stored.expires_ms), (value, expires));
         }
         assert!(Stored::decode(Stored::encode(b"v", Some(5))).expired(5));
         let foreign = Stored::decode(b"plain".to_vec());
-        assert_eq!((&foreign.value[..], foreign.expires_ms), (&b"plain"[..], None));
+        assert_eq!(
+            (&foreign.value[..], foreign.expires_ms),
+            (&b"plain"[..], None)
+        );
     }
 }

@@ -21,6 +21,7 @@
 mod layout;
 mod lock;
 mod tree;
+mod value;
 mod watch;
 
 use std::collections::HashMap;
@@ -31,12 +32,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport,
-    WatchOptions, WatchStream,
+    LockScope, Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport, WatchOptions,
+    WatchStream,
 };
 use zookeeper_client as zk;
 
-use crate::layout::{Layout, Stored, now_ms};
+use crate::layout::Layout;
+use crate::value::Removal;
 
 /// Default timeout of every call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -88,7 +90,12 @@ impl Connection {
             let credentials = format!("{user}:{}", password.expose());
             connector = connector.with_auth("digest", credentials.as_bytes());
         }
-        timed("connect", self.timeout * 2, connector.connect(&self.cluster)).await
+        timed(
+            "connect",
+            self.timeout * 2,
+            connector.connect(&self.cluster),
+        )
+        .await
     }
 
     /// The ACL of every node this store creates.
@@ -221,7 +228,11 @@ impl Inner {
     /// The store's session, replaced first if ZooKeeper has expired it.
     pub async fn client(&self) -> Result<zk::Client> {
         self.closed.check_open()?;
-        let current = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let current = self
+            .client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if !current.state().is_terminated() {
             return Ok(current);
         }
@@ -274,133 +285,15 @@ impl Inner {
         }
     }
 
-    /// Reads a value node: its decoded value and stat, `None` if it does not exist.
-    pub async fn read_value(
-        &self,
-        client: &zk::Client,
-        path: &str,
-    ) -> Result<Option<(Stored, zk::Stat)>> {
-        match timed_raw(self.timeout, client.get_data(path)).await? {
-            Ok((data, stat)) => Ok(Some((Stored::decode(data), stat))),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(error) => Err(map_error("get", error)),
-        }
-    }
-
-    /// Replaces a value node (of data version `version`, or any) with a new node in one
-    /// `multi`, so that its type (permanent or TTL) can change; the new version, or `None` if
-    /// the node changed or vanished first.
-    async fn replace(
-        &self,
-        client: &zk::Client,
-        path: &str,
-        version: Option<i32>,
-        data: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<Option<u64>> {
-        let mut multi = client.new_multi_writer();
-        let options = self.value_options(ttl);
-        multi
-            .add_delete(path, version)
-            .and_then(|()| multi.add_create(path, data, &options))
-            .map_err(|e| map_error("put", e))?;
-        let committed = timed_raw(self.timeout, multi.commit()).await?;
-        let results = match committed.map_err(zk::Error::from) {
-            Ok(results) => results,
-            Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => {
-                return Ok(None);
-            }
-            Err(error) => return Err(map_error("put", error)),
-        };
-        let created = results.into_iter().find_map(|r| match r {
-            zk::MultiWriteResult::Create { stat, .. } if !stat.is_invalid() => Some(stat.mzxid),
-            _ => None,
-        });
-        match created {
-            Some(mzxid) => Ok(Some(version_of(mzxid))),
-            // Some servers answer a create inside a multi without its stat.
-            None => Ok(self
-                .call("put", client.check_stat(path))
-                .await?
-                .map(|s| version_of(s.mzxid))),
-        }
-    }
-
-    /// Writes a value if `precondition` holds; returns the new version.
-    async fn write(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Option<Precondition>,
-        ttl: Option<Duration>,
-    ) -> Result<u64> {
-        self.capabilities.check_value(value.len())?;
-        let ttl = ttl.map(|t| self.capabilities.check_ttl(t)).transpose()?;
-        if ttl.is_some_and(|t| t.as_millis() > MAX_TTL_MS) {
+    /// Checks a TTL against the capabilities and ZooKeeper's largest TTL.
+    fn checked_ttl(&self, ttl: Duration) -> Result<Duration> {
+        let ttl = self.capabilities.check_ttl(ttl)?;
+        if ttl.as_millis() > MAX_TTL_MS {
             return Err(Error::invalid_argument(format!(
                 "ZooKeeper TTLs are at most {MAX_TTL_MS} ms"
             )));
         }
-        let client = self.client().await?;
-        let path = self.layout.value(key);
-        let expires_ms = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
-        let data = Stored::encode(value, expires_ms);
-        let conflict = |reason: String| Error::conflict(key, reason);
-        for _ in 0..16 {
-            match precondition {
-                Some(Precondition::Version(expected)) => {
-                    let stat = match self.read_value(&client, &path).await? {
-                        Some((stored, stat)) if !stored.expired(now_ms()) => stat,
-                        _ => return Err(conflict("the key does not exist".into())),
-                    };
-                    if version_of(stat.mzxid) != expected {
-                        return Err(conflict(format!(
-                            "expected version {expected}, found {}",
-                            version_of(stat.mzxid)
-                        )));
-                    }
-                    return self
-                        .replace(&client, &path, Some(stat.version), &data, ttl)
-                        .await?
-                        .ok_or_else(|| conflict("the key changed".into()));
-                }
-                None => {
-                    if let Some(version) = self.replace(&client, &path, None, &data, ttl).await? {
-                        return Ok(version);
-                    }
-                }
-                Some(Precondition::MustNotExist) => {}
-            }
-            let options = self.value_options(ttl);
-            match timed_raw(self.timeout, client.create(&path, &data, &options)).await? {
-                Ok((stat, _)) => return Ok(version_of(stat.mzxid)),
-                Err(zk::Error::NoNode) => {
-                    self.make_dirs(&client, &self.layout.dir(key)).await?;
-                }
-                Err(zk::Error::NodeExists) if precondition.is_none() => {}
-                Err(zk::Error::NodeExists) => {
-                    // MustNotExist: a value past its TTL that ZooKeeper has not reaped yet
-                    // counts as absent.
-                    let Some((stored, stat)) = self.read_value(&client, &path).await? else {
-                        continue;
-                    };
-                    if !stored.expired(now_ms()) {
-                        return Err(conflict("the key exists".into()));
-                    }
-                    if let Some(version) = self
-                        .replace(&client, &path, Some(stat.version), &data, ttl)
-                        .await?
-                    {
-                        return Ok(version);
-                    }
-                }
-                Err(error) => return Err(map_error("put", error)),
-            }
-        }
-        Err(Error::unavailable(
-            format!("the write of {key} kept racing with other writers; try again"),
-            None,
-        ))
+        Ok(ttl)
     }
 }
 
@@ -444,43 +337,26 @@ impl Store for ZooKeeperStore {
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let key = self.inner.key(key)?;
         let client = self.inner.client().await?;
-        let path = self.inner.layout.value(key);
-        match self.inner.read_value(&client, &path).await? {
-            Some((stored, stat)) if !stored.expired(now_ms()) => Ok(Some(KvPair {
-                key: Key::from_normalized(key),
-                value: stored.value,
-                version: version_of(stat.mzxid),
-            })),
-            _ => Ok(None),
-        }
+        let state = self.inner.read_key(&client, key).await?;
+        Ok(state.live().map(|node| KvPair {
+            key: Key::from_normalized(key),
+            value: node.stored.value.clone(),
+            version: version_of(node.stat.mzxid),
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = self.inner.key(key)?;
-        let client = self.inner.client().await?;
-        let path = self.inner.layout.value(key);
-        loop {
-            let Some((stored, stat)) = self.inner.read_value(&client, &path).await? else {
-                return Ok(false);
-            };
-            match timed_raw(self.inner.timeout, client.delete(&path, Some(stat.version))).await? {
-                Ok(()) => {
-                    self.inner.prune(&client, self.inner.layout.dir(key)).await;
-                    return Ok(!stored.expired(now_ms()));
-                }
-                Err(zk::Error::BadVersion) => continue,
-                Err(zk::Error::NoNode) => return Ok(false),
-                Err(error) => return Err(map_error("delete", error)),
-            }
-        }
+        Ok(matches!(
+            self.inner.remove(key, None).await?,
+            Removal::Removed { live: true }
+        ))
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.inner.key(key)?;
         let client = self.inner.client().await?;
-        let path = self.inner.layout.value(key);
-        let read = self.inner.read_value(&client, &path).await?;
-        Ok(read.is_some_and(|(stored, _)| !stored.expired(now_ms())))
+        Ok(self.inner.read_key(&client, key).await?.live().is_some())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
@@ -517,35 +393,7 @@ impl Store for ZooKeeperStore {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         let key = self.inner.key(key)?;
-        let client = self.inner.client().await?;
-        let path = self.inner.layout.value(key);
-        let stat = match self.inner.read_value(&client, &path).await? {
-            Some((stored, stat))
-                if !stored.expired(now_ms()) && version_of(stat.mzxid) == version =>
-            {
-                stat
-            }
-            Some((_, stat)) => {
-                return Err(Error::conflict(
-                    key,
-                    format!(
-                        "expected version {version}, found {}",
-                        version_of(stat.mzxid)
-                    ),
-                ));
-            }
-            None => return Err(Error::conflict(key, "the key does not exist")),
-        };
-        match timed_raw(self.inner.timeout, client.delete(&path, Some(stat.version))).await? {
-            Ok(()) => {
-                self.inner.prune(&client, self.inner.layout.dir(key)).await;
-                Ok(())
-            }
-            Err(zk::Error::BadVersion | zk::Error::NoNode) => {
-                Err(Error::conflict(key, "the key changed"))
-            }
-            Err(error) => Err(map_error("atomic_delete", error)),
-        }
+        self.inner.remove(key, Some(version)).await.map(drop)
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

@@ -71,7 +71,7 @@ impl ZooKeeperLock {
         let client = self.inner.connection.connect(self.options.ttl).await?;
         let dir = self.inner.layout.locks();
         let acls = self.inner.connection.acls();
-        let persistent = zk::CreateMode::Persistent.with_acls(acls.clone());
+        let persistent = zk::CreateMode::Persistent.with_acls(acls);
         let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(acls);
         let prefix = format!(
             "{dir}/{}",
@@ -91,7 +91,10 @@ impl ZooKeeperLock {
                 Err(error) => return Err(map_error("lock", error)),
             }
         };
-        let name = format!("{}{sequence}", Layout::lock_name(self.subtree, self.key.as_str()));
+        let name = format!(
+            "{}{sequence}",
+            Layout::lock_name(self.subtree, self.key.as_str())
+        );
         let node = Layout::parse_lock_name(&name)
             .ok_or_else(|| Error::Backend(format!("unexpected lock node name {name}").into()))?;
         Ok(Contender {
@@ -105,7 +108,12 @@ impl ZooKeeperLock {
     /// The nodes queued before `contender` that conflict with it, nearest last.
     async fn blockers(&self, contender: &Contender) -> Result<Vec<LockNode>> {
         let dir = self.inner.layout.locks();
-        let names = timed("lock", self.inner.timeout, contender.client.list_children(&dir)).await?;
+        let names = timed(
+            "lock",
+            self.inner.timeout,
+            contender.client.list_children(&dir),
+        )
+        .await?;
         let mut blockers: Vec<LockNode> = names
             .iter()
             .filter_map(|n| Layout::parse_lock_name(n))
@@ -123,7 +131,10 @@ impl ZooKeeperLock {
             .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(contender.path.clone(), (contender.client.clone(), lost.clone()));
+            .insert(
+                contender.path.clone(),
+                (contender.client.clone(), lost.clone()),
+            );
         tokio::spawn(watch_session(
             contender.client.state_watcher(),
             stop.clone(),
@@ -227,7 +238,11 @@ impl Lock for ZooKeeperLock {
 }
 
 /// Fires `lost` when the holder's session is disconnected or ends.
-async fn watch_session(mut session: zk::StateWatcher, stop: CancellationToken, lost: CancellationToken) {
+async fn watch_session(
+    mut session: zk::StateWatcher,
+    stop: CancellationToken,
+    lost: CancellationToken,
+) {
     loop {
         let state = tokio::select! {
             _ = stop.cancelled() => return,
@@ -241,7 +256,11 @@ async fn watch_session(mut session: zk::StateWatcher, stop: CancellationToken, l
 }
 
 /// Deletes the holder's node; `false` if the lock had been lost before.
-async fn release(inner: Arc<Inner>, contender: Arc<Contender>, lost: CancellationToken) -> Result<bool> {
+async fn release(
+    inner: Arc<Inner>,
+    contender: Arc<Contender>,
+    lost: CancellationToken,
+) -> Result<bool> {
     inner
         .held
         .lock()

@@ -4,7 +4,10 @@
 use kv_core::{Child, Error, Key, KvPair, Result};
 use zookeeper_client as zk;
 
-use crate::layout::{Stored, VALUE, now_ms};
+use std::collections::BTreeMap;
+
+use crate::layout::{Stored, is_value_name, now_ms};
+use crate::value::Node;
 use crate::{Inner, map_error, timed_raw, version_of};
 
 /// Reads per multi-read request: values can be large, and ZooKeeper refuses an answer beyond
@@ -17,30 +20,43 @@ const DELETE_BATCH: usize = 2_000;
 pub(crate) struct Walk {
     /// Directory paths, parents before children.
     pub dirs: Vec<String>,
-    /// Value nodes: path, stored value and stat.
-    pub values: Vec<(String, Stored, zk::Stat)>,
+    /// Value nodes.
+    pub values: Vec<Node>,
     layout: crate::layout::Layout,
 }
 
 impl Walk {
+    /// Each key's live value node (the newest, if a key has two), by key.
+    pub fn live(self) -> BTreeMap<Key, Node> {
+        let now = now_ms();
+        let mut live: BTreeMap<Key, Node> = BTreeMap::new();
+        for node in self.values {
+            let Some(key) = self.layout.key_of_value(&node.path) else {
+                continue;
+            };
+            let key = Key::from_normalized(&key);
+            if live
+                .get(&key)
+                .is_some_and(|n| n.stat.mzxid > node.stat.mzxid)
+            {
+                continue;
+            }
+            live.insert(key, node);
+        }
+        live.retain(|_, node| !node.stored.expired(now));
+        live
+    }
+
     /// The live pairs, sorted by key.
     pub fn pairs(self) -> Vec<KvPair> {
-        let now = now_ms();
-        let mut pairs: Vec<KvPair> = self
-            .values
+        self.live()
             .into_iter()
-            .filter(|(_, stored, _)| !stored.expired(now))
-            .filter_map(|(path, stored, stat)| {
-                let key = self.layout.key_of_value(&path)?;
-                Some(KvPair {
-                    key: Key::from_normalized(&key),
-                    value: stored.value,
-                    version: version_of(stat.mzxid),
-                })
+            .map(|(key, node)| KvPair {
+                key,
+                value: node.stored.value,
+                version: version_of(node.stat.mzxid),
             })
-            .collect();
-        pairs.sort_by(|a, b| a.key.cmp(&b.key));
-        pairs
+            .collect()
     }
 }
 
@@ -90,7 +106,7 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
             };
             for child in children {
                 let path = format!("{dir}/{child}");
-                if child == VALUE {
+                if is_value_name(&child) {
                     value_paths.push(path);
                 } else if layout.key_of_dir(&path).is_some() {
                     next.push(path);
@@ -104,9 +120,11 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
     let read = read_many(inner, client, &value_paths, false).await?;
     for (path, result) in value_paths.into_iter().zip(read) {
         match result {
-            zk::MultiReadResult::Data { data, stat } => {
-                values.push((path, Stored::decode(data), stat));
-            }
+            zk::MultiReadResult::Data { data, stat } => values.push(Node {
+                path,
+                stored: Stored::decode(data),
+                stat,
+            }),
             zk::MultiReadResult::Error {
                 err: zk::Error::NoNode,
             } => {}
@@ -135,7 +153,7 @@ pub(crate) async fn children(
     };
     let paths: Vec<String> = names
         .iter()
-        .filter(|n| n.as_str() != VALUE)
+        .filter(|n| !is_value_name(n))
         .map(|n| format!("{dir}/{n}"))
         .filter(|p| inner.layout.key_of_dir(p).is_some())
         .collect();
@@ -145,8 +163,8 @@ pub(crate) async fn children(
         let zk::MultiReadResult::Children { children: below } = result else {
             continue;
         };
-        let has_value = below.iter().any(|n| n == VALUE);
-        let has_children = below.iter().any(|n| n != VALUE);
+        let has_value = below.iter().any(|n| is_value_name(n));
+        let has_children = below.iter().any(|n| !is_value_name(n));
         // An emptied directory waiting for ZooKeeper's reaper is not a child.
         if !has_value && !has_children {
             continue;
@@ -169,17 +187,13 @@ pub(crate) async fn children(
 pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<u64> {
     for _ in 0..8 {
         let walk = walk(inner, client, prefix).await?;
-        let now = now_ms();
-        let live = walk
-            .values
-            .iter()
-            .filter(|(_, stored, _)| !stored.expired(now))
-            .count() as u64;
+        let doomed_values: Vec<String> = walk.values.iter().map(|n| n.path.clone()).collect();
+        let dirs = walk.dirs.clone();
+        let live = walk.live().len() as u64;
         // Children before parents: values first, then directories deepest first.
-        let mut doomed: Vec<&str> = walk.values.iter().map(|(p, _, _)| p.as_str()).collect();
+        let mut doomed: Vec<&str> = doomed_values.iter().map(String::as_str).collect();
         doomed.extend(
-            walk.dirs
-                .iter()
+            dirs.iter()
                 .rev()
                 .map(String::as_str)
                 .filter(|d| *d != inner.layout.base()),
@@ -208,7 +222,9 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
             if !prefix.is_empty()
                 && let Some(at) = inner.layout.dir(prefix).rfind('/')
             {
-                inner.prune(client, inner.layout.dir(prefix)[..at].to_owned()).await;
+                inner
+                    .prune(client, inner.layout.dir(prefix)[..at].to_owned())
+                    .await;
             }
             return Ok(live);
         }

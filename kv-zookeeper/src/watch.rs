@@ -15,7 +15,8 @@ use kv_core::{
 use tokio::time::Instant;
 use zookeeper_client as zk;
 
-use crate::layout::{Stored, now_ms};
+use crate::layout::now_ms;
+use crate::value::Node;
 use crate::{Inner, timed, version_of};
 
 struct Watcher {
@@ -37,11 +38,10 @@ pub(crate) async fn start(
     inner.capabilities.check_watch(&options)?;
     let client = inner.client().await?;
     // Watch first, then read: a change in between shows up as an event, never as a gap.
-    let (path, mode) = if recurse {
-        (inner.layout.dir(target), zk::AddWatchMode::PersistentRecursive)
-    } else {
-        (inner.layout.value(target), zk::AddWatchMode::Persistent)
-    };
+    // A key's value lives in one of two nodes of its directory: watch the directory's subtree
+    // and keep the events of those two.
+    let path = inner.layout.dir(target);
+    let mode = zk::AddWatchMode::PersistentRecursive;
     let events = timed("watch", inner.timeout, client.watch(&path, mode)).await?;
     let mut watcher = Watcher {
         inner,
@@ -60,44 +60,40 @@ pub(crate) async fn start(
 impl Watcher {
     /// Everything the watch covers, read now, as events against what was delivered.
     async fn resync(&mut self) -> Result<Vec<WatchEvent>> {
-        let pairs = if self.recurse {
-            crate::tree::walk(&self.inner, &self.client, &self.target)
-                .await?
-                .values
+        let (current, newest) = if self.recurse {
+            let walk = crate::tree::walk(&self.inner, &self.client, &self.target).await?;
+            let newest = walk.values.iter().map(|n| n.stat.mzxid).max().unwrap_or(0);
+            (walk.live(), newest)
         } else {
-            let path = self.inner.layout.value(&self.target);
-            let read = self.inner.read_value(&self.client, &path).await?;
-            read.map(|(stored, stat)| (path, stored, stat))
-                .into_iter()
-                .collect()
+            let state = self.inner.read_key(&self.client, &self.target).await?;
+            let newest = state.nodes.iter().map(|n| n.stat.mzxid).max().unwrap_or(0);
+            let live = state
+                .live()
+                .map(|n| (Key::from_normalized(&self.target), n.clone()));
+            (live.into_iter().collect(), newest)
         };
-        let now = now_ms();
-        let mut current = BTreeMap::new();
-        let mut newest = 0;
-        for (path, stored, stat) in pairs {
-            newest = newest.max(version_of(stat.mzxid));
-            if stored.expired(now) {
-                continue;
-            }
-            if let Some(key) = self.inner.layout.key_of_value(&path) {
-                current.insert(Key::from_normalized(&key), observed(stored, &stat));
-            }
-        }
-        Ok(self.view.replace_all(current, newest + 1))
+        let current: BTreeMap<Key, Observed> = current
+            .into_iter()
+            .map(|(key, node)| (key, observed(&node)))
+            .collect();
+        Ok(self.view.replace_all(current, version_of(newest) + 1))
     }
 
-    /// The event for one value node that changed, after re-reading it.
+    /// The event for one value node that changed, after re-reading its key.
     async fn refresh(&mut self, path: &str, zxid: i64) -> Result<Option<WatchEvent>> {
         let Some(key) = self.inner.layout.key_of_value(path) else {
             return Ok(None);
         };
-        let now = match self.inner.read_value(&self.client, path).await? {
-            Some((stored, stat)) if !stored.expired(now_ms()) => Some(observed(stored, &stat)),
-            _ => None,
-        };
+        if !self.recurse && key != self.target {
+            return Ok(None);
+        }
+        let state = self.inner.read_key(&self.client, &key).await?;
         // ZooKeeper 3.9+ tells the zxid of a delete; before, the view uses last version + 1.
         let delete_version = (zxid > 0).then(|| version_of(zxid));
-        Ok(self.view.update(Key::from_normalized(&key), now, delete_version))
+        let now = state.live().map(observed);
+        Ok(self
+            .view
+            .update(Key::from_normalized(&key), now, delete_version))
     }
 
     async fn run(mut self, mut events: zk::PersistentWatcher, mut sender: WatchSender) {
@@ -109,9 +105,10 @@ impl Watcher {
             if !expired.into_iter().all(|e| sender.send(e)) {
                 return;
             }
-            let next_expiry = self.view.next_expiry().map(|at| {
-                Instant::now() + Duration::from_millis(at.saturating_sub(now))
-            });
+            let next_expiry = self
+                .view
+                .next_expiry()
+                .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now)));
             // While disconnected, look at the session twice a second.
             let recheck = disconnected_since.map(|_| Instant::now() + Duration::from_millis(500));
             let wake = [next_expiry, recheck]
@@ -180,10 +177,10 @@ impl Watcher {
     }
 }
 
-fn observed(stored: Stored, stat: &zk::Stat) -> Observed {
+fn observed(node: &Node) -> Observed {
     Observed {
-        value: stored.value,
-        version: version_of(stat.mzxid),
-        expires_ms: stored.expires_ms,
+        value: node.stored.value.clone(),
+        version: version_of(node.stat.mzxid),
+        expires_ms: node.stored.expires_ms,
     }
 }

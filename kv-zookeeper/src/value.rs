@@ -1,0 +1,256 @@
+//! One key's value: both value nodes read at once, rewrites in place, and the `multi`s that
+//! create, replace or remove a value node (see the layout module for why there are two).
+
+use std::time::Duration;
+
+use kv_core::{Error, Precondition, Result};
+use zookeeper_client as zk;
+
+use crate::layout::{Stored, now_ms};
+use crate::{Inner, map_error, timed_raw, version_of};
+
+/// Attempts before a write that keeps losing races gives up.
+const ATTEMPTS: usize = 16;
+
+/// One value node of a key.
+#[derive(Clone)]
+pub(crate) struct Node {
+    pub path: String,
+    pub stored: Stored,
+    pub stat: zk::Stat,
+}
+
+/// What one read of a key found: its directory's stat and its value nodes (normally at most
+/// one).
+pub(crate) struct KeyState {
+    pub dir: Option<zk::Stat>,
+    pub nodes: Vec<Node>,
+}
+
+impl KeyState {
+    /// The node that holds the key's value now, unless its TTL has passed.
+    pub fn live(&self) -> Option<&Node> {
+        let newest = self.nodes.iter().max_by_key(|n| n.stat.mzxid)?;
+        (!newest.stored.expired(now_ms())).then_some(newest)
+    }
+}
+
+/// How a removal ended.
+pub(crate) enum Removal {
+    /// The key's value node(s) were removed; `live` if the value had not expired.
+    Removed { live: bool },
+    /// There was nothing to remove.
+    Absent,
+}
+
+impl Inner {
+    /// Reads a key's directory and both value nodes in one round trip.
+    pub async fn read_key(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
+        let paths = [
+            self.layout.dir(key),
+            self.layout.value(key, false),
+            self.layout.value(key, true),
+        ];
+        let mut reader = client.new_multi_reader();
+        for path in &paths {
+            reader.add_get_data(path).map_err(|e| map_error("get", e))?;
+        }
+        let results = match timed_raw(self.timeout, reader.commit()).await? {
+            Ok(results) => results,
+            Err(error) => return Err(map_error("get", error)),
+        };
+        let mut state = KeyState {
+            dir: None,
+            nodes: Vec::new(),
+        };
+        for (index, (path, result)) in paths.into_iter().zip(results).enumerate() {
+            match result {
+                zk::MultiReadResult::Data { stat, .. } if index == 0 => state.dir = Some(stat),
+                zk::MultiReadResult::Data { data, stat } => state.nodes.push(Node {
+                    path,
+                    stored: Stored::decode(data),
+                    stat,
+                }),
+                zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                } => {}
+                zk::MultiReadResult::Error { err } => return Err(map_error("get", err)),
+                _ => {}
+            }
+        }
+        Ok(state)
+    }
+
+    /// Writes a value if `precondition` holds; returns the new version. A permanent value that
+    /// replaces a permanent value is rewritten in place (one round trip without precondition);
+    /// anything else replaces the value node in one `multi`.
+    pub async fn write(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
+        self.capabilities.check_value(value.len())?;
+        let ttl = ttl.map(|t| self.checked_ttl(t)).transpose()?;
+        let client = self.client().await?;
+        let target = self.layout.value(key, ttl.is_some());
+        let expires_ms = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
+        let data = Stored::encode(value, expires_ms);
+        if precondition.is_none() && ttl.is_none() {
+            match timed_raw(self.timeout, client.set_data(&target, &data, None)).await? {
+                Ok(stat) => return Ok(version_of(stat.mzxid)),
+                Err(zk::Error::NoNode) => {}
+                Err(error) => return Err(map_error("put", error)),
+            }
+        }
+        for _ in 0..ATTEMPTS {
+            let state = self.read_key(&client, key).await?;
+            let Some(dir) = &state.dir else {
+                self.make_dirs(&client, &self.layout.dir(key)).await?;
+                continue;
+            };
+            let live = state.live();
+            match (precondition, live) {
+                (Some(Precondition::Version(expected)), Some(node))
+                    if version_of(node.stat.mzxid) != expected =>
+                {
+                    return Err(Error::conflict(
+                        key,
+                        format!(
+                            "expected version {expected}, found {}",
+                            version_of(node.stat.mzxid)
+                        ),
+                    ));
+                }
+                (Some(Precondition::Version(_)), None) => {
+                    return Err(Error::conflict(key, "the key does not exist"));
+                }
+                (Some(Precondition::MustNotExist), Some(_)) => {
+                    return Err(Error::conflict(key, "the key exists"));
+                }
+                _ => {}
+            }
+            let written = match state.nodes.as_slice() {
+                [only] if only.path == target && ttl.is_none() => {
+                    let set = client.set_data(&target, &data, Some(only.stat.version));
+                    match timed_raw(self.timeout, set).await? {
+                        Ok(stat) => Some(version_of(stat.mzxid)),
+                        Err(zk::Error::BadVersion | zk::Error::NoNode) => None,
+                        Err(error) => return Err(map_error("put", error)),
+                    }
+                }
+                nodes => {
+                    self.replace(&client, key, dir.version, nodes, &target, &data, ttl)
+                        .await?
+                }
+            };
+            if let Some(version) = written {
+                return Ok(version);
+            }
+            // Someone else changed the key between the read and the write: read again (a
+            // changed version then fails the precondition).
+        }
+        Err(Error::unavailable(
+            format!("the write of {key} kept racing with other writers; try again"),
+            None,
+        ))
+    }
+
+    /// Replaces the key's value nodes by a new `target` node in one `multi` that also bumps
+    /// the directory's data version; `None` if anything changed since they were read.
+    #[allow(clippy::too_many_arguments)]
+    async fn replace(
+        &self,
+        client: &zk::Client,
+        key: &str,
+        dir_version: i32,
+        nodes: &[Node],
+        target: &str,
+        data: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>> {
+        let dir = self.layout.dir(key);
+        let options = self.value_options(ttl);
+        let mut multi = client.new_multi_writer();
+        let mut add = || -> std::result::Result<(), zk::Error> {
+            multi.add_set_data(&dir, &[], Some(dir_version))?;
+            for node in nodes {
+                multi.add_delete(&node.path, Some(node.stat.version))?;
+            }
+            multi.add_create(target, data, &options)
+        };
+        add().map_err(|e| map_error("put", e))?;
+        let results = match timed_raw(self.timeout, multi.commit())
+            .await?
+            .map_err(zk::Error::from)
+        {
+            Ok(results) => results,
+            Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => {
+                return Ok(None);
+            }
+            Err(error) => return Err(map_error("put", error)),
+        };
+        let created = results.into_iter().find_map(|r| match r {
+            zk::MultiWriteResult::Create { stat, .. } if !stat.is_invalid() => Some(stat.mzxid),
+            _ => None,
+        });
+        match created {
+            Some(mzxid) => Ok(Some(version_of(mzxid))),
+            // Some servers answer a create inside a multi without its stat.
+            None => {
+                let stat = crate::timed("put", self.timeout, client.check_stat(target)).await?;
+                Ok(stat.map(|s| version_of(s.mzxid)))
+            }
+        }
+    }
+
+    /// Removes a key's value (only at version `expected`, if given), then prunes its empty
+    /// directories.
+    pub async fn remove(&self, key: &str, expected: Option<u64>) -> Result<Removal> {
+        let client = self.client().await?;
+        for _ in 0..ATTEMPTS {
+            let state = self.read_key(&client, key).await?;
+            let live = state.live().is_some();
+            if let Some(expected) = expected {
+                match state.live() {
+                    Some(node) if version_of(node.stat.mzxid) == expected => {}
+                    Some(node) => {
+                        return Err(Error::conflict(
+                            key,
+                            format!(
+                                "expected version {expected}, found {}",
+                                version_of(node.stat.mzxid)
+                            ),
+                        ));
+                    }
+                    None => return Err(Error::conflict(key, "the key does not exist")),
+                }
+            }
+            if state.nodes.is_empty() {
+                return Ok(Removal::Absent);
+            }
+            let mut multi = client.new_multi_writer();
+            for node in &state.nodes {
+                multi
+                    .add_delete(&node.path, Some(node.stat.version))
+                    .map_err(|e| map_error("delete", e))?;
+            }
+            match timed_raw(self.timeout, multi.commit())
+                .await?
+                .map_err(zk::Error::from)
+            {
+                Ok(_) => {
+                    self.prune(&client, self.layout.dir(key)).await;
+                    return Ok(Removal::Removed { live });
+                }
+                Err(zk::Error::BadVersion | zk::Error::NoNode) => continue,
+                Err(error) => return Err(map_error("delete", error)),
+            }
+        }
+        Err(Error::unavailable(
+            format!("the delete of {key} kept racing with other writers; try again"),
+            None,
+        ))
+    }
+}
