@@ -91,6 +91,24 @@ impl Inner {
         precondition: Option<Precondition>,
         ttl: Option<Duration>,
     ) -> Result<u64> {
+        let written = self.try_write(key, value, precondition, ttl).await;
+        if let Err(error) = &written
+            && !matches!(error, Error::Conflict { .. })
+            && let Ok(client) = self.client().await
+        {
+            // A refused write leaves no directory behind (they are pruned only when empty).
+            self.prune(&client, self.layout.dir(key)).await;
+        }
+        written
+    }
+
+    async fn try_write(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+        ttl: Option<Duration>,
+    ) -> Result<u64> {
         self.capabilities.check_value(value.len())?;
         let ttl = ttl.map(|t| self.checked_ttl(t)).transpose()?;
         let client = self.client().await?;

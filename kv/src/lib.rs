@@ -32,7 +32,7 @@
 //! | `etcd://host:2379[,host...][/root]` | `etcd` | etcd v3 (3.4+) |
 //! | `redis://[user:pass@]host:6379[/db][?root=...]` | `redis` | Redis 6.2+ |
 //! | `consul://host:8500[/root][?token=...]`, `consuls://` | `consul` | Consul 1.8+ |
-//! | `zookeeper://` | `zookeeper` | ZooKeeper (planned) |
+//! | `zookeeper://[user:pass@]host:2181[,host...][/base]` | `zookeeper` | ZooKeeper 3.6+ (TTL nodes on) |
 
 use std::sync::Arc;
 
@@ -49,7 +49,6 @@ const SCHEMES: &[(&str, &str)] = &[
     ("consul", "consul"),
     ("consuls", "consul"),
     ("zookeeper", "zookeeper"),
-    ("zookeepers", "zookeeper"),
 ];
 
 /// Opens the store a URL names, with the backend its scheme selects.
@@ -75,6 +74,8 @@ pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
         Some("redis") => Ok(Arc::new(kv_redis::RedisStore::from_url(url).await?)),
         #[cfg(feature = "consul")]
         Some("consul") => Ok(Arc::new(kv_consul::ConsulStore::from_url(url).await?)),
+        #[cfg(feature = "zookeeper")]
+        Some("zookeeper") => Ok(Arc::new(kv_zookeeper::ZooKeeperStore::from_url(url).await?)),
         Some(feature) => Err(Error::invalid_url(format!(
             "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate"
         ))),
@@ -102,6 +103,8 @@ pub fn compiled_schemes() -> Vec<&'static str> {
         "redis",
         #[cfg(feature = "consul")]
         "consul",
+        #[cfg(feature = "zookeeper")]
+        "zookeeper",
     ];
     compiled.to_vec()
 }

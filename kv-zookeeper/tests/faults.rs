@@ -1,0 +1,150 @@
+//! ZooKeeper-specific behaviour and failure paths, against servers these tests start
+//! themselves.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
+
+use std::time::{Duration, Instant};
+
+use conformance::servers::{Launcher, ZooKeeperProcess};
+use kv_core::{Error, PutOptions, Store};
+use kv_zookeeper::ZooKeeperStore;
+
+fn skipped() -> bool {
+    let skip =
+        std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "zookeeper"));
+    if skip {
+        eprintln!("SKIPPED: zookeeper fault tests (KV_TEST_SKIP)");
+    }
+    skip
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_gives_typed_errors_and_ends_watches() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let store = ZooKeeperStore::open(&format!(
+        "{}/faults?timeout=1s&session_timeout=2s",
+        server.url
+    ))
+    .await
+    .unwrap();
+    conformance::faults::a_stopped_server(&store, || drop(server)).await;
+}
+
+#[tokio::test]
+async fn digest_credentials_protect_the_data_and_stay_secret() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let host = server.url.trim_start_matches("zookeeper://");
+    let owner = ZooKeeperStore::open(&format!("zookeeper://app:s3cret-pw@{host}/guarded"))
+        .await
+        .unwrap();
+    assert!(!format!("{owner:?}").contains("s3cret-pw"), "{owner:?}");
+    owner.put("k", b"v", PutOptions::default()).await.unwrap();
+    for url in [
+        format!("zookeeper://app:wrong-pw@{host}/guarded?timeout=2s"),
+        format!("zookeeper://{host}/guarded?timeout=2s"),
+    ] {
+        let error = ZooKeeperStore::open(&url)
+            .await
+            .expect_err("another identity must not open the protected base");
+        assert!(matches!(error, Error::Auth { .. }), "{url}: {error:?}");
+        assert!(!format!("{error} {error:?}").contains("wrong-pw"));
+    }
+    assert_eq!(&owner.get("k").await.unwrap().unwrap().value[..], b"v");
+}
+
+#[tokio::test]
+async fn a_write_the_server_refuses_leaves_nothing_behind() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    // Claim more than the server's 1 MiB jute.maxbuffer, so that the server is the one
+    // refusing the write.
+    let store = ZooKeeperStore::open(&format!(
+        "{}/oversize?max_value_bytes=4000000&timeout=3s",
+        server.url
+    ))
+    .await
+    .unwrap();
+    let big = vec![7u8; 2 * 1024 * 1024];
+    // A plain put tries an in-place rewrite first; a TTL put creates the directories first.
+    for (key, options) in [
+        ("dir/big", PutOptions::default()),
+        (
+            "ttl/big",
+            PutOptions::default().ttl(Duration::from_secs(60)),
+        ),
+    ] {
+        let error = store
+            .put(key, &big, options)
+            .await
+            .expect_err("the server refuses a 2 MiB request");
+        assert!(
+            !matches!(error, Error::Conflict { .. }),
+            "a refused write is not a conflict: {error:?}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.exists("dir/big").await {
+            Ok(exists) => {
+                assert!(!exists, "the refused value must not exist");
+                break;
+            }
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(store.list("").await.unwrap().is_empty());
+    assert!(
+        store.list_children("").await.unwrap().is_empty(),
+        "no directory left behind"
+    );
+    let raw = zookeeper_client::Client::connect(server.url.trim_start_matches("zookeeper://"))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.list_children("/oversize").await.unwrap(),
+        Vec::<String>::new(),
+        "no node left behind"
+    );
+    store
+        .put("dir/small", b"ok", PutOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_ensemble_fails_at_open() {
+    let port = conformance::servers::free_port().unwrap();
+    let started = Instant::now();
+    let error = ZooKeeperStore::open(&format!("zookeeper://127.0.0.1:{port}?timeout=1s"))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn bad_urls_are_rejected() {
+    for url in [
+        "zookeeper://",
+        "zookeeper://h/zookeeper",
+        "zookeeper://user@h",
+        "zookeeper://h?frobnicate=1",
+        "zookeeper://h?session_timeout=soon",
+    ] {
+        let error = ZooKeeperStore::open(url).await.unwrap_err();
+        assert!(
+            matches!(error, Error::InvalidUrl { .. }),
+            "{url}: {error:?}"
+        );
+    }
+}
