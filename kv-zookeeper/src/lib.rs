@@ -167,7 +167,9 @@ impl ZooKeeperStore {
         let client = connection.connect(session_timeout).await?;
         let layout = Layout::new(&base);
         // Create the base, then read it: a wrong identity fails here, not at the first call.
-        let options = zk::CreateMode::Persistent.with_acls(connection.acls());
+        // It is a container, like every directory: ZooKeeper removes it once the store is
+        // empty again, and the next write recreates it.
+        let options = zk::CreateMode::Container.with_acls(connection.acls());
         timed("open", timeout, client.mkdir(&base, &options)).await?;
         timed("open", timeout, client.get_children(&base)).await?;
         let mut capabilities = Capabilities::full("zookeeper", max_value_bytes);
@@ -264,8 +266,8 @@ impl Inner {
         }
     }
 
-    /// Creates the directory nodes (containers) down to `dir`.
-    async fn make_dirs(&self, client: &zk::Client, dir: &str) -> Result<()> {
+    /// Creates the directory nodes (containers, the base included) down to `dir`.
+    pub async fn make_dirs(&self, client: &zk::Client, dir: &str) -> Result<()> {
         let options = zk::CreateMode::Container.with_acls(self.connection.acls());
         self.call("create parents", client.mkdir(dir, &options))
             .await

@@ -71,7 +71,7 @@ impl ZooKeeperLock {
         let client = self.inner.connection.connect(self.options.ttl).await?;
         let dir = self.inner.layout.locks();
         let acls = self.inner.connection.acls();
-        let persistent = zk::CreateMode::Persistent.with_acls(acls);
+        let container = zk::CreateMode::Container.with_acls(acls);
         let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(acls);
         let prefix = format!(
             "{dir}/{}",
@@ -86,7 +86,7 @@ impl ZooKeeperLock {
             {
                 Ok(created) => break created,
                 Err(zk::Error::NoNode) => {
-                    timed("lock", self.inner.timeout, client.mkdir(&dir, &persistent)).await?;
+                    timed("lock", self.inner.timeout, client.mkdir(&dir, &container)).await?;
                 }
                 Err(error) => return Err(map_error("lock", error)),
             }

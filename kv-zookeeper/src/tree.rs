@@ -219,9 +219,10 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
             }
         }
         if !raced {
-            if !prefix.is_empty()
-                && let Some(at) = inner.layout.dir(prefix).rfind('/')
-            {
+            if prefix.is_empty() {
+                // The emptied base goes too (it is recreated by the next write).
+                let _ = timed_raw(inner.timeout, client.delete(inner.layout.base(), None)).await;
+            } else if let Some(at) = inner.layout.dir(prefix).rfind('/') {
                 inner
                     .prune(client, inner.layout.dir(prefix)[..at].to_owned())
                     .await;

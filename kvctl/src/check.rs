@@ -38,6 +38,7 @@ impl Deployment {
                 url.options.push(("root".into(), root));
                 return Ok(url.to_url_string());
             }
+            "zookeeper" if url.path.is_empty() => url.path = "kv".into(),
             _ => {}
         }
         url.path = if url.path.is_empty() {

@@ -319,10 +319,10 @@ fn memory_store_single_invocations() {
     kv.expect(&["del", "k"], 1);
 }
 
-/// A store all kvctl processes share: a real etcd from the test harness, under a fresh root.
-fn shared_etcd() -> Option<Kvctl> {
-    use conformance::servers::{EtcdProcess, Provision, provision};
-    match provision(&EtcdProcess) {
+/// A store all kvctl processes share: a real server from the test harness, under a fresh root.
+fn shared(launcher: &dyn conformance::servers::Launcher) -> Option<Kvctl> {
+    use conformance::servers::{Provision, provision};
+    match provision(launcher) {
         Provision::Ready(server) => {
             let url = format!("{}/{}", server.url, conformance::random_name());
             Some(Kvctl {
@@ -335,6 +335,10 @@ fn shared_etcd() -> Option<Kvctl> {
             None
         }
     }
+}
+
+fn shared_etcd() -> Option<Kvctl> {
+    shared(&conformance::servers::EtcdProcess)
 }
 
 #[test]
@@ -414,6 +418,28 @@ fn check_on_etcd_cleans_up_after_itself() {
         "",
         "check must leave no keys under the root"
     );
+}
+
+#[test]
+fn check_passes_on_consul_and_zookeeper_and_cleans_up() {
+    use conformance::servers::{ConsulProcess, ZooKeeperProcess};
+    let launchers: [&dyn conformance::servers::Launcher; 2] = [&ConsulProcess, &ZooKeeperProcess];
+    for launcher in launchers {
+        let Some(kv) = shared(launcher) else { continue };
+        let out = kv.expect(&["check"], 0);
+        assert!(out.trim_end().ends_with("cases, 0 failed"), "{out}");
+        assert!(out.contains("gated"), "watch history is gated: {out}");
+        assert_eq!(
+            kv.expect(&["ls", "-r"], 0),
+            "",
+            "no keys left under the root"
+        );
+        assert_eq!(
+            kv.expect(&["ls"], 0),
+            "",
+            "no directories left under the root"
+        );
+    }
 }
 
 #[test]
