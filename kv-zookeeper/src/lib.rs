@@ -2,7 +2,8 @@
 //! nodes), on the async `zookeeper-client` crate.
 //!
 //! - URL: `zookeeper://[user:password@]host:2181[,host:2181...][/base][?session_timeout=10s&
-//!   timeout=5s]`. The base path defaults to `/kv` (never the root: `/zookeeper` is ZooKeeper's
+//!   timeout=5s]`; `zookeepers://` or `tls=true` for TLS (the server's `secureClientPort`), with
+//!   `ca=PATH` and `cert=PATH&key=PATH` (PEM). The base path defaults to `/kv` (never the root: `/zookeeper` is ZooKeeper's
 //!   own). With a user and password the client authenticates with the `digest` scheme and
 //!   creates every node readable and writable only by that identity.
 //! - Each key is a directory node holding its value in a child node `=` (layout in the
@@ -61,6 +62,7 @@ pub struct ZooKeeperStore {
 pub(crate) struct Connection {
     cluster: String,
     auth: Option<(String, Secret)>,
+    tls: Option<zk::TlsOptions>,
     timeout: Duration,
 }
 
@@ -90,12 +92,22 @@ impl Connection {
             let credentials = format!("{user}:{}", password.expose());
             connector = connector.with_auth("digest", credentials.as_bytes());
         }
-        timed(
-            "connect",
-            self.timeout * 2,
-            connector.connect(&self.cluster),
-        )
-        .await
+        match &self.tls {
+            None => {
+                timed(
+                    "connect",
+                    self.timeout * 2,
+                    connector.connect(&self.cluster),
+                )
+                .await
+            }
+            Some(tls) => {
+                let connect = connector
+                    .with_tls(tls.clone())
+                    .secure_connect(&self.cluster);
+                timed("connect", self.timeout * 2, connect).await
+            }
+        }
     }
 
     /// The ACL of every node this store creates.
@@ -116,13 +128,16 @@ impl ZooKeeperStore {
 
     /// Connects to the ensemble of a parsed URL.
     pub async fn from_url(url: &StoreUrl) -> Result<ZooKeeperStore> {
-        if url.scheme != "zookeeper" {
+        if url.scheme != "zookeeper" && url.scheme != "zookeepers" {
             return Err(Error::invalid_url(format!(
-                "kv-zookeeper opens zookeeper:// URLs, not {}://",
+                "kv-zookeeper opens zookeeper:// and zookeepers:// URLs, not {}://",
                 url.scheme
             )));
         }
-        url.check_options(&["timeout", "session_timeout", "max_value_bytes"])?;
+        let mut known = vec!["timeout", "session_timeout", "max_value_bytes"];
+        known.extend(StoreUrl::TLS_OPTIONS);
+        url.check_options(&known)?;
+        let tls = url.tls("zookeepers")?.map(tls_options).transpose()?;
         if url.hosts.is_empty() {
             return Err(Error::invalid_url(
                 "zookeeper:// needs at least one server: zookeeper://host:2181[,host:2181][/base]",
@@ -162,6 +177,7 @@ impl ZooKeeperStore {
         let connection = Connection {
             cluster,
             auth,
+            tls,
             timeout,
         };
         let client = connection.connect(session_timeout).await?;
@@ -193,6 +209,24 @@ impl ZooKeeperStore {
             }),
         })
     }
+}
+
+/// The client's TLS settings from the URL's PEM files (the client uses aws-lc-rs, like the
+/// rest of the workspace).
+fn tls_options(files: kv_core::TlsFiles) -> Result<zk::TlsOptions> {
+    let bad = |what: &str, e: zk::Error| Error::invalid_url(format!("{what}: {e}"));
+    let mut options = zk::TlsOptions::new();
+    if let Some(ca) = &files.ca {
+        options = options
+            .with_pem_ca(&String::from_utf8_lossy(ca))
+            .map_err(|e| bad("the ca file", e))?;
+    }
+    if let Some((cert, key)) = &files.identity {
+        options = options
+            .with_pem_identity(&String::from_utf8_lossy(cert), key.expose())
+            .map_err(|e| bad("the cert and key files", e))?;
+    }
+    Ok(options)
 }
 
 /// Runs a ZooKeeper call with a timeout, mapping its errors.

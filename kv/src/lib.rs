@@ -49,6 +49,7 @@ const SCHEMES: &[(&str, &str)] = &[
     ("consul", "consul"),
     ("consuls", "consul"),
     ("zookeeper", "zookeeper"),
+    ("zookeepers", "zookeeper"),
 ];
 
 /// Opens the store a URL names, with the backend its scheme selects.
