@@ -26,9 +26,10 @@ pub struct Cli {
     )]
     pub store: Option<String>,
 
-    /// Output format: text for people, json for scripts (one object per line).
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    /// Output format: text for people, json for scripts (one object per line). Default: text
+    /// (json for `bench`).
+    #[arg(long, short = 'o', global = true, value_enum)]
+    pub output: Option<Output>,
 
     /// What to do.
     #[command(subcommand)]
@@ -123,6 +124,13 @@ pub enum Command {
         only: Vec<String>,
     },
 
+    /// Measure operations through kv and through the backend's own client (the baseline), one
+    /// JSON line per operation and concurrency (-o text: a table). Cleans up what it wrote.
+    #[command(
+        after_help = "Examples:\n  kvctl bench --store etcd://127.0.0.1:2379 --impl both\n  kvctl bench --store redis://127.0.0.1:6379 --ops get,put --concurrency 1,16 --duration 5s -o text\n  kvctl bench --store memory:// --ops watch,watch_tree,lock"
+    )]
+    Bench(BenchArgs),
+
     /// Run a command while holding a lock; exit with its status.
     #[command(
         after_help = "Examples:\n  kvctl lock jobs/backup -- ./backup.sh\n  kvctl lock --subtree --ttl 30s app -- ./migrate.sh --all"
@@ -195,4 +203,87 @@ pub struct LockArgs {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Operations to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "put,get,exists,list,delete,cas,watch,watch_tree,lock"
+    )]
+    pub ops: Vec<BenchOp>,
+    /// Concurrent tasks sharing the one store handle; each value is a separate run.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub concurrency: Vec<usize>,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    pub value_size: usize,
+    /// Keys written before get/exists/delete runs (and the most a delete run removes).
+    #[arg(long, default_value_t = 1000)]
+    pub keys: usize,
+    /// How long each run lasts.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub duration: std::time::Duration,
+    /// Stop each run after this many operations instead (or at --duration, if sooner).
+    #[arg(long, value_name = "N")]
+    pub ops_count: Option<u64>,
+    /// kv, the backend's raw client, or both (raw first) in the same run.
+    #[arg(long = "impl", value_enum, default_value_t = BenchImpl::Kv)]
+    pub implementation: BenchImpl,
+}
+
+/// An operation `bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum BenchOp {
+    /// Write a value.
+    Put,
+    /// Read a value.
+    Get,
+    /// Check a key.
+    Exists,
+    /// List a directory of 100 keys.
+    List,
+    /// Delete a key.
+    Delete,
+    /// Compare-and-swap on the version of the task's last write.
+    Cas,
+    /// Put-to-event latency on one key (kv only).
+    Watch,
+    /// Put-to-event latency on a directory (kv only).
+    WatchTree,
+    /// Acquire + release cycles (concurrency = contenders; kv only).
+    Lock,
+}
+
+impl BenchOp {
+    /// The name in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchOp::Put => "put",
+            BenchOp::Get => "get",
+            BenchOp::Exists => "exists",
+            BenchOp::List => "list",
+            BenchOp::Delete => "delete",
+            BenchOp::Cas => "cas",
+            BenchOp::Watch => "watch",
+            BenchOp::WatchTree => "watch_tree",
+            BenchOp::Lock => "lock",
+        }
+    }
+}
+
+/// Which implementation `bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchImpl {
+    /// Through kv.
+    Kv,
+    /// Through the backend's own client crate.
+    Raw,
+    /// Both, raw first, in the same run.
+    Both,
 }

@@ -1,5 +1,6 @@
 //! `kvctl`: what `etcdctl`, `consul kv` and `zkCli` are to their servers, for every kv store.
 
+mod bench;
 mod check;
 mod cli;
 mod lock;
@@ -14,15 +15,18 @@ use futures::StreamExt;
 use kv::{Precondition, PutOptions, Store, WatchOptions};
 use serde_json::json;
 
-use crate::cli::{CasArgs, Cli, Command, PutArgs, WatchArgs};
+use crate::cli::{CasArgs, Cli, Command, Output, PutArgs, WatchArgs};
 use crate::output::{Failure, Printer, code, pair_json};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // A benchmark spreads its tasks over every core; everything else needs one thread.
+    let mut builder = if matches!(cli.command, Command::Bench(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             Failure::new(code::OTHER, format!("cannot start the async runtime: {e}")).print();
@@ -44,7 +48,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Some(url) => url,
         None => default_store()?,
     };
-    let printer = Printer::new(cli.output);
+    if let Command::Bench(args) = &cli.command {
+        let printer = Printer::new(cli.output.unwrap_or(Output::Json));
+        return bench::run(&url, args, &printer).await;
+    }
+    let printer = Printer::new(cli.output.unwrap_or(Output::Text));
     if let Command::Check { only } = &cli.command {
         return check::run(&url, only, &printer).await;
     }
@@ -125,9 +133,9 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
         // Handled in `run`, before a store is opened: check opens its own.
-        Command::Check { .. } => Err(Failure::new(
+        Command::Check { .. } | Command::Bench(_) => Err(Failure::new(
             code::OTHER,
-            "check does not run on an open store",
+            "check and bench do not run on an open store",
         )),
     }
 }
