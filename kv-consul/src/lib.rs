@@ -115,7 +115,13 @@ impl ConsulStore {
             Err(Error::Auth { .. }) => DEFAULT_SESSION_TTL_MIN,
             Err(e) => return Err(e),
         };
-        api.read("open", &layout.data_key(""), false, None).await?;
+        // A plain read checks the token: the root key (without a root, the lock area's).
+        let probe = match layout.data_key("") {
+            root if root.is_empty() => layout.all_locks(),
+            root => root,
+        };
+        api.read("open", probe.trim_end_matches('/'), false, None)
+            .await?;
         let mut capabilities = Capabilities::full("consul", max_value_bytes);
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;

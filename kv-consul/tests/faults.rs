@@ -104,3 +104,36 @@ async fn bad_urls_are_rejected() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_store_without_a_root_uses_top_level_keys() {
+    if skipped() {
+        return;
+    }
+    let server = ConsulProcess.start().unwrap();
+    let store = ConsulStore::open(&server.url).await.unwrap();
+    store
+        .put("top/k", b"v", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(&store.get("top/k").await.unwrap().unwrap().value[..], b"v");
+    let lock = store
+        .new_lock("top", kv_core::LockOptions::default())
+        .await
+        .unwrap();
+    let guard = lock.try_acquire().await.unwrap().unwrap();
+    let keys: Vec<String> = store
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key.to_string())
+        .collect();
+    assert_eq!(keys, vec!["top/k"], "the lock key is not a kv key");
+    assert!(matches!(
+        store.put("!kv/x", b"v", PutOptions::default()).await,
+        Err(Error::InvalidKey { .. })
+    ));
+    guard.release().await.unwrap();
+    assert_eq!(store.delete_tree("").await.unwrap(), 1);
+}
