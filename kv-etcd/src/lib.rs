@@ -271,6 +271,13 @@ impl Inner {
             put = put.with_lease(self.grant(ttl).await?);
         }
         let etcd_key = self.layout.data_key(key);
+        if precondition.is_none() {
+            // A plain put needs no transaction.
+            let response = self
+                .call("put", self.client.kv_client().put(etcd_key, value, Some(put)))
+                .await?;
+            return revision_of(response.header());
+        }
         let compare = match precondition {
             None => None,
             Some(Precondition::MustNotExist) => Some(Compare::create_revision(

@@ -22,8 +22,8 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Helpers every script starts with.
-const PRELUDE: &str = r#"
+/// Helpers every script starts with: enough for the point reads.
+const READ_PRELUDE: &str = r#"
 local P = ARGV[1]
 local HIST = tonumber(ARGV[2])
 local function now_ms()
@@ -31,6 +31,18 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function dkey(k) return P .. ':d:' .. k end
+local function state(k, now)
+  local cur = redis.call('HMGET', dkey(k), 'v', 'ver', 'exp')
+  if not cur[2] then return nil end
+  local exp = tonumber(cur[3])
+  if exp and exp <= now then return false end
+  return cur
+end
+"#;
+
+/// The helpers of the scripts that change data or read ranges (defining them costs time on
+/// every call, so the point reads go without).
+const PRELUDE: &str = r#"
 local function id(rev, seq) return string.format('%d-%d', rev, seq) end
 local function log(rev, seq, k, kind, v)
   local stream = P .. ':log'
@@ -51,13 +63,6 @@ local function remove(k)
   drop(k)
   log(next_rev(), 1, k, 'del', '')
 end
-local function state(k, now)
-  local cur = redis.call('HMGET', dkey(k), 'v', 'ver', 'exp')
-  if not cur[2] then return nil end
-  local exp = tonumber(cur[3])
-  if exp and exp <= now then return false end
-  return cur
-end
 -- The version of the live value at k (nil if none); an expired one is removed first.
 local function live_version(k, now)
   local cur = state(k, now)
@@ -72,12 +77,16 @@ end
 "#;
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    Script::new(&format!("{READ_PRELUDE}{PRELUDE}\n{body}"))
+}
+
+fn read_script(body: &str) -> Script {
+    Script::new(&format!("{READ_PRELUDE}\n{body}"))
 }
 
 /// ARGV[3] key. Returns `{value, version}` or nil.
 pub static GET: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    read_script(
         r#"
 local cur = state(ARGV[3], now_ms())
 if not cur then return nil end
@@ -88,7 +97,7 @@ return {cur[1], cur[2]}
 
 /// ARGV[3] key. Returns 1 if it holds a live value, else 0 (without reading the value).
 pub static EXISTS: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    read_script(
         r#"
 local cur = redis.call('HMGET', dkey(ARGV[3]), 'ver', 'exp')
 if not cur[1] then return 0 end

@@ -231,7 +231,11 @@ pub struct BenchArgs {
     /// Stop each run after this many operations instead (or at --duration, if sooner).
     #[arg(long, value_name = "N")]
     pub ops_count: Option<u64>,
-    /// kv, the backend's raw client, or both (raw first) in the same run.
+    /// Split each measurement into this many rounds, alternating which implementation goes
+    /// first (with --impl both).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// kv, the backend's raw client, or both, in the same run.
     #[arg(long = "impl", value_enum, default_value_t = BenchImpl::Kv)]
     pub implementation: BenchImpl,
 }
@@ -284,6 +288,6 @@ pub enum BenchImpl {
     Kv,
     /// Through the backend's own client crate.
     Raw,
-    /// Both, raw first, in the same run.
+    /// Both, in alternating rounds.
     Both,
 }

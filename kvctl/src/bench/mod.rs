@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use kv::StoreUrl;
 use serde_json::json;
 
@@ -210,6 +211,28 @@ fn value(size: usize, i: u64) -> Vec<u8> {
     v
 }
 
+/// A prepared point operation: `op(task, i)` runs the i-th call of a task.
+type PreparedOp = Arc<dyn Fn(usize, u64) -> BoxFuture<'static, OpResult<()>> + Send + Sync>;
+
+/// One implementation under test.
+struct Implementation {
+    name: &'static str,
+    target: Arc<dyn Target>,
+    store: Option<Arc<dyn kv::Store>>,
+}
+
+/// Adds a round's sample to the total.
+fn merge(total: &mut Option<Sample>, sample: Sample) {
+    match total {
+        None => *total = Some(sample),
+        Some(total) => {
+            total.micros.extend(sample.micros);
+            total.errors += sample.errors;
+            total.elapsed += sample.elapsed;
+        }
+    }
+}
+
 /// Runs `kvctl bench`.
 pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failure> {
     let parsed = StoreUrl::parse(url)?;
@@ -220,10 +243,6 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
         "zookeepers" => "zookeeper".to_owned(),
         s => s.to_owned(),
     };
-    let budget = Budget {
-        duration: args.duration,
-        ops: args.ops_count,
-    };
     let run_id = format!("kvbench-{:08x}", fastrand::u32(..));
     if !out.json() {
         out.emit(json!({}), || {
@@ -233,70 +252,101 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
             )
         });
     }
-    let impls: &[&'static str] = match args.implementation {
-        BenchImpl::Kv => &["kv"],
-        BenchImpl::Raw => &["raw"],
-        BenchImpl::Both => &["raw", "kv"],
-    };
-    for &implementation in impls {
-        let store = if implementation == "kv" {
-            Some(kv::open(url).await?)
-        } else {
-            None
-        };
-        let target: Arc<dyn Target> = match &store {
-            Some(store) => Arc::new(kv_target::KvTarget(store.clone())),
-            None => raw_target(&parsed).await?,
-        };
-        let prefix = format!("{run_id}/{implementation}");
-        for op in &args.ops {
-            for &concurrency in &args.concurrency {
-                let sample = match (op, &store) {
-                    (BenchOp::Watch | BenchOp::WatchTree | BenchOp::Lock, None) => continue,
-                    (BenchOp::Watch, Some(store)) => {
-                        kv_target::watch(
-                            store.clone(),
-                            &prefix,
-                            false,
-                            concurrency,
-                            budget,
-                            args.value_size,
-                        )
-                        .await
-                    }
-                    (BenchOp::WatchTree, Some(store)) => {
-                        kv_target::watch(
-                            store.clone(),
-                            &prefix,
-                            true,
-                            concurrency,
-                            budget,
-                            args.value_size,
-                        )
-                        .await
-                    }
-                    (BenchOp::Lock, Some(store)) => {
-                        kv_target::lock(store.clone(), &prefix, concurrency, budget).await?
-                    }
-                    (op, _) => {
-                        point_op(target.clone(), *op, &prefix, concurrency, budget, args).await?
-                    }
-                };
-                Row {
-                    implementation,
-                    backend: backend.clone(),
-                    op: op.name(),
-                    concurrency,
-                    sample,
+    let mut implementations = Vec::new();
+    if matches!(args.implementation, BenchImpl::Raw | BenchImpl::Both) {
+        implementations.push(Implementation {
+            name: "raw",
+            target: raw_target(&parsed).await?,
+            store: None,
+        });
+    }
+    if matches!(args.implementation, BenchImpl::Kv | BenchImpl::Both) {
+        let store = kv::open(url).await?;
+        implementations.push(Implementation {
+            name: "kv",
+            target: Arc::new(kv_target::KvTarget(store.clone())),
+            store: Some(store),
+        });
+    }
+    // Each measurement is split into rounds that alternate which implementation goes first,
+    // so that a server warming up or filling up does not favour one of them.
+    let rounds = args.rounds.max(1);
+    for op in &args.ops {
+        for &concurrency in &args.concurrency {
+            let mut totals: Vec<Option<Sample>> = implementations.iter().map(|_| None).collect();
+            let kv_only = matches!(op, BenchOp::Watch | BenchOp::WatchTree | BenchOp::Lock);
+            let mut prepared = Vec::new();
+            for implementation in &implementations {
+                let prefix = format!("{run_id}/{}", implementation.name);
+                prepared.push(match (kv_only, &implementation.store) {
+                    (true, _) => None,
+                    (false, _) => Some(
+                        prepare(implementation.target.clone(), *op, &prefix, concurrency, args)
+                            .await?,
+                    ),
+                });
+            }
+            // A delete run removes the prefilled keys once: no rounds.
+            let rounds = if *op == BenchOp::Delete || kv_only { 1 } else { rounds };
+            let budget = Budget {
+                duration: args.duration / rounds,
+                ops: args.ops_count.map(|n| n.div_ceil(rounds as u64)),
+            };
+            for round in 0..rounds {
+                for index in 0..implementations.len() {
+                    let index = if round % 2 == 0 { index } else { implementations.len() - 1 - index };
+                    let implementation = &implementations[index];
+                    let label = format!("{} {} c={concurrency}", implementation.name, op.name());
+                    let prefix = format!("{run_id}/{}", implementation.name);
+                    let sample = match (&prepared[index], &implementation.store) {
+                        (Some(prepared), _) => {
+                            let prepared = prepared.clone();
+                            let budget = if *op == BenchOp::Delete {
+                                Budget {
+                                    ops: Some(budget.ops.map_or(args.keys.max(1) as u64, |n| {
+                                        n.min(args.keys.max(1) as u64)
+                                    })),
+                                    ..budget
+                                }
+                            } else {
+                                budget
+                            };
+                            measure(concurrency, budget, &label, move |task, i| prepared(task, i)).await
+                        }
+                        (None, Some(store)) => match op {
+                            BenchOp::Watch | BenchOp::WatchTree => {
+                                let tree = *op == BenchOp::WatchTree;
+                                kv_target::watch(store.clone(), &prefix, tree, concurrency, budget, args.value_size).await
+                            }
+                            _ => kv_target::lock(store.clone(), &prefix, concurrency, budget).await?,
+                        },
+                        (None, None) => continue,
+                    };
+                    merge(&mut totals[index], sample);
                 }
-                .print(out);
+            }
+            for (implementation, total) in implementations.iter().zip(totals) {
+                if let Some(mut sample) = total {
+                    sample.micros.sort_unstable();
+                    Row {
+                        implementation: implementation.name,
+                        backend: backend.clone(),
+                        op: op.name(),
+                        concurrency,
+                        sample,
+                    }
+                    .print(out);
+                }
             }
         }
-        target
+    }
+    for implementation in implementations {
+        implementation
+            .target
             .cleanup(&run_id)
             .await
             .map_err(|e| Failure::new(code::OTHER, format!("cleanup failed: {e}")))?;
-        if let Some(store) = store {
+        if let Some(store) = implementation.store {
             store.close().await?;
         }
     }
@@ -306,10 +356,8 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
 /// The raw client for a URL's backend.
 async fn raw_target(url: &StoreUrl) -> Result<Arc<dyn Target>, Failure> {
     let unsupported = |why: &str| Failure::new(code::USAGE, why.to_owned());
-    let secure = matches!(
-        url.scheme.as_str(),
-        "etcds" | "rediss" | "consuls" | "zookeepers"
-    ) || url.bool_option("tls").ok().flatten() == Some(true);
+    let secure = matches!(url.scheme.as_str(), "etcds" | "rediss" | "consuls" | "zookeepers")
+        || url.bool_option("tls").ok().flatten() == Some(true);
     if secure {
         return Err(unsupported(
             "--impl raw connects without TLS; bench the raw baseline on a plain endpoint",
@@ -330,129 +378,88 @@ async fn raw_target(url: &StoreUrl) -> Result<Arc<dyn Target>, Failure> {
     Ok(target)
 }
 
-/// Prepares and measures one point operation.
-async fn point_op(
+/// Writes what a point operation needs (untimed) and returns the operation to measure.
+async fn prepare(
     target: Arc<dyn Target>,
     op: BenchOp,
     prefix: &str,
     concurrency: usize,
-    budget: Budget,
     args: &BenchArgs,
-) -> Result<Sample, Failure> {
+) -> Result<PreparedOp, Failure> {
     let size = args.value_size;
     let dir = format!("{prefix}/{}-c{concurrency}", op.name());
     let setup = |e: String| Failure::new(code::OTHER, format!("bench setup failed: {e}"));
-    let keys = args.keys.max(1);
-    let label = format!("{} c={concurrency}", op.name());
-    Ok(match op {
-        BenchOp::Put => {
-            measure(concurrency, budget, &label, move |task, i| {
-                let (target, key) = (
-                    target.clone(),
-                    format!("{dir}/{}", (task as u64 * 7919 + i) % keys as u64),
-                );
-                async move { target.put(&key, &value(size, i)).await.map(drop) }
-            })
-            .await
-        }
-        BenchOp::Get | BenchOp::Exists => {
+    let keys = args.keys.max(1) as u64;
+    let key_of = move |dir: &str, task: usize, i: u64| format!("{dir}/{}", (task as u64 * 7919 + i) % keys);
+    match op {
+        BenchOp::Get | BenchOp::Exists | BenchOp::Delete => {
             for k in 0..keys {
-                target
-                    .put(&format!("{dir}/{k}"), &value(size, 0))
-                    .await
-                    .map_err(setup)?;
+                target.put(&format!("{dir}/{k}"), &value(size, 0)).await.map_err(setup)?;
             }
-            let exists = op == BenchOp::Exists;
-            measure(concurrency, budget, &label, move |task, i| {
-                let (target, key) = (
-                    target.clone(),
-                    format!("{dir}/{}", (task as u64 * 7919 + i) % keys as u64),
-                );
-                async move {
-                    let found = if exists {
-                        target.exists(&key).await?
-                    } else {
-                        target.get(&key).await?
-                    };
-                    if found {
-                        Ok(())
-                    } else {
-                        Err(format!("{key} is missing"))
-                    }
-                }
-            })
-            .await
         }
         BenchOp::List => {
             for k in 0..100 {
-                target
-                    .put(&format!("{dir}/{k:03}"), &value(size, 0))
-                    .await
-                    .map_err(setup)?;
+                target.put(&format!("{dir}/{k:03}"), &value(size, 0)).await.map_err(setup)?;
             }
-            measure(concurrency, budget, &label, move |_, _| {
-                let (target, dir) = (target.clone(), dir.clone());
-                async move {
-                    match target.list(&dir).await? {
-                        100 => Ok(()),
-                        n => Err(format!("listed {n} keys, not 100")),
-                    }
+        }
+        _ => {}
+    }
+    Ok(match op {
+        BenchOp::Put => Arc::new(move |task, i| {
+            let (target, key) = (target.clone(), key_of(&dir, task, i));
+            Box::pin(async move { target.put(&key, &value(size, i)).await.map(drop) })
+        }),
+        BenchOp::Get | BenchOp::Exists => {
+            let exists = op == BenchOp::Exists;
+            Arc::new(move |task, i| {
+                let (target, key) = (target.clone(), key_of(&dir, task, i));
+                Box::pin(async move {
+                    let found = if exists { target.exists(&key).await? } else { target.get(&key).await? };
+                    if found { Ok(()) } else { Err(format!("{key} is missing")) }
+                })
+            })
+        }
+        BenchOp::List => Arc::new(move |_, _| {
+            let (target, dir) = (target.clone(), dir.clone());
+            Box::pin(async move {
+                match target.list(&dir).await? {
+                    100 => Ok(()),
+                    n => Err(format!("listed {n} keys, not 100")),
                 }
             })
-            .await
-        }
-        BenchOp::Delete => {
-            for k in 0..keys {
-                target
-                    .put(&format!("{dir}/{k}"), &value(size, 0))
-                    .await
-                    .map_err(setup)?;
-            }
-            // Each task deletes its own share of the prefilled keys, once each.
-            let budget = Budget {
-                ops: Some(budget.ops.map_or(keys as u64, |n| n.min(keys as u64))),
-                ..budget
-            };
-            measure(concurrency, budget, &label, move |task, i| {
-                let (target, key) = (
-                    target.clone(),
-                    format!(
-                        "{dir}/{}",
-                        (i * concurrency as u64 + task as u64) % keys as u64
-                    ),
-                );
-                async move { target.delete(&key).await }
-            })
-            .await
-        }
+        }),
+        BenchOp::Delete => Arc::new(move |task, i| {
+            // Task t deletes keys t, t + c, t + 2c, ...: each prefilled key once.
+            let key = format!("{dir}/{}", (i * concurrency as u64 + task as u64) % keys);
+            let target = target.clone();
+            Box::pin(async move { target.delete(&key).await })
+        }),
         BenchOp::Cas => {
             // One key per task: each cas builds on the task's previous write.
-            let mut tokens = Vec::new();
+            let mut state = Vec::new();
             for task in 0..concurrency {
                 let key = format!("{dir}/{task}");
                 let mut token = target.put(&key, &value(size, 0)).await.map_err(setup)?;
                 if token == 0 {
                     token = target.token(&key).await.map_err(setup)?;
                 }
-                tokens.push(AtomicU64::new(token));
+                state.push(tokio::sync::Mutex::new((0u64, token)));
             }
-            let tokens = Arc::new(tokens);
-            measure(concurrency, budget, &label, move |task, i| {
-                let (target, tokens) = (target.clone(), tokens.clone());
+            let state = Arc::new(state);
+            Arc::new(move |task, _| {
+                let (target, state) = (target.clone(), state.clone());
                 let key = format!("{dir}/{task}");
-                async move {
-                    let token = tokens[task].load(Ordering::Relaxed);
+                Box::pin(async move {
+                    let mut last = state[task].lock().await;
+                    let (written, token) = *last;
                     let next = target
-                        .cas(&key, &value(size, i), &value(size, i + 1), token)
+                        .cas(&key, &value(size, written), &value(size, written + 1), token)
                         .await?;
-                    tokens[task].store(next, Ordering::Relaxed);
+                    *last = (written + 1, next);
                     Ok(())
-                }
+                })
             })
-            .await
         }
-        BenchOp::Watch | BenchOp::WatchTree | BenchOp::Lock => {
-            unreachable!("measured by kv_target")
-        }
+        BenchOp::Watch | BenchOp::WatchTree | BenchOp::Lock => unreachable!("kv only"),
     })
 }
