@@ -274,7 +274,10 @@ impl Inner {
         if precondition.is_none() {
             // A plain put needs no transaction.
             let response = self
-                .call("put", self.client.kv_client().put(etcd_key, value, Some(put)))
+                .call(
+                    "put",
+                    self.client.kv_client().put(etcd_key, value, Some(put)),
+                )
                 .await?;
             return revision_of(response.header());
         }

@@ -324,7 +324,12 @@ fn shared(launcher: &dyn conformance::servers::Launcher) -> Option<Kvctl> {
     use conformance::servers::{Provision, provision};
     match provision(launcher) {
         Provision::Ready(server) => {
-            let url = format!("{}/{}", server.url, conformance::random_name());
+            // Redis takes its root as an option (the path is the database number).
+            let url = if server.url.starts_with("redis") {
+                format!("{}?root={}", server.url, conformance::random_name())
+            } else {
+                format!("{}/{}", server.url, conformance::random_name())
+            };
             Some(Kvctl {
                 home: tempfile::tempdir().unwrap(),
                 store: Some(Box::leak(url.into_boxed_str())),
@@ -476,4 +481,61 @@ fn check_against_a_broken_setup_fails_with_a_readable_report() {
         "{out}"
     );
     assert!(out.trim_end().ends_with("cases, 5 failed"), "{out}");
+}
+
+/// `kvctl bench` on every backend the harness starts, kv and raw: one well-formed line per op,
+/// implementation and concurrency, no errors, and nothing left behind.
+#[test]
+fn bench_runs_kv_and_raw_on_every_backend_and_cleans_up() {
+    use conformance::servers::{ConsulProcess, EtcdProcess, RedisProcess, ZooKeeperProcess};
+    let launchers: [&dyn conformance::servers::Launcher; 4] = [
+        &EtcdProcess,
+        &RedisProcess,
+        &ConsulProcess,
+        &ZooKeeperProcess,
+    ];
+    let sled = tempfile::tempdir().unwrap();
+    let mut stores: Vec<Kvctl> = launchers.into_iter().filter_map(shared).collect();
+    stores.push(Kvctl {
+        home: tempfile::tempdir().unwrap(),
+        store: Some(Box::leak(
+            format!("sled://{}", sled.path().join("db").display()).into_boxed_str(),
+        )),
+    });
+    for kv in stores {
+        let out = kv.expect(
+            &[
+                "bench",
+                "--impl",
+                "both",
+                "--ops",
+                "put,get,exists,list,delete,cas,watch,lock",
+                "--concurrency",
+                "1,2",
+                "--keys",
+                "10",
+                "--ops-count",
+                "20",
+                "--rounds",
+                "2",
+            ],
+            0,
+        );
+        let lines = json_lines(&out);
+        // 6 point ops × 2 implementations × 2 concurrencies, + watch and lock for kv.
+        assert_eq!(lines.len(), 6 * 2 * 2 + 2 * 2, "{out}");
+        for line in &lines {
+            assert_eq!(line["errors"], 0, "{line}");
+            assert!(line["n"].as_u64().unwrap() > 0, "{line}");
+            assert!(line["ops_per_s"].as_f64().unwrap() > 0.0, "{line}");
+            for field in ["impl", "backend", "op", "concurrency", "p50_us", "p99_us"] {
+                assert!(!line[field].is_null(), "{field} missing: {line}");
+            }
+        }
+        assert_eq!(
+            kv.expect(&["ls", "-r"], 0),
+            "",
+            "bench leaves no keys behind"
+        );
+    }
 }

@@ -281,20 +281,34 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
                 prepared.push(match (kv_only, &implementation.store) {
                     (true, _) => None,
                     (false, _) => Some(
-                        prepare(implementation.target.clone(), *op, &prefix, concurrency, args)
-                            .await?,
+                        prepare(
+                            implementation.target.clone(),
+                            *op,
+                            &prefix,
+                            concurrency,
+                            args,
+                        )
+                        .await?,
                     ),
                 });
             }
             // A delete run removes the prefilled keys once: no rounds.
-            let rounds = if *op == BenchOp::Delete || kv_only { 1 } else { rounds };
+            let rounds = if *op == BenchOp::Delete || kv_only {
+                1
+            } else {
+                rounds
+            };
             let budget = Budget {
                 duration: args.duration / rounds,
                 ops: args.ops_count.map(|n| n.div_ceil(rounds as u64)),
             };
             for round in 0..rounds {
                 for index in 0..implementations.len() {
-                    let index = if round % 2 == 0 { index } else { implementations.len() - 1 - index };
+                    let index = if round % 2 == 0 {
+                        index
+                    } else {
+                        implementations.len() - 1 - index
+                    };
                     let implementation = &implementations[index];
                     let label = format!("{} {} c={concurrency}", implementation.name, op.name());
                     let prefix = format!("{run_id}/{}", implementation.name);
@@ -311,14 +325,27 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
                             } else {
                                 budget
                             };
-                            measure(concurrency, budget, &label, move |task, i| prepared(task, i)).await
+                            measure(concurrency, budget, &label, move |task, i| {
+                                prepared(task, i)
+                            })
+                            .await
                         }
                         (None, Some(store)) => match op {
                             BenchOp::Watch | BenchOp::WatchTree => {
                                 let tree = *op == BenchOp::WatchTree;
-                                kv_target::watch(store.clone(), &prefix, tree, concurrency, budget, args.value_size).await
+                                kv_target::watch(
+                                    store.clone(),
+                                    &prefix,
+                                    tree,
+                                    concurrency,
+                                    budget,
+                                    args.value_size,
+                                )
+                                .await
                             }
-                            _ => kv_target::lock(store.clone(), &prefix, concurrency, budget).await?,
+                            _ => {
+                                kv_target::lock(store.clone(), &prefix, concurrency, budget).await?
+                            }
                         },
                         (None, None) => continue,
                     };
@@ -356,8 +383,10 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
 /// The raw client for a URL's backend.
 async fn raw_target(url: &StoreUrl) -> Result<Arc<dyn Target>, Failure> {
     let unsupported = |why: &str| Failure::new(code::USAGE, why.to_owned());
-    let secure = matches!(url.scheme.as_str(), "etcds" | "rediss" | "consuls" | "zookeepers")
-        || url.bool_option("tls").ok().flatten() == Some(true);
+    let secure = matches!(
+        url.scheme.as_str(),
+        "etcds" | "rediss" | "consuls" | "zookeepers"
+    ) || url.bool_option("tls").ok().flatten() == Some(true);
     if secure {
         return Err(unsupported(
             "--impl raw connects without TLS; bench the raw baseline on a plain endpoint",
@@ -390,16 +419,23 @@ async fn prepare(
     let dir = format!("{prefix}/{}-c{concurrency}", op.name());
     let setup = |e: String| Failure::new(code::OTHER, format!("bench setup failed: {e}"));
     let keys = args.keys.max(1) as u64;
-    let key_of = move |dir: &str, task: usize, i: u64| format!("{dir}/{}", (task as u64 * 7919 + i) % keys);
+    let key_of =
+        move |dir: &str, task: usize, i: u64| format!("{dir}/{}", (task as u64 * 7919 + i) % keys);
     match op {
         BenchOp::Get | BenchOp::Exists | BenchOp::Delete => {
             for k in 0..keys {
-                target.put(&format!("{dir}/{k}"), &value(size, 0)).await.map_err(setup)?;
+                target
+                    .put(&format!("{dir}/{k}"), &value(size, 0))
+                    .await
+                    .map_err(setup)?;
             }
         }
         BenchOp::List => {
             for k in 0..100 {
-                target.put(&format!("{dir}/{k:03}"), &value(size, 0)).await.map_err(setup)?;
+                target
+                    .put(&format!("{dir}/{k:03}"), &value(size, 0))
+                    .await
+                    .map_err(setup)?;
             }
         }
         _ => {}
@@ -414,8 +450,16 @@ async fn prepare(
             Arc::new(move |task, i| {
                 let (target, key) = (target.clone(), key_of(&dir, task, i));
                 Box::pin(async move {
-                    let found = if exists { target.exists(&key).await? } else { target.get(&key).await? };
-                    if found { Ok(()) } else { Err(format!("{key} is missing")) }
+                    let found = if exists {
+                        target.exists(&key).await?
+                    } else {
+                        target.get(&key).await?
+                    };
+                    if found {
+                        Ok(())
+                    } else {
+                        Err(format!("{key} is missing"))
+                    }
                 })
             })
         }
@@ -428,12 +472,15 @@ async fn prepare(
                 }
             })
         }),
-        BenchOp::Delete => Arc::new(move |task, i| {
-            // Task t deletes keys t, t + c, t + 2c, ...: each prefilled key once.
-            let key = format!("{dir}/{}", (i * concurrency as u64 + task as u64) % keys);
-            let target = target.clone();
-            Box::pin(async move { target.delete(&key).await })
-        }),
+        BenchOp::Delete => {
+            // Each prefilled key once, whichever task gets to it (the run stops after `keys`).
+            let next = Arc::new(AtomicU64::new(0));
+            Arc::new(move |_, _| {
+                let key = format!("{dir}/{}", next.fetch_add(1, Ordering::Relaxed) % keys);
+                let target = target.clone();
+                Box::pin(async move { target.delete(&key).await })
+            })
+        }
         BenchOp::Cas => {
             // One key per task: each cas builds on the task's previous write.
             let mut state = Vec::new();
@@ -453,7 +500,12 @@ async fn prepare(
                     let mut last = state[task].lock().await;
                     let (written, token) = *last;
                     let next = target
-                        .cas(&key, &value(size, written), &value(size, written + 1), token)
+                        .cas(
+                            &key,
+                            &value(size, written),
+                            &value(size, written + 1),
+                            token,
+                        )
                         .await?;
                     *last = (written + 1, next);
                     Ok(())

@@ -44,17 +44,22 @@ fn err(e: zk::Error) -> String {
 impl Target for RawZooKeeper {
     async fn put(&self, key: &str, value: &[u8]) -> OpResult<u64> {
         let path = path(key);
-        match self.0.set_data(&path, value, None).await {
-            Ok(stat) => Ok(stat.version as u64),
-            Err(zk::Error::NoNode) => {
-                let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                if let Some((parent, _)) = path.rsplit_once('/') {
-                    self.0.mkdir(parent, &options).await.map_err(err)?;
-                }
-                let (stat, _) = self.0.create(&path, value, &options).await.map_err(err)?;
-                Ok(stat.version as u64)
+        loop {
+            match self.0.set_data(&path, value, None).await {
+                Ok(stat) => return Ok(stat.version as u64),
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(err(e)),
             }
-            Err(e) => Err(err(e)),
+            let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                self.0.mkdir(parent, &options).await.map_err(err)?;
+            }
+            match self.0.create(&path, value, &options).await {
+                Ok((stat, _)) => return Ok(stat.version as u64),
+                // Another writer created it first: overwrite it.
+                Err(zk::Error::NodeExists) => continue,
+                Err(e) => return Err(err(e)),
+            }
         }
     }
 
