@@ -32,6 +32,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod cases;
+#[cfg(feature = "testcontainers")]
+pub mod containers;
 pub mod faults;
 pub mod servers;
 mod support;

@@ -3,7 +3,9 @@
 //!
 //! Provisioning, per kind (`etcd`, `redis`, ...):
 //! 1. `KV_TEST_<KIND>_URL` (e.g. `KV_TEST_ETCD_URL=etcd://127.0.0.1:2379`): use that server;
-//! 2. otherwise a [`Launcher`] starts one — the process launcher runs the binary on `PATH`.
+//! 2. otherwise a [`Launcher`] starts one — the process launcher runs the binary on `PATH`;
+//!    with `KV_TEST_PROVISION=containers` (or `KV_TEST_<KIND>_PROVISION=containers`) and the
+//!    `testcontainers` feature, the container launcher (`crate::containers`) runs its image.
 //!
 //! When no server can be had the test fails, naming the missing binary and how to install it —
 //! unless the kind is listed in `KV_TEST_SKIP` (comma-separated), which is reported as
@@ -82,6 +84,7 @@ pub fn provision(launcher: &dyn Launcher) -> Provision {
         let variable = format!("KV_TEST_{}_URL", kind.to_ascii_uppercase());
         match std::env::var(&variable) {
             Ok(url) if !url.is_empty() => Ok(Arc::new(Server::existing(url))),
+            _ if in_containers(kind) => start_container(kind).map(Arc::new),
             _ => launcher.start().map(Arc::new),
         }
     });
@@ -89,6 +92,29 @@ pub fn provision(launcher: &dyn Launcher) -> Provision {
         Ok(server) => Provision::Ready(server.clone()),
         Err(reason) => panic!("no {kind} server for the tests: {reason}"),
     }
+}
+
+/// True if `KV_TEST_<KIND>_PROVISION` (or else `KV_TEST_PROVISION`) asks for containers.
+fn in_containers(kind: &str) -> bool {
+    let own = format!("KV_TEST_{}_PROVISION", kind.to_ascii_uppercase());
+    std::env::var(own)
+        .or_else(|_| std::env::var("KV_TEST_PROVISION"))
+        .is_ok_and(|mode| mode.trim().eq_ignore_ascii_case("containers"))
+}
+
+#[cfg(feature = "testcontainers")]
+fn start_container(kind: &str) -> Result<Server, String> {
+    let spec = crate::containers::ContainerSpec::of(kind)
+        .ok_or_else(|| format!("no container spec for {kind}"))?;
+    crate::containers::ContainerLauncher(spec).start()
+}
+
+#[cfg(not(feature = "testcontainers"))]
+fn start_container(kind: &str) -> Result<Server, String> {
+    Err(format!(
+        "{kind} in containers was asked for (KV_TEST_PROVISION), but this build lacks the \
+         feature: run with --features conformance/testcontainers"
+    ))
 }
 
 fn skipped(kind: &str) -> bool {
@@ -142,6 +168,22 @@ rm -rf "$dir""#;
         .stdin
         .take()
         .ok_or_else(|| "the server wrapper has no stdin".to_string())
+}
+
+/// True once a server of `kind` answers on `port` as ready to serve: the same check for a
+/// process and for a container. etcd: `/health`; Redis: `PING`; Consul: a leader is known
+/// (`/v1/status/leader`); ZooKeeper: `srvr` says standalone (`ruok` answers too early).
+pub fn ready(kind: &str, port: u16) -> bool {
+    match kind {
+        "etcd" => probe(port, b"GET /health HTTP/1.0\r\n\r\n")
+            .is_some_and(|r| r.contains("\"health\":\"true\"")),
+        "redis" => probe(port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")),
+        "consul" => probe(port, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")
+            .and_then(|r| r.split("\r\n\r\n").nth(1).map(|body| body.trim().len() > 2))
+            .unwrap_or(false),
+        "zookeeper" => probe(port, b"srvr").is_some_and(|r| r.contains("Mode: standalone")),
+        _ => false,
+    }
 }
 
 /// Polls `ready` every 100 ms until it returns true or `within` passes; the error includes the
@@ -243,8 +285,7 @@ impl Launcher for EtcdProcess {
         .collect();
         let lifeline = spawn_tied(&binary, &args, &dir)?;
         wait_ready("etcd", &dir, Duration::from_secs(30), || {
-            probe(client, b"GET /health HTTP/1.0\r\n\r\n")
-                .is_some_and(|r| r.contains("\"health\":\"true\""))
+            ready("etcd", client)
         })?;
         Ok(Server {
             url: format!("etcd://127.0.0.1:{client}"),
@@ -282,7 +323,7 @@ impl Launcher for RedisProcess {
         .collect();
         let lifeline = spawn_tied(&binary, &args, &dir)?;
         wait_ready("redis", &dir, Duration::from_secs(30), || {
-            probe(port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+            ready("redis", port)
         })?;
         Ok(Server {
             url: format!("redis://127.0.0.1:{port}"),
@@ -397,9 +438,7 @@ impl ConsulProcess {
         }
         let lifeline = spawn_tied(&binary, &args, &dir)?;
         wait_ready("consul", &dir, Duration::from_secs(60), || {
-            probe(http, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")
-                .and_then(|r| r.split("\r\n\r\n").nth(1).map(|body| body.trim().len() > 2))
-                .unwrap_or(false)
+            ready("consul", http)
         })?;
         Ok(Server::launched(
             format!("consul://127.0.0.1:{http}"),
@@ -445,7 +484,7 @@ impl Launcher for ZooKeeperProcess {
         let lifeline = spawn_tied(&java, &args, &dir)?;
         // `ruok` answers before the server serves; `srvr` reports the mode once it does.
         wait_ready("zookeeper", &dir, Duration::from_secs(60), || {
-            probe(port, b"srvr").is_some_and(|r| r.contains("Mode: standalone"))
+            ready("zookeeper", port)
         })?;
         Ok(Server::launched(
             format!("zookeeper://127.0.0.1:{port}"),
