@@ -96,7 +96,16 @@ impl ContainerSpec {
             ),
             "redis" => spec(
                 6379,
-                strings(&["redis-server", "--save", "", "--appendonly", "no"]),
+                // Clients reach the container through Docker's port proxy, not loopback.
+                strings(&[
+                    "redis-server",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ]),
                 Vec::new(),
                 "Ready to accept connections",
                 "redis",
