@@ -117,6 +117,16 @@ fn start_container(kind: &str) -> Result<Server, String> {
     ))
 }
 
+/// For tests that start their own servers of `kind`: true, after printing `SKIPPED: what`,
+/// if `KV_TEST_SKIP` opts the kind out.
+pub fn opted_out(kind: &str, what: &str) -> bool {
+    let skip = skipped(kind);
+    if skip {
+        eprintln!("SKIPPED: {kind} {what} (KV_TEST_SKIP)");
+    }
+    skip
+}
+
 fn skipped(kind: &str) -> bool {
     std::env::var("KV_TEST_SKIP")
         .is_ok_and(|list| list.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind)))

@@ -8,12 +8,7 @@ use kv_consul::ConsulStore;
 use kv_core::{Error, PutOptions, Store};
 
 fn skipped() -> bool {
-    let skip =
-        std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "consul"));
-    if skip {
-        eprintln!("SKIPPED: consul fault tests (KV_TEST_SKIP)");
-    }
-    skip
+    conformance::servers::opted_out("consul", "fault tests")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,7 @@ use kv_core::{Error, PutOptions, Store};
 
 #[tokio::test]
 async fn mutual_tls() {
-    if std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "consul")) {
-        eprintln!("SKIPPED: consul TLS test (KV_TEST_SKIP)");
+    if conformance::servers::opted_out("consul", "TLS test") {
         return;
     }
     let dir = server_dir("consul-tls").unwrap();

@@ -8,8 +8,7 @@ use kv_core::{Error, PutOptions, Store};
 use kv_etcd::EtcdStore;
 
 fn own_server() -> Option<conformance::servers::Server> {
-    if std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "etcd")) {
-        eprintln!("SKIPPED: etcd fault tests (KV_TEST_SKIP)");
+    if conformance::servers::opted_out("etcd", "fault tests") {
         return None;
     }
     Some(

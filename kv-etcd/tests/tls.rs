@@ -11,8 +11,7 @@ use kv_etcd::EtcdStore;
 
 #[tokio::test]
 async fn mutual_tls() {
-    if std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "etcd")) {
-        eprintln!("SKIPPED: etcd TLS test (KV_TEST_SKIP)");
+    if conformance::servers::opted_out("etcd", "TLS test") {
         return;
     }
     let binary = find_binary("etcd", "apt-get install etcd-server").unwrap();

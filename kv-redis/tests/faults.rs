@@ -12,12 +12,7 @@ use kv_core::{Error, EventKind, PutOptions, Store, WatchOptions};
 use kv_redis::RedisStore;
 
 fn skipped() -> bool {
-    let skip =
-        std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "redis"));
-    if skip {
-        eprintln!("SKIPPED: redis fault tests (KV_TEST_SKIP)");
-    }
-    skip
+    conformance::servers::opted_out("redis", "fault tests")
 }
 
 /// A Redis like a managed one: `CONFIG` is disabled, so keyspace notifications cannot be

@@ -11,8 +11,7 @@ use kv_redis::RedisStore;
 
 #[tokio::test]
 async fn mutual_tls() {
-    if std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "redis")) {
-        eprintln!("SKIPPED: redis TLS test (KV_TEST_SKIP)");
+    if conformance::servers::opted_out("redis", "TLS test") {
         return;
     }
     let binary = find_binary("redis-server", "apt-get install redis-server").unwrap();

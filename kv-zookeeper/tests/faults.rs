@@ -9,12 +9,7 @@ use kv_core::{Error, PutOptions, Store};
 use kv_zookeeper::ZooKeeperStore;
 
 fn skipped() -> bool {
-    let skip =
-        std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "zookeeper"));
-    if skip {
-        eprintln!("SKIPPED: zookeeper fault tests (KV_TEST_SKIP)");
-    }
-    skip
+    conformance::servers::opted_out("zookeeper", "fault tests")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

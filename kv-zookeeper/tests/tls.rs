@@ -24,8 +24,7 @@ fn netty_classpath() -> String {
 
 #[tokio::test]
 async fn mutual_tls() {
-    if std::env::var("KV_TEST_SKIP").is_ok_and(|s| s.split(',').any(|k| k.trim() == "zookeeper")) {
-        eprintln!("SKIPPED: zookeeper TLS test (KV_TEST_SKIP)");
+    if conformance::servers::opted_out("zookeeper", "TLS test") {
         return;
     }
     let java = find_binary("java", "apt-get install default-jre-headless").unwrap();
