@@ -69,6 +69,11 @@ async fn mutual_tls() {
         probe(plain, b"srvr").is_some_and(|r| r.contains("Mode: standalone"))
     })
     .unwrap();
+    // The TLS port opens after the plain one answers.
+    wait_ready("zookeeper TLS port", &dir, Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", secure)).is_ok()
+    })
+    .unwrap();
 
     let base = format!(
         "zookeepers://127.0.0.1:{secure}/tls?timeout=3s&ca={}",

@@ -138,7 +138,36 @@ async fn cleanup(deployment: &Deployment) {
         if let Some(dir) = namespace.strip_prefix("sled://") {
             let _ = std::fs::remove_dir_all(dir);
         }
+        if namespace.starts_with("redis://") {
+            drop_redis_bookkeeping(&namespace).await;
+        }
     }
+}
+
+/// kv-redis keeps a namespace's revision counter, indexes and change log beside its keys (they
+/// outlive `delete_tree`, so that versions never go backwards); a throwaway namespace of
+/// `check` takes them along. Plain connections only (best effort).
+async fn drop_redis_bookkeeping(namespace: &str) {
+    let Ok(url) = StoreUrl::parse(namespace) else {
+        return;
+    };
+    let Some(root) = url.option("root") else {
+        return;
+    };
+    let mut plain = url.clone();
+    plain.options.clear();
+    let Ok(client) = redis::Client::open(plain.to_url_string()) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let prefix = format!("kv{{{root}}}");
+    let keys: Vec<String> = ["idx", "exp", "rev", "log", "floor", "lki", "lsi"]
+        .iter()
+        .map(|name| format!("{prefix}:{name}"))
+        .collect();
+    let _: redis::RedisResult<u64> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
 }
 
 fn dedup(mut items: Vec<&str>) -> Vec<&str> {
