@@ -235,10 +235,9 @@ pub(crate) async fn timed<T>(
     after: Duration,
     call: impl Future<Output = std::result::Result<T, zk::Error>>,
 ) -> Result<T> {
-    match tokio::time::timeout(after, call).await {
-        Ok(result) => result.map_err(|e| map_error(operation, e)),
-        Err(_) => Err(Error::Timeout { operation, after }),
-    }
+    timed_raw(operation, after, call)
+        .await?
+        .map_err(|e| map_error(operation, e))
 }
 
 /// kv's error for a ZooKeeper error the caller did not handle itself.
@@ -335,15 +334,13 @@ impl Inner {
 
 /// Runs a call with a timeout, leaving its ZooKeeper error to the caller.
 pub(crate) async fn timed_raw<T, E>(
+    operation: &'static str,
     after: Duration,
     call: impl Future<Output = std::result::Result<T, E>>,
 ) -> Result<std::result::Result<T, E>> {
     tokio::time::timeout(after, call)
         .await
-        .map_err(|_| Error::Timeout {
-            operation: "put",
-            after,
-        })
+        .map_err(|_| Error::Timeout { operation, after })
 }
 
 /// A zxid as a kv version.

@@ -79,6 +79,7 @@ impl ZooKeeperLock {
         );
         let (stat, sequence) = loop {
             match timed_raw(
+                "lock",
                 self.inner.timeout,
                 client.create(&prefix, &self.options.value, &ephemeral),
             )
@@ -205,7 +206,13 @@ impl Lock for ZooKeeperLock {
     async fn holder(&self) -> Result<Option<LockHolder>> {
         let client = self.inner.client().await?;
         let dir = self.inner.layout.locks();
-        let names = match timed_raw(self.inner.timeout, client.list_children(&dir)).await? {
+        let names = match timed_raw(
+            "lock holder",
+            self.inner.timeout,
+            client.list_children(&dir),
+        )
+        .await?
+        {
             Ok(names) => names,
             Err(zk::Error::NoNode) => return Ok(None),
             Err(error) => return Err(map_error("lock holder", error)),
@@ -226,7 +233,7 @@ impl Lock for ZooKeeperLock {
             return Ok(None);
         };
         let path = format!("{dir}/{}", holder.name);
-        match timed_raw(self.inner.timeout, client.get_data(&path)).await? {
+        match timed_raw("lock holder", self.inner.timeout, client.get_data(&path)).await? {
             Ok((value, stat)) => Ok(Some(LockHolder {
                 value: Bytes::from(value),
                 fencing_token: version_of(stat.czxid),
@@ -267,19 +274,12 @@ async fn release(
         .unwrap_or_else(|p| p.into_inner())
         .remove(&contender.path);
     let was_lost = lost.is_cancelled();
-    let deleted = tokio::time::timeout(
-        inner.timeout.min(Duration::from_secs(5)),
-        contender.client.delete(&contender.path, None),
-    )
-    .await;
-    match deleted {
-        Ok(Ok(())) => Ok(!was_lost),
-        Ok(Err(zk::Error::NoNode | zk::Error::SessionExpired)) => Ok(false),
-        Ok(Err(_)) if was_lost => Ok(false),
-        Ok(Err(error)) => Err(map_error("unlock", error)),
-        Err(_) => Err(Error::Timeout {
-            operation: "unlock",
-            after: inner.timeout,
-        }),
+    let after = inner.timeout.min(Duration::from_secs(5));
+    let delete = contender.client.delete(&contender.path, None);
+    match timed_raw("unlock", after, delete).await? {
+        Ok(()) => Ok(!was_lost),
+        Err(zk::Error::NoNode | zk::Error::SessionExpired) => Ok(false),
+        Err(_) if was_lost => Ok(false),
+        Err(error) => Err(map_error("unlock", error)),
     }
 }

@@ -78,7 +78,7 @@ async fn read_many(
             };
             added.map_err(|e| map_error("list", e))?;
         }
-        match timed_raw(inner.timeout, reader.commit()).await? {
+        match timed_raw("list", inner.timeout, reader.commit()).await? {
             Ok(batch_results) => results.extend(batch_results),
             Err(error) => return Err(map_error("list", error)),
         }
@@ -146,7 +146,7 @@ pub(crate) async fn children(
     prefix: &str,
 ) -> Result<Vec<Child>> {
     let dir = inner.layout.dir(prefix);
-    let names = match timed_raw(inner.timeout, client.list_children(&dir)).await? {
+    let names = match timed_raw("list_children", inner.timeout, client.list_children(&dir)).await? {
         Ok(names) => names,
         Err(zk::Error::NoNode) => return Ok(Vec::new()),
         Err(error) => return Err(map_error("list_children", error)),
@@ -206,7 +206,7 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
                     .add_delete(path, None)
                     .map_err(|e| map_error("delete_tree", e))?;
             }
-            match timed_raw(inner.timeout, multi.commit())
+            match timed_raw("delete_tree", inner.timeout, multi.commit())
                 .await?
                 .map_err(zk::Error::from)
             {
@@ -221,7 +221,12 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
         if !raced {
             if prefix.is_empty() {
                 // The emptied base goes too (it is recreated by the next write).
-                let _ = timed_raw(inner.timeout, client.delete(inner.layout.base(), None)).await;
+                let _ = timed_raw(
+                    "delete_tree",
+                    inner.timeout,
+                    client.delete(inner.layout.base(), None),
+                )
+                .await;
             } else if let Some(at) = inner.layout.dir(prefix).rfind('/') {
                 inner
                     .prune(client, inner.layout.dir(prefix)[..at].to_owned())

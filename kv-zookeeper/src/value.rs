@@ -33,6 +33,21 @@ impl KeyState {
         let newest = self.nodes.iter().max_by_key(|n| n.stat.mzxid)?;
         (!newest.stored.expired(now_ms())).then_some(newest)
     }
+
+    /// `Conflict` unless the key's live value has exactly version `expected`.
+    fn check_version(&self, key: &str, expected: u64) -> Result<()> {
+        match self.live() {
+            Some(node) if version_of(node.stat.mzxid) == expected => Ok(()),
+            Some(node) => Err(Error::conflict(
+                key,
+                format!(
+                    "expected version {expected}, found {}",
+                    version_of(node.stat.mzxid)
+                ),
+            )),
+            None => Err(Error::conflict(key, "the key does not exist")),
+        }
+    }
 }
 
 /// How a removal ended.
@@ -55,7 +70,7 @@ impl Inner {
         for path in &paths {
             reader.add_get_data(path).map_err(|e| map_error("get", e))?;
         }
-        let results = match timed_raw(self.timeout, reader.commit()).await? {
+        let results = match timed_raw("get", self.timeout, reader.commit()).await? {
             Ok(results) => results,
             Err(error) => return Err(map_error("get", error)),
         };
@@ -116,7 +131,7 @@ impl Inner {
         let expires_ms = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
         let data = Stored::encode(value, expires_ms);
         if precondition.is_none() && ttl.is_none() {
-            match timed_raw(self.timeout, client.set_data(&target, &data, None)).await? {
+            match timed_raw("put", self.timeout, client.set_data(&target, &data, None)).await? {
                 Ok(stat) => return Ok(version_of(stat.mzxid)),
                 Err(zk::Error::NoNode) => {}
                 Err(error) => return Err(map_error("put", error)),
@@ -128,23 +143,9 @@ impl Inner {
                 self.make_dirs(&client, &self.layout.dir(key)).await?;
                 continue;
             };
-            let live = state.live();
-            match (precondition, live) {
-                (Some(Precondition::Version(expected)), Some(node))
-                    if version_of(node.stat.mzxid) != expected =>
-                {
-                    return Err(Error::conflict(
-                        key,
-                        format!(
-                            "expected version {expected}, found {}",
-                            version_of(node.stat.mzxid)
-                        ),
-                    ));
-                }
-                (Some(Precondition::Version(_)), None) => {
-                    return Err(Error::conflict(key, "the key does not exist"));
-                }
-                (Some(Precondition::MustNotExist), Some(_)) => {
+            match precondition {
+                Some(Precondition::Version(expected)) => state.check_version(key, expected)?,
+                Some(Precondition::MustNotExist) if state.live().is_some() => {
                     return Err(Error::conflict(key, "the key exists"));
                 }
                 _ => {}
@@ -152,7 +153,7 @@ impl Inner {
             let written = match state.nodes.as_slice() {
                 [only] if only.path == target && ttl.is_none() => {
                     let set = client.set_data(&target, &data, Some(only.stat.version));
-                    match timed_raw(self.timeout, set).await? {
+                    match timed_raw("put", self.timeout, set).await? {
                         Ok(stat) => Some(version_of(stat.mzxid)),
                         Err(zk::Error::BadVersion | zk::Error::NoNode) => None,
                         Err(error) => return Err(map_error("put", error)),
@@ -199,7 +200,7 @@ impl Inner {
             multi.add_create(target, data, &options)
         };
         add().map_err(|e| map_error("put", e))?;
-        let results = match timed_raw(self.timeout, multi.commit())
+        let results = match timed_raw("put", self.timeout, multi.commit())
             .await?
             .map_err(zk::Error::from)
         {
@@ -229,22 +230,10 @@ impl Inner {
         let client = self.client().await?;
         for _ in 0..ATTEMPTS {
             let state = self.read_key(&client, key).await?;
-            let live = state.live().is_some();
             if let Some(expected) = expected {
-                match state.live() {
-                    Some(node) if version_of(node.stat.mzxid) == expected => {}
-                    Some(node) => {
-                        return Err(Error::conflict(
-                            key,
-                            format!(
-                                "expected version {expected}, found {}",
-                                version_of(node.stat.mzxid)
-                            ),
-                        ));
-                    }
-                    None => return Err(Error::conflict(key, "the key does not exist")),
-                }
+                state.check_version(key, expected)?;
             }
+            let live = state.live().is_some();
             if state.nodes.is_empty() {
                 return Ok(Removal::Absent);
             }
@@ -254,7 +243,7 @@ impl Inner {
                     .add_delete(&node.path, Some(node.stat.version))
                     .map_err(|e| map_error("delete", e))?;
             }
-            match timed_raw(self.timeout, multi.commit())
+            match timed_raw("delete", self.timeout, multi.commit())
                 .await?
                 .map_err(zk::Error::from)
             {
