@@ -3,7 +3,7 @@
 //! input closes. `scripts/bench` uses it; run it by hand to poke at real servers:
 //!
 //! ```text
-//! cargo run -p conformance --example servers
+//! cargo run -p coordkv-conformance --example servers
 //! ```
 #![allow(clippy::unwrap_used)]
 

@@ -1,6 +1,6 @@
 //! kv-memory against a plain `RwLock<BTreeMap>` measured in the same run.
 //!
-//! `cargo bench -p kv-memory --bench memory`; the numbers are in docs/BENCHMARKS.md.
+//! `cargo bench -p coordkv-memory --bench memory`; the numbers are in docs/BENCHMARKS.md.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

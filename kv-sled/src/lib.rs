@@ -7,10 +7,12 @@
 //!
 //! - URLs: `sled:///absolute/path` or `sled://./relative/path`. Options: `sync=true` (fsync
 //!   after every change; by default sled flushes every 500 ms and on close/drop),
-//!   `history=N` (events kept for `since`, default 10000), `max_value_bytes=N` (default 16 MiB).
+//!   `history=N` (events kept for `since`, default 10000), `max_value_bytes=N` (default 16 MiB),
+//!   `busy_timeout=5s` (how long an open waits while another process holds the store).
 //! - Locks and leases are process-local (`Capabilities::locks_process_local`): handles opened on
 //!   the same path in one process share data, watches and locks. A second *process* opening the
-//!   path gets `Error::Unavailable` at once (sled holds a file lock).
+//!   path waits up to `busy_timeout` for the first to close it, then gets `Error::Unavailable`
+//!   saying another process holds it (sled holds a file lock).
 //! - Versions and fencing tokens stay monotonic across restarts. Watch history starts at the
 //!   open: resuming from a version written before it is `Error::Compacted`.
 //! - Keys expire by wall-clock time across restarts: one that expired while nothing ran is
@@ -72,23 +74,40 @@ impl SledStore {
                 url.scheme
             )));
         }
-        url.check_options(&["sync", "history", "max_value_bytes"])?;
+        url.check_options(&["sync", "history", "max_value_bytes", "busy_timeout"])?;
         let path = path_of(url)?;
-        let sync = url.bool_option("sync")?.unwrap_or(false);
-        let history = url.parse_option("history")?.unwrap_or(DEFAULT_HISTORY);
-        let max_value = url
-            .parse_option("max_value_bytes")?
-            .unwrap_or(DEFAULT_MAX_VALUE_BYTES);
-        Self::open_path(&path, sync, history, max_value)
+        let settings = Settings {
+            sync: url.bool_option("sync")?.unwrap_or(false),
+            history: url.parse_option("history")?.unwrap_or(DEFAULT_HISTORY),
+            max_value_bytes: url
+                .parse_option("max_value_bytes")?
+                .unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+            busy_timeout: url
+                .duration_option("busy_timeout")?
+                .unwrap_or(DEFAULT_BUSY_TIMEOUT),
+        };
+        Self::open_with(&path, &settings)
     }
 
-    /// Opens the store at `path` with explicit settings.
+    /// Opens the store at `path` with explicit settings (and the default busy timeout).
     pub fn open_path(
         path: &Path,
         sync: bool,
         history: usize,
         max_value_bytes: usize,
     ) -> Result<SledStore> {
+        Self::open_with(
+            path,
+            &Settings {
+                sync,
+                history,
+                max_value_bytes,
+                busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            },
+        )
+    }
+
+    fn open_with(path: &Path, settings: &Settings) -> Result<SledStore> {
         std::fs::create_dir_all(path).map_err(|e| {
             Error::unavailable(
                 format!(
@@ -105,8 +124,14 @@ impl SledStore {
             )
         })?;
         let id = path.to_string_lossy().into_owned();
+        let (sync, history, max_value_bytes, busy_timeout) = (
+            settings.sync,
+            settings.history,
+            settings.max_value_bytes,
+            settings.busy_timeout,
+        );
         let inner = MemoryStore::open_durable(&id, || {
-            let db = open_db(&path, sync)?;
+            let db = open_db(&path, sync, busy_timeout)?;
             let journal = SledJournal::new(db, sync);
             let recovered = journal.recover()?;
             let mut capabilities = Capabilities::full("sled", max_value_bytes);
@@ -119,6 +144,12 @@ impl SledStore {
             })
         })?;
         Ok(SledStore { inner, path })
+    }
+
+    /// The directory a `sled://` URL names, without opening or creating anything (so a tool
+    /// can tell that nothing was ever written there).
+    pub fn path_for(url: &StoreUrl) -> Result<PathBuf> {
+        path_of(url)
     }
 
     /// The store's directory.
@@ -148,16 +179,29 @@ fn path_of(url: &StoreUrl) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-fn open_db(path: &Path, sync: bool) -> Result<sled::Db> {
+/// The URL options of a store.
+struct Settings {
+    sync: bool,
+    history: usize,
+    max_value_bytes: usize,
+    busy_timeout: std::time::Duration,
+}
+
+/// How long an open waits for another process to close the store (`busy_timeout`), like
+/// SQLite's busy timeout: long enough for a short-lived `kvctl` in another shell to finish.
+pub const DEFAULT_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_db(path: &Path, sync: bool, busy_timeout: std::time::Duration) -> Result<sled::Db> {
     let config = sled::Config::new().path(path);
     let config = if sync {
         config.flush_every_ms(None)
     } else {
         config
     };
-    // The last handle of a store may be dropped a moment late (on kv-memory's timer thread, or
-    // by sled's flusher), so a reopen in the same process may briefly find the lock held.
-    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    // Another process may hold the store for a moment (a `kvctl put` in another shell), and the
+    // last handle in this process may be dropped a moment late (on kv-memory's timer thread, or
+    // by sled's flusher): wait up to the busy timeout for the file lock.
+    let deadline = std::time::Instant::now() + busy_timeout;
     loop {
         match config.open() {
             Ok(db) => return Ok(db),
@@ -166,12 +210,18 @@ fn open_db(path: &Path, sync: bool) -> Result<sled::Db> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(sled::Error::Io(io)) => {
+            Err(sled::Error::Io(io)) if is_lock_conflict(&io) => {
                 return Err(Error::unavailable(
                     format!(
-                        "cannot open the sled store at {}: {io} (another process may have it open: sled allows one process per store)",
+                        "the sled store at {} is held by another process (sled allows one process at a time); waited {busy_timeout:?} for it. Stop the other process (a `kvctl watch` or `kvctl lock`?) or raise ?busy_timeout=",
                         path.display()
                     ),
+                    Some(Box::new(io)),
+                ));
+            }
+            Err(sled::Error::Io(io)) => {
+                return Err(Error::unavailable(
+                    format!("cannot open the sled store at {}: {io}", path.display()),
                     Some(Box::new(io)),
                 ));
             }
@@ -184,9 +234,6 @@ fn open_db(path: &Path, sync: bool) -> Result<sled::Db> {
 fn is_lock_conflict(io: &std::io::Error) -> bool {
     io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
 }
-
-/// How long an open waits for a file lock that may be about to be released.
-const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl fmt::Debug for SledStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,8 +3,8 @@
 //! fires. Anyone can ask who leads with `Lock::holder`.
 //!
 //! ```text
-//! cargo run -p kv --example leader_election                  # memory://demo
-//! cargo run -p kv --features etcd --example leader_election -- etcd://127.0.0.1:2379/app
+//! cargo run -p coordkv --example leader_election                  # memory://demo
+//! cargo run -p coordkv --features etcd --example leader_election -- etcd://127.0.0.1:2379/app
 //! ```
 
 use std::time::Duration;

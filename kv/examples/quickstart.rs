@@ -1,8 +1,8 @@
 //! The quickstart: put, get, list, watch, CAS, TTL and a lock on the embedded default.
 //!
 //! ```text
-//! cargo run -p kv --example quickstart            # memory://
-//! cargo run -p kv --example quickstart -- URL     # any store kv was built for
+//! cargo run -p coordkv --example quickstart            # memory://
+//! cargo run -p coordkv --example quickstart -- URL     # any store kv was built for
 //! ```
 
 use std::time::Duration;

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// (~/.local/share/kv/default on Linux), so it works on a fresh machine with no server.
 ///
 /// Exit codes: 0 ok, 1 not found or precondition failed, 2 usage or invalid input, 3 store
-/// unreachable or authentication failed, 4 lock lost, 5 any other error.
+/// unreachable, busy or authentication failed, 4 lock lost, 5 any other error, 6 watch history
+/// compacted (`watch --since` too old).
 #[derive(Debug, Parser)]
 #[command(name = "kvctl", version, propagate_version = false)]
 pub struct Cli {
@@ -74,22 +75,28 @@ pub enum Command {
     },
 
     /// Delete a key, or with -r a whole prefix (the prefix key and everything below it).
-    #[command(after_help = "Examples:\n  kvctl rm app/color\n  kvctl rm -r app/config")]
+    #[command(
+        after_help = "Examples:\n  kvctl rm app/color\n  kvctl rm -r app/config\n  kvctl rm -r / --force    # the whole store"
+    )]
     Rm {
         /// The key or prefix.
         key: String,
         /// Delete everything below the prefix too.
         #[arg(short, long)]
         recursive: bool,
+        /// Required to delete the whole store (`rm -r /` or `rm -r ""`).
+        #[arg(long)]
+        force: bool,
     },
 
-    /// List the children of a prefix (directories end with /), or with -r every key below it.
+    /// List the children of a prefix (directories end with /), or with -r every key below it
+    /// with its version and value (shortened; binary values as base64).
     #[command(after_help = "Examples:\n  kvctl ls\n  kvctl ls app\n  kvctl ls -r app -o json")]
     Ls {
         /// The prefix; the whole store if omitted.
         #[arg(default_value = "")]
         prefix: String,
-        /// Every key below the prefix, with versions.
+        /// Every key below the prefix, with its version and value.
         #[arg(short, long)]
         recursive: bool,
     },
@@ -136,6 +143,16 @@ pub enum Command {
         after_help = "Examples:\n  kvctl lock jobs/backup -- ./backup.sh\n  kvctl lock --subtree --ttl 30s app -- ./migrate.sh --all"
     )]
     Lock(LockArgs),
+
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  kvctl completions bash > ~/.local/share/bash-completion/completions/kvctl\n  kvctl completions zsh > ~/.zfunc/_kvctl"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `put`.
@@ -149,8 +166,8 @@ pub struct PutArgs {
     /// Read the value from this file.
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
-    /// Expire the key after this long (e.g. 500ms, 30s, 5m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Expire the key after this long (e.g. 500ms, 30s, 5m; a bare number is seconds).
+    #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
 }
 
@@ -168,8 +185,8 @@ pub struct CasArgs {
     /// Write only if the key does not exist.
     #[arg(long)]
     pub absent: bool,
-    /// Expire the key after this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Expire the key after this long (a bare number is seconds).
+    #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
 }
 
@@ -194,8 +211,9 @@ pub struct WatchArgs {
 pub struct LockArgs {
     /// The lock's key.
     pub key: String,
-    /// Lease duration: the lock is freed this long after kvctl stops renewing it.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    /// Lease duration: the lock is freed this long after kvctl stops renewing it (a bare number
+    /// is seconds).
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub ttl: Duration,
     /// Lock the key and everything below it.
     #[arg(long)]
@@ -290,4 +308,33 @@ pub enum BenchImpl {
     Raw,
     /// Both, in alternating rounds.
     Both,
+}
+
+/// A duration as `humantime` reads it (`500ms`, `30s`, `1h 5m`), or a bare number of seconds as
+/// etcdctl's and consul's `--ttl` take it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{e}"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write e.g. 30s, 500ms, 5m, or a number of seconds)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_or_bare_seconds() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999999").is_err());
+    }
 }

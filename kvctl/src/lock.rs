@@ -33,6 +33,12 @@ pub async fn run(store: &dyn Store, args: LockArgs) -> Result<u8, Failure> {
         .command
         .split_first()
         .ok_or_else(|| Failure::new(code::USAGE, "no command given after --"))?;
+    // On stderr: stdout belongs to the command.
+    eprintln!(
+        "kvctl: holding the lock on {} with fencing token {}; running {program}",
+        guard.key(),
+        guard.fencing_token()
+    );
     let mut child = Command::new(program)
         .args(arguments)
         .env("KV_LOCK_KEY", guard.key().as_str())

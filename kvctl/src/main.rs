@@ -10,16 +10,27 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use futures::StreamExt;
-use kv::{Precondition, PutOptions, Store, WatchOptions};
+use kv::{Precondition, PutOptions, Store, StoreUrl, WatchOptions};
 use serde_json::json;
 
 use crate::cli::{CasArgs, Cli, Command, Output, PutArgs, WatchArgs};
-use crate::output::{Failure, Printer, code, pair_json};
+use crate::output::{Failure, Printer, code};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "kvctl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let format = cli
+        .output
+        .unwrap_or(if matches!(cli.command, Command::Bench(_)) {
+            Output::Json
+        } else {
+            Output::Text
+        });
     // A benchmark spreads its tasks over every core; everything else needs one thread.
     let mut builder = if matches!(cli.command, Command::Bench(_)) {
         tokio::runtime::Builder::new_multi_thread()
@@ -29,40 +40,85 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            Failure::new(code::OTHER, format!("cannot start the async runtime: {e}")).print();
+            Failure::new(code::OTHER, format!("cannot start the async runtime: {e}")).print(format);
             return ExitCode::from(code::OTHER as u8);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, format)) {
         Ok(status) => ExitCode::from(status),
         Err(failure) => {
-            failure.print();
+            failure.print(format);
             ExitCode::from(u8::try_from(failure.code).unwrap_or(5))
         }
     }
 }
 
 /// Runs one command; `Ok` carries the exit status.
-async fn run(cli: Cli) -> Result<u8, Failure> {
+async fn run(cli: Cli, format: Output) -> Result<u8, Failure> {
     let url = match cli.store {
         Some(url) => url,
         None => default_store()?,
     };
-    if let Command::Bench(args) = &cli.command {
-        let printer = Printer::new(cli.output.unwrap_or(Output::Json));
-        return bench::run(&url, args, &printer).await;
+    let printer = Printer::new(format);
+    match &cli.command {
+        Command::Bench(args) => return bench::run(&url, args, &printer).await,
+        Command::Check { only } => return check::run(&url, only, &printer).await,
+        _ => {}
     }
-    let printer = Printer::new(cli.output.unwrap_or(Output::Text));
-    if let Command::Check { only } = &cli.command {
-        return check::run(&url, only, &printer).await;
+    let parsed = StoreUrl::parse(&url)?;
+    if parsed.scheme == "memory" {
+        eprintln!(
+            "kvctl: note: memory:// lives only as long as this kvctl process; nothing written here is kept"
+        );
     }
-    let store = kv::open(&url).await?;
+    let store = if reads_only(&cli.command) && !sled_store_exists(&parsed)? {
+        // Nothing was ever written there: answer from an empty store rather than create a
+        // directory for a read (a mistyped path would otherwise leave one behind).
+        kv::open("memory://").await?
+    } else {
+        kv::open_url(&parsed)
+            .await
+            .map_err(|e| busy_hint(&parsed, e))?
+    };
     let status = execute(cli.command, store.as_ref(), &printer).await;
     // Flush what an embedded store buffered, whatever the outcome.
     let closed = store.close().await;
     let status = status?;
     closed?;
     Ok(status)
+}
+
+/// Verbs that change nothing when the store is empty, so need no store created for them.
+fn reads_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Get { .. }
+            | Command::Ls { .. }
+            | Command::Exists { .. }
+            | Command::Del { .. }
+            | Command::Rm { .. }
+    )
+}
+
+/// False for a `sled://` URL whose directory does not exist; true for every other store.
+fn sled_store_exists(url: &StoreUrl) -> Result<bool, Failure> {
+    if url.scheme != "sled" {
+        return Ok(true);
+    }
+    Ok(kv_sled::SledStore::path_for(url)?.exists())
+}
+
+/// The embedded store is busy when another process holds it: say that, not "is a server up?".
+fn busy_hint(url: &StoreUrl, error: kv::Error) -> Failure {
+    let embedded = url.scheme == "sled";
+    let failure = Failure::from(error);
+    if embedded && failure.code == code::UNREACHABLE {
+        failure.hint(
+            "the embedded store takes one process at a time: stop the other kvctl (watch, lock) or wait longer with --store 'sled:///path?busy_timeout=30s'",
+        )
+    } else {
+        failure
+    }
 }
 
 /// The embedded sled store in the user's data directory.
@@ -95,11 +151,19 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Rm {
             key,
             recursive: false,
+            ..
         } => delete(store, out, &key).await,
         Command::Rm {
             key,
             recursive: true,
+            force,
         } => {
+            if key.trim_matches('/').is_empty() && !force {
+                return Err(Failure::new(
+                    code::USAGE,
+                    "refusing to delete the whole store: `rm -r` of the root needs --force",
+                ));
+            }
             let deleted = store.delete_tree(&key).await?;
             out.emit(json!({"prefix": key, "deleted": deleted}), || {
                 format!("deleted {deleted} keys")
@@ -110,9 +174,7 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
             prefix,
             recursive: true,
         } => {
-            for pair in store.list(&prefix).await? {
-                out.emit(pair_json(&pair), || pair.key.to_string());
-            }
+            out.pairs(&store.list(&prefix).await?);
             Ok(0)
         }
         Command::Ls {
@@ -132,16 +194,15 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Cas(args) => cas(store, out, args).await,
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
-        // Handled in `run`, before a store is opened: check opens its own.
-        Command::Check { .. } | Command::Bench(_) => Err(Failure::new(
-            code::OTHER,
-            "check and bench do not run on an open store",
-        )),
+        // Handled before a store is opened: check and bench open their own.
+        Command::Check { .. } | Command::Bench(_) | Command::Completions { .. } => Err(
+            Failure::new(code::OTHER, "check and bench do not run on an open store"),
+        ),
     }
 }
 
 fn not_found(key: &str) -> Failure {
-    Failure::new(code::NOT_FOUND, format!("{key}: not found"))
+    Failure::new(code::NOT_FOUND, format!("{key}: not found (no such key)"))
 }
 
 async fn put(store: &dyn Store, out: &Printer, args: PutArgs) -> Result<u8, Failure> {

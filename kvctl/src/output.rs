@@ -20,6 +20,8 @@ pub mod code {
     pub const LOCK_LOST: i32 = 4;
     /// Anything else.
     pub const OTHER: i32 = 5;
+    /// `watch --since` asked for history the store no longer keeps.
+    pub const COMPACTED: i32 = 6;
 }
 
 /// A failure: what to print and the exit code.
@@ -31,67 +33,109 @@ pub struct Failure {
     pub hint: Option<&'static str>,
     /// The exit code.
     pub code: i32,
+    /// A stable name for scripts reading `-o json` (`not_found`, `conflict`, `unavailable`...).
+    pub kind: &'static str,
 }
 
 impl Failure {
-    /// A failure with a message and code.
+    /// A failure with a message and code; its kind follows from the code.
     pub fn new(code: i32, message: impl Into<String>) -> Failure {
+        let kind = match code {
+            code::NOT_FOUND => "not_found",
+            code::USAGE => "usage",
+            code::UNREACHABLE => "unavailable",
+            code::LOCK_LOST => "lock_lost",
+            code::COMPACTED => "compacted",
+            _ => "error",
+        };
         Failure {
             message: message.into(),
             hint: None,
             code,
+            kind,
         }
     }
 
-    /// Prints the failure on stderr.
-    pub fn print(&self) {
+    /// The same failure with another hint.
+    pub fn hint(mut self, hint: &'static str) -> Failure {
+        self.hint = Some(hint);
+        self
+    }
+
+    /// Prints the failure on stderr and, with `-o json`, as one JSON object on stdout too
+    /// (`{"error": ..., "kind": ..., "exit_code": ..., "hint": ...}`), so a script reading
+    /// stdout line by line sees every outcome.
+    pub fn print(&self, format: Output) {
         let mut stderr = std::io::stderr().lock();
         let _ = writeln!(stderr, "kvctl: {}", self.message);
         if let Some(hint) = self.hint {
             let _ = writeln!(stderr, "hint: {hint}");
+        }
+        if format == Output::Json {
+            let object = json!({
+                "error": self.message,
+                "kind": self.kind,
+                "exit_code": self.code,
+                "hint": self.hint,
+            });
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{object}");
+            let _ = out.flush();
         }
     }
 }
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Failure {
-        let (code, hint) = match &error {
+        let (code, kind, hint) = match &error {
             Error::InvalidKey { .. } => (
                 code::USAGE,
+                "invalid_key",
                 Some(
                     "keys are /-separated segments; no empty, `.` or `..` segments, no control characters",
                 ),
             ),
             Error::InvalidUrl { .. } => (
                 code::USAGE,
+                "invalid_url",
                 Some("store URLs look like sled:///path, memory://, etcd://host:2379/root"),
             ),
-            Error::InvalidArgument { .. }
-            | Error::ValueTooLarge { .. }
-            | Error::Unsupported { .. } => (code::USAGE, None),
+            Error::InvalidArgument { .. } => (code::USAGE, "invalid_argument", None),
+            Error::ValueTooLarge { .. } => (code::USAGE, "value_too_large", None),
+            Error::Unsupported { .. } => (code::USAGE, "unsupported", None),
             Error::Conflict { .. } => (
                 code::NOT_FOUND,
+                "conflict",
                 Some("read the current version with `kvctl get KEY --version` and retry"),
             ),
-            Error::Unavailable { .. } | Error::Timeout { .. } => (
+            Error::Unavailable { .. } => (
                 code::UNREACHABLE,
+                "unavailable",
+                Some("check that the store is running and that --store / KV_STORE points at it"),
+            ),
+            Error::Timeout { .. } => (
+                code::UNREACHABLE,
+                "timeout",
                 Some("check that the store is running and that --store / KV_STORE points at it"),
             ),
             Error::Auth { .. } => (
                 code::UNREACHABLE,
+                "auth",
                 Some("check the user, password or token in the store URL"),
             ),
-            Error::LockLost { .. } => (code::LOCK_LOST, None),
+            Error::LockLost { .. } => (code::LOCK_LOST, "lock_lost", None),
             Error::Compacted { .. } => (
-                code::OTHER,
+                code::COMPACTED,
+                "compacted",
                 Some("watch without --since to start from the current state"),
             ),
-            _ => (code::OTHER, None),
+            _ => (code::OTHER, "error", None),
         };
         Failure {
             message: error.to_string(),
             hint,
             code,
+            kind,
         }
     }
 }
@@ -139,6 +183,25 @@ impl Printer {
                 }
                 let _ = out.flush();
             }
+        }
+    }
+
+    /// Prints `ls -r`: one object per pair in JSON; in text, aligned `key  version  value`
+    /// columns, values shortened to one line.
+    pub fn pairs(&self, pairs: &[KvPair]) {
+        let key_width = pairs.iter().map(|p| p.key.as_str().chars().count()).max();
+        let version_width = pairs.iter().map(|p| p.version.to_string().len()).max();
+        for pair in pairs {
+            self.emit(pair_json(pair), || {
+                format!(
+                    "{:key_width$}  {:>version_width$}  {}",
+                    pair.key.as_str(),
+                    pair.version,
+                    short_value(&pair.value),
+                    key_width = key_width.unwrap_or(0),
+                    version_width = version_width.unwrap_or(0),
+                )
+            });
         }
     }
 
@@ -205,6 +268,20 @@ fn extend(object: &mut Value, fields: Map<String, Value>) {
     }
 }
 
+/// Longest value `ls -r` shows in text, in characters; longer ones end with `…`.
+const SHORT_VALUE: usize = 60;
+
+/// A value shortened for a table column: printable UTF-8 as is, otherwise `base64:...`,
+/// cut to [`SHORT_VALUE`] characters with `…` and the full size.
+fn short_value(value: &[u8]) -> String {
+    let shown = text_value(value);
+    if shown.chars().count() <= SHORT_VALUE {
+        return shown;
+    }
+    let cut: String = shown.chars().take(SHORT_VALUE).collect();
+    format!("{cut}… ({} bytes)", value.len())
+}
+
 /// A value for a one-line text display: as is if printable UTF-8, else `base64:...`.
 pub fn text_value(value: &[u8]) -> String {
     match std::str::from_utf8(value) {
@@ -213,5 +290,20 @@ pub fn text_value(value: &[u8]) -> String {
             "base64:{}",
             base64::engine::general_purpose::STANDARD.encode(value)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_values_fit_a_line_and_mark_binary() {
+        assert_eq!(short_value(b"blue"), "blue");
+        assert_eq!(short_value(b"a\nb"), "base64:YQpi");
+        let long = short_value(&[b'x'; 100]);
+        assert!(long.ends_with("… (100 bytes)"), "{long}");
+        assert_eq!(long.chars().filter(|c| *c == 'x').count(), SHORT_VALUE);
+        assert!(short_value(&[0xff; 200]).starts_with("base64:"));
     }
 }

@@ -110,7 +110,8 @@ fn a_session_on_the_embedded_default() {
     );
     assert_eq!(
         kv.expect(&["ls", "-r", "app"], 0),
-        "app/color\napp/deep/leaf\napp/size\n"
+        "app/color      1  blue\napp/deep/leaf  3  x\napp/size       2  XL\n",
+        "key, version and value, aligned"
     );
     assert_eq!(kv.expect(&["exists", "app/color"], 0), "true\n");
     assert_eq!(
@@ -180,8 +181,24 @@ fn json_output_and_binary_values() {
         (events[0]["event"].as_str(), events[0]["value"].as_str()),
         (Some("put"), Some("from a file"))
     );
-    let removed = json_lines(&kv.expect(&["rm", "-r", "", "-o", "json"], 0));
+    let refused = json_lines(&kv.expect(&["rm", "-r", "", "-o", "json"], 2));
+    assert_eq!(refused[0]["kind"], "usage", "the root needs --force");
+    kv.expect(&["rm", "-r", "/"], 2);
+    assert_eq!(
+        json_lines(&kv.expect(&["ls", "-r", "-o", "json"], 0)).len(),
+        2
+    );
+    let removed = json_lines(&kv.expect(&["rm", "-r", "", "--force", "-o", "json"], 0));
     assert_eq!(removed[0]["deleted"], 2);
+    let missing = json_lines(&kv.expect(&["del", "text", "-o", "json"], 1));
+    assert_eq!(
+        (
+            missing[0]["kind"].as_str(),
+            missing[0]["exit_code"].as_i64()
+        ),
+        (Some("not_found"), Some(1)),
+        "errors are a JSON object on stdout too"
+    );
 }
 
 #[test]
@@ -203,20 +220,95 @@ fn exit_codes_for_scripts() {
 }
 
 #[test]
-fn the_embedded_store_in_use_by_another_process_is_exit_code_3() {
+fn the_embedded_store_in_use_by_another_process_is_waited_for_then_exit_code_3() {
     let kv = Kvctl::embedded();
     kv.expect(&["put", "k", "v"], 0);
+    let store = format!(
+        "sled://{}?busy_timeout=1s",
+        kv.home.path().join("kv/default").display()
+    );
     let mut holder = kv
-        .command(&["lock", "busy", "--", "sleep", "5"])
+        .command(&["lock", "busy", "--", "sleep", "30"])
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let output = kv.run(&["get", "k"]);
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stderr.as_mut().unwrap()),
+        &mut started,
+    )
+    .unwrap();
+    assert!(started.contains("fencing token"), "{started}");
+    let began = Instant::now();
+    let output = kv.run(&["--store", &store, "get", "k"]);
+    let waited = began.elapsed();
     let _ = holder.kill();
     let _ = holder.wait();
     assert_status(&output, 3, &["get", "k"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("another process"), "{stderr}");
+    assert!(
+        stderr.contains("held by another process") && stderr.contains("busy_timeout"),
+        "{stderr}"
+    );
+    assert!(waited >= Duration::from_secs(1), "gave up after {waited:?}");
+}
+
+#[test]
+fn a_second_kvctl_waits_for_a_short_one_on_the_embedded_store() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["put", "k", "v"], 0);
+    let mut holder = kv
+        .command(&["lock", "busy", "--", "sleep", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stderr.as_mut().unwrap()),
+        &mut started,
+    )
+    .unwrap();
+    // The default busy timeout (5 s) outlasts the holder: the put waits, then succeeds.
+    let output = kv.run(&["put", "k", "w"]);
+    assert!(holder.wait().unwrap().success());
+    assert_status(&output, 0, &["put", "k", "w"]);
+    assert_eq!(kv.expect(&["get", "k"], 0), "w");
+}
+
+#[test]
+fn a_new_user_finds_no_traps() {
+    let kv = Kvctl::embedded();
+    // Reads on a store nothing was written to answer "empty" and create nothing.
+    kv.expect(&["get", "app/color"], 1);
+    assert_eq!(kv.expect(&["ls", "-r"], 0), "");
+    let relative = kv.home.path().join("typo");
+    let url = format!("sled://{}", relative.display());
+    kv.expect(&["--store", &url, "ls"], 0);
+    assert!(!relative.exists(), "a read created {}", relative.display());
+    assert!(
+        !kv.home.path().join("kv").exists(),
+        "a read created the default store"
+    );
+    // A bare TTL is seconds, as in etcdctl and consul.
+    kv.expect(&["put", "session", "x", "--ttl", "10"], 0);
+    kv.expect(&["put", "session", "x", "--ttl", "soon"], 2);
+    // memory:// says that nothing outlives the process.
+    let output = Kvctl::memory().run(&["put", "k", "v"]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("nothing written here is kept"),
+        "{output:?}"
+    );
+    // A compacted `watch --since` has its own exit code (sled's history starts at the open,
+    // so a version written by an earlier kvctl is gone).
+    let output = kv.run(&[
+        "watch", "session", "--since", "0", "--count", "1", "-o", "json",
+    ]);
+    assert_status(&output, 6, &["watch", "--since", "0"]);
+    let error = json_lines(std::str::from_utf8(&output.stdout).unwrap());
+    assert_eq!(error.last().unwrap()["kind"], "compacted");
+    // Shell completions.
+    let bash = kv.expect(&["completions", "bash"], 0);
+    assert!(bash.contains("kvctl") && bash.contains("watch"), "{bash}");
 }
 
 #[test]
