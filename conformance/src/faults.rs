@@ -1,10 +1,303 @@
-//! Failure cases that need control over the server (stopping it), run by each networked
-//! backend's own tests with a server it started for the purpose.
+//! Fault injection between a client and a real server: a TCP proxy on a free loopback port that
+//! passes, holds (a partition: bytes are kept, connections stay open, and everything is
+//! delivered in order on heal), delays, or resets a client's traffic, and the fault cases every
+//! networked backend runs through it.
+//!
+//! Tests open one store through the proxy ([`FaultProxy::url`]) and one directly, so the other
+//! side of a partition keeps working. Cases that need control over the server itself (stopping
+//! it) take a closure that does it.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kv_core::{Error, PutOptions, Store, WatchOptions};
+use kv_core::{Error, LockOptions, PutOptions, Store, WatchOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the proxy does with traffic now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward at once.
+    Pass,
+    /// Keep every byte, keep connections open (a partition); forward in order on heal.
+    Hold,
+    /// Forward each chunk after this delay.
+    Delay(Duration),
+}
+
+/// A TCP proxy in front of one server address; stopped (every connection closed) on drop.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    target: SocketAddr,
+    mode: watch::Sender<Mode>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    acceptor: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `target` on a free port of 127.0.0.1, passing traffic.
+    pub async fn start(target: SocketAddr) -> std::io::Result<FaultProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (mode, _) = watch::channel(Mode::Pass);
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (modes, tracked) = (mode.clone(), connections.clone());
+        let acceptor = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let modes = modes.clone();
+                let connection = tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(target).await {
+                        splice(client, server, modes).await;
+                    }
+                });
+                let mut tracked = tracked.lock().unwrap_or_else(|p| p.into_inner());
+                tracked.retain(|c| !c.is_finished());
+                tracked.push(connection);
+            }
+        });
+        Ok(FaultProxy {
+            addr,
+            target,
+            mode,
+            connections,
+            acceptor,
+        })
+    }
+
+    /// The proxy's address (127.0.0.1 and its port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `url` with the server's `host:port` replaced by the proxy's.
+    pub fn url(&self, url: &str) -> String {
+        url.replacen(&self.target.to_string(), &self.addr.to_string(), 1)
+    }
+
+    /// Partitions the client from the server: bytes are held, connections stay open.
+    pub fn hold(&self) {
+        self.mode.send_replace(Mode::Hold);
+    }
+
+    /// Ends a partition or delay: held bytes are delivered in order, then traffic passes.
+    pub fn heal(&self) {
+        self.mode.send_replace(Mode::Pass);
+    }
+
+    /// Delays every chunk of traffic by `delay`.
+    pub fn delay(&self, delay: Duration) {
+        self.mode.send_replace(Mode::Delay(delay));
+    }
+
+    /// Resets every open connection (new ones are accepted and pass as the mode says).
+    pub fn drop_connections(&self) {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        for connection in connections.drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        self.drop_connections();
+    }
+}
+
+/// Copies both ways until either side closes; aborting the task resets both sockets.
+async fn splice(client: TcpStream, server: TcpStream, modes: watch::Sender<Mode>) {
+    // Aborted tasks drop their sockets: with no linger they close with a reset, as a crashed
+    // peer or a middlebox would.
+    #[allow(deprecated)]
+    for socket in [&client, &server] {
+        let _ = socket.set_nodelay(true);
+        let _ = socket.set_linger(Some(Duration::ZERO));
+    }
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::select! {
+        _ = pump(client_read, server_write, modes.subscribe()) => {}
+        _ = pump(server_read, client_write, modes.subscribe()) => {}
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        // Held bytes wait here, in order, until the partition heals.
+        let current = match mode.wait_for(|m| *m != Mode::Hold).await {
+            Ok(current) => *current,
+            Err(_) => return,
+        };
+        if let Mode::Delay(delay) = current {
+            tokio::time::sleep(delay).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The `127.0.0.1:port` of a server URL such as `etcd://127.0.0.1:2379/root`.
+pub fn server_addr(url: &str) -> Option<SocketAddr> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit('@').next()?.split(',').next()?;
+    host_port.parse().ok()
+}
+
+/// Runs the lock fault cases against a server at `server_url`: opens a store directly and one
+/// through a [`FaultProxy`] with `open(url)` (URL = server URL + `suffix`), then
+/// [`a_partitioned_lock_holder_is_told_first`] and [`a_waiter_outlasting_its_ttl_gets_the_lock`]
+/// with `ttl`. Prints the measured times. One call per backend's test.
+pub async fn lock_faults<S, F, Fut>(
+    kind: &str,
+    server_url: &str,
+    suffix: &str,
+    ttl: Duration,
+    open: F,
+) where
+    S: Store,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    let target =
+        server_addr(server_url).unwrap_or_else(|| panic!("no 127.0.0.1:port in {server_url}"));
+    let proxy = FaultProxy::start(target).await.expect("fault proxy");
+    let direct = open(format!("{server_url}{suffix}"))
+        .await
+        .expect("direct store");
+    let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
+        .await
+        .expect("store through the proxy");
+    let (told, taken) =
+        a_partitioned_lock_holder_is_told_first(&proxied, &direct, &proxy, ttl).await;
+    eprintln!(
+        "{kind}: lock TTL {ttl:?}, holder partitioned: lost() after {told:?}, another client \
+         took the lock after {taken:?}"
+    );
+    let waited = Instant::now();
+    a_waiter_outlasting_its_ttl_gets_the_lock(&direct, &proxied, ttl).await;
+    eprintln!(
+        "{kind}: a waiter that waited 2 x TTL got and kept the lock ({:?} in all)",
+        waited.elapsed()
+    );
+}
+
+/// A lock holder cut off by a partition is told (`lost()`) before anyone else can take the
+/// lock (libkv#31, swarm#2654). `proxied` reaches the server through `proxy`, `direct` does not.
+/// Returns the times from the partition to `lost()` and to the other client's acquire. Panics
+/// with the broken rule.
+pub async fn a_partitioned_lock_holder_is_told_first(
+    proxied: &dyn Store,
+    direct: &dyn Store,
+    proxy: &FaultProxy,
+    ttl: Duration,
+) -> (Duration, Duration) {
+    let options = LockOptions::default().ttl(ttl);
+    let holder = proxied
+        .new_lock("faults/leader", options.clone())
+        .await
+        .expect("lock handle")
+        .acquire()
+        .await
+        .expect("the holder takes the free lock");
+    let contender = direct
+        .new_lock("faults/leader", options)
+        .await
+        .expect("lock handle");
+    proxy.hold();
+    let partitioned = Instant::now();
+    let lost = holder.lost();
+    let told = async {
+        lost.cancelled().await;
+        partitioned.elapsed()
+    };
+    let taken = async {
+        let guard = contender
+            .acquire()
+            .await
+            .expect("the other client takes the lock once the holder's lease ends");
+        (partitioned.elapsed(), guard)
+    };
+    let bound = ttl * 4 + Duration::from_secs(30);
+    let (told, (taken, guard)) = tokio::time::timeout(bound, futures::future::join(told, taken))
+        .await
+        .unwrap_or_else(|_| panic!("neither lost() nor the other acquire within {bound:?}"));
+    proxy.heal();
+    assert!(
+        told < taken,
+        "two holders: the partitioned holder was told at {told:?}, after the other client took          the lock at {taken:?}"
+    );
+    assert!(
+        told <= ttl,
+        "lost() fired {told:?} after the partition, later than the TTL {ttl:?}"
+    );
+    let released = tokio::time::timeout(Duration::from_secs(30), holder.release())
+        .await
+        .expect("release after heal answers");
+    assert!(
+        matches!(released, Err(Error::LockLost { .. })),
+        "releasing a lost lock says so: {released:?}"
+    );
+    guard.release().await.expect("the new holder releases");
+    (told, taken)
+}
+
+/// A waiter that waits longer than its own TTL still gets the lock when it is freed, and then
+/// holds it (no lease taken before it was needed, or one kept alive while waiting).
+pub async fn a_waiter_outlasting_its_ttl_gets_the_lock(
+    first: &dyn Store,
+    second: &dyn Store,
+    ttl: Duration,
+) {
+    let options = LockOptions::default().ttl(ttl);
+    let held = first
+        .new_lock("faults/waited", options.clone())
+        .await
+        .expect("lock handle")
+        .acquire()
+        .await
+        .expect("the free lock");
+    let waiter = second
+        .new_lock("faults/waited", options)
+        .await
+        .expect("lock handle");
+    let waiting = tokio::spawn(async move {
+        let guard = waiter.acquire().await;
+        (guard, waiter)
+    });
+    tokio::time::sleep(ttl * 2).await;
+    assert!(!waiting.is_finished(), "the lock is still held");
+    held.release().await.expect("release");
+    let (guard, waiter) = tokio::time::timeout(ttl * 2 + Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter gets the freed lock")
+        .expect("task");
+    let guard = guard.expect("a wait longer than the TTL still ends with the lock");
+    tokio::time::sleep(ttl).await;
+    assert!(!guard.is_lost(), "the new holder keeps the lock");
+    let holder = waiter.holder().await.expect("holder");
+    assert_eq!(
+        holder.map(|h| h.fencing_token),
+        Some(guard.fencing_token()),
+        "the server shows the waiter as the holder"
+    );
+    guard.release().await.expect("release");
+}
 
 /// The server dies under an open store: calls fail with a retryable error (`Unavailable` or
 /// `Timeout`) within 5 s, and an open watch ends with `Unavailable` — never silently — within
@@ -65,4 +358,60 @@ pub async fn a_stopped_server(store: &dyn Store, stop: impl FnOnce()) {
         matches!(error, Error::Unavailable { .. }),
         "the lost watch ends with Unavailable, got {error:?}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_from_urls() {
+        assert_eq!(
+            server_addr("etcd://127.0.0.1:2379/root"),
+            Some("127.0.0.1:2379".parse().unwrap())
+        );
+        assert_eq!(
+            server_addr("redis://u:p@127.0.0.1:7000?root=x"),
+            Some("127.0.0.1:7000".parse().unwrap())
+        );
+        assert_eq!(server_addr("memory://"), None);
+    }
+
+    #[tokio::test]
+    async fn holds_delivers_in_order_on_heal_and_resets() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 || socket.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = FaultProxy::start(target).await.unwrap();
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut answer = [0u8; 2];
+        client.write_all(b"ab").await.unwrap();
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"ab");
+
+        proxy.hold();
+        client.write_all(b"cd").await.unwrap();
+        let held = tokio::time::timeout(Duration::from_millis(300), client.read(&mut answer)).await;
+        assert!(held.is_err(), "nothing passes a partition");
+        proxy.heal();
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"cd", "held bytes arrive on heal");
+
+        proxy.drop_connections();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+            .await
+            .unwrap();
+        assert!(matches!(read, Ok(0) | Err(_)), "the connection was reset");
+    }
 }

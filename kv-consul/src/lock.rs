@@ -41,6 +41,8 @@ struct Session {
     inner: Arc<Inner>,
     id: String,
     ended: AtomicBool,
+    /// When the call that created the session was sent: its lease runs from then at the latest.
+    created_sent: Instant,
 }
 
 impl Session {
@@ -97,6 +99,7 @@ impl ConsulLock {
 
     async fn session(&self) -> Result<Arc<Session>> {
         self.inner.closed.check_open()?;
+        let created_sent = Instant::now();
         let id = self
             .inner
             .api
@@ -109,6 +112,7 @@ impl ConsulLock {
             inner: self.inner.clone(),
             id,
             ended: AtomicBool::new(false),
+            created_sent,
         }))
     }
 
@@ -166,19 +170,24 @@ impl ConsulLock {
         Ok(Some(token))
     }
 
-    /// Turns a taken lock into a guard that renews the session.
-    fn guard(&self, session: Arc<Session>, token: u64) -> LockGuard {
+    /// Turns a taken lock into a guard that renews the session, whose last renewal (or
+    /// creation) was sent at `renewed_sent`.
+    fn guard(&self, session: Arc<Session>, token: u64, renewed_sent: Instant) -> LockGuard {
         let lost = CancellationToken::new();
-        let stop = CancellationToken::new();
+        // Renewal stops on release or when the handle closes.
+        let stop = self.inner.closed.child_token();
         self.inner
             .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(session.id.clone(), lost.clone());
+        // Consul documents that it ends a session between one and two session TTLs after its
+        // last renewal: the lease that `lost()` counts down is one session TTL.
         tokio::spawn(keep_alive(
             self.inner.clone(),
             session.id.clone(),
-            self.inner.session_ttl(self.options.ttl) * 2,
+            self.inner.session_ttl(self.options.ttl),
+            renewed_sent,
             stop.clone(),
             lost.clone(),
         ));
@@ -206,13 +215,10 @@ impl Lock for ConsulLock {
         let session = self.session().await?;
         // While waiting, the session must stay alive too: renew it between attempts.
         let lease = self.inner.session_ttl(self.options.ttl);
-        let mut renewed = Instant::now();
+        let mut renewed = session.created_sent;
         loop {
             let index = self.lock_area_index().await?;
-            if let Some(token) = self.attempt(&session).await? {
-                return Ok(self.guard(session, token));
-            }
-            if renewed.elapsed() >= lease / 2 {
+            if renewed.elapsed() >= lease / 3 {
                 let sent = Instant::now();
                 if !self.inner.api.renew_session(&session.id).await? {
                     return Err(Error::unavailable(
@@ -222,7 +228,10 @@ impl Lock for ConsulLock {
                 }
                 renewed = sent;
             }
-            let wait = (lease / 2).min(BLOCK).max(Duration::from_millis(100));
+            if let Some(token) = self.attempt(&session).await? {
+                return Ok(self.guard(session, token, renewed));
+            }
+            let wait = (lease / 3).min(BLOCK).max(Duration::from_millis(100));
             let area = self.inner.layout.all_locks();
             tokio::select! {
                 read = self.inner.api.read("lock", &area, true, Some((index, wait))) => { read?; }
@@ -234,7 +243,10 @@ impl Lock for ConsulLock {
     async fn try_acquire(&self) -> Result<Option<LockGuard>> {
         let session = self.session().await?;
         match self.attempt(&session).await? {
-            Some(token) => Ok(Some(self.guard(session, token))),
+            Some(token) => {
+                let created = session.created_sent;
+                Ok(Some(self.guard(session, token, created)))
+            }
             None => {
                 session.end().await?;
                 Ok(None)
@@ -260,36 +272,22 @@ impl Lock for ConsulLock {
     }
 }
 
-/// Renews the session every third of its lease; fires `lost` when Consul no longer knows it
-/// or when a whole lease (`lease`, from the last renewal sent) passes without one.
+/// Renews the session through the shared keep-alive ([`kv_core::keep_alive`]): `lost` fires
+/// when Consul no longer knows the session, or at the lease deadline (`lease` from the last
+/// renewal sent, less the safety margin) without waiting for a renewal that hangs.
 async fn keep_alive(
     inner: Arc<Inner>,
     session: String,
     lease: Duration,
+    renewed_sent: Instant,
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
-    let mut renewed_at = Instant::now();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = inner.closed.cancelled() => return,
-            _ = tokio::time::sleep(lease / 4) => {}
-        }
-        if renewed_at.elapsed() >= lease {
-            lost.cancel();
-            return;
-        }
-        let sent = Instant::now();
-        match inner.api.renew_session(&session).await {
-            Ok(true) if renewed_at.elapsed() < lease => renewed_at = sent,
-            Ok(_) => {
-                lost.cancel();
-                return;
-            }
-            Err(_) => {}
-        }
-    }
+    kv_core::keep_alive(lease, renewed_sent.into(), stop, lost, || {
+        let (inner, session) = (inner.clone(), session.clone());
+        async move { inner.api.renew_session(&session).await }
+    })
+    .await;
 }
 
 /// Deletes the lock key if the session still holds it, then ends the session; `false` if the

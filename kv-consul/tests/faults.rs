@@ -132,3 +132,21 @@ async fn a_store_without_a_root_uses_top_level_keys() {
     guard.release().await.unwrap();
     assert_eq!(store.delete_tree("").await.unwrap(), 1);
 }
+
+/// Lock safety through a partition (the holder is told first) and a waiter outlasting its TTL;
+/// see `conformance::faults::lock_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_keep_their_promises_through_a_partition() {
+    if skipped() {
+        return;
+    }
+    let server = ConsulProcess.start().unwrap();
+    conformance::faults::lock_faults(
+        "consul",
+        &server.url,
+        "/faults?timeout=1s",
+        Duration::from_secs(3),
+        |url| async move { ConsulStore::open(&url).await },
+    )
+    .await;
+}

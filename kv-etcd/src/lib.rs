@@ -243,6 +243,11 @@ impl Inner {
 
     /// Grants a lease of `ttl` (already checked) and returns its id.
     pub async fn grant(&self, ttl: Duration) -> Result<i64> {
+        Ok(self.grant_lease(ttl).await?.0)
+    }
+
+    /// Grants a lease; returns its id and the TTL etcd granted (whole seconds, at least one).
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<(i64, Duration)> {
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = self
             .call(
@@ -250,7 +255,8 @@ impl Inner {
                 self.client.lease_client().grant(seconds, None),
             )
             .await?;
-        Ok(lease.id())
+        let granted = u64::try_from(lease.ttl()).unwrap_or(0);
+        Ok((lease.id(), Duration::from_secs(granted)))
     }
 
     async fn write(

@@ -65,7 +65,12 @@ impl EtcdLock {
     }
 
     /// One attempt: the guard, or the revision at which the lock was found taken.
-    async fn attempt(&self, lease: i64) -> Result<std::result::Result<LockGuard, i64>> {
+    async fn attempt(&self, lease: &Lease) -> Result<std::result::Result<LockGuard, i64>> {
+        let Lease {
+            id: lease,
+            ttl,
+            sent,
+        } = *lease;
         let txn = Txn::new().when(self.conditions()).and_then([TxnOp::put(
             self.lock_key(),
             self.options.value.to_vec(),
@@ -80,7 +85,8 @@ impl EtcdLock {
         }
         let token = revision_of(response.header())?;
         let lost = CancellationToken::new();
-        let stop = CancellationToken::new();
+        // Renewal stops on release or when the handle closes.
+        let stop = self.inner.closed.child_token();
         self.inner
             .held
             .lock()
@@ -89,7 +95,8 @@ impl EtcdLock {
         tokio::spawn(keep_alive(
             self.inner.clone(),
             lease,
-            self.options.ttl,
+            ttl,
+            sent,
             stop.clone(),
             lost.clone(),
         ));
@@ -103,6 +110,28 @@ impl EtcdLock {
             lost,
             Box::new(handle),
         )))
+    }
+
+    /// A fresh lease for an attempt, with when its grant was sent.
+    async fn grant(&self) -> Result<Lease> {
+        let sent = Instant::now();
+        let (id, granted) = self.inner.grant_lease(self.options.ttl).await?;
+        Ok(Lease {
+            id,
+            // The lease etcd granted: whole seconds, which may be less than asked for.
+            ttl: granted.min(self.options.ttl.max(Duration::from_secs(1))),
+            sent,
+        })
+    }
+
+    /// Revokes a lease this lock no longer needs, without waiting (it expires anyway).
+    fn revoke_in_background(&self, lease: i64) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _ = inner
+                .call("lease revoke", inner.client.lease_client().revoke(lease))
+                .await;
+        });
     }
 
     /// Waits until some lock of this store is released after `revision` (or a second passes).
@@ -149,30 +178,44 @@ impl Lock for EtcdLock {
 
     async fn acquire(&self) -> Result<LockGuard> {
         self.inner.closed.check_open()?;
-        let lease = self.inner.grant(self.options.ttl).await?;
+        let mut lease = self.grant().await?;
         loop {
             self.inner.closed.check_open()?;
-            match self.attempt(lease).await? {
-                Ok(guard) => return Ok(guard),
-                Err(revision) => self.wait_for_release(revision).await?,
+            // A waiter may wait longer than its TTL: a lease that has used up a third of its
+            // life is replaced before the next attempt, so the lock is never taken with a
+            // lease about to expire (or already gone).
+            if lease.sent.elapsed() >= lease.ttl / 3 {
+                self.revoke_in_background(lease.id);
+                lease = self.grant().await?;
+            }
+            match self.attempt(&lease).await {
+                Ok(Ok(guard)) => return Ok(guard),
+                Ok(Err(revision)) => {
+                    if let Err(e) = self.wait_for_release(revision).await {
+                        self.revoke_in_background(lease.id);
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.revoke_in_background(lease.id);
+                    return Err(e);
+                }
             }
         }
     }
 
     async fn try_acquire(&self) -> Result<Option<LockGuard>> {
         self.inner.closed.check_open()?;
-        let lease = self.inner.grant(self.options.ttl).await?;
-        match self.attempt(lease).await? {
-            Ok(guard) => Ok(Some(guard)),
-            Err(_) => {
-                let _ = self
-                    .inner
-                    .call(
-                        "lease revoke",
-                        self.inner.client.lease_client().revoke(lease),
-                    )
-                    .await;
+        let lease = self.grant().await?;
+        match self.attempt(&lease).await {
+            Ok(Ok(guard)) => Ok(Some(guard)),
+            Ok(Err(_)) => {
+                self.revoke_in_background(lease.id);
                 Ok(None)
+            }
+            Err(e) => {
+                self.revoke_in_background(lease.id);
+                Err(e)
             }
         }
     }
@@ -193,46 +236,52 @@ impl Lock for EtcdLock {
     }
 }
 
-/// Renews the lease every third of its TTL. Fires `lost` when etcd says it expired, or when no
-/// renewal succeeded for a whole TTL counted from the last renewal *sent* (so `lost` never fires
-/// later than etcd expires the lease).
+/// Renews the lease through the shared keep-alive ([`kv_core::keep_alive`]): `lost` fires when
+/// etcd says the lease expired, or at the lease deadline (counted from the last renewal *sent*,
+/// less the safety margin) without waiting for a renewal that hangs.
 async fn keep_alive(
     inner: Arc<Inner>,
     lease: i64,
     ttl: Duration,
+    renewed_sent: Instant,
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
-    let mut renewed_at = Instant::now();
-    let mut channel = None;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = inner.closed.cancelled() => return,
-            _ = tokio::time::sleep(ttl / 3) => {}
-        }
-        if renewed_at.elapsed() >= ttl {
-            lost.cancel();
-            return;
-        }
-        let sent = Instant::now();
-        let renewal = async {
-            if channel.is_none() {
-                channel = Some(inner.client.lease_client().keep_alive(lease).await?);
+    // One keep-alive stream per lease, reopened after a failure.
+    let channel = Arc::new(tokio::sync::Mutex::new(None));
+    kv_core::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
+        let (inner, channel) = (inner.clone(), channel.clone());
+        async move {
+            let mut channel = channel.lock().await;
+            let renewal = async {
+                if channel.is_none() {
+                    *channel = Some(inner.client.lease_client().keep_alive(lease).await?);
+                }
+                let (keeper, responses) = channel.as_mut().expect("set above");
+                keeper.keep_alive().await?;
+                responses.message().await
+            };
+            match tokio::time::timeout(inner.timeout, renewal).await {
+                Ok(Ok(Some(response))) => Ok(response.ttl() > 0),
+                failed => {
+                    *channel = None;
+                    Err(match failed {
+                        Ok(Err(e)) => Error::unavailable(format!("lease keep-alive: {e}"), None),
+                        _ => Error::unavailable("lease keep-alive ended", None),
+                    })
+                }
             }
-            let (keeper, responses) = channel.as_mut().expect("set above");
-            keeper.keep_alive().await?;
-            responses.message().await
-        };
-        match tokio::time::timeout(inner.timeout.min(ttl / 3), renewal).await {
-            Ok(Ok(Some(response))) if response.ttl() > 0 => renewed_at = sent,
-            Ok(Ok(Some(_))) => {
-                lost.cancel();
-                return;
-            }
-            _ => channel = None,
         }
-    }
+    })
+    .await;
+}
+
+/// A lease for one lock attempt: its id, the TTL etcd granted, and when the grant was sent.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    id: i64,
+    ttl: Duration,
+    sent: Instant,
 }
 
 /// Deletes the lock key if `token` still holds it, and revokes the lease; returns whether it

@@ -80,3 +80,18 @@ async fn values_over_the_limit_are_refused_before_sending() {
     ));
     assert!(!store.exists("k").await.unwrap());
 }
+
+/// Lock safety through a partition (the holder is told first) and a waiter outlasting its TTL;
+/// see `conformance::faults::lock_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_keep_their_promises_through_a_partition() {
+    let Some(server) = own_server() else { return };
+    conformance::faults::lock_faults(
+        "etcd",
+        &server.url,
+        "/faults?timeout=1s",
+        Duration::from_secs(3),
+        |url| async move { EtcdStore::open(&url).await },
+    )
+    .await;
+}

@@ -78,7 +78,8 @@ impl RedisLock {
             return Ok(None);
         }
         let lost = CancellationToken::new();
-        let stop = CancellationToken::new();
+        // Renewal stops on release or when the handle closes.
+        let stop = self.inner.closed.child_token();
         self.inner
             .held
             .lock()
@@ -151,8 +152,9 @@ impl Lock for RedisLock {
     }
 }
 
-/// Renews every third of the TTL; fires `lost` when the token no longer holds the lock, or when
-/// no renewal succeeded for a whole TTL counted from the last one *sent*.
+/// Renews through the shared keep-alive ([`kv_core::keep_alive`]): `lost` fires when the token
+/// no longer holds the lock, or at the lease deadline counted from the last renewal *sent*,
+/// without waiting for a renewal that hangs.
 #[allow(clippy::too_many_arguments)]
 async fn keep_alive(
     inner: Arc<Inner>,
@@ -160,30 +162,15 @@ async fn keep_alive(
     subtree: bool,
     token: u64,
     ttl: Duration,
-    mut renewed_at: Instant,
+    renewed_sent: Instant,
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = inner.closed.cancelled() => return,
-            _ = tokio::time::sleep(ttl / 3) => {}
-        }
-        if renewed_at.elapsed() >= ttl {
-            lost.cancel();
-            return;
-        }
-        let sent = Instant::now();
-        match renew_or_release(&inner, &key, subtree, token, ttl).await {
-            Ok(true) => renewed_at = sent,
-            Ok(false) => {
-                lost.cancel();
-                return;
-            }
-            Err(_) => {}
-        }
-    }
+    kv_core::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
+        let (inner, key) = (inner.clone(), key.clone());
+        async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
+    })
+    .await;
 }
 
 /// Releases the lock if `token` still holds it; returns whether it did.

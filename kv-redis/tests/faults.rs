@@ -167,3 +167,21 @@ async fn an_unreachable_server_fails_at_open() {
     assert!(error.is_retryable(), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Lock safety through a partition (the holder is told first) and a waiter outlasting its TTL;
+/// see `conformance::faults::lock_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_keep_their_promises_through_a_partition() {
+    if skipped() {
+        return;
+    }
+    let server = RedisProcess.start().unwrap();
+    conformance::faults::lock_faults(
+        "redis",
+        &server.url,
+        "?root=lockfaults&timeout=1s",
+        Duration::from_secs(3),
+        |url| async move { RedisStore::open(&url).await },
+    )
+    .await;
+}

@@ -143,3 +143,21 @@ async fn bad_urls_are_rejected() {
         );
     }
 }
+
+/// Lock safety through a partition (the holder is told first) and a waiter outlasting its TTL;
+/// see `conformance::faults::lock_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_keep_their_promises_through_a_partition() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    conformance::faults::lock_faults(
+        "zookeeper",
+        &server.url,
+        "/faults?timeout=1s&session_timeout=2s",
+        Duration::from_secs(3),
+        |url| async move { ZooKeeperStore::open(&url).await },
+    )
+    .await;
+}
