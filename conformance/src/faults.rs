@@ -240,7 +240,7 @@ pub async fn a_partitioned_lock_holder_is_told_first(
     proxy.heal();
     assert!(
         told < taken,
-        "two holders: the partitioned holder was told at {told:?}, after the other client took          the lock at {taken:?}"
+        "two holders: the partitioned holder was told at {told:?}, after the other client took the lock at {taken:?}"
     );
     assert!(
         told <= ttl,

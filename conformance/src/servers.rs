@@ -447,8 +447,17 @@ impl ConsulProcess {
             args.extend(["-hcl".to_owned(), extra_hcl.to_owned()]);
         }
         let lifeline = spawn_tied(&binary, &args, &dir)?;
+        // Sessions (locks, TTLs) need the agent's node in the catalog, which comes a moment
+        // after the leader ("Missing node registration" otherwise). With ACLs on, an anonymous
+        // read of the catalog is empty, so only the leader is waited for.
+        let registered = || {
+            extra_hcl.contains("acl")
+                || probe(http, b"GET /v1/catalog/nodes HTTP/1.0\r\n\r\n")
+                    .and_then(|r| r.split("\r\n\r\n").nth(1).map(|b| b.contains("\"Node\"")))
+                    .unwrap_or(false)
+        };
         wait_ready("consul", &dir, Duration::from_secs(60), || {
-            ready("consul", http)
+            ready("consul", http) && registered()
         })?;
         Ok(Server::launched(
             format!("consul://127.0.0.1:{http}"),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use kv::{LockOptions, LockScope, Store};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
@@ -39,33 +39,95 @@ pub async fn run(store: &dyn Store, args: LockArgs) -> Result<u8, Failure> {
         guard.key(),
         guard.fencing_token()
     );
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(arguments)
         .env("KV_LOCK_KEY", guard.key().as_str())
         .env("KV_FENCING_TOKEN", guard.fencing_token().to_string())
+        // Its own process group: a terminal's Ctrl-C reaches kvctl, which forwards it once.
+        .process_group(0);
+    die_with_parent(&mut command);
+    let mut child = command
         .spawn()
         .map_err(|e| Failure::new(code::USAGE, format!("cannot run {program}: {e}")))?;
     let lost = guard.lost();
-    tokio::select! {
-        status = child.wait() => {
-            let status = status.map_err(|e| Failure::new(code::OTHER, format!("waiting for {program}: {e}")))?;
-            guard.release().await?;
-            Ok(exit_status(status))
-        }
-        _ = lost.cancelled() => {
-            stop(&mut child).await;
-            Err(Failure::new(
-                code::LOCK_LOST,
-                format!("the lock on {} was lost while {program} ran; it was sent SIGTERM", args.key),
-            ))
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.map_err(|e| Failure::new(code::OTHER, format!("waiting for {program}: {e}")))?;
+                guard.release().await?;
+                return Ok(exit_status(status));
+            }
+            _ = lost.cancelled() => {
+                stop(&mut child).await;
+                return Err(Failure::new(
+                    code::LOCK_LOST,
+                    format!("the lock on {} was lost while {program} ran; it was sent SIGTERM", args.key),
+                ));
+            }
+            signal = signals.next() => {
+                // Forward, then keep waiting: the command decides how to stop, and the lock is
+                // released only once it has.
+                if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+                    let _ = killpg(Pid::from_raw(pid), signal);
+                }
+            }
         }
     }
 }
 
-/// SIGTERM, then SIGKILL if the command outlives the grace period.
+/// SIGTERM, SIGINT and SIGHUP delivered to kvctl, to forward to the command.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| {
+            signal(kind)
+                .map_err(|e| Failure::new(code::OTHER, format!("cannot handle signals: {e}")))
+        };
+        Ok(Signals {
+            term: listen(SignalKind::terminate())?,
+            int: listen(SignalKind::interrupt())?,
+            hup: listen(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::SIGTERM,
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.hup.recv() => Signal::SIGHUP,
+        }
+    }
+}
+
+/// On Linux the command gets SIGTERM if kvctl dies (even by SIGKILL), so it never runs on
+/// unnoticed without the lock.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which
+    // is async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// SIGTERM to the command's process group, then SIGKILL if it outlives the grace period.
 async fn stop(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
     }
     if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
         let _ = child.kill().await;

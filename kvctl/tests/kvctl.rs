@@ -373,6 +373,73 @@ fn a_lost_lock_signals_the_command() {
     assert!(wait_for(&marker), "the command must have received SIGTERM");
 }
 
+/// Starts `kvctl lock` on the embedded store with a command that records SIGTERM in a marker
+/// file (and exits 7); returns once the lock is held.
+fn lock_with_trap(kv: &Kvctl, marker: &Path) -> std::process::Child {
+    let script = format!(
+        "trap 'echo term > {}; exit 7' TERM; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
+        marker.display()
+    );
+    let mut child = kv
+        .command(&["lock", "job", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.as_mut().unwrap()),
+        &mut started,
+    )
+    .unwrap();
+    assert!(started.contains("fencing token"), "{started}");
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+#[test]
+fn a_signal_to_kvctl_lock_reaches_the_command_before_the_lock_is_released() {
+    let kv = Kvctl::embedded();
+    let marker = kv.home.path().join("terminated");
+    let mut child = lock_with_trap(&kv, &marker);
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "kvctl did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(wait_for(&marker), "the command must have received SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "kvctl exits with the command's status"
+    );
+    // The lock was released: another holder gets it at once.
+    kv.expect(&["lock", "job", "--", "true"], 0);
+}
+
+#[test]
+fn a_killed_kvctl_lock_does_not_leave_its_command_running() {
+    let kv = Kvctl::embedded();
+    let marker = kv.home.path().join("terminated");
+    let mut child = lock_with_trap(&kv, &marker);
+    child.kill().unwrap(); // SIGKILL: kvctl cannot forward anything
+    child.wait().unwrap();
+    assert!(
+        wait_for(&marker),
+        "the command must get SIGTERM when kvctl dies (parent-death signal)"
+    );
+}
+
 fn wait_for(path: &Path) -> bool {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(5) {
