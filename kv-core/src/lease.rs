@@ -126,7 +126,7 @@ mod tests {
             stop,
             lost.clone(),
             // A partition: the call never answers.
-            || std::future::pending::<Result<bool>>(),
+            std::future::pending::<Result<bool>>,
         ));
         lost.cancelled().await;
         assert_eq!(Instant::now() - start, TTL - safety_margin(TTL));
