@@ -197,6 +197,44 @@ pub async fn lock_faults<S, F, Fut>(
     );
 }
 
+/// Runs [`a_watch_through_a_partition`] twice against a server at `server_url` (stores opened
+/// as in [`lock_faults`]): a partition of `hold`, then a shorter one whose connections are
+/// reset (the client reconnects). Prints the outcomes.
+pub async fn watch_faults<S, F, Fut>(
+    kind: &str,
+    server_url: &str,
+    suffix: &str,
+    hold: Duration,
+    open: F,
+) where
+    S: Store,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    let target =
+        server_addr(server_url).unwrap_or_else(|| panic!("no 127.0.0.1:port in {server_url}"));
+    for reset in [false, true] {
+        let proxy = FaultProxy::start(target).await.expect("fault proxy");
+        let direct = open(format!("{server_url}{suffix}"))
+            .await
+            .expect("direct store");
+        let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
+            .await
+            .expect("store through the proxy");
+        direct.delete_tree("w").await.expect("clean");
+        let hold = if reset { hold / 2 } else { hold };
+        let outcome = a_watch_through_a_partition(&proxied, &direct, &proxy, hold, reset).await;
+        eprintln!(
+            "{kind}: tree watch through a {hold:?} partition{}: {outcome:?}",
+            if reset {
+                " ending in a connection reset"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
 /// A lock holder cut off by a partition is told (`lost()`) before anyone else can take the
 /// lock (libkv#31, swarm#2654). `proxied` reaches the server through `proxy`, `direct` does not.
 /// Returns the times from the partition to `lost()` and to the other client's acquire. Panics
@@ -297,6 +335,103 @@ pub async fn a_waiter_outlasting_its_ttl_gets_the_lock(
         "the server shows the waiter as the holder"
     );
     guard.release().await.expect("release");
+}
+
+/// How a watch came through a fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchOutcome {
+    /// Every change arrived; the time from heal to the last one.
+    Delivered(Duration),
+    /// The stream ended with this error instead (allowed: never silence).
+    Ended(String),
+}
+
+/// A tree watch through a partition: 5 keys written before, 5 during (`hold` long, from the
+/// other side), 5 right after and one more 2 s later; with `reset` the held connections are
+/// also reset before the heal, so the client reconnects. Every key (each written once, so
+/// coalescing cannot hide one) must arrive after the heal, or the stream must end with an
+/// error — never stay open and silent.
+pub async fn a_watch_through_a_partition(
+    proxied: &dyn Store,
+    direct: &dyn Store,
+    proxy: &FaultProxy,
+    hold: Duration,
+    reset: bool,
+) -> WatchOutcome {
+    let mut watch = proxied
+        .watch_tree("w", WatchOptions::default())
+        .await
+        .expect("watch");
+    let put = |i: usize| async move {
+        direct
+            .put(&format!("w/k{i:02}"), b"v", PutOptions::default())
+            .await
+            .expect("put from the other side of the partition");
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next =
+        async |seen: &mut std::collections::BTreeSet<String>, want: usize, within: Duration| {
+            let deadline = Instant::now() + within;
+            while seen.len() < want {
+                match tokio::time::timeout_at(deadline.into(), watch.next()).await {
+                    Ok(Some(Ok(event))) => {
+                        seen.insert(event.key.to_string());
+                    }
+                    Ok(Some(Err(error))) => return Some(WatchOutcome::Ended(error.to_string())),
+                    Ok(None) => panic!("the watch ended without an error"),
+                    Err(_) => return None,
+                }
+            }
+            Some(WatchOutcome::Delivered(Duration::ZERO))
+        };
+    for i in 0..5 {
+        put(i).await;
+    }
+    match next(&mut seen, 5, Duration::from_secs(10)).await {
+        Some(WatchOutcome::Delivered(_)) => {}
+        other => panic!("before the partition the watch delivers every put: {other:?}"),
+    }
+    proxy.hold();
+    let held = Instant::now();
+    for i in 5..10 {
+        put(i).await;
+        tokio::time::sleep(hold / 6).await;
+    }
+    tokio::time::sleep(hold.saturating_sub(held.elapsed())).await;
+    if reset {
+        proxy.drop_connections();
+    }
+    proxy.heal();
+    let healed = Instant::now();
+    for i in 10..15 {
+        put(i).await;
+    }
+    let bound = Duration::from_secs(30);
+    fn silent(seen: &std::collections::BTreeSet<String>, want: usize, bound: Duration) -> ! {
+        panic!(
+            "a silent watch: {} of {want} keys arrived, no error, within {bound:?} after the \
+             partition healed; missing {:?}",
+            seen.len(),
+            (0..want)
+                .map(|i| format!("w/k{i:02}"))
+                .filter(|k| !seen.contains(k))
+                .collect::<Vec<_>>()
+        )
+    }
+    let delivered = match next(&mut seen, 15, bound).await {
+        Some(WatchOutcome::Delivered(_)) => healed.elapsed(),
+        Some(ended) => return ended,
+        None => silent(&seen, 15, bound),
+    };
+    // Still hearing the server once things have settled (a watch the server no longer holds
+    // could have caught up above by re-reading, then gone silent).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    put(15).await;
+    match next(&mut seen, 16, bound).await {
+        Some(WatchOutcome::Delivered(_)) => WatchOutcome::Delivered(delivered),
+        Some(ended) => ended,
+        None => silent(&seen, 16, bound),
+    }
 }
 
 /// The server dies under an open store: calls fail with a retryable error (`Unavailable` or

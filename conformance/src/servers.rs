@@ -486,7 +486,7 @@ impl Launcher for ZooKeeperProcess {
         let config = dir.join("zoo.cfg");
         let settings = format!(
             "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-             admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\nextendedTypesEnabled=true\n\
+             admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,wchs\nextendedTypesEnabled=true\n\
              minSessionTimeout=400\nmaxSessionTimeout=60000\n",
             dir.join("data").display()
         );

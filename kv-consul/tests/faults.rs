@@ -150,3 +150,21 @@ async fn locks_keep_their_promises_through_a_partition() {
     )
     .await;
 }
+
+/// A tree watch through a partition and through a reconnect delivers every change or ends with
+/// an error; see `conformance::faults::watch_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_keep_their_promises_through_a_partition() {
+    if skipped() {
+        return;
+    }
+    let server = ConsulProcess.start().unwrap();
+    conformance::faults::watch_faults(
+        "consul",
+        &server.url,
+        "/faults?timeout=1s",
+        Duration::from_secs(4),
+        |url| async move { ConsulStore::open(&url).await },
+    )
+    .await;
+}

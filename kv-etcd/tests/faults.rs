@@ -95,3 +95,18 @@ async fn locks_keep_their_promises_through_a_partition() {
     )
     .await;
 }
+
+/// A tree watch through a partition and through a reconnect delivers every change or ends with
+/// an error; see `conformance::faults::watch_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_keep_their_promises_through_a_partition() {
+    let Some(server) = own_server() else { return };
+    conformance::faults::watch_faults(
+        "etcd",
+        &server.url,
+        "/faults?timeout=1s",
+        Duration::from_secs(4),
+        |url| async move { EtcdStore::open(&url).await },
+    )
+    .await;
+}

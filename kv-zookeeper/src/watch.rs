@@ -96,6 +96,20 @@ impl Watcher {
             .update(Key::from_normalized(&key), now, delete_version))
     }
 
+    /// Registers the persistent watch again and re-reads everything it covers.
+    ///
+    /// zookeeper-client 0.11.2 does not re-register persistent watches after a reconnect (its
+    /// `resend_watches` only ever sends the first kind of watch), so the server would hold none
+    /// for this session and the watch would hear nothing more. A new `AddWatch` re-arms it; the
+    /// old watcher is dropped after the new one exists, so no removal reaches the server. Watch
+    /// first, then read: nothing falls in between.
+    async fn rearm(&mut self, events: &mut zk::PersistentWatcher) -> Result<Vec<WatchEvent>> {
+        let path = self.inner.layout.dir(&self.target);
+        let mode = zk::AddWatchMode::PersistentRecursive;
+        *events = timed("watch", self.inner.timeout, self.client.watch(&path, mode)).await?;
+        self.resync().await
+    }
+
     async fn run(mut self, mut events: zk::PersistentWatcher, mut sender: WatchSender) {
         let patience = self.inner.timeout * 3;
         let mut disconnected_since: Option<Instant> = None;
@@ -123,7 +137,7 @@ impl Watcher {
                     let Some(since) = disconnected_since else { continue };
                     if self.client.state() == zk::SessionState::SyncConnected {
                         disconnected_since = None;
-                        self.resync().await
+                        Ok(None)
                     } else if since.elapsed() >= patience {
                         return sender.fail(Error::unavailable(
                             format!("lost the connection to ZooKeeper for {patience:?}; the watch ended"),
@@ -133,7 +147,14 @@ impl Watcher {
                         continue;
                     }
                 }
-                event = events.changed() => match event.event_type {
+                event = next_event(&mut events) => {
+                let Some(event) = event else {
+                    return sender.fail(Error::unavailable(
+                        "the ZooKeeper client closed the watch; the watch ended",
+                        None,
+                    ));
+                };
+                match event.event_type {
                 zk::EventType::Session => match event.session_state {
                     zk::SessionState::Disconnected => {
                         disconnected_since = Some(Instant::now());
@@ -143,8 +164,8 @@ impl Watcher {
                         if disconnected_since.take().is_none() {
                             continue;
                         }
-                        // Events during the disconnection may be lost: read everything again.
-                        self.resync().await
+                        // Events during the disconnection may be lost: re-arm, read again.
+                        Ok(None)
                     }
                     state => {
                         return sender.fail(Error::unavailable(
@@ -157,8 +178,14 @@ impl Watcher {
                 _ => self
                     .refresh(&event.path, event.zxid)
                     .await
-                    .map(|e| e.into_iter().collect()),
-                },
+                    .map(|e| Some(e.into_iter().collect())),
+                }},
+            };
+            // `None`: reconnected after a disconnection.
+            let result = match result {
+                Ok(None) => self.rearm(&mut events).await,
+                Ok(Some(batch)) => Ok(batch),
+                Err(error) => Err(error),
             };
             match result {
                 Ok(batch) => {
@@ -175,6 +202,17 @@ impl Watcher {
             }
         }
     }
+}
+
+/// The next event of a persistent watcher; `None` if the client dropped its side, which
+/// zookeeper-client 0.11.2 reports by panicking in `changed()` (an unwrap on the closed channel)
+/// rather than with an error: the panic stays in here and the watch ends with `Unavailable`.
+async fn next_event(events: &mut zk::PersistentWatcher) -> Option<zk::WatchedEvent> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(events.changed())
+        .catch_unwind()
+        .await
+        .ok()
 }
 
 fn observed(node: &Node) -> Observed {

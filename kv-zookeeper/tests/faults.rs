@@ -161,3 +161,87 @@ async fn locks_keep_their_promises_through_a_partition() {
     )
     .await;
 }
+
+/// A tree watch through a partition and through a reconnect delivers every change or ends with
+/// an error; see `conformance::faults::watch_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_keep_their_promises_through_a_partition() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    conformance::faults::watch_faults(
+        "zookeeper",
+        &server.url,
+        "/faults?timeout=1s&session_timeout=6s",
+        Duration::from_secs(4),
+        |url| async move { ZooKeeperStore::open(&url).await },
+    )
+    .await;
+}
+
+/// After a reconnect (the connection reset, the session kept) the server holds kv's
+/// persistent watch again — zookeeper-client 0.11.2 does not re-register it by itself — and the
+/// watch hears later changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_holds_the_watch_again_after_a_reconnect() {
+    use futures::StreamExt;
+    use kv_core::WatchOptions;
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let port = conformance::faults::server_addr(&server.url)
+        .unwrap()
+        .port();
+    let proxy = conformance::faults::FaultProxy::start(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
+    let suffix = "/rearm?timeout=1s&session_timeout=6s";
+    let direct = ZooKeeperStore::open(&format!("{}{suffix}", server.url))
+        .await
+        .unwrap();
+    let proxied = ZooKeeperStore::open(&format!("{}{suffix}", proxy.url(&server.url)))
+        .await
+        .unwrap();
+    // Watches the server holds, from `wchs` ("Total watches:N").
+    let watches = || {
+        conformance::servers::probe(port, b"wchs")
+            .and_then(|r| {
+                r.split("Total watches:")
+                    .nth(1)
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = watches();
+    let mut watch = proxied
+        .watch_tree("app", WatchOptions::default())
+        .await
+        .unwrap();
+    assert!(watches() > before, "the watch is registered on the server");
+    proxy.drop_connections();
+    // The client reconnects (same session) and kv re-arms its watch.
+    let started = Instant::now();
+    while watches() <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the server holds no watch for the session after the reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "zookeeper: watch re-armed {:?} after the connection reset",
+        started.elapsed()
+    );
+    direct
+        .put("app/after", b"v", PutOptions::default())
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the re-armed watch hears a later change")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.key.as_str(), "app/after");
+}
