@@ -232,8 +232,21 @@ pub async fn watch_faults<S, F, Fut>(
                 ""
             }
         );
-    }
+    }    let proxy = FaultProxy::start(target).await.expect("fault proxy");
+    let direct = open(format!("{server_url}{suffix}")).await.expect("direct store");
+    let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
+        .await
+        .expect("store through the proxy");
+    let took =
+        a_watch_that_stops_hearing_the_server_ends(&proxied, &direct, &proxy, WATCH_LIVENESS)
+            .await;
+    eprintln!("{kind}: a watch whose connection stopped ended with an error after {took:?}");
 }
+
+/// The longest a watch may stay open after its connection silently stopped, with the fault
+/// tests' store timeout of 1 s (docs/SEMANTICS.md, "Watch liveness": 12 s + 5 x the store's
+/// timeout).
+pub const WATCH_LIVENESS: Duration = Duration::from_secs(17);
 
 /// A lock holder cut off by a partition is told (`lost()`) before anyone else can take the
 /// lock (libkv#31, swarm#2654). `proxied` reaches the server through `proxy`, `direct` does not.
@@ -432,6 +445,60 @@ pub async fn a_watch_through_a_partition(
         Some(ended) => ended,
         None => silent(&seen, 16, bound),
     }
+}
+
+/// A watch whose connection silently stops (a partition that never heals, while the other side
+/// keeps writing) ends with an error within `bound`, never staying open and silent. Returns the
+/// time from the partition to the error.
+pub async fn a_watch_that_stops_hearing_the_server_ends(
+    proxied: &dyn Store,
+    direct: &dyn Store,
+    proxy: &FaultProxy,
+    bound: Duration,
+) -> Duration {
+    let mut watch = proxied
+        .watch_tree("live", WatchOptions::default())
+        .await
+        .expect("watch");
+    direct
+        .put("live/k", b"0", PutOptions::default())
+        .await
+        .expect("put");
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+    assert!(
+        matches!(first, Ok(Some(Ok(_)))),
+        "the watch hears the first put: {first:?}"
+    );
+    proxy.hold();
+    let partitioned = Instant::now();
+    let writes = async {
+        for i in 1.. {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = direct
+                .put("live/k", i.to_string().as_bytes(), PutOptions::default())
+                .await;
+        }
+    };
+    let ended = async {
+        loop {
+            match watch.next().await {
+                Some(Ok(event)) => panic!("an event came through a partition: {event:?}"),
+                Some(Err(_)) => return partitioned.elapsed(),
+                None => panic!("the watch ended without an error"),
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(bound, async {
+        tokio::select! {
+            took = ended => took,
+            () = writes => unreachable!("writes go on until the watch ends"),
+        }
+    })
+    .await;
+    proxy.heal();
+    outcome.unwrap_or_else(|_| {
+        panic!("a silent watch: still open with no error {bound:?} after its connection stopped")
+    })
 }
 
 /// The server dies under an open store: calls fail with a retryable error (`Unavailable` or

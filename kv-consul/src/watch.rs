@@ -15,8 +15,12 @@ use crate::Inner;
 use crate::api::{Entry, Read};
 use crate::layout::{expired, now_ms};
 
-/// Longest wait of one blocking query.
-const BLOCK: Duration = Duration::from_secs(30);
+/// Longest wait of one blocking query. It bounds how long a watch can go without hearing the
+/// server: a connection that silently stopped (a partition that holds traffic) is noticed when
+/// the query's timeout (this wait + 1/16 jitter + the store's timeout) passes, then resuming
+/// gives up after 3 x the timeout: the watch ends within 12 s + 5 x the store's timeout
+/// (docs/SEMANTICS.md, "Watch liveness").
+const BLOCK: Duration = Duration::from_secs(10);
 
 /// The state of one watch: what it covers and what it has delivered.
 struct Watcher {
