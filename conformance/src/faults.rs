@@ -195,6 +195,70 @@ pub async fn lock_faults<S, F, Fut>(
         "{kind}: a waiter that waited 2 x TTL got and kept the lock ({:?} in all)",
         waited.elapsed()
     );
+    let (failed, error, recovered) = a_write_during_a_partition(&proxied, &proxy).await;
+    eprintln!(
+        "{kind}: a put during a partition failed after {failed:?} ({error}); after the heal the \
+         same handle worked again in {recovered:?}"
+    );
+}
+
+/// A write during a partition fails within the store's timeout (1 s in the fault tests, plus
+/// slack) with a retryable error whose outcome is unknown or that reached no server; after the
+/// heal the same handle works again without being reopened. Returns the time to the error,
+/// the error, and the time from heal to the first successful call.
+pub async fn a_write_during_a_partition(
+    proxied: &dyn Store,
+    proxy: &FaultProxy,
+) -> (Duration, String, Duration) {
+    proxied
+        .put("faults/written", b"before", PutOptions::default())
+        .await
+        .expect("put before the partition");
+    proxy.hold();
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        proxied.put("faults/written", b"during", PutOptions::default()),
+    )
+    .await
+    .expect("a call during a partition must give up on its own (no call without a timeout)");
+    let failed = started.elapsed();
+    let error = result.expect_err("a put cannot succeed through a partition");
+    assert!(
+        error.is_outcome_unknown(),
+        "the put was sent on an open connection and its answer never came: the outcome is \
+         unknown, and the error must say so (Error::Timeout): {error:?}"
+    );
+    assert!(
+        failed < Duration::from_secs(5),
+        "failed only after {failed:?}, longer than the store's timeout allows"
+    );
+    proxy.heal();
+    let healed = Instant::now();
+    loop {
+        match proxied
+            .put("faults/written", b"after", PutOptions::default())
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if e.is_retryable() && healed.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the handle did not recover after the heal: {e:?}"),
+        }
+    }
+    let recovered = healed.elapsed();
+    let now = proxied.get("faults/written").await.expect("get after heal");
+    assert_eq!(
+        now.map(|p| p.value),
+        Some(bytes::Bytes::from_static(b"after")),
+        "the write after the heal is read back"
+    );
+    (
+        failed,
+        format!("{error} [outcome unknown: {}]", error.is_outcome_unknown()),
+        recovered,
+    )
 }
 
 /// Runs [`a_watch_through_a_partition`] twice against a server at `server_url` (stores opened
@@ -232,14 +296,16 @@ pub async fn watch_faults<S, F, Fut>(
                 ""
             }
         );
-    }    let proxy = FaultProxy::start(target).await.expect("fault proxy");
-    let direct = open(format!("{server_url}{suffix}")).await.expect("direct store");
+    }
+    let proxy = FaultProxy::start(target).await.expect("fault proxy");
+    let direct = open(format!("{server_url}{suffix}"))
+        .await
+        .expect("direct store");
     let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
         .await
         .expect("store through the proxy");
     let took =
-        a_watch_that_stops_hearing_the_server_ends(&proxied, &direct, &proxy, WATCH_LIVENESS)
-            .await;
+        a_watch_that_stops_hearing_the_server_ends(&proxied, &direct, &proxy, WATCH_LIVENESS).await;
     eprintln!("{kind}: a watch whose connection stopped ended with an error after {took:?}");
 }
 

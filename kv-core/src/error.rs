@@ -127,6 +127,24 @@ impl Error {
         )
     }
 
+    /// True if a write that failed this way may nevertheless have been applied: the request
+    /// may have reached the server and only the answer been lost ([`Error::Timeout`]). Re-read
+    /// the key (its version) before retrying; a blind retry of a CAS can fail against its own
+    /// earlier success, and a retried put is applied twice (docs/SEMANTICS.md, "Unknown
+    /// outcomes").
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// A [`Error::Timeout`] from a client library (which knows neither the operation nor the
+    /// budget) restated as `operation` timing out after `after`; other errors unchanged.
+    pub fn timed_out_as(self, operation: &'static str, after: Duration) -> Error {
+        match self {
+            Error::Timeout { .. } => Error::Timeout { operation, after },
+            other => other,
+        }
+    }
+
     /// Builds an [`Error::Conflict`].
     pub fn conflict(key: impl ToString, reason: impl Into<String>) -> Error {
         Error::Conflict {
@@ -174,5 +192,16 @@ mod tests {
         assert!(Error::unavailable("down", None).is_retryable());
         assert!(!Error::conflict("k", "exists").is_retryable());
         assert!(!Error::Closed.is_retryable());
+    }
+
+    #[test]
+    fn only_timeouts_leave_the_outcome_unknown() {
+        let timeout = Error::Timeout {
+            operation: "put",
+            after: Duration::from_secs(1),
+        };
+        assert!(timeout.is_outcome_unknown());
+        assert!(!Error::unavailable("refused", None).is_outcome_unknown());
+        assert!(!Error::conflict("k", "exists").is_outcome_unknown());
     }
 }

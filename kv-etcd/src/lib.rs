@@ -160,7 +160,7 @@ impl Inner {
         call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(map_error),
+            Ok(result) => result.map_err(|e| map_error(e).timed_out_as(operation, self.timeout)),
             Err(_) => Err(Error::Timeout {
                 operation,
                 after: self.timeout,
@@ -354,7 +354,13 @@ pub(crate) fn map_error(error: etcd_client::Error) -> Error {
                     message: status.message().to_owned(),
                 }
             }
+            // tonic's own request timeout (the connection's `timeout`) ends a call with
+            // Cancelled, "Timeout expired": the request was sent, its outcome is unknown.
             Code::DeadlineExceeded => Error::Timeout {
+                operation: "etcd request",
+                after: Duration::ZERO,
+            },
+            Code::Cancelled if status.message().contains("Timeout expired") => Error::Timeout {
                 operation: "etcd request",
                 after: Duration::ZERO,
             },

@@ -208,7 +208,7 @@ impl Inner {
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(map_error),
+            Ok(result) => result.map_err(|e| map_error(e).timed_out_as(operation, self.timeout)),
             Err(_) => Err(Error::Timeout {
                 operation,
                 after: self.timeout,

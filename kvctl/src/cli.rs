@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit codes: 0 ok, 1 not found or precondition failed, 2 usage or invalid input, 3 store
 /// unreachable, busy or authentication failed, 4 lock lost, 5 any other error, 6 watch history
-/// compacted (`watch --since` too old).
+/// compacted (`watch --since` too old), 7 a write timed out: it may or may not have been applied.
 #[derive(Debug, Parser)]
 #[command(name = "kvctl", version, propagate_version = false)]
 pub struct Cli {

@@ -164,7 +164,7 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
                     "refusing to delete the whole store: `rm -r` of the root needs --force",
                 ));
             }
-            let deleted = store.delete_tree(&key).await?;
+            let deleted = store.delete_tree(&key).await.map_err(Failure::write)?;
             out.emit(json!({"prefix": key, "deleted": deleted}), || {
                 format!("deleted {deleted} keys")
             });
@@ -225,7 +225,10 @@ async fn put(store: &dyn Store, out: &Printer, args: PutArgs) -> Result<u8, Fail
     let options = args
         .ttl
         .map_or_else(PutOptions::default, |ttl| PutOptions::default().ttl(ttl));
-    let version = store.put(&args.key, &value, options).await?;
+    let version = store
+        .put(&args.key, &value, options)
+        .await
+        .map_err(Failure::write)?;
     out.emit(json!({"key": args.key, "version": version}), || {
         format!("OK version {version}")
     });
@@ -233,7 +236,7 @@ async fn put(store: &dyn Store, out: &Printer, args: PutArgs) -> Result<u8, Fail
 }
 
 async fn delete(store: &dyn Store, out: &Printer, key: &str) -> Result<u8, Failure> {
-    if !store.delete(key).await? {
+    if !store.delete(key).await.map_err(Failure::write)? {
         return Err(not_found(key));
     }
     out.emit(json!({"key": key, "deleted": true}), || "deleted".into());
@@ -250,7 +253,8 @@ async fn cas(store: &dyn Store, out: &Printer, args: CasArgs) -> Result<u8, Fail
         .map_or_else(PutOptions::default, |ttl| PutOptions::default().ttl(ttl));
     let version = store
         .atomic_put(&args.key, args.value.as_bytes(), precondition, options)
-        .await?;
+        .await
+        .map_err(Failure::write)?;
     out.emit(json!({"key": args.key, "version": version}), || {
         format!("OK version {version}")
     });

@@ -22,6 +22,8 @@ pub mod code {
     pub const OTHER: i32 = 5;
     /// `watch --since` asked for history the store no longer keeps.
     pub const COMPACTED: i32 = 6;
+    /// A write whose answer never came: it may or may not have been applied.
+    pub const OUTCOME_UNKNOWN: i32 = 7;
 }
 
 /// A failure: what to print and the exit code.
@@ -46,6 +48,7 @@ impl Failure {
             code::UNREACHABLE => "unavailable",
             code::LOCK_LOST => "lock_lost",
             code::COMPACTED => "compacted",
+            code::OUTCOME_UNKNOWN => "outcome_unknown",
             _ => "error",
         };
         Failure {
@@ -53,6 +56,22 @@ impl Failure {
             hint: None,
             code,
             kind,
+        }
+    }
+
+    /// The failure of a write: one whose outcome is unknown (the request was sent, no answer
+    /// came) gets its own exit code and says how to recover.
+    pub fn write(error: Error) -> Failure {
+        if !error.is_outcome_unknown() {
+            return error.into();
+        }
+        Failure {
+            message: format!("{error}; the write may or may not have been applied"),
+            hint: Some(
+                "re-read the key (`kvctl get KEY --version`) before retrying: a blind retry can apply a put twice or fail a CAS against its own success",
+            ),
+            code: code::OUTCOME_UNKNOWN,
+            kind: "outcome_unknown",
         }
     }
 

@@ -713,3 +713,56 @@ fn bench_runs_kv_and_raw_on_every_backend_and_cleans_up() {
         );
     }
 }
+
+/// A put whose answer never came (sent, then the network held it) exits 7, "outcome unknown",
+/// and says how to recover; once the partition heals the write turns out to have been applied,
+/// which is why it is not reported as "unreachable".
+#[test]
+fn a_write_whose_answer_never_came_exits_7_outcome_unknown() {
+    use conformance::faults::{FaultProxy, server_addr};
+    use conformance::servers::{EtcdProcess, Provision, provision};
+    let Provision::Ready(server) = provision(&EtcdProcess) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let target = server_addr(&server.url).unwrap();
+    let proxy = runtime.block_on(FaultProxy::start(target)).unwrap();
+    let root = conformance::random_name();
+    let through = format!("{}/{root}?timeout=1s", proxy.url(&server.url));
+    let direct = format!("{}/{root}", server.url);
+    let kv = Kvctl::embedded();
+    // The value comes on stdin, read after the store is open: hold the network in between.
+    let mut put = kv
+        .command(&["--store", &through, "put", "app/color"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.hold();
+    let mut stdin = put.stdin.take().unwrap();
+    stdin.write_all(b"blue").unwrap();
+    drop(stdin);
+    let output = put.wait_with_output().unwrap();
+    proxy.heal();
+    assert_status(&output, 7, &["put", "through a partition"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("may or may not have been applied") && stderr.contains("--version"),
+        "{stderr}"
+    );
+    // Delivered on heal: the write whose outcome was unknown was applied.
+    let started = Instant::now();
+    loop {
+        let got = kv.run(&["--store", &direct, "get", "app/color"]);
+        if got.status.code() == Some(0) {
+            assert_eq!(got.stdout, b"blue");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{got:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(proxy);
+    drop(runtime);
+}
