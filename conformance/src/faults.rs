@@ -546,12 +546,10 @@ pub async fn a_watch_that_stops_hearing_the_server_ends(
         }
     };
     let ended = async {
-        loop {
-            match watch.next().await {
-                Some(Ok(event)) => panic!("an event came through a partition: {event:?}"),
-                Some(Err(_)) => return partitioned.elapsed(),
-                None => panic!("the watch ended without an error"),
-            }
+        match watch.next().await {
+            Some(Ok(event)) => panic!("an event came through a partition: {event:?}"),
+            Some(Err(_)) => partitioned.elapsed(),
+            None => panic!("the watch ended without an error"),
         }
     };
     let outcome = tokio::time::timeout(bound, async {
