@@ -174,15 +174,7 @@ pub async fn lock_faults<S, F, Fut>(
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = kv_core::Result<S>>,
 {
-    let target =
-        server_addr(server_url).unwrap_or_else(|| panic!("no 127.0.0.1:port in {server_url}"));
-    let proxy = FaultProxy::start(target).await.expect("fault proxy");
-    let direct = open(format!("{server_url}{suffix}"))
-        .await
-        .expect("direct store");
-    let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
-        .await
-        .expect("store through the proxy");
+    let (proxy, direct, proxied) = proxied_stores(server_url, suffix, &open).await;
     let (told, taken) =
         a_partitioned_lock_holder_is_told_first(&proxied, &direct, &proxy, ttl).await;
     eprintln!(
@@ -275,16 +267,8 @@ pub async fn watch_faults<S, F, Fut>(
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = kv_core::Result<S>>,
 {
-    let target =
-        server_addr(server_url).unwrap_or_else(|| panic!("no 127.0.0.1:port in {server_url}"));
     for reset in [false, true] {
-        let proxy = FaultProxy::start(target).await.expect("fault proxy");
-        let direct = open(format!("{server_url}{suffix}"))
-            .await
-            .expect("direct store");
-        let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
-            .await
-            .expect("store through the proxy");
+        let (proxy, direct, proxied) = proxied_stores(server_url, suffix, &open).await;
         direct.delete_tree("w").await.expect("clean");
         let hold = if reset { hold / 2 } else { hold };
         let outcome = a_watch_through_a_partition(&proxied, &direct, &proxy, hold, reset).await;
@@ -297,13 +281,7 @@ pub async fn watch_faults<S, F, Fut>(
             }
         );
     }
-    let proxy = FaultProxy::start(target).await.expect("fault proxy");
-    let direct = open(format!("{server_url}{suffix}"))
-        .await
-        .expect("direct store");
-    let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
-        .await
-        .expect("store through the proxy");
+    let (proxy, direct, proxied) = proxied_stores(server_url, suffix, &open).await;
     let took =
         a_watch_that_stops_hearing_the_server_ends(&proxied, &direct, &proxy, WATCH_LIVENESS).await;
     eprintln!("{kind}: a watch whose connection stopped ended with an error after {took:?}");
@@ -313,6 +291,25 @@ pub async fn watch_faults<S, F, Fut>(
 /// tests' store timeout of 1 s (docs/SEMANTICS.md, "Watch liveness": 12 s + 5 x the store's
 /// timeout).
 pub const WATCH_LIVENESS: Duration = Duration::from_secs(17);
+
+/// A proxy in front of the server at `server_url`, a store opened directly and one through the
+/// proxy (`open(url + suffix)` each).
+async fn proxied_stores<S, F, Fut>(server_url: &str, suffix: &str, open: &F) -> (FaultProxy, S, S)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    let target =
+        server_addr(server_url).unwrap_or_else(|| panic!("no 127.0.0.1:port in {server_url}"));
+    let proxy = FaultProxy::start(target).await.expect("fault proxy");
+    let direct = open(format!("{server_url}{suffix}"))
+        .await
+        .expect("direct store");
+    let proxied = open(format!("{}{suffix}", proxy.url(server_url)))
+        .await
+        .expect("store through the proxy");
+    (proxy, direct, proxied)
+}
 
 /// A lock holder cut off by a partition is told (`lost()`) before anyone else can take the
 /// lock (libkv#31, swarm#2654). `proxied` reaches the server through `proxy`, `direct` does not.
@@ -324,16 +321,9 @@ pub async fn a_partitioned_lock_holder_is_told_first(
     proxy: &FaultProxy,
     ttl: Duration,
 ) -> (Duration, Duration) {
-    let options = LockOptions::default().ttl(ttl);
-    let holder = proxied
-        .new_lock("faults/leader", options.clone())
-        .await
-        .expect("lock handle")
-        .acquire()
-        .await
-        .expect("the holder takes the free lock");
+    let holder = take_free_lock(proxied, "faults/leader", ttl).await;
     let contender = direct
-        .new_lock("faults/leader", options)
+        .new_lock("faults/leader", LockOptions::default().ttl(ttl))
         .await
         .expect("lock handle");
     proxy.hold();
@@ -374,6 +364,17 @@ pub async fn a_partitioned_lock_holder_is_told_first(
     (told, taken)
 }
 
+/// Takes a lock that nobody holds.
+async fn take_free_lock(store: &dyn Store, key: &str, ttl: Duration) -> kv_core::LockGuard {
+    store
+        .new_lock(key, LockOptions::default().ttl(ttl))
+        .await
+        .expect("lock handle")
+        .acquire()
+        .await
+        .expect("the free lock")
+}
+
 /// A waiter that waits longer than its own TTL still gets the lock when it is freed, and then
 /// holds it (no lease taken before it was needed, or one kept alive while waiting).
 pub async fn a_waiter_outlasting_its_ttl_gets_the_lock(
@@ -381,16 +382,9 @@ pub async fn a_waiter_outlasting_its_ttl_gets_the_lock(
     second: &dyn Store,
     ttl: Duration,
 ) {
-    let options = LockOptions::default().ttl(ttl);
-    let held = first
-        .new_lock("faults/waited", options.clone())
-        .await
-        .expect("lock handle")
-        .acquire()
-        .await
-        .expect("the free lock");
+    let held = take_free_lock(first, "faults/waited", ttl).await;
     let waiter = second
-        .new_lock("faults/waited", options)
+        .new_lock("faults/waited", LockOptions::default().ttl(ttl))
         .await
         .expect("lock handle");
     let waiting = tokio::spawn(async move {

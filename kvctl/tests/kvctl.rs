@@ -232,12 +232,7 @@ fn the_embedded_store_in_use_by_another_process_is_waited_for_then_exit_code_3()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut started = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stderr.as_mut().unwrap()),
-        &mut started,
-    )
-    .unwrap();
+    let started = first_stderr_line(&mut holder);
     assert!(started.contains("fencing token"), "{started}");
     let began = Instant::now();
     let output = kv.run(&["--store", &store, "get", "k"]);
@@ -262,12 +257,7 @@ fn a_second_kvctl_waits_for_a_short_one_on_the_embedded_store() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut started = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stderr.as_mut().unwrap()),
-        &mut started,
-    )
-    .unwrap();
+    first_stderr_line(&mut holder); // the lock is held
     // The default busy timeout (5 s) outlasts the holder: the put waits, then succeeds.
     let output = kv.run(&["put", "k", "w"]);
     assert!(holder.wait().unwrap().success());
@@ -385,12 +375,7 @@ fn lock_with_trap(kv: &Kvctl, marker: &Path) -> std::process::Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut started = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stderr.as_mut().unwrap()),
-        &mut started,
-    )
-    .unwrap();
+    let started = first_stderr_line(&mut child);
     assert!(started.contains("fencing token"), "{started}");
     std::thread::sleep(Duration::from_millis(300));
     child
@@ -438,6 +423,17 @@ fn a_killed_kvctl_lock_does_not_leave_its_command_running() {
         wait_for(&marker),
         "the command must get SIGTERM when kvctl dies (parent-death signal)"
     );
+}
+
+/// The first line a child wrote on its (piped) stderr, e.g. `kvctl lock`'s "holding the lock".
+fn first_stderr_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    line
 }
 
 fn wait_for(path: &Path) -> bool {
@@ -715,8 +711,7 @@ fn bench_runs_kv_and_raw_on_every_backend_and_cleans_up() {
 }
 
 /// A put whose answer never came (sent, then the network held it) exits 7, "outcome unknown",
-/// and says how to recover; once the partition heals the write turns out to have been applied,
-/// which is why it is not reported as "unreachable".
+/// and says how to recover: it may have been applied, so it is not reported as "unreachable".
 #[test]
 fn a_write_whose_answer_never_came_exits_7_outcome_unknown() {
     use conformance::faults::{FaultProxy, server_addr};
@@ -752,17 +747,14 @@ fn a_write_whose_answer_never_came_exits_7_outcome_unknown() {
         stderr.contains("may or may not have been applied") && stderr.contains("--version"),
         "{stderr}"
     );
-    // Delivered on heal: the write whose outcome was unknown was applied.
-    let started = Instant::now();
-    loop {
-        let got = kv.run(&["--store", &direct, "get", "app/color"]);
-        if got.status.code() == Some(0) {
-            assert_eq!(got.stdout, b"blue");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{got:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Whether the held put reaches etcd after the heal depends on whether the proxy still holds
+    // its bytes once kvctl has gone: either way is possible, which is the point of exit code 7.
+    // Whatever happened, the store answers normally again.
+    let got = kv.run(&["--store", &direct, "get", "app/color"]);
+    assert!(
+        matches!(got.status.code(), Some(0 | 1)),
+        "the store answers after the heal: {got:?}"
+    );
     drop(proxy);
     drop(runtime);
 }
