@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 pub struct Server {
     /// The store URL of the server's root, e.g. `etcd://127.0.0.1:40123`.
     pub url: String,
-    /// Keeps a launched process alive: its wrapper kills it when this closes (at exit).
-    _lifeline: Option<ChildStdin>,
+    /// Keeps a launched process alive: its wrapper kills it when this closes (at exit), and
+    /// takes commands (`kill`, `start`, `pause`, `resume`) on it, one per line.
+    lifeline: Option<Mutex<ChildStdin>>,
+    /// For a process this crate started: its kind, readiness port and directory.
+    process: Option<(&'static str, u16, PathBuf)>,
 }
 
 impl Server {
@@ -33,7 +36,8 @@ impl Server {
     pub fn launched(url: impl Into<String>, lifeline: ChildStdin) -> Server {
         Server {
             url: url.into(),
-            _lifeline: Some(lifeline),
+            lifeline: Some(Mutex::new(lifeline)),
+            process: None,
         }
     }
 
@@ -41,9 +45,74 @@ impl Server {
     pub fn existing(url: impl Into<String>) -> Server {
         Server {
             url: url.into(),
-            _lifeline: None,
+            lifeline: None,
+            process: None,
         }
     }
+
+    /// A process started with [`spawn_tied`] that the tests can also kill, restart and pause:
+    /// `kind` and `port` for [`ready`], `dir` for its log.
+    pub fn controlled(
+        url: impl Into<String>,
+        lifeline: ChildStdin,
+        kind: &'static str,
+        port: u16,
+        dir: PathBuf,
+    ) -> Server {
+        Server {
+            url: url.into(),
+            lifeline: Some(Mutex::new(lifeline)),
+            process: Some((kind, port, dir)),
+        }
+    }
+
+    fn command(&self, command: &str) -> Result<&(&'static str, u16, PathBuf), String> {
+        let (Some(lifeline), Some(process)) = (&self.lifeline, &self.process) else {
+            return Err(format!("{} is not a process these tests control", self.url));
+        };
+        let mut lifeline = lifeline.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(lifeline, "{command}")
+            .and_then(|()| lifeline.flush())
+            .map_err(|e| format!("cannot control the server wrapper: {e}"))?;
+        Ok(process)
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind) and waits until its port is
+    /// closed.
+    pub fn kill9(&self) -> Result<(), String> {
+        let (_, port, _) = self.command("kill")?;
+        let started = Instant::now();
+        while connects(*port) {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("port {port} still open after kill -9"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts the server again (same binary, arguments, data directory and port) after
+    /// [`Server::kill9`], and waits until it is ready.
+    pub fn restart(&self) -> Result<(), String> {
+        let (kind, port, dir) = self.command("start")?;
+        wait_ready(kind, dir, Duration::from_secs(60), || ready(kind, *port))
+    }
+
+    /// Freezes the server (SIGSTOP): its connections stay open and it answers nothing.
+    pub fn pause(&self) -> Result<(), String> {
+        self.command("pause").map(|_| ())
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) -> Result<(), String> {
+        self.command("resume").map(|_| ())
+    }
+}
+
+/// True if something accepts connections on 127.0.0.1:`port`.
+fn connects(port: u16) -> bool {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
 }
 
 /// Starts a throwaway server of one kind. The process launcher is one implementation; a
@@ -151,14 +220,23 @@ pub fn find_binary(binary: &str, install: &str) -> Result<PathBuf, String> {
 
 /// Runs `program args` in `dir` so that it dies with this process: a shell wrapper waits on
 /// our end of a pipe and kills the server (and removes `dir`) when that pipe closes, which
-/// happens when this process exits, however it exits.
+/// happens when this process exits, however it exits. Meanwhile it takes commands on the pipe,
+/// one per line: `kill` (SIGKILL), `start` (again, same arguments), `pause` (SIGSTOP),
+/// `resume` (SIGCONT); see [`Server::controlled`].
 pub fn spawn_tied(program: &Path, args: &[String], dir: &Path) -> Result<ChildStdin, String> {
     let log = dir.join("server.log");
     let script = r#"dir=$1; log=$2; shift 2
-"$@" >"$log" 2>&1 &
-pid=$!
-read _ignored
-kill "$pid" 2>/dev/null; sleep 0.2; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+run() { "$@" >>"$log" 2>&1 & pid=$!; }
+run "$@"
+while read -r command; do
+  case "$command" in
+    kill) kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null ;;
+    start) run "$@" ;;
+    pause) kill -STOP "$pid" 2>/dev/null ;;
+    resume) kill -CONT "$pid" 2>/dev/null ;;
+  esac
+done
+kill -CONT "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; sleep 0.2; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 rm -rf "$dir""#;
     let mut child = Command::new("sh")
         .arg("-c")
@@ -297,10 +375,13 @@ impl Launcher for EtcdProcess {
         wait_ready("etcd", &dir, Duration::from_secs(30), || {
             ready("etcd", client)
         })?;
-        Ok(Server {
-            url: format!("etcd://127.0.0.1:{client}"),
-            _lifeline: Some(lifeline),
-        })
+        Ok(Server::controlled(
+            format!("etcd://127.0.0.1:{client}"),
+            lifeline,
+            "etcd",
+            client,
+            dir,
+        ))
     }
 }
 
@@ -335,10 +416,13 @@ impl Launcher for RedisProcess {
         wait_ready("redis", &dir, Duration::from_secs(30), || {
             ready("redis", port)
         })?;
-        Ok(Server {
-            url: format!("redis://127.0.0.1:{port}"),
-            _lifeline: Some(lifeline),
-        })
+        Ok(Server::controlled(
+            format!("redis://127.0.0.1:{port}"),
+            lifeline,
+            "redis",
+            port,
+            dir,
+        ))
     }
 }
 
@@ -459,9 +543,12 @@ impl ConsulProcess {
         wait_ready("consul", &dir, Duration::from_secs(60), || {
             ready("consul", http) && registered()
         })?;
-        Ok(Server::launched(
+        Ok(Server::controlled(
             format!("consul://127.0.0.1:{http}"),
             lifeline,
+            "consul",
+            http,
+            dir,
         ))
     }
 }
@@ -505,9 +592,12 @@ impl Launcher for ZooKeeperProcess {
         wait_ready("zookeeper", &dir, Duration::from_secs(60), || {
             ready("zookeeper", port)
         })?;
-        Ok(Server::launched(
+        Ok(Server::controlled(
             format!("zookeeper://127.0.0.1:{port}"),
             lifeline,
+            "zookeeper",
+            port,
+            dir,
         ))
     }
 }

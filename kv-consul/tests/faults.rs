@@ -168,3 +168,21 @@ async fn watches_keep_their_promises_through_a_partition() {
     )
     .await;
 }
+
+/// The server killed with SIGKILL and restarted on its data directory and port: the open
+/// handle recovers and its watch goes on with no gap or ends with an error; see
+/// `conformance::faults::restart_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_used_again_and_watches_never_go_silent() {
+    if skipped() {
+        return;
+    }
+    let server = ConsulProcess.start().unwrap();
+    conformance::faults::restart_faults(
+        "consul",
+        &server,
+        "/faults?timeout=1s",
+        |url| async move { ConsulStore::open(&url).await },
+    )
+    .await;
+}

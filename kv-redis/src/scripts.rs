@@ -324,13 +324,15 @@ return 1
 });
 
 /// ARGV[3] log id to read after, ARGV[4] count. Returns `{id of the last trimmed record,
-/// {{id, {field, value, ...}}, ...}}`, read atomically so a reader can tell whether records it
-/// had not read yet were trimmed.
+/// {{id, {field, value, ...}}, ...}, the last revision handed out}`, read atomically so a reader
+/// can tell whether records it had not read yet were trimmed, or whether the server lost its
+/// data (the revision went back below what the reader has seen).
 pub static READ_LOG: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local floor = redis.call('GET', P .. ':floor') or '0-0'
-return {floor, redis.call('XRANGE', P .. ':log', '(' .. ARGV[3], '+', 'COUNT', tonumber(ARGV[4]))}
+local rev = redis.call('GET', P .. ':rev') or '0'
+return {floor, redis.call('XRANGE', P .. ':log', '(' .. ARGV[3], '+', 'COUNT', tonumber(ARGV[4])), rev}
 "#,
     )
 });

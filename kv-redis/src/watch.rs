@@ -134,9 +134,9 @@ impl Reader {
             let read = tokio::select! {
                 _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),
                 _ = sender.closed() => return,
-                read = self.inner.invoke::<(String, Vec<(String, Vec<Vec<u8>>)>)>("watch", invocation) => read,
+                read = self.inner.invoke::<(String, Vec<(String, Vec<Vec<u8>>)>, u64)>("watch", invocation) => read,
             };
-            let (floor, records) = match read {
+            let (floor, records, revision) = match read {
                 Ok(read) => read,
                 Err(error) if error.is_retryable() => match self.reconnect(&sender).await {
                     Ok(fresh) => {
@@ -147,6 +147,21 @@ impl Reader {
                 },
                 Err(error) => return sender.fail(error),
             };
+            let (seen, _) = id_of(&self.last_id);
+            if revision < seen {
+                // A server restarted without persistence (or flushed): the revision went back
+                // below what this watch has seen, and later writes would reuse its versions.
+                // Nothing can be resumed: say so rather than wait for revisions that will
+                // never come in order.
+                return sender.fail(Error::unavailable(
+                    format!(
+                        "the Redis server lost its data (its revision went back from {seen} to \
+                         {revision}, as after a restart without persistence); the watch ended: \
+                         re-read and watch again"
+                    ),
+                    None,
+                ));
+            }
             if id_of(&floor) > id_of(&self.last_id) {
                 // Records after the last one read were trimmed before this watch read them.
                 let (trimmed, _) = id_of(&floor);

@@ -245,3 +245,21 @@ async fn the_server_holds_the_watch_again_after_a_reconnect() {
         .unwrap();
     assert_eq!(event.key.as_str(), "app/after");
 }
+
+/// The server killed with SIGKILL and restarted on its data directory and port: the open
+/// handle recovers and its watch goes on with no gap or ends with an error; see
+/// `conformance::faults::restart_faults`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_is_used_again_and_watches_never_go_silent() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    conformance::faults::restart_faults(
+        "zookeeper",
+        &server,
+        "/faults?timeout=1s&session_timeout=6s",
+        |url| async move { ZooKeeperStore::open(&url).await },
+    )
+    .await;
+}
