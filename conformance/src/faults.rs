@@ -4,7 +4,8 @@
 //! networked backend runs through it.
 //!
 //! Tests open one store through the proxy ([`FaultProxy::url`]) and one directly, so the other
-//! side of a partition keeps working. Cases that need control over the server itself (stopping
+//! side of a partition keeps working. [`fault_tests!`](crate::fault_tests) expands into every
+//! fault test for one backend. Cases that need control over the server itself (stopping
 //! it) take a closure that does it.
 
 use std::net::SocketAddr;
@@ -790,6 +791,67 @@ pub async fn a_stopped_server(store: &dyn Store, stop: impl FnOnce()) {
         matches!(error, Error::Unavailable { .. }),
         "the lost watch ends with Unavailable, got {error:?}"
     );
+}
+
+/// A server of `launcher`'s kind for one fault test, its own (so it can be cut off, killed and
+/// restarted); `None`, after saying so, if `KV_TEST_SKIP` opts the kind out. Panics, with what
+/// to install, if none can be started.
+pub fn own_server(launcher: &dyn crate::servers::Launcher) -> Option<crate::servers::Server> {
+    let kind = launcher.kind();
+    if crate::servers::opted_out(kind, "fault tests") {
+        return None;
+    }
+    Some(
+        launcher
+            .start()
+            .unwrap_or_else(|e| panic!("no {kind} server for the fault tests: {e}")),
+    )
+}
+
+/// Expands into the fault tests of one networked backend, each against a server of its own
+/// started by `$launcher` (a process launcher), with stores opened by `$open(url)` where url is
+/// the server's URL + `$suffix` (which should set `timeout=1s`):
+/// `locks_keep_their_promises_through_a_partition` ([`lock_faults`], TTL 3 s),
+/// `watches_keep_their_promises_through_a_partition` ([`watch_faults`], a 4 s partition), and
+/// `a_restarted_or_paused_server_is_used_again` ([`restart_faults`]).
+///
+/// ```ignore
+/// conformance::fault_tests!(&EtcdProcess, "/faults?timeout=1s", |url: String| async move {
+///     EtcdStore::open(&url).await
+/// });
+/// ```
+#[macro_export]
+macro_rules! fault_tests {
+    ($launcher:expr, $suffix:expr, $open:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn locks_keep_their_promises_through_a_partition() {
+            let Some(server) = $crate::faults::own_server($launcher) else {
+                return;
+            };
+            let kind = $crate::servers::Launcher::kind($launcher);
+            let ttl = ::std::time::Duration::from_secs(3);
+            $crate::faults::lock_faults(kind, &server.url, $suffix, ttl, $open).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn watches_keep_their_promises_through_a_partition() {
+            let Some(server) = $crate::faults::own_server($launcher) else {
+                return;
+            };
+            let kind = $crate::servers::Launcher::kind($launcher);
+            let hold = ::std::time::Duration::from_secs(4);
+            $crate::faults::watch_faults(kind, &server.url, $suffix, hold, $open).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_restarted_or_paused_server_is_used_again() {
+            let Some(server) = $crate::faults::own_server($launcher) else {
+                return;
+            };
+            let kind = $crate::servers::Launcher::kind($launcher);
+            $crate::faults::restart_faults(kind, &server, $suffix, $open).await;
+        }
+    };
 }
 
 #[cfg(test)]

@@ -168,56 +168,10 @@ async fn an_unreachable_server_fails_at_open() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// Lock safety through a partition (the holder is told first) and a waiter outlasting its TTL;
-/// see `conformance::faults::lock_faults`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locks_keep_their_promises_through_a_partition() {
-    if skipped() {
-        return;
-    }
-    let server = RedisProcess.start().unwrap();
-    conformance::faults::lock_faults(
-        "redis",
-        &server.url,
-        "?root=lockfaults&timeout=1s",
-        Duration::from_secs(3),
-        |url| async move { RedisStore::open(&url).await },
-    )
-    .await;
-}
-
-/// A tree watch through a partition and through a reconnect delivers every change or ends with
-/// an error; see `conformance::faults::watch_faults`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watches_keep_their_promises_through_a_partition() {
-    if skipped() {
-        return;
-    }
-    let server = RedisProcess.start().unwrap();
-    conformance::faults::watch_faults(
-        "redis",
-        &server.url,
-        "?root=watchfaults&timeout=1s",
-        Duration::from_secs(4),
-        |url| async move { RedisStore::open(&url).await },
-    )
-    .await;
-}
-
-/// The server killed with SIGKILL and restarted on its data directory and port: the open
-/// handle recovers and its watch goes on with no gap or ends with an error; see
-/// `conformance::faults::restart_faults`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_server_is_used_again_and_watches_never_go_silent() {
-    if skipped() {
-        return;
-    }
-    let server = RedisProcess.start().unwrap();
-    conformance::faults::restart_faults(
-        "redis",
-        &server,
-        "?root=restartfaults&timeout=1s",
-        |url| async move { RedisStore::open(&url).await },
-    )
-    .await;
-}
+// Partitions, resets, a killed and restarted server, a paused one: every case of
+// `conformance::faults`, against servers of their own.
+conformance::fault_tests!(
+    &conformance::servers::RedisProcess,
+    "?root=faults&timeout=1s",
+    |url: String| async move { RedisStore::open(&url).await }
+);

@@ -144,42 +144,6 @@ async fn bad_urls_are_rejected() {
     }
 }
 
-/// Lock safety through a partition (the holder is told first) and a waiter outlasting its TTL;
-/// see `conformance::faults::lock_faults`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locks_keep_their_promises_through_a_partition() {
-    if skipped() {
-        return;
-    }
-    let server = ZooKeeperProcess.start().unwrap();
-    conformance::faults::lock_faults(
-        "zookeeper",
-        &server.url,
-        "/faults?timeout=1s&session_timeout=2s",
-        Duration::from_secs(3),
-        |url| async move { ZooKeeperStore::open(&url).await },
-    )
-    .await;
-}
-
-/// A tree watch through a partition and through a reconnect delivers every change or ends with
-/// an error; see `conformance::faults::watch_faults`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watches_keep_their_promises_through_a_partition() {
-    if skipped() {
-        return;
-    }
-    let server = ZooKeeperProcess.start().unwrap();
-    conformance::faults::watch_faults(
-        "zookeeper",
-        &server.url,
-        "/faults?timeout=1s&session_timeout=6s",
-        Duration::from_secs(4),
-        |url| async move { ZooKeeperStore::open(&url).await },
-    )
-    .await;
-}
-
 /// After a reconnect (the connection reset, the session kept) the server holds kv's
 /// persistent watch again — zookeeper-client 0.11.2 does not re-register it by itself — and the
 /// watch hears later changes.
@@ -246,20 +210,10 @@ async fn the_server_holds_the_watch_again_after_a_reconnect() {
     assert_eq!(event.key.as_str(), "app/after");
 }
 
-/// The server killed with SIGKILL and restarted on its data directory and port: the open
-/// handle recovers and its watch goes on with no gap or ends with an error; see
-/// `conformance::faults::restart_faults`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_server_is_used_again_and_watches_never_go_silent() {
-    if skipped() {
-        return;
-    }
-    let server = ZooKeeperProcess.start().unwrap();
-    conformance::faults::restart_faults(
-        "zookeeper",
-        &server,
-        "/faults?timeout=1s&session_timeout=6s",
-        |url| async move { ZooKeeperStore::open(&url).await },
-    )
-    .await;
-}
+// Partitions, resets, a killed and restarted server, a paused one: every case of
+// `conformance::faults`, against servers of their own.
+conformance::fault_tests!(
+    &conformance::servers::ZooKeeperProcess,
+    "/faults?timeout=1s&session_timeout=6s",
+    |url: String| async move { ZooKeeperStore::open(&url).await }
+);
