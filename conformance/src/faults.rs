@@ -872,7 +872,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn holds_delivers_in_order_on_heal_and_resets() {
+    async fn holds_delivers_in_order_on_heal_delays_and_resets() {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = echo.local_addr().unwrap();
         tokio::spawn(async move {
@@ -901,6 +901,18 @@ mod tests {
         proxy.heal();
         client.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"cd", "held bytes arrive on heal");
+
+        proxy.delay(Duration::from_millis(300));
+        let sent = Instant::now();
+        client.write_all(b"ef").await.unwrap();
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"ef");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(600),
+            "delayed both ways: {:?}",
+            sent.elapsed()
+        );
+        proxy.heal();
 
         proxy.drop_connections();
         let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
