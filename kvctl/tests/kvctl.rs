@@ -345,17 +345,11 @@ fn a_lost_lock_signals_the_command() {
     kill(pid, Signal::SIGSTOP).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     kill(pid, Signal::SIGCONT).unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "kvctl did not react to the lost lock"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(20),
+        "react to the lost lock",
+    );
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(status.code(), Some(4), "{stderr}");
@@ -391,17 +385,7 @@ fn a_signal_to_kvctl_lock_reaches_the_command_before_the_lock_is_released() {
         Signal::SIGTERM,
     )
     .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "kvctl did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(15), "stop");
     assert!(wait_for(&marker), "the command must have received SIGTERM");
     assert_eq!(
         status.code(),
@@ -423,6 +407,22 @@ fn a_killed_kvctl_lock_does_not_leave_its_command_running() {
         wait_for(&marker),
         "the command must get SIGTERM when kvctl dies (parent-death signal)"
     );
+}
+
+/// Waits for a child to exit; panics saying it did not `what` in time.
+fn exit_within(
+    child: &mut std::process::Child,
+    within: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < within, "kvctl did not {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The first line a child wrote on its (piped) stderr, e.g. `kvctl lock`'s "holding the lock".
