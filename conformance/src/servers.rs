@@ -385,6 +385,85 @@ impl Launcher for EtcdProcess {
     }
 }
 
+/// An etcd cluster of several members on loopback ports (the `etcd-server` package), each one a
+/// [`Server`] the tests can kill, restart and pause; gone when the test process exits.
+pub struct EtcdCluster {
+    /// The members, in the order of the URL's hosts.
+    pub members: Vec<Server>,
+    /// `etcd://127.0.0.1:A,127.0.0.1:B,...`: every member, as users list a cluster.
+    pub url: String,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until each is healthy (a leader is elected).
+    pub fn start(size: usize) -> Result<EtcdCluster, String> {
+        let binary = find_binary("etcd", "apt-get install etcd-server")?;
+        let mut ports = Vec::with_capacity(size);
+        for _ in 0..size {
+            ports.push((free_port()?, free_port()?));
+        }
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // One token for the whole cluster, unique to it.
+        let token = format!("kvtest-{}", ports[0].0);
+        let mut started = Vec::with_capacity(size);
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let dir = server_dir("etcd-member")?;
+            let args: Vec<String> = [
+                "--name".to_owned(),
+                format!("m{i}"),
+                "--data-dir".to_owned(),
+                dir.join("data").to_string_lossy().into_owned(),
+                "--listen-client-urls".to_owned(),
+                format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls".to_owned(),
+                format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls".to_owned(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls".to_owned(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster".to_owned(),
+                initial.clone(),
+                "--initial-cluster-state".to_owned(),
+                "new".to_owned(),
+                "--initial-cluster-token".to_owned(),
+                token.clone(),
+                "--log-level".to_owned(),
+                "warn".to_owned(),
+            ]
+            .to_vec();
+            let lifeline = spawn_tied(&binary, &args, &dir)?;
+            started.push((lifeline, *client, dir));
+        }
+        let mut members = Vec::with_capacity(size);
+        for (lifeline, client, dir) in started {
+            wait_ready("etcd member", &dir, Duration::from_secs(60), || {
+                ready("etcd", client)
+            })?;
+            members.push(Server::controlled(
+                format!("etcd://127.0.0.1:{client}"),
+                lifeline,
+                "etcd",
+                client,
+                dir,
+            ));
+        }
+        let hosts = ports
+            .iter()
+            .map(|(client, _)| format!("127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(EtcdCluster {
+            members,
+            url: format!("etcd://{hosts}"),
+        })
+    }
+}
+
 /// Redis from the `redis-server` Debian package.
 pub struct RedisProcess;
 

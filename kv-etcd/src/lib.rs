@@ -50,7 +50,8 @@ pub struct EtcdStore {
 
 /// What the store, its watches and its locks share.
 pub(crate) struct Inner {
-    pub client: Client,
+    /// One client per listed endpoint (or one for a single endpoint), the preferred first.
+    members: Members,
     pub layout: Layout,
     pub timeout: Duration,
     pub capabilities: Capabilities,
@@ -117,16 +118,7 @@ impl EtcdStore {
             }
             options = options.with_tls(tls);
         }
-        let client = tokio::time::timeout(
-            connect_timeout + timeout,
-            Client::connect(endpoints, Some(options)),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            operation: "connect",
-            after: connect_timeout + timeout,
-        })?
-        .map_err(map_error)?;
+        let members = Members::connect(&endpoints, &options, connect_timeout + timeout).await?;
         let mut capabilities = Capabilities::full("etcd", MAX_VALUE_BYTES);
         capabilities.ttl = Some(TtlSupport {
             min: Duration::from_secs(2),
@@ -134,7 +126,7 @@ impl EtcdStore {
         });
         let store = EtcdStore {
             inner: Arc::new(Inner {
-                client,
+                members,
                 layout: Layout::new(root.as_str()),
                 timeout,
                 capabilities,
@@ -143,28 +135,74 @@ impl EtcdStore {
                 shown: url.to_string(),
             }),
         };
-        // Fail at open, not at the first call, when the cluster is unreachable or refuses us.
-        store
-            .inner
-            .call("status", store.inner.client.clone().status())
-            .await?;
+        // Fail at open, not at the first call, when the cluster is unreachable or refuses us;
+        // ask every member at once and prefer the first that answers (a hung member listed
+        // first then costs nothing).
+        store.inner.members.prefer_first_answering(timeout).await?;
         Ok(store)
     }
 }
 
 impl Inner {
-    /// Runs one etcd call with the store's timeout, mapping its errors.
+    /// The client of the preferred member (the only one for a single endpoint).
+    pub fn client(&self) -> Client {
+        self.members.pick().1
+    }
+
+    /// Runs one etcd call (built on [`Inner::client`]) with the store's timeout, mapping its
+    /// errors. A call that fails for want of an answer moves later calls to the next member; it
+    /// is not retried itself (a write's outcome would be unknown).
     pub async fn call<T>(
         &self,
         operation: &'static str,
         call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, call).await {
+        let (member, _) = self.members.pick();
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(|e| map_error(e).timed_out_as(operation, self.timeout)),
             Err(_) => Err(Error::Timeout {
                 operation,
                 after: self.timeout,
             }),
+        };
+        if result.as_ref().is_err_and(Error::is_retryable) {
+            self.members.failed(member);
+        }
+        result
+    }
+
+    /// Runs an idempotent call (a read) within the store's timeout, on the preferred member and,
+    /// when it does not answer, on the next ones: a hung or dead member costs at most half of
+    /// the remaining budget, never the call.
+    pub async fn read<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let members = self.members.len();
+        let mut attempt = 1;
+        loop {
+            let (member, client) = self.members.pick();
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let last = attempt >= members;
+            let budget = if last { remaining } else { remaining / 2 };
+            let error = match tokio::time::timeout(budget, call(client)).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(e)) => map_error(e).timed_out_as(operation, self.timeout),
+                Err(_) => Error::Timeout {
+                    operation,
+                    after: self.timeout,
+                },
+            };
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            self.members.failed(member);
+            if last {
+                return Err(error);
+            }
+            attempt += 1;
         }
     }
 
@@ -187,10 +225,10 @@ impl Inner {
                 options = options.with_keys_only();
             }
             let mut response = self
-                .call(
-                    "list",
-                    self.client.kv_client().get(start.clone(), Some(options)),
-                )
+                .read("list", |client| {
+                    let (start, options) = (start.clone(), options.clone());
+                    async move { client.kv_client().get(start, Some(options)).await }
+                })
                 .await?;
             if revision == 0 {
                 revision = response.header().map_or(0, |h| h.revision());
@@ -227,13 +265,11 @@ impl Inner {
         let mut pairs = Vec::with_capacity(below.len() + 1);
         if !prefix.is_empty() {
             let own = self
-                .call(
-                    "list",
-                    self.client.kv_client().get(
-                        self.layout.data_key(prefix),
-                        Some(GetOptions::new().with_revision(revision)),
-                    ),
-                )
+                .read("list", |client| {
+                    let key = self.layout.data_key(prefix);
+                    let options = GetOptions::new().with_revision(revision);
+                    async move { client.kv_client().get(key, Some(options)).await }
+                })
                 .await?;
             pairs.extend(own.kvs().iter().filter_map(|kv| self.pair(kv)));
         }
@@ -252,7 +288,7 @@ impl Inner {
         let lease = self
             .call(
                 "lease grant",
-                self.client.lease_client().grant(seconds, None),
+                self.client().lease_client().grant(seconds, None),
             )
             .await?;
         let granted = u64::try_from(lease.ttl()).unwrap_or(0);
@@ -282,7 +318,7 @@ impl Inner {
             let response = self
                 .call(
                     "put",
-                    self.client.kv_client().put(etcd_key, value, Some(put)),
+                    self.client().kv_client().put(etcd_key, value, Some(put)),
                 )
                 .await?;
             return revision_of(response.header());
@@ -304,7 +340,7 @@ impl Inner {
             .when(compare.into_iter().collect::<Vec<_>>())
             .and_then([TxnOp::put(etcd_key.clone(), value.to_vec(), Some(put))])
             .or_else([TxnOp::get(etcd_key, None)]);
-        let response = self.call("put", self.client.kv_client().txn(txn)).await?;
+        let response = self.call("put", self.client().kv_client().txn(txn)).await?;
         if !response.succeeded() {
             return Err(Error::conflict(
                 key,
@@ -312,6 +348,96 @@ impl Inner {
             ));
         }
         revision_of(response.header())
+    }
+}
+
+/// The cluster's members as the store sees them: a client per listed endpoint, and which one
+/// calls go to. A member that fails to answer hands the role to the next (round robin), so a
+/// hung or dead member is skipped after one failed call instead of being picked again at
+/// random; etcd's own balancer keeps picking it.
+struct Members {
+    clients: Vec<Client>,
+    preferred: std::sync::atomic::AtomicUsize,
+}
+
+impl Members {
+    /// One client per endpoint (connecting is lazy, except for authentication, where the
+    /// members that refuse or do not answer are left out); an error only if none is usable.
+    async fn connect(
+        endpoints: &[String],
+        options: &ConnectOptions,
+        within: Duration,
+    ) -> Result<Members> {
+        let attempts = endpoints.iter().map(|endpoint| async move {
+            tokio::time::timeout(
+                within,
+                Client::connect([endpoint.as_str()], Some(options.clone())),
+            )
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "connect",
+                after: within,
+            })?
+            .map_err(map_error)
+        });
+        let mut clients = Vec::new();
+        let mut last_error = None;
+        for attempt in futures::future::join_all(attempts).await {
+            match attempt {
+                Ok(client) => clients.push(client),
+                Err(error) if !error.is_retryable() => return Err(error),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        match (clients.is_empty(), last_error) {
+            (true, Some(error)) => Err(error),
+            _ => Ok(Members {
+                clients,
+                preferred: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Asks every member for its status at once and prefers the first that answers; an error
+    /// if none answers within `within`.
+    async fn prefer_first_answering(&self, within: Duration) -> Result<()> {
+        let asks = self.clients.iter().enumerate().map(|(index, client)| {
+            let mut client = client.clone();
+            Box::pin(async move { client.status().await.map(|_| index) })
+        });
+        match tokio::time::timeout(within, futures::future::select_ok(asks)).await {
+            Ok(Ok((index, _))) => {
+                self.preferred
+                    .store(index, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(map_error(error).timed_out_as("status", within)),
+            Err(_) => Err(Error::Timeout {
+                operation: "status",
+                after: within,
+            }),
+        }
+    }
+
+    /// The preferred member's index and client.
+    fn pick(&self) -> (usize, Client) {
+        let index = self.preferred.load(std::sync::atomic::Ordering::Acquire) % self.len();
+        (index, self.clients[index].clone())
+    }
+
+    /// `member` did not answer: prefer the next one (unless another call moved on already).
+    fn failed(&self, member: usize) {
+        let next = (member + 1) % self.len();
+        let _ = self.preferred.compare_exchange(
+            member,
+            next,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        );
     }
 }
 
@@ -403,13 +529,10 @@ impl Store for EtcdStore {
         let inner = &self.inner;
         let key = inner.closed.key(key)?;
         let response = inner
-            .call(
-                "get",
-                inner
-                    .client
-                    .kv_client()
-                    .get(inner.layout.data_key(key), None),
-            )
+            .read("get", |client| {
+                let key = inner.layout.data_key(key);
+                async move { client.kv_client().get(key, None).await }
+            })
             .await?;
         Ok(response.kvs().first().and_then(|kv| inner.pair(kv)))
     }
@@ -421,7 +544,7 @@ impl Store for EtcdStore {
             .call(
                 "delete",
                 inner
-                    .client
+                    .client()
                     .kv_client()
                     .delete(inner.layout.data_key(key), None),
             )
@@ -432,15 +555,12 @@ impl Store for EtcdStore {
     async fn exists(&self, key: &str) -> Result<bool> {
         let inner = &self.inner;
         let key = inner.closed.key(key)?;
-        let options = GetOptions::new().with_count_only();
         let response = inner
-            .call(
-                "exists",
-                inner
-                    .client
-                    .kv_client()
-                    .get(inner.layout.data_key(key), Some(options)),
-            )
+            .read("exists", |client| {
+                let key = inner.layout.data_key(key);
+                let options = GetOptions::new().with_count_only();
+                async move { client.kv_client().get(key, Some(options)).await }
+            })
             .await?;
         Ok(response.count() > 0)
     }
@@ -466,10 +586,10 @@ impl Store for EtcdStore {
                 .with_revision(revision)
                 .with_keys_only();
             let response = inner
-                .call(
-                    "list_children",
-                    inner.client.kv_client().get(start.clone(), Some(options)),
-                )
+                .read("list_children", |client| {
+                    let (start, options) = (start.clone(), options.clone());
+                    async move { client.kv_client().get(start, Some(options)).await }
+                })
                 .await?;
             if revision == 0 {
                 revision = response.header().map_or(0, |h| h.revision());
@@ -538,7 +658,7 @@ impl Store for EtcdStore {
         let response = inner
             .call(
                 "delete_tree",
-                inner.client.kv_client().txn(Txn::new().and_then(ops)),
+                inner.client().kv_client().txn(Txn::new().and_then(ops)),
             )
             .await?;
         let deleted = response
@@ -577,7 +697,7 @@ impl Store for EtcdStore {
             .and_then([TxnOp::delete(etcd_key.clone(), None)])
             .or_else([TxnOp::get(etcd_key, None)]);
         let response = inner
-            .call("atomic_delete", inner.client.kv_client().txn(txn))
+            .call("atomic_delete", inner.client().kv_client().txn(txn))
             .await?;
         if !response.succeeded() {
             return Err(Error::conflict(
@@ -622,7 +742,7 @@ impl Store for EtcdStore {
                 .inner
                 .call(
                     "lease revoke",
-                    self.inner.client.lease_client().revoke(lease),
+                    self.inner.client().lease_client().revoke(lease),
                 )
                 .await;
         }

@@ -78,7 +78,7 @@ impl EtcdLock {
         )]);
         let response = self
             .inner
-            .call("lock", self.inner.client.kv_client().txn(txn))
+            .call("lock", self.inner.client().kv_client().txn(txn))
             .await?;
         if !response.succeeded() {
             return Ok(Err(response.header().map_or(0, |h| h.revision())));
@@ -129,7 +129,7 @@ impl EtcdLock {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _ = inner
-                .call("lease revoke", inner.client.lease_client().revoke(lease))
+                .call("lease revoke", inner.client().lease_client().revoke(lease))
                 .await;
         });
     }
@@ -145,7 +145,7 @@ impl EtcdLock {
             .call(
                 "lock wait",
                 self.inner
-                    .client
+                    .client()
                     .watch_client()
                     .watch(all.start, Some(options)),
             )
@@ -224,10 +224,10 @@ impl Lock for EtcdLock {
         self.inner.closed.check_open()?;
         let response = self
             .inner
-            .call(
-                "lock holder",
-                self.inner.client.kv_client().get(self.lock_key(), None),
-            )
+            .read("lock holder", |client| {
+                let key = self.lock_key();
+                async move { client.kv_client().get(key, None).await }
+            })
             .await?;
         Ok(response.kvs().first().map(|kv| LockHolder {
             value: bytes::Bytes::copy_from_slice(kv.value()),
@@ -255,7 +255,7 @@ async fn keep_alive(
             let mut channel = channel.lock().await;
             let renewal = async {
                 if channel.is_none() {
-                    *channel = Some(inner.client.lease_client().keep_alive(lease).await?);
+                    *channel = Some(inner.client().lease_client().keep_alive(lease).await?);
                 }
                 let (keeper, responses) = channel.as_mut().expect("set above");
                 keeper.keep_alive().await?;
@@ -295,11 +295,11 @@ async fn release(inner: Arc<Inner>, lock_key: String, lease: i64, token: u64) ->
         )])
         .and_then([TxnOp::delete(lock_key, None)]);
     let released = inner
-        .call("unlock", inner.client.kv_client().txn(txn))
+        .call("unlock", inner.client().kv_client().txn(txn))
         .await?
         .succeeded();
     let _ = inner
-        .call("lease revoke", inner.client.lease_client().revoke(lease))
+        .call("lease revoke", inner.client().lease_client().revoke(lease))
         .await;
     inner
         .held

@@ -26,13 +26,10 @@ pub(crate) async fn open(
                 inner.list_at(path, 0).await?
             } else {
                 let response = inner
-                    .call(
-                        "watch",
-                        inner
-                            .client
-                            .kv_client()
-                            .get(inner.layout.data_key(path), None),
-                    )
+                    .read("watch", |client| {
+                        let key = inner.layout.data_key(path);
+                        async move { client.kv_client().get(key, None).await }
+                    })
                     .await?;
                 let revision = response.header().map_or(0, |h| h.revision());
                 (
@@ -99,7 +96,7 @@ impl Watcher {
             .inner
             .call(
                 "watch",
-                self.inner.client.watch_client().watch(key, Some(options)),
+                self.inner.client().watch_client().watch(key, Some(options)),
             )
             .await?;
         let first = self.inner.call("watch", stream.message()).await?;
