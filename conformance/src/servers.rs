@@ -270,6 +270,9 @@ pub fn ready(kind: &str, port: u16) -> bool {
             .and_then(|r| r.split("\r\n\r\n").nth(1).map(|body| body.trim().len() > 2))
             .unwrap_or(false),
         "zookeeper" => probe(port, b"srvr").is_some_and(|r| r.contains("Mode: standalone")),
+        // A member of an ensemble serves once it is the leader or follows one.
+        "zookeeper-member" => probe(port, b"srvr")
+            .is_some_and(|r| r.contains("Mode: leader") || r.contains("Mode: follower")),
         _ => false,
     }
 }
@@ -629,6 +632,95 @@ impl ConsulProcess {
             http,
             dir,
         ))
+    }
+}
+
+/// A ZooKeeper ensemble of several members on loopback ports (`libzookeeper-java`), each one a
+/// [`Server`] the tests can kill, restart and pause; gone when the test process exits.
+pub struct ZooKeeperEnsemble {
+    /// The members, in the order of the URL's hosts.
+    pub members: Vec<Server>,
+    /// `zookeeper://127.0.0.1:A,127.0.0.1:B,...`: every member.
+    pub url: String,
+}
+
+impl ZooKeeperEnsemble {
+    /// Starts `size` members and waits until each leads or follows.
+    pub fn start(size: usize) -> Result<ZooKeeperEnsemble, String> {
+        let java = find_binary("java", "apt-get install default-jre-headless")?;
+        let mut ports = Vec::with_capacity(size);
+        for _ in 0..size {
+            ports.push((free_port()?, free_port()?, free_port()?));
+        }
+        let servers: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer, election))| {
+                format!(
+                    "server.{}=127.0.0.1:{peer}:{election};127.0.0.1:{client}\n",
+                    i + 1
+                )
+            })
+            .collect();
+        let mut started = Vec::with_capacity(size);
+        for (i, (client, _, _)) in ports.iter().enumerate() {
+            let dir = server_dir("zookeeper-member")?;
+            let data = dir.join("data");
+            std::fs::create_dir_all(&data)
+                .and_then(|()| std::fs::write(data.join("myid"), format!("{}\n", i + 1)))
+                .map_err(|e| format!("cannot prepare {}: {e}", data.display()))?;
+            let config = dir.join("zoo.cfg");
+            let settings = format!(
+                "tickTime=200\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\n\
+                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+                 4lw.commands.whitelist=srvr,ruok,wchs\nextendedTypesEnabled=true\n\
+                 minSessionTimeout=400\nmaxSessionTimeout=60000\n{servers}",
+                data.display()
+            );
+            std::fs::write(&config, settings)
+                .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+            let args: Vec<String> = vec![
+                "-Dznode.container.checkIntervalMs=500".into(),
+                "-Dzookeeper.admin.enableServer=false".into(),
+                "-cp".into(),
+                "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar".into(),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
+                config.to_string_lossy().into_owned(),
+            ];
+            let lifeline = spawn_tied(&java, &args, &dir)?;
+            started.push((lifeline, *client, dir));
+        }
+        let mut members = Vec::with_capacity(size);
+        for (lifeline, client, dir) in started {
+            wait_ready("zookeeper member", &dir, Duration::from_secs(90), || {
+                ready("zookeeper-member", client)
+            })?;
+            members.push(Server::controlled(
+                format!("zookeeper://127.0.0.1:{client}"),
+                lifeline,
+                "zookeeper-member",
+                client,
+                dir,
+            ));
+        }
+        let hosts = ports
+            .iter()
+            .map(|(client, _, _)| format!("127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(ZooKeeperEnsemble {
+            members,
+            url: format!("zookeeper://{hosts}"),
+        })
+    }
+
+    /// The index of the member that leads now, if one does.
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|member| {
+            crate::faults::server_addr(&member.url)
+                .and_then(|addr| probe(addr.port(), b"srvr"))
+                .is_some_and(|r| r.contains("Mode: leader"))
+        })
     }
 }
 

@@ -255,6 +255,16 @@ pub(crate) fn map_error(operation: &'static str, error: zk::Error) -> Error {
             format!("cannot reach ZooKeeper to {operation}: {error}; check that the ensemble runs"),
             Some(Box::new(error)),
         ),
+        // The client reports a broken connection (reset, refused) as a custom error around
+        // the io::Error: the call may be retried on another connection.
+        zk::Error::Custom(ref custom)
+            if std::error::Error::source(custom).is_some_and(|s| s.is::<std::io::Error>()) =>
+        {
+            Error::unavailable(
+                format!("lost the connection to ZooKeeper during {operation}: {error}"),
+                Some(Box::new(error)),
+            )
+        }
         other => Error::Backend(Box::new(other)),
     }
 }
