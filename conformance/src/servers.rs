@@ -724,6 +724,136 @@ impl ZooKeeperEnsemble {
     }
 }
 
+/// A Consul datacenter on loopback ports: several servers (with data directories, fast raft
+/// timing: `raft_multiplier = 1`) and one client agent, as Consul is normally used; each one a
+/// [`Server`] the tests can kill, restart and pause; gone when the test process exits.
+pub struct ConsulCluster {
+    /// The servers.
+    pub servers: Vec<Server>,
+    /// The client agent: `consul://127.0.0.1:PORT`, where applications point kv.
+    pub agent: Server,
+}
+
+impl ConsulCluster {
+    /// Starts `size` servers and a client agent, and waits until the agent sees a leader and
+    /// every node.
+    pub fn start(size: usize) -> Result<ConsulCluster, String> {
+        let binary = find_binary(
+            "consul",
+            "scripts/fetch-consul (Debian bullseye's consul 1.8.7)",
+        )?;
+        let mut ports = Vec::with_capacity(size + 1);
+        for _ in 0..=size {
+            ports.push((free_port()?, free_port()?, free_port()?, free_port()?));
+        }
+        let joins: Vec<String> = ports[..size]
+            .iter()
+            .flat_map(|(_, lan, _, _)| ["-retry-join".to_owned(), format!("127.0.0.1:{lan}")])
+            .collect();
+        let mut started = Vec::with_capacity(size + 1);
+        for (i, (http, lan, wan, rpc)) in ports.iter().enumerate() {
+            let server = i < size;
+            let dir = server_dir(if server {
+                "consul-server"
+            } else {
+                "consul-agent"
+            })?;
+            let mut args: Vec<String> = vec![
+                "agent".into(),
+                "-node".into(),
+                if server {
+                    format!("s{i}")
+                } else {
+                    "agent".into()
+                },
+                "-data-dir".into(),
+                dir.join("data").to_string_lossy().into_owned(),
+                "-bind".into(),
+                "127.0.0.1".into(),
+                "-client".into(),
+                "127.0.0.1".into(),
+                "-http-port".into(),
+                http.to_string(),
+                "-serf-lan-port".into(),
+                lan.to_string(),
+                "-serf-wan-port".into(),
+                wan.to_string(),
+                "-server-port".into(),
+                rpc.to_string(),
+                "-dns-port".into(),
+                "-1".into(),
+                "-grpc-port".into(),
+                "-1".into(),
+                "-hcl".into(),
+                r#"session_ttl_min = "1s""#.into(),
+                "-hcl".into(),
+                "performance { raft_multiplier = 1 }".into(),
+                "-log-level".into(),
+                "warn".into(),
+            ];
+            if server {
+                args.extend(["-server".into(), format!("-bootstrap-expect={size}")]);
+            }
+            args.extend(joins.iter().cloned());
+            let lifeline = spawn_tied(&binary, &args, &dir)?;
+            started.push((lifeline, *http, dir));
+        }
+        let mut members = Vec::with_capacity(size + 1);
+        for (lifeline, http, dir) in started {
+            let nodes = |count: usize| {
+                probe(http, b"GET /v1/catalog/nodes?stale HTTP/1.0\r\n\r\n")
+                    .and_then(|r| {
+                        r.split("\r\n\r\n")
+                            .nth(1)
+                            .map(|b| b.matches("\"Node\"").count())
+                    })
+                    .is_some_and(|n| n >= count)
+            };
+            wait_ready(
+                "consul cluster member",
+                &dir,
+                Duration::from_secs(90),
+                || ready("consul", http) && nodes(size + 1),
+            )?;
+            members.push(Server::controlled(
+                format!("consul://127.0.0.1:{http}"),
+                lifeline,
+                "consul",
+                http,
+                dir,
+            ));
+        }
+        let agent = members.pop().ok_or("no agent")?;
+        Ok(ConsulCluster {
+            servers: members,
+            agent,
+        })
+    }
+
+    /// The index of the server that leads now, if one does (from the agent's view).
+    pub fn leader(&self) -> Option<usize> {
+        let port = crate::faults::server_addr(&self.agent.url)?.port();
+        let answer = probe(port, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")?;
+        let leader = answer
+            .split("\r\n\r\n")
+            .nth(1)?
+            .trim()
+            .trim_matches('"')
+            .to_owned();
+        self.servers.iter().position(|server| {
+            let http = crate::faults::server_addr(&server.url).map(|a| a.port());
+            // The leader's address is its RPC port: ask each server for its own.
+            http.and_then(|port| probe(port, b"GET /v1/agent/self HTTP/1.0\r\n\r\n"))
+                .is_some_and(|me| {
+                    me.contains(&format!(
+                        "\"ServerPort\":{}",
+                        leader.rsplit(':').next().unwrap_or("x")
+                    ))
+                })
+        })
+    }
+}
+
 /// ZooKeeper 3.8 from `libzookeeper-java` on the default JRE, standalone, with TTL nodes on and
 /// expired ones reaped every 500 ms.
 pub struct ZooKeeperProcess;

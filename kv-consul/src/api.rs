@@ -229,17 +229,53 @@ impl Api {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Response> {
-        let mut request = self.http.request(method, url).query(query).timeout(timeout);
-        if let Some(token) = &self.token {
-            request = request.header("X-Consul-Token", token.clone());
+        // Consul answers 500 while its servers elect a leader (and, just after an agent
+        // starts, before its node is registered): such an answer means nothing was applied,
+        // so the request is sent again, with backoff, within the call's budget.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .query(query)
+                .timeout(remaining.max(Duration::from_millis(1)));
+            if let Some(token) = &self.token {
+                request = request.header("X-Consul-Token", token.clone());
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport(operation, timeout, e))?;
+            if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+                return Ok(response);
+            }
+            let headers = response.headers().clone();
+            let text = response.text().await.unwrap_or_default();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let read = method == Method::GET;
+            if !read && is_lost_answer(&text) {
+                return Err(Error::OutcomeUnknown {
+                    operation,
+                    reason: format!("Consul answered 500: {}", text.trim()),
+                });
+            }
+            // A read can always be asked again; a write only when nothing was done.
+            let again = nothing_done(&text) || (read && is_lost_answer(&text));
+            if !again || left <= pause {
+                // Handed back as it came, for the caller to read.
+                let mut answer = http::Response::new(text);
+                *answer.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                *answer.headers_mut() = headers;
+                return Ok(Response::from(answer));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| transport(operation, timeout, e))
     }
 
     /// Reads one key, or every key with a raw prefix (`recurse`); `None` when nothing matches.
@@ -417,6 +453,43 @@ impl Api {
 
     /// The server's shortest session TTL, read from the error a too-short TTL gets (no session
     /// is created); `None` if the answer does not say (an ACL token without session rights).
+    /// The agent's own `session_ttl_min` (`/v1/agent/self`, which needs no leader and logs no
+    /// error); `None` if the token may not read the agent (`agent:read`) or it does not say.
+    pub async fn agent_session_ttl_min(&self) -> Result<Option<Duration>> {
+        let url = format!("{}/v1/agent/self", self.base);
+        let response = self
+            .send("read the agent", Method::GET, &url, &[], None, self.timeout)
+            .await?;
+        if matches!(
+            response.status(),
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
+        ) {
+            return Ok(None);
+        }
+        let agent: serde_json::Value =
+            json("read the agent", self.timeout, check(response).await?).await?;
+        Ok(agent
+            .pointer("/DebugConfig/SessionTTLMin")
+            .and_then(|v| v.as_str())
+            .and_then(go_duration))
+    }
+
+    /// Checks that the agent answers and takes the token, with a stale read of `key` (any
+    /// server answers one, leader or not).
+    pub async fn probe(&self, key: &str) -> Result<()> {
+        let url = self.kv_url(key);
+        let query = [("stale", String::new())];
+        let response = self
+            .send("open", Method::GET, &url, &query, None, self.timeout)
+            .await?;
+        if response.status() != StatusCode::NOT_FOUND {
+            check(response).await?;
+        }
+        Ok(())
+    }
+
+    /// The server's shortest session TTL, learned by asking for a 1 ns session (needs a
+    /// leader; the agent logs an error): the fallback when the agent's config cannot be read.
     pub async fn session_ttl_min(&self) -> Result<Option<Duration>> {
         let url = format!("{}/v1/session/create", self.base);
         let body = br#"{"TTL":"1ns","Name":"kv probe"}"#.to_vec();
@@ -465,6 +538,54 @@ fn consul_index(response: &Response) -> u64 {
 }
 
 /// Turns an unsuccessful status into kv's error.
+/// A Go duration as Consul prints it (`10s`, `1m0s`, `1.5s`, `500ms`, `1h0m0s`).
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let seconds_per: f64 = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        let value: f64 = number.parse().ok()?;
+        total += Duration::try_from_secs_f64(value * seconds_per).ok()?;
+        rest = tail;
+    }
+    Some(total)
+}
+
+/// A 500 that Consul gives before doing anything: no leader (an election is under way), a node
+/// not yet registered (an agent that just started), or no connection to the server that
+/// should handle the request (it is down: nothing was sent).
+fn nothing_done(text: &str) -> bool {
+    text.contains("No cluster leader")
+        || text.contains("Missing node registration")
+        || text.contains("rpc error getting client")
+        || text.contains("failed to get conn")
+}
+
+/// A 500 for a request forwarded to a server that failed before answering: it may have been
+/// applied.
+fn is_lost_answer(text: &str) -> bool {
+    text.contains("rpc error making call") && !nothing_done(text)
+}
+
 async fn check(response: Response) -> Result<Response> {
     let status = response.status();
     if status.is_success() {
@@ -508,4 +629,32 @@ fn transport(operation: &'static str, after: Duration, error: reqwest::Error) ->
         format!("cannot reach Consul to {operation}; check the address and that the agent runs"),
         Some(Box::new(error)),
     )
+}
+
+#[cfg(test)]
+mod go_duration_tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(go_duration("1m0s"), Some(Duration::from_secs(60)));
+        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(go_duration("1h0m0s"), Some(Duration::from_secs(3600)));
+        assert_eq!(go_duration(""), None);
+        assert_eq!(go_duration("10x"), None);
+        assert_eq!(go_duration("s"), None);
+    }
+
+    #[test]
+    fn only_nothing_done_answers_are_transient() {
+        assert!(is_transient("No cluster leader"));
+        assert!(is_transient(
+            "rpc error making call: Missing node registration"
+        ));
+        assert!(!is_transient(
+            "Invalid Session TTL '1', must be between [10s=24h0m0s]"
+        ));
+    }
 }

@@ -3,7 +3,12 @@
 //! - URL: `consul://host:8500[/root][?token=...&timeout=5s]`; `consuls://` or `tls=true` for
 //!   HTTPS, with `ca=PATH` (PEM; else the system roots) and `cert=PATH&key=PATH` for client
 //!   certificates. The token goes in the `X-Consul-Token` header; it never appears in `Debug`,
-//!   `Display` or errors.
+//!   `Display` or errors. `session_ttl_min=10s` states the servers' shortest session TTL
+//!   (otherwise read from the agent's `/v1/agent/self`, or, without `agent:read`, learned from
+//!   a 1 ns session the servers refuse).
+//! - Opening needs no leader (a stale read checks the agent and the token), and a 500 that
+//!   means "nothing was done" (no leader during an election, a node not yet registered) is
+//!   retried within the call's timeout.
 //! - Consul keys are flat strings; kv keys map to `root/key` and every prefix operation is
 //!   bounded by segments (`app` never lists `apple`). The layout is in the `layout` module.
 //! - Every write is one `/v1/txn` transaction, which returns the new version (the entry's
@@ -80,7 +85,7 @@ impl ConsulStore {
                 url.scheme
             )));
         }
-        let mut known = vec!["token", "timeout", "max_value_bytes"];
+        let mut known = vec!["token", "timeout", "max_value_bytes", "session_ttl_min"];
         known.extend(StoreUrl::TLS_OPTIONS);
         url.check_options(&known)?;
         let tls = url.tls("consuls")?;
@@ -108,20 +113,26 @@ impl ConsulStore {
             timeout,
         )?;
         let layout = Layout::new(root.as_str());
-        // Fail at open when the agent is unreachable or refuses the token, and learn the
-        // server's shortest session TTL (an answer without one keeps Consul's default).
-        let session_ttl_min = match api.session_ttl_min().await {
-            Ok(min) => min.unwrap_or(DEFAULT_SESSION_TTL_MIN),
-            Err(Error::Auth { .. }) => DEFAULT_SESSION_TTL_MIN,
-            Err(e) => return Err(e),
-        };
-        // A plain read checks the token: the root key (without a root, the lock area's).
+        // Fail at open when the agent is unreachable or refuses the token, with a read any
+        // server can answer (no leader needed: an open during an election works).
         let probe = match layout.data_key("") {
             root if root.is_empty() => layout.all_locks(),
             root => root,
         };
-        api.read("open", probe.trim_end_matches('/'), false, None)
-            .await?;
+        api.probe(probe.trim_end_matches('/')).await?;
+        // The shortest session TTL: from the URL, else the agent's config, else (a token
+        // without agent:read) from a 1 ns session the servers refuse.
+        let session_ttl_min = match url.duration_option("session_ttl_min")? {
+            Some(min) => min,
+            None => match api.agent_session_ttl_min().await? {
+                Some(min) => min,
+                None => match api.session_ttl_min().await {
+                    Ok(min) => min.unwrap_or(DEFAULT_SESSION_TTL_MIN),
+                    Err(Error::Auth { .. }) => DEFAULT_SESSION_TTL_MIN,
+                    Err(e) => return Err(e),
+                },
+            },
+        };
         let mut capabilities = Capabilities::full("consul", max_value_bytes);
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;

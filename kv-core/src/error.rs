@@ -61,6 +61,18 @@ pub enum Error {
         /// The timeout that elapsed.
         after: Duration,
     },
+    /// A write was sent and its answer was lost (the server or the connection to the one that
+    /// applies writes failed mid-call): it may or may not have been applied. Re-read before
+    /// retrying (docs/SEMANTICS.md, "Unknown outcomes").
+    #[error(
+        "{operation}: the answer was lost ({reason}); it may or may not have been applied: re-read before retrying"
+    )]
+    OutcomeUnknown {
+        /// What was being done.
+        operation: &'static str,
+        /// What the backend said, without secrets.
+        reason: String,
+    },
     /// The backend cannot be reached or lost the connection.
     #[error("backend unavailable: {message}")]
     Unavailable {
@@ -123,17 +135,21 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Timeout { .. } | Error::Unavailable { .. } | Error::WatchLagged { .. }
+            Error::Timeout { .. }
+                | Error::OutcomeUnknown { .. }
+                | Error::Unavailable { .. }
+                | Error::WatchLagged { .. }
         )
     }
 
     /// True if a write that failed this way may nevertheless have been applied: the request
-    /// may have reached the server and only the answer been lost ([`Error::Timeout`]). Re-read
+    /// may have reached the server and only the answer been lost ([`Error::Timeout`],
+    /// [`Error::OutcomeUnknown`]). Re-read
     /// the key (its version) before retrying; a blind retry of a CAS can fail against its own
     /// earlier success, and a retried put is applied twice (docs/SEMANTICS.md, "Unknown
     /// outcomes").
     pub fn is_outcome_unknown(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        matches!(self, Error::Timeout { .. } | Error::OutcomeUnknown { .. })
     }
 
     /// A [`Error::Timeout`] from a client library (which knows neither the operation nor the
@@ -201,6 +217,11 @@ mod tests {
             after: Duration::from_secs(1),
         };
         assert!(timeout.is_outcome_unknown());
+        let lost = Error::OutcomeUnknown {
+            operation: "put",
+            reason: "rpc error making call: EOF".into(),
+        };
+        assert!(lost.is_outcome_unknown() && lost.is_retryable());
         assert!(!Error::unavailable("refused", None).is_outcome_unknown());
         assert!(!Error::conflict("k", "exists").is_outcome_unknown());
     }

@@ -143,6 +143,11 @@ impl From<Error> for Failure {
                 Some("check the user, password or token in the store URL"),
             ),
             Error::LockLost { .. } => (code::LOCK_LOST, "lock_lost", None),
+            Error::OutcomeUnknown { .. } => (
+                code::OUTCOME_UNKNOWN,
+                "outcome_unknown",
+                Some("re-read the key (`kvctl get KEY --version`) before retrying"),
+            ),
             Error::Compacted { .. } => (
                 code::COMPACTED,
                 "compacted",
