@@ -648,13 +648,19 @@ mod go_duration_tests {
     }
 
     #[test]
-    fn only_nothing_done_answers_are_transient() {
-        assert!(is_transient("No cluster leader"));
-        assert!(is_transient(
+    fn consul_500s_are_told_apart() {
+        assert!(nothing_done("No cluster leader"));
+        assert!(nothing_done(
             "rpc error making call: Missing node registration"
         ));
-        assert!(!is_transient(
+        assert!(nothing_done(
+            "rpc error making call: rpc error getting client: failed to get conn: connection refused"
+        ));
+        assert!(!nothing_done(
             "Invalid Session TTL '1', must be between [10s=24h0m0s]"
         ));
+        assert!(is_lost_answer("rpc error making call: EOF"));
+        assert!(!is_lost_answer("rpc error making call: No cluster leader"));
+        assert!(!is_lost_answer("Invalid Session TTL"));
     }
 }
