@@ -32,6 +32,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cases;
+pub mod clusters;
 #[cfg(feature = "testcontainers")]
 pub mod containers;
 pub mod faults;

@@ -3,11 +3,10 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conformance::servers::{EtcdCluster, Server};
-use kv_core::{Error, Precondition, PutOptions, Store};
+use kv_core::{PutOptions, Store};
 use kv_etcd::EtcdStore;
 
 fn cluster() -> Option<EtcdCluster> {
@@ -58,19 +57,9 @@ async fn a_hung_member_does_not_fail_calls_the_others_can_answer() {
         .await
         .unwrap();
     cluster.members[follower].pause().unwrap();
-    let started = Instant::now();
     // As kvctl does: a fresh handle per call.
-    for i in 0..10 {
-        let store = EtcdStore::open(&url)
-            .await
-            .unwrap_or_else(|e| panic!("open {i} with a hung member: {e}"));
-        let got = store
-            .get("k")
-            .await
-            .unwrap_or_else(|e| panic!("get {i}: {e}"));
-        assert_eq!(got.unwrap().value, "v");
-    }
-    let fresh = started.elapsed();
+    let fresh =
+        conformance::clusters::fresh_handles_read(10, "k", b"v", || EtcdStore::open(&url)).await;
     // One long-lived handle: reads and writes.
     let store = EtcdStore::open(&url).await.unwrap();
     let started = Instant::now();
@@ -90,127 +79,30 @@ async fn a_hung_member_does_not_fail_calls_the_others_can_answer() {
     );
 }
 
-/// A counter incremented with CAS by four writers while the leader is killed and restarted: the
-/// final value is exactly the number of increments acknowledged. A CAS whose outcome is unknown
-/// (`is_outcome_unknown`) is resolved by re-reading, as docs/SEMANTICS.md says: each value
-/// names the writer and its increment, so the writer can tell whether it was its own.
+/// A counter incremented with CAS by four writers while the leader is killed and restarted:
+/// the final value is exactly the number of increments acknowledged (unknown outcomes resolved
+/// by re-reading); see `conformance::clusters::a_cas_counter_through_a_fault`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_under_cas_load_keeps_every_acknowledged_increment() {
     let Some(cluster) = cluster() else { return };
     let url = format!("{}/counter?timeout=2s", cluster.url);
     let store: Arc<dyn Store> = Arc::new(EtcdStore::open(&url).await.unwrap());
-    store
-        .atomic_put(
-            "n",
-            b"0:-:-",
-            Precondition::MustNotExist,
-            PutOptions::default(),
-        )
-        .await
-        .unwrap();
-    let acknowledged = Arc::new(AtomicU64::new(0));
-    let failed_calls = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(12);
-    let mut writers = Vec::new();
-    for writer in 0..4 {
-        let (store, acknowledged, failed_calls) =
-            (store.clone(), acknowledged.clone(), failed_calls.clone());
-        writers.push(tokio::spawn(async move {
-            let mut seq = 0u64;
-            while Instant::now() < deadline {
-                let Ok(Some(current)) = store.get("n").await else {
-                    failed_calls.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let text = String::from_utf8(current.value.to_vec()).unwrap();
-                let count: u64 = text.split(':').next().unwrap().parse().unwrap();
-                seq += 1;
-                let mine = format!("{}:{writer}:{seq}", count + 1);
-                match store
-                    .atomic_put(
-                        "n",
-                        mine.as_bytes(),
-                        Precondition::Version(current.version),
-                        PutOptions::default(),
-                    )
-                    .await
-                {
-                    Ok(_) => {
-                        acknowledged.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(Error::Conflict { .. }) => {}
-                    Err(e) if e.is_outcome_unknown() => {
-                        failed_calls.fetch_add(1, Ordering::Relaxed);
-                        // Was it applied? The change right after the version it compared
-                        // against tells (etcd keeps history: a watch `since` that version).
-                        if next_change_after(store.as_ref(), current.version)
-                            .await
-                            .as_deref()
-                            == Some(mine.as_bytes())
-                        {
-                            acknowledged.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(_) => {
-                        failed_calls.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, leader) = follower_and_leader(&cluster).await;
-    tokio::task::block_in_place(|| {
-        cluster.members[leader].kill9().unwrap();
-        std::thread::sleep(Duration::from_secs(2));
-        cluster.members[leader].restart().unwrap();
-    });
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    let last = loop {
-        if let Ok(Some(last)) = store.get("n").await {
-            break last;
-        }
-    };
-    let count: u64 = String::from_utf8(last.value.to_vec())
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    eprintln!(
-        "etcd cluster, leader killed under CAS load: counter {count}, acknowledged {}, calls \
-         that failed meanwhile {}",
-        acknowledged.load(Ordering::Relaxed),
-        failed_calls.load(Ordering::Relaxed)
-    );
-    assert_eq!(count, acknowledged.load(Ordering::Relaxed));
-}
-
-/// The value written right after `version` (`None` if nothing was written for 10 s), read
-/// from etcd's history; retried while the cluster cannot answer.
-async fn next_change_after(store: &dyn Store, version: u64) -> Option<Vec<u8>> {
-    use futures::StreamExt;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        let Ok(mut events) = store
-            .watch("n", kv_core::WatchOptions::default().since(version))
-            .await
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
-            Ok(Some(Ok(event))) => return Some(event.value.to_vec()),
-            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(_) => return None,
-        }
-    }
-    panic!("the cluster did not answer for 30 s");
+    let outcome = conformance::clusters::a_cas_counter_through_a_fault(
+        store,
+        "n",
+        4,
+        Duration::from_secs(12),
+        Duration::from_secs(3),
+        false,
+        || {
+            cluster.members[leader].kill9().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            cluster.members[leader].restart().unwrap();
+        },
+    )
+    .await;
+    eprintln!("etcd cluster, leader killed under a 4-writer CAS load: {outcome:?}");
 }
 
 /// With one listed member dead, a store opens and works; a lock held through a leader change is

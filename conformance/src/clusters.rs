@@ -1,0 +1,176 @@
+//! Cluster cases, written once and run by each clustered backend's tests against a cluster the
+//! harness started (`servers::EtcdCluster`, `ZooKeeperEnsemble`, `ConsulCluster`): a load that
+//! must keep every acknowledged write through a member failure, and fresh handles that must
+//! not fail while a member hangs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kv_core::{Error, Precondition, PutOptions, Store};
+
+/// What a CAS-counter load saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterOutcome {
+    /// The counter's final value.
+    pub count: u64,
+    /// Increments acknowledged (including those whose unknown outcome a re-read resolved).
+    pub acknowledged: u64,
+    /// Writes whose outcome was unknown (`is_outcome_unknown`), resolved by re-reading.
+    pub unknown: u64,
+    /// Calls that failed otherwise (nothing applied), reads included.
+    pub failed: u64,
+}
+
+/// `writers` tasks increment the counter `key` with CAS for `run`; `fault` runs after `after`
+/// (on a blocking thread: it may kill and restart servers). Each value carries every writer's
+/// last increment (`count|w0,w1,...`), so a writer whose CAS had an unknown outcome tells from
+/// a re-read whether it was applied. Panics unless the final count is exactly the acknowledged
+/// increments, or, with `reads_must_not_fail`, if any read fails.
+pub async fn a_cas_counter_through_a_fault(
+    store: Arc<dyn Store>,
+    key: &str,
+    writers: usize,
+    run: Duration,
+    after: Duration,
+    reads_must_not_fail: bool,
+    fault: impl FnOnce() + Send,
+) -> CounterOutcome {
+    let initial = format!("0|{}", vec!["0"; writers].join(","));
+    store
+        .atomic_put(
+            key,
+            initial.as_bytes(),
+            Precondition::MustNotExist,
+            PutOptions::default(),
+        )
+        .await
+        .expect("the counter is created");
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let unknown = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let (store, key) = (store.clone(), key.to_owned());
+        let (acknowledged, unknown, failed) =
+            (acknowledged.clone(), unknown.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                let current = match store.get(&key).await {
+                    Ok(Some(current)) => current,
+                    other => {
+                        assert!(!reads_must_not_fail, "a read failed: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (count, mut last) = parse(&current.value);
+                seq += 1;
+                last[writer] = seq;
+                let mine = format!(
+                    "{}|{}",
+                    count + 1,
+                    last.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                match store
+                    .atomic_put(
+                        &key,
+                        mine.as_bytes(),
+                        Precondition::Version(current.version),
+                        PutOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        acknowledged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(Error::Conflict { .. }) => {}
+                    Err(e) if e.is_outcome_unknown() => {
+                        unknown.fetch_add(1, Ordering::Relaxed);
+                        if applied(store.as_ref(), &key, writer, seq, deadline).await {
+                            acknowledged.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(after).await;
+    tokio::task::block_in_place(fault);
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let count = loop {
+        if let Ok(Some(last)) = store.get(key).await {
+            break parse(&last.value).0;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let outcome = CounterOutcome {
+        count,
+        acknowledged: acknowledged.load(Ordering::Relaxed),
+        unknown: unknown.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+    };
+    assert_eq!(
+        outcome.count, outcome.acknowledged,
+        "acknowledged increments lost, or unacknowledged ones counted: {outcome:?}"
+    );
+    outcome
+}
+
+/// Whether `writer`'s increment `seq` was applied: every later value carries it forward.
+async fn applied(store: &dyn Store, key: &str, writer: usize, seq: u64, deadline: Instant) -> bool {
+    loop {
+        if let Ok(Some(now)) = store.get(key).await {
+            return parse(&now.value).1[writer] == seq;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "the store did not answer for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `count|w0,w1,...`: the counter and each writer's last increment.
+fn parse(value: &[u8]) -> (u64, Vec<u64>) {
+    let text = std::str::from_utf8(value).expect("counter text");
+    let (count, last) = text.split_once('|').expect("count|writers");
+    (
+        count.parse().expect("count"),
+        last.split(',').map(|n| n.parse().expect("seq")).collect(),
+    )
+}
+
+/// Opens `n` fresh handles with `open` (as `n` runs of kvctl would) and reads `key` through
+/// each, expecting `value`: none may fail while a member hangs. Returns the time it all took.
+pub async fn fresh_handles_read<S, F, Fut>(n: usize, key: &str, value: &[u8], open: F) -> Duration
+where
+    S: Store,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    let started = Instant::now();
+    for i in 0..n {
+        let store = open()
+            .await
+            .unwrap_or_else(|e| panic!("open {i} with a member hung: {e}"));
+        let got = store
+            .get(key)
+            .await
+            .unwrap_or_else(|e| panic!("get {i} with a member hung: {e}"));
+        assert_eq!(got.map(|p| p.value.to_vec()), Some(value.to_vec()));
+    }
+    started.elapsed()
+}
