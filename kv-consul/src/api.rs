@@ -471,7 +471,8 @@ impl Api {
         Ok(agent
             .pointer("/DebugConfig/SessionTTLMin")
             .and_then(|v| v.as_str())
-            .and_then(go_duration))
+            // Go's format (`10s`, `1m0s`, `1.5s`), which humantime reads.
+            .and_then(|text| humantime::parse_duration(text).ok()))
     }
 
     /// Checks that the agent answers and takes the token, with a stale read of `key` (any
@@ -538,38 +539,6 @@ fn consul_index(response: &Response) -> u64 {
 }
 
 /// Turns an unsuccessful status into kv's error.
-/// A Go duration as Consul prints it (`10s`, `1m0s`, `1.5s`, `500ms`, `1h0m0s`).
-fn go_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(number_end);
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let seconds_per: f64 = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        let value: f64 = number.parse().ok()?;
-        total += Duration::try_from_secs_f64(value * seconds_per).ok()?;
-        rest = tail;
-    }
-    Some(total)
-}
-
 /// A 500 that Consul gives before doing anything: no leader (an election is under way), a node
 /// not yet registered (an agent that just started), or no connection to the server that
 /// should handle the request (it is down: nothing was sent).
@@ -632,19 +601,25 @@ fn transport(operation: &'static str, after: Duration, error: reqwest::Error) ->
 }
 
 #[cfg(test)]
-mod go_duration_tests {
+mod tests {
     use super::*;
 
     #[test]
-    fn go_durations() {
-        assert_eq!(go_duration("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(go_duration("1m0s"), Some(Duration::from_secs(60)));
-        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(go_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(go_duration("1h0m0s"), Some(Duration::from_secs(3600)));
-        assert_eq!(go_duration(""), None);
-        assert_eq!(go_duration("10x"), None);
-        assert_eq!(go_duration("s"), None);
+    fn consul_durations_are_read_by_humantime() {
+        // The forms Consul's `SessionTTLMin` takes (Go's time.Duration printing).
+        for (text, expected) in [
+            ("10s", Duration::from_secs(10)),
+            ("1m0s", Duration::from_secs(60)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("500ms", Duration::from_millis(500)),
+            ("1h0m0s", Duration::from_secs(3600)),
+        ] {
+            assert_eq!(
+                humantime::parse_duration(text).ok(),
+                Some(expected),
+                "{text}"
+            );
+        }
     }
 
     #[test]
