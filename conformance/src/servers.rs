@@ -353,27 +353,13 @@ impl Launcher for EtcdProcess {
         let binary = find_binary("etcd", "apt-get install etcd-server")?;
         let dir = server_dir("etcd")?;
         let (client, peer) = (free_port()?, free_port()?);
-        let args: Vec<String> = [
-            "--name",
+        let args = etcd_args(
             "kvtest",
-            "--data-dir",
-            &dir.join("data").to_string_lossy(),
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster",
+            &dir,
+            client,
+            peer,
             &format!("kvtest=http://127.0.0.1:{peer}"),
-            "--log-level",
-            "warn",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        );
         let lifeline = spawn_tied(&binary, &args, &dir)?;
         wait_ready("etcd", &dir, Duration::from_secs(30), || {
             ready("etcd", client)
@@ -386,6 +372,29 @@ impl Launcher for EtcdProcess {
             dir,
         ))
     }
+}
+
+/// The arguments of an etcd member named `name` with its data in `dir`, serving clients on
+/// `client` and peers on `peer`, in the cluster `initial` (`name=http://...,...`).
+fn etcd_args(name: &str, dir: &Path, client: u16, peer: u16, initial: &str) -> Vec<String> {
+    vec![
+        "--name".to_owned(),
+        name.to_owned(),
+        "--data-dir".to_owned(),
+        dir.join("data").to_string_lossy().into_owned(),
+        "--listen-client-urls".to_owned(),
+        format!("http://127.0.0.1:{client}"),
+        "--advertise-client-urls".to_owned(),
+        format!("http://127.0.0.1:{client}"),
+        "--listen-peer-urls".to_owned(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls".to_owned(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster".to_owned(),
+        initial.to_owned(),
+        "--log-level".to_owned(),
+        "warn".to_owned(),
+    ]
 }
 
 /// An etcd cluster of several members on loopback ports (the `etcd-server` package), each one a
@@ -416,29 +425,13 @@ impl EtcdCluster {
         let mut started = Vec::with_capacity(size);
         for (i, (client, peer)) in ports.iter().enumerate() {
             let dir = server_dir("etcd-member")?;
-            let args: Vec<String> = [
-                "--name".to_owned(),
-                format!("m{i}"),
-                "--data-dir".to_owned(),
-                dir.join("data").to_string_lossy().into_owned(),
-                "--listen-client-urls".to_owned(),
-                format!("http://127.0.0.1:{client}"),
-                "--advertise-client-urls".to_owned(),
-                format!("http://127.0.0.1:{client}"),
-                "--listen-peer-urls".to_owned(),
-                format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls".to_owned(),
-                format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster".to_owned(),
-                initial.clone(),
+            let mut args = etcd_args(&format!("m{i}"), &dir, *client, *peer, &initial);
+            args.extend([
                 "--initial-cluster-state".to_owned(),
                 "new".to_owned(),
                 "--initial-cluster-token".to_owned(),
                 token.clone(),
-                "--log-level".to_owned(),
-                "warn".to_owned(),
-            ]
-            .to_vec();
+            ]);
             let lifeline = spawn_tied(&binary, &args, &dir)?;
             started.push((lifeline, *client, dir));
         }
@@ -582,33 +575,8 @@ impl ConsulProcess {
         )?;
         let dir = server_dir("consul")?;
         let (http, lan, wan, server) = (free_port()?, free_port()?, free_port()?, free_port()?);
-        let mut args: Vec<String> = [
-            "agent",
-            "-dev",
-            "-client",
-            "127.0.0.1",
-            "-bind",
-            "127.0.0.1",
-            "-http-port",
-            &http.to_string(),
-            "-serf-lan-port",
-            &lan.to_string(),
-            "-serf-wan-port",
-            &wan.to_string(),
-            "-server-port",
-            &server.to_string(),
-            "-dns-port",
-            "-1",
-            "-grpc-port",
-            "-1",
-            "-hcl",
-            r#"session_ttl_min = "1s""#,
-            "-log-level",
-            "warn",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = consul_args(http, lan, wan, server);
+        args.push("-dev".to_owned());
         if !extra_hcl.is_empty() {
             args.extend(["-hcl".to_owned(), extra_hcl.to_owned()]);
         }
@@ -635,6 +603,45 @@ impl ConsulProcess {
     }
 }
 
+/// The JVM that runs ZooKeeper, once the ZooKeeper jars are known to be installed.
+fn zookeeper_java() -> Result<PathBuf, String> {
+    let java = find_binary("java", "apt-get install default-jre-headless")?;
+    if !Path::new("/usr/share/java/zookeeper.jar").is_file() {
+        return Err("/usr/share/java/zookeeper.jar is missing; install it with: apt-get install libzookeeper-java (or run scripts/test)".into());
+    }
+    Ok(java)
+}
+
+/// Writes `dir/zoo.cfg` (the settings every test server shares, its data in `dir/data`,
+/// clients on `client`, then `extra`) and starts `main_class` on it, tied to this process.
+/// TTL nodes are on and expired ones reaped every 500 ms.
+fn spawn_zookeeper(
+    java: &Path,
+    dir: &Path,
+    client: u16,
+    extra: &str,
+    main_class: &str,
+) -> Result<ChildStdin, String> {
+    let config = dir.join("zoo.cfg");
+    let settings = format!(
+        "tickTime=200\ndataDir={}\nclientPort={client}\nclientPortAddress=127.0.0.1\n\
+         admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,wchs\nextendedTypesEnabled=true\n\
+         minSessionTimeout=400\nmaxSessionTimeout=60000\n{extra}",
+        dir.join("data").display()
+    );
+    std::fs::write(&config, settings)
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let args: Vec<String> = vec![
+        "-Dznode.container.checkIntervalMs=500".into(),
+        "-Dzookeeper.admin.enableServer=false".into(),
+        "-cp".into(),
+        "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar".into(),
+        main_class.into(),
+        config.to_string_lossy().into_owned(),
+    ];
+    spawn_tied(java, &args, dir)
+}
+
 /// A ZooKeeper ensemble of several members on loopback ports (`libzookeeper-java`), each one a
 /// [`Server`] the tests can kill, restart and pause; gone when the test process exits.
 pub struct ZooKeeperEnsemble {
@@ -647,7 +654,7 @@ pub struct ZooKeeperEnsemble {
 impl ZooKeeperEnsemble {
     /// Starts `size` members and waits until each leads or follows.
     pub fn start(size: usize) -> Result<ZooKeeperEnsemble, String> {
-        let java = find_binary("java", "apt-get install default-jre-headless")?;
+        let java = zookeeper_java()?;
         let mut ports = Vec::with_capacity(size);
         for _ in 0..size {
             ports.push((free_port()?, free_port()?, free_port()?));
@@ -669,25 +676,13 @@ impl ZooKeeperEnsemble {
             std::fs::create_dir_all(&data)
                 .and_then(|()| std::fs::write(data.join("myid"), format!("{}\n", i + 1)))
                 .map_err(|e| format!("cannot prepare {}: {e}", data.display()))?;
-            let config = dir.join("zoo.cfg");
-            let settings = format!(
-                "tickTime=200\ninitLimit=20\nsyncLimit=10\ndataDir={}\nclientPort={client}\n\
-                 clientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
-                 4lw.commands.whitelist=srvr,ruok,wchs\nextendedTypesEnabled=true\n\
-                 minSessionTimeout=400\nmaxSessionTimeout=60000\n{servers}",
-                data.display()
-            );
-            std::fs::write(&config, settings)
-                .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-            let args: Vec<String> = vec![
-                "-Dznode.container.checkIntervalMs=500".into(),
-                "-Dzookeeper.admin.enableServer=false".into(),
-                "-cp".into(),
-                "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar".into(),
-                "org.apache.zookeeper.server.quorum.QuorumPeerMain".into(),
-                config.to_string_lossy().into_owned(),
-            ];
-            let lifeline = spawn_tied(&java, &args, &dir)?;
+            let lifeline = spawn_zookeeper(
+                &java,
+                &dir,
+                *client,
+                &format!("initLimit=20\nsyncLimit=10\n{servers}"),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+            )?;
             started.push((lifeline, *client, dir));
         }
         let mut members = Vec::with_capacity(size);
@@ -724,6 +719,37 @@ impl ZooKeeperEnsemble {
     }
 }
 
+/// The arguments every test agent shares: loopback only, its HTTP, Serf LAN/WAN and server RPC
+/// ports, no DNS or gRPC, sessions as short as 1 s, quiet logs.
+fn consul_args(http: u16, lan: u16, wan: u16, rpc: u16) -> Vec<String> {
+    [
+        "agent",
+        "-client",
+        "127.0.0.1",
+        "-bind",
+        "127.0.0.1",
+        "-http-port",
+        &http.to_string(),
+        "-serf-lan-port",
+        &lan.to_string(),
+        "-serf-wan-port",
+        &wan.to_string(),
+        "-server-port",
+        &rpc.to_string(),
+        "-dns-port",
+        "-1",
+        "-grpc-port",
+        "-1",
+        "-hcl",
+        r#"session_ttl_min = "1s""#,
+        "-log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A Consul datacenter on loopback ports: several servers (with data directories, fast raft
 /// timing: `raft_multiplier = 1`) and one client agent, as Consul is normally used; each one a
 /// [`Server`] the tests can kill, restart and pause; gone when the test process exits.
@@ -758,8 +784,8 @@ impl ConsulCluster {
             } else {
                 "consul-agent"
             })?;
-            let mut args: Vec<String> = vec![
-                "agent".into(),
+            let mut args = consul_args(*http, *lan, *wan, *rpc);
+            args.extend([
                 "-node".into(),
                 if server {
                     format!("s{i}")
@@ -768,29 +794,9 @@ impl ConsulCluster {
                 },
                 "-data-dir".into(),
                 dir.join("data").to_string_lossy().into_owned(),
-                "-bind".into(),
-                "127.0.0.1".into(),
-                "-client".into(),
-                "127.0.0.1".into(),
-                "-http-port".into(),
-                http.to_string(),
-                "-serf-lan-port".into(),
-                lan.to_string(),
-                "-serf-wan-port".into(),
-                wan.to_string(),
-                "-server-port".into(),
-                rpc.to_string(),
-                "-dns-port".into(),
-                "-1".into(),
-                "-grpc-port".into(),
-                "-1".into(),
-                "-hcl".into(),
-                r#"session_ttl_min = "1s""#.into(),
                 "-hcl".into(),
                 "performance { raft_multiplier = 1 }".into(),
-                "-log-level".into(),
-                "warn".into(),
-            ];
+            ]);
             if server {
                 args.extend(["-server".into(), format!("-bootstrap-expect={size}")]);
             }
@@ -864,31 +870,16 @@ impl Launcher for ZooKeeperProcess {
     }
 
     fn start(&self) -> Result<Server, String> {
-        let java = find_binary("java", "apt-get install default-jre-headless")?;
-        let jar = Path::new("/usr/share/java/zookeeper.jar");
-        if !jar.is_file() {
-            return Err("/usr/share/java/zookeeper.jar is missing; install it with: apt-get install libzookeeper-java (or run scripts/test)".into());
-        }
+        let java = zookeeper_java()?;
         let dir = server_dir("zookeeper")?;
         let port = free_port()?;
-        let config = dir.join("zoo.cfg");
-        let settings = format!(
-            "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-             admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,wchs\nextendedTypesEnabled=true\n\
-             minSessionTimeout=400\nmaxSessionTimeout=60000\n",
-            dir.join("data").display()
-        );
-        std::fs::write(&config, settings)
-            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-        let args: Vec<String> = vec![
-            "-Dznode.container.checkIntervalMs=500".into(),
-            "-Dzookeeper.admin.enableServer=false".into(),
-            "-cp".into(),
-            "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar".into(),
-            "org.apache.zookeeper.server.ZooKeeperServerMain".into(),
-            config.to_string_lossy().into_owned(),
-        ];
-        let lifeline = spawn_tied(&java, &args, &dir)?;
+        let lifeline = spawn_zookeeper(
+            &java,
+            &dir,
+            port,
+            "",
+            "org.apache.zookeeper.server.ZooKeeperServerMain",
+        )?;
         // `ruok` answers before the server serves; `srvr` reports the mode once it does.
         wait_ready("zookeeper", &dir, Duration::from_secs(60), || {
             ready("zookeeper", port)
