@@ -158,17 +158,28 @@ impl Inner {
         call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
         let (member, _) = self.members.pick();
-        let result = match tokio::time::timeout(self.timeout, call).await {
+        let result = self.within(operation, self.timeout, call).await;
+        if result.as_ref().is_err_and(Error::is_retryable) {
+            self.members.failed(member);
+        }
+        result
+    }
+
+    /// Runs `call` within `budget`, its errors mapped; running out is `operation` timing out
+    /// after the store's timeout (the budget the caller was promised).
+    async fn within<T>(
+        &self,
+        operation: &'static str,
+        budget: Duration,
+        call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(budget, call).await {
             Ok(result) => result.map_err(|e| map_error(e).timed_out_as(operation, self.timeout)),
             Err(_) => Err(Error::Timeout {
                 operation,
                 after: self.timeout,
             }),
-        };
-        if result.as_ref().is_err_and(Error::is_retryable) {
-            self.members.failed(member);
         }
-        result
     }
 
     /// Runs an idempotent call (a read) within the store's timeout, on the preferred member and,
@@ -187,13 +198,9 @@ impl Inner {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let last = attempt >= members;
             let budget = if last { remaining } else { remaining / 2 };
-            let error = match tokio::time::timeout(budget, call(client)).await {
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(e)) => map_error(e).timed_out_as(operation, self.timeout),
-                Err(_) => Error::Timeout {
-                    operation,
-                    after: self.timeout,
-                },
+            let error = match self.within(operation, budget, call(client)).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
             };
             if !error.is_retryable() {
                 return Err(error);
@@ -277,11 +284,6 @@ impl Inner {
         Ok((pairs, revision))
     }
 
-    /// Grants a lease of `ttl` (already checked) and returns its id.
-    pub async fn grant(&self, ttl: Duration) -> Result<i64> {
-        Ok(self.grant_lease(ttl).await?.0)
-    }
-
     /// Grants a lease; returns its id and the TTL etcd granted (whole seconds, at least one).
     pub async fn grant_lease(&self, ttl: Duration) -> Result<(i64, Duration)> {
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
@@ -310,7 +312,7 @@ impl Inner {
             .transpose()?;
         let mut put = EtcdPut::new();
         if let Some(ttl) = ttl {
-            put = put.with_lease(self.grant(ttl).await?);
+            put = put.with_lease(self.grant_lease(ttl).await?.0);
         }
         let etcd_key = self.layout.data_key(key);
         if precondition.is_none() {
