@@ -472,21 +472,7 @@ impl Launcher for RedisProcess {
         let binary = find_binary("redis-server", "apt-get install redis-server")?;
         let dir = server_dir("redis")?;
         let port = free_port()?;
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir.to_string_lossy(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = redis_args(port, &dir, false);
         let lifeline = spawn_tied(&binary, &args, &dir)?;
         wait_ready("redis", &dir, Duration::from_secs(30), || {
             ready("redis", port)
@@ -499,6 +485,161 @@ impl Launcher for RedisProcess {
             dir,
         ))
     }
+}
+
+/// The arguments of a test Redis on `port` with its files in `dir`; with `durable`, an
+/// append-only file (fsync every second) that a restart reads back.
+fn redis_args(port: u16, dir: &Path, durable: bool) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        if durable { "yes" } else { "no" },
+        "--dir",
+        &dir.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The service name the Sentinels of a [`RedisSentinelGroup`] monitor.
+pub const SENTINEL_SERVICE: &str = "kvtest";
+
+/// Redis with Sentinel on loopback ports, as users run it for failover: a primary, replicas
+/// (`replicaof`), and Sentinels (`redis-server --sentinel`, from the `redis-server` package)
+/// that monitor them as [`SENTINEL_SERVICE`] with a quorum of a majority, declaring a node down
+/// after 1 s. Every process is a [`Server`] the tests can kill, restart and pause; gone when the
+/// test process exits.
+pub struct RedisSentinelGroup {
+    /// The data nodes: the first started as the primary, the others as its replicas.
+    pub nodes: Vec<Server>,
+    /// The Sentinels.
+    pub sentinels: Vec<Server>,
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,.../kvtest`: every Sentinel, as users list
+    /// them.
+    pub url: String,
+}
+
+impl RedisSentinelGroup {
+    /// Starts a primary, `replicas` replicas and `sentinels` Sentinels, and waits until the
+    /// replicas are in sync and every Sentinel knows every replica and every other Sentinel.
+    pub fn start(replicas: usize, sentinels: usize) -> Result<RedisSentinelGroup, String> {
+        let binary = find_binary("redis-server", "apt-get install redis-server")?;
+        let mut nodes = Vec::with_capacity(replicas + 1);
+        let mut replica_dirs = Vec::with_capacity(replicas);
+        let mut primary = None;
+        for _ in 0..=replicas {
+            let dir = server_dir("redis-node")?;
+            let port = free_port()?;
+            let mut args = redis_args(port, &dir, true);
+            if let Some(primary) = primary {
+                args.extend([
+                    "--replicaof".into(),
+                    "127.0.0.1".into(),
+                    format!("{primary}"),
+                ]);
+                replica_dirs.push((port, dir.clone()));
+            }
+            primary.get_or_insert(port);
+            let lifeline = spawn_tied(&binary, &args, &dir)?;
+            wait_ready("redis node", &dir, Duration::from_secs(30), || {
+                ready("redis", port)
+            })?;
+            nodes.push(Server::controlled(
+                format!("redis://127.0.0.1:{port}"),
+                lifeline,
+                "redis",
+                port,
+                dir,
+            ));
+        }
+        let primary = primary.ok_or("no primary")?;
+        let quorum = sentinels / 2 + 1;
+        let mut started = Vec::with_capacity(sentinels);
+        for _ in 0..sentinels {
+            let dir = server_dir("redis-sentinel")?;
+            let port = free_port()?;
+            let config = dir.join("sentinel.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} {quorum}\n\
+                     sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                     sentinel failover-timeout {SENTINEL_SERVICE} 10000\n\
+                     sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                    dir = dir.display()
+                ),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+            let args = [config.to_string_lossy().into_owned(), "--sentinel".into()];
+            let lifeline = spawn_tied(&binary, &args, &dir)?;
+            started.push((lifeline, port, dir));
+        }
+        let mut group = Vec::with_capacity(sentinels);
+        for (lifeline, port, dir) in started {
+            let known = |field: &str, count: usize| {
+                sentinel_master_field(port, field)
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| n >= count)
+            };
+            wait_ready("redis sentinel", &dir, Duration::from_secs(60), || {
+                known("num-slaves", replicas) && known("num-other-sentinels", sentinels - 1)
+            })?;
+            group.push(Server::controlled(
+                format!("redis://127.0.0.1:{port}"),
+                lifeline,
+                "redis",
+                port,
+                dir,
+            ));
+        }
+        for (port, dir) in &replica_dirs {
+            wait_ready("redis replica sync", dir, Duration::from_secs(30), || {
+                probe(*port, b"INFO replication\r\nQUIT\r\n")
+                    .is_some_and(|r| r.contains("master_link_status:up"))
+            })?;
+        }
+        let hosts = group
+            .iter()
+            .map(|s| s.url.trim_start_matches("redis://").to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(RedisSentinelGroup {
+            nodes,
+            sentinels: group,
+            url: format!("redis+sentinel://{hosts}/{SENTINEL_SERVICE}"),
+        })
+    }
+
+    /// The index in `nodes` of the node the Sentinels name as the primary now (asking each
+    /// Sentinel until one answers).
+    pub fn primary(&self) -> Option<usize> {
+        let request = format!("SENTINEL get-master-addr-by-name {SENTINEL_SERVICE}\r\nQUIT\r\n");
+        let port = self.sentinels.iter().find_map(|sentinel| {
+            let sentinel = crate::faults::server_addr(&sentinel.url)?.port();
+            let answer = probe(sentinel, request.as_bytes())?;
+            // *2 $9 127.0.0.1 $5 PORT
+            answer.split("\r\n").nth(4).map(str::to_owned)
+        })?;
+        self.nodes
+            .iter()
+            .position(|node| node.url.ends_with(&format!(":{port}")))
+    }
+}
+
+/// A field of `SENTINEL master` [`SENTINEL_SERVICE`] as a Sentinel on `port` reports it.
+fn sentinel_master_field(port: u16, field: &str) -> Option<String> {
+    let request = format!("SENTINEL master {SENTINEL_SERVICE}\r\nQUIT\r\n");
+    let answer = probe(port, request.as_bytes())?;
+    let lines: Vec<&str> = answer.split("\r\n").collect();
+    let at = lines.iter().position(|line| *line == field)?;
+    lines.get(at + 2).map(|value| (*value).to_owned())
 }
 
 /// PEM files of a throwaway certificate authority, a server certificate for `127.0.0.1` and

@@ -232,10 +232,9 @@ impl Api {
         // Consul answers 500 while its servers elect a leader (and, just after an agent
         // starts, before its node is registered): such an answer means nothing was applied,
         // so the request is sent again, with backoff, within the call's budget.
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(50);
+        let mut budget = kv_core::Budget::new(timeout);
         loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let remaining = budget.remaining();
             let mut request = self
                 .http
                 .request(method.clone(), url)
@@ -256,7 +255,6 @@ impl Api {
             }
             let headers = response.headers().clone();
             let text = response.text().await.unwrap_or_default();
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let read = method == Method::GET;
             if !read && is_lost_answer(&text) {
                 return Err(Error::OutcomeUnknown {
@@ -266,15 +264,14 @@ impl Api {
             }
             // A read can always be asked again; a write only when nothing was done.
             let again = nothing_done(&text) || (read && is_lost_answer(&text));
-            if !again || left <= pause {
-                // Handed back as it came, for the caller to read.
-                let mut answer = http::Response::new(text);
-                *answer.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                *answer.headers_mut() = headers;
-                return Ok(Response::from(answer));
+            if again && budget.pause().await {
+                continue;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            // Handed back as it came, for the caller to read.
+            let mut answer = http::Response::new(text);
+            *answer.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            *answer.headers_mut() = headers;
+            return Ok(Response::from(answer));
         }
     }
 

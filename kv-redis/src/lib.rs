@@ -14,11 +14,12 @@
 //!   the store's revision counter, subtree checks against an index of held locks.
 
 mod lock;
+mod node;
 mod scripts;
 mod watch;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,8 +29,8 @@ use kv_core::{
     LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions,
     WatchStream,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Script, ScriptInvocation};
+use node::Call;
+use redis::{RedisConnectionInfo, Script};
 use tokio::sync::Notify;
 
 /// Default timeout of every call.
@@ -48,8 +49,13 @@ pub struct RedisStore {
 
 /// What the store, its watches, locks and reaper share.
 pub(crate) struct Inner {
-    pub client: redis::Client,
-    pub conn: ConnectionManager,
+    /// The node calls go to; replaced when Sentinel names a new primary.
+    pub node: RwLock<Arc<node::Node>>,
+    pub connector: node::Connector,
+    /// With `redis+sentinel://`: whom to ask where the primary is.
+    pub sentinels: Option<node::Sentinels>,
+    /// `wait_replicas=N`: every write waits until N replicas have it (`WAIT`).
+    pub wait_replicas: Option<usize>,
     /// Prefix of every Redis key: `kv{root}`.
     pub prefix: String,
     pub history: usize,
@@ -69,28 +75,67 @@ impl RedisStore {
         Self::from_url(&StoreUrl::parse(url)?).await
     }
 
-    /// Connects to the server of a parsed URL.
+    /// Connects to the server of a parsed URL (`redis://`, `rediss://`), or asks the Sentinels
+    /// of a `redis+sentinel://` URL for the primary.
     pub async fn from_url(url: &StoreUrl) -> Result<RedisStore> {
-        if url.scheme != "redis" && url.scheme != "rediss" {
-            return Err(Error::invalid_url(format!(
-                "kv-redis opens redis:// and rediss:// URLs, not {}://",
-                url.scheme
-            )));
+        let sentinel = match url.scheme.as_str() {
+            "redis" | "rediss" => false,
+            "redis+sentinel" | "rediss+sentinel" => true,
+            other => {
+                return Err(Error::invalid_url(format!(
+                    "kv-redis opens redis://, rediss://, redis+sentinel:// and rediss+sentinel:// \
+                     URLs, not {other}://"
+                )));
+            }
+        };
+        let mut known = vec!["root", "timeout", "history", "wait_replicas"];
+        if sentinel {
+            known.push("db");
         }
-        let mut known = vec!["root", "timeout", "history"];
         known.extend(StoreUrl::TLS_OPTIONS);
         url.check_options(&known)?;
-        let tls = url.tls("rediss")?;
-        let [host] = url.hosts.as_slice() else {
-            return Err(Error::invalid_url(
-                "redis:// takes exactly one host: redis://host:6379[/db]",
-            ));
+        let tls = url.tls(if sentinel {
+            "rediss+sentinel"
+        } else {
+            "rediss"
+        })?;
+        let number = |what: &str, text: &str| {
+            text.parse::<i64>().map_err(|_| {
+                Error::invalid_url(format!("the database {text:?} is not a number ({what})"))
+            })
         };
-        let db: i64 = match url.path.as_str() {
-            "" => 0,
-            db => db
-                .parse()
-                .map_err(|_| Error::invalid_url(format!("the database {db:?} is not a number")))?,
+        let (db, sentinels) = if sentinel {
+            if url.hosts.is_empty() || url.path.is_empty() || url.path.contains('/') {
+                return Err(Error::invalid_url(
+                    "redis+sentinel:// takes the Sentinels and the service name: \
+                     redis+sentinel://host:26379[,host:26379...]/service[?db=N]",
+                ));
+            }
+            let db = url
+                .option("db")
+                .map(|db| number("option db", db))
+                .transpose()?;
+            let addresses = url
+                .hosts
+                .iter()
+                .map(|h| (h.host.clone(), h.port.unwrap_or(node::SENTINEL_PORT)))
+                .collect();
+            (
+                db.unwrap_or(0),
+                Some(node::Sentinels::new(addresses, url.path.clone())),
+            )
+        } else {
+            if url.hosts.len() != 1 {
+                return Err(Error::invalid_url(
+                    "redis:// takes exactly one host: redis://host:6379[/db] (for failover, \
+                     list your Sentinels: redis+sentinel://host:26379,.../service)",
+                ));
+            }
+            let db = match url.path.as_str() {
+                "" => 0,
+                db => number("the URL path", db)?,
+            };
+            (db, None)
         };
         let root = kv_core::Prefix::parse(url.option("root").unwrap_or(""))
             .map_err(|e| Error::invalid_url(format!("option root: {e}")))?;
@@ -99,6 +144,9 @@ impl RedisStore {
             .parse_option("history")?
             .unwrap_or(DEFAULT_HISTORY)
             .max(1);
+        let wait_replicas = url
+            .parse_option::<usize>("wait_replicas")?
+            .filter(|n| *n > 0);
         let mut settings = RedisConnectionInfo::default().set_db(db);
         if let Some(user) = &url.username {
             settings = settings.set_username(user);
@@ -106,57 +154,30 @@ impl RedisStore {
         if let Some(password) = &url.password {
             settings = settings.set_password(password.expose());
         }
-        let port = host.port.unwrap_or(6379);
-        let address = match &tls {
-            None => ConnectionAddr::Tcp(host.host.clone(), port),
-            Some(_) => ConnectionAddr::TcpTls {
-                host: host.host.clone(),
-                port,
-                insecure: false,
-                tls_params: None,
-            },
+        let connector = node::Connector {
+            settings,
+            tls,
+            timeout,
         };
-        let info = address
-            .into_connection_info()
-            .map_err(map_error)?
-            .set_redis_settings(settings);
-        let client = match tls {
-            None => redis::Client::open(info),
-            Some(files) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: files.identity.map(|(cert, key)| redis::ClientTlsConfig {
-                        client_cert: cert,
-                        client_key: key.expose().as_bytes().to_vec(),
-                    }),
-                    root_cert: files.ca,
-                },
-            ),
-        }
-        .map_err(map_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            timeout * 2,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            operation: "connect",
-            after: timeout * 2,
-        })?
-        .map_err(map_error)?;
+        // Connecting may take two timeouts: asking the Sentinels, then the primary.
+        let address = match &sentinels {
+            Some(sentinels) => sentinels.primary(&connector, timeout).await?,
+            None => {
+                let host = &url.hosts[0];
+                (host.host.clone(), host.port.unwrap_or(6379))
+            }
+        };
+        let node = connector.node(address, timeout * 2).await?;
         let mut capabilities = Capabilities::full("redis", MAX_VALUE_BYTES);
         capabilities.ttl = Some(TtlSupport {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
         });
         let inner = Arc::new(Inner {
-            client,
-            conn,
+            node: RwLock::new(Arc::new(node)),
+            connector,
+            sentinels,
+            wait_replicas,
             prefix: format!("kv{{{}}}", root.as_str()),
             history,
             timeout,
@@ -174,46 +195,20 @@ impl RedisStore {
 }
 
 impl Inner {
-    /// A script invocation with the common arguments (prefix, history) already given.
-    pub fn script<'a>(&self, script: &'a Script) -> ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix).arg(self.history);
-        invocation
+    /// A call of a script that only reads, with the common arguments (prefix, history).
+    pub fn reading<'a>(&self, script: &'a Script) -> Call<'a> {
+        self.call(script, false)
     }
 
-    /// Runs a script with the store's timeout.
-    pub async fn invoke<T: redis::FromRedisValue>(
-        &self,
-        operation: &'static str,
-        invocation: ScriptInvocation<'_>,
-    ) -> Result<T> {
-        let mut conn = self.conn.clone();
-        self.timed(operation, invocation.invoke_async(&mut conn))
-            .await
+    /// A call of a script that writes, with the common arguments (prefix, history).
+    pub fn writing<'a>(&self, script: &'a Script) -> Call<'a> {
+        self.call(script, true)
     }
 
-    /// Runs a command with the store's timeout.
-    pub async fn run<T: redis::FromRedisValue>(
-        &self,
-        operation: &'static str,
-        cmd: redis::Cmd,
-    ) -> Result<T> {
-        let mut conn = self.conn.clone();
-        self.timed(operation, cmd.query_async(&mut conn)).await
-    }
-
-    async fn timed<T>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|e| map_error(e).timed_out_as(operation, self.timeout)),
-            Err(_) => Err(Error::Timeout {
-                operation,
-                after: self.timeout,
-            }),
-        }
+    fn call<'a>(&self, script: &'a Script, write: bool) -> Call<'a> {
+        let mut call = Call::new(script, write);
+        call.arg(&self.prefix).arg(self.history);
+        call
     }
 
     async fn write(
@@ -235,7 +230,7 @@ impl Inner {
             Some(Precondition::Version(v)) => ("version", v),
         };
         let ttl_ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        let mut invocation = self.script(&scripts::PUT);
+        let mut invocation = self.writing(&scripts::PUT);
         invocation
             .arg(key)
             .arg(value)
@@ -268,7 +263,7 @@ impl Inner {
         let mut pairs = Vec::new();
         let mut after = String::new();
         loop {
-            let mut invocation = self.script(&scripts::LIST);
+            let mut invocation = self.reading(&scripts::LIST);
             invocation.arg(prefix).arg(&after).arg(PAGE);
             let page: Vec<(String, Vec<u8>, u64)> = self.invoke("list", invocation).await?;
             let full = page.len() >= PAGE;
@@ -303,7 +298,7 @@ async fn reap(inner: std::sync::Weak<Inner>) {
             return;
         }
         let next = match store
-            .invoke::<(u64, i64)>("reap", store.script(&scripts::REAP))
+            .invoke::<(u64, i64)>("reap", store.writing(&scripts::REAP))
             .await
         {
             Ok((_, next)) if next >= 0 => Duration::from_millis(u64::try_from(next).unwrap_or(0)),
@@ -367,7 +362,7 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let key = self.inner.closed.key(key)?;
-        let mut invocation = self.inner.script(&scripts::GET);
+        let mut invocation = self.inner.reading(&scripts::GET);
         invocation.arg(key);
         let found: Option<(Vec<u8>, u64)> = self.inner.invoke("get", invocation).await?;
         found
@@ -377,7 +372,7 @@ impl Store for RedisStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = self.inner.closed.key(key)?;
-        let mut invocation = self.inner.script(&scripts::DELETE);
+        let mut invocation = self.inner.writing(&scripts::DELETE);
         invocation.arg(key).arg(0);
         let outcome: Vec<i64> = self.inner.invoke("delete", invocation).await?;
         Ok(outcome.first() == Some(&1))
@@ -385,7 +380,7 @@ impl Store for RedisStore {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.inner.closed.key(key)?;
-        let mut invocation = self.inner.script(&scripts::EXISTS);
+        let mut invocation = self.inner.reading(&scripts::EXISTS);
         invocation.arg(key);
         Ok(self.inner.invoke::<i64>("exists", invocation).await? == 1)
     }
@@ -397,7 +392,7 @@ impl Store for RedisStore {
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
         let prefix = self.inner.closed.prefix(prefix)?;
-        let mut invocation = self.inner.script(&scripts::CHILDREN);
+        let mut invocation = self.inner.reading(&scripts::CHILDREN);
         invocation.arg(prefix);
         let found: Vec<(String, u8, u8)> = self.inner.invoke("list_children", invocation).await?;
         let mut children = found
@@ -416,7 +411,7 @@ impl Store for RedisStore {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let prefix = self.inner.closed.prefix(prefix)?;
-        let mut invocation = self.inner.script(&scripts::DELETE_TREE);
+        let mut invocation = self.inner.writing(&scripts::DELETE_TREE);
         invocation.arg(prefix);
         self.inner.invoke("delete_tree", invocation).await
     }
@@ -435,7 +430,7 @@ impl Store for RedisStore {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         let key = self.inner.closed.key(key)?;
-        let mut invocation = self.inner.script(&scripts::DELETE);
+        let mut invocation = self.inner.writing(&scripts::DELETE);
         invocation.arg(key).arg(version.max(1));
         let outcome: Vec<u64> = match self
             .inner

@@ -49,7 +49,7 @@ pub(crate) async fn renew_or_release(
     token: u64,
     ttl: Duration,
 ) -> Result<bool> {
-    let mut invocation = inner.script(&scripts::LOCK_RENEW_OR_RELEASE);
+    let mut invocation = inner.writing(&scripts::LOCK_RENEW_OR_RELEASE);
     invocation
         .arg(key.as_str())
         .arg(scope(subtree))
@@ -61,7 +61,7 @@ pub(crate) async fn renew_or_release(
 impl RedisLock {
     async fn attempt(&self) -> Result<Option<LockGuard>> {
         self.inner.closed.check_open()?;
-        let mut invocation = self.inner.script(&scripts::LOCK);
+        let mut invocation = self.inner.writing(&scripts::LOCK);
         invocation
             .arg(self.key.as_str())
             .arg(scope(self.subtree))

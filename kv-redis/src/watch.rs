@@ -38,7 +38,7 @@ pub(crate) async fn open(
             (Vec::new(), format!("{since}-18446744073709551615"))
         }
         None => {
-            let mut invocation = inner.script(&scripts::SNAPSHOT);
+            let mut invocation = inner.reading(&scripts::SNAPSHOT);
             invocation.arg(path).arg(if tree { "tree" } else { "key" });
             let (last, pairs): (String, Vec<(String, Vec<u8>, u64)>) =
                 inner.invoke("watch", invocation).await?;
@@ -98,6 +98,7 @@ async fn connect(inner: &Inner) -> Result<MultiplexedConnection> {
     tokio::time::timeout(
         inner.timeout * 2,
         inner
+            .node()
             .client
             .get_multiplexed_async_connection_with_config(&config),
     )
@@ -129,7 +130,7 @@ impl Reader {
     async fn run(mut self, mut conn: MultiplexedConnection, mut sender: WatchSender) {
         let log = format!("{}:log", self.inner.prefix);
         loop {
-            let mut invocation = self.inner.script(&scripts::READ_LOG);
+            let mut invocation = self.inner.reading(&scripts::READ_LOG);
             invocation.arg(&self.last_id).arg(BATCH);
             let read = tokio::select! {
                 _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),

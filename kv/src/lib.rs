@@ -30,7 +30,7 @@
 //! | `memory://[name]` | `memory` (default) | in-process reference backend |
 //! | `sled:///path`, `sled://./path` | `sled` | embedded, persistent |
 //! | `etcd://host:2379[,host...][/root]` | `etcd` | etcd v3 (3.4+) |
-//! | `redis://[user:pass@]host:6379[/db][?root=...]` | `redis` | Redis 6.2+ |
+//! | `redis://[user:pass@]host:6379[/db][?root=...]`, `redis+sentinel://host:26379[,host...]/service` | `redis` | Redis 6.2+, or its primary named by Sentinel |
 //! | `consul://host:8500[/root][?token=...]`, `consuls://` | `consul` | Consul 1.8+ |
 //! | `zookeeper://[user:pass@]host:2181[,host...][/base]` | `zookeeper` | ZooKeeper 3.6+ (TTL nodes on) |
 
@@ -46,6 +46,8 @@ const SCHEMES: &[(&str, &str)] = &[
     ("etcds", "etcd"),
     ("redis", "redis"),
     ("rediss", "redis"),
+    ("redis+sentinel", "redis"),
+    ("rediss+sentinel", "redis"),
     ("consul", "consul"),
     ("consuls", "consul"),
     ("zookeeper", "zookeeper"),

@@ -29,7 +29,7 @@ impl Deployment {
                 let dir = std::env::temp_dir().join(&leaf);
                 return Ok(format!("sled://{}", dir.display()));
             }
-            "redis" | "rediss" => {
+            "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" => {
                 let root = match url.option("root") {
                     Some(root) if !root.is_empty() => format!("{root}/{leaf}"),
                     _ => leaf,

@@ -238,7 +238,7 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
     let parsed = StoreUrl::parse(url)?;
     let backend = match parsed.scheme.as_str() {
         "etcds" => "etcd".to_owned(),
-        "rediss" => "redis".to_owned(),
+        "rediss" | "redis+sentinel" | "rediss+sentinel" => "redis".to_owned(),
         "consuls" => "consul".to_owned(),
         "zookeepers" => "zookeeper".to_owned(),
         s => s.to_owned(),

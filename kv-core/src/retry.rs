@@ -1,0 +1,121 @@
+//! Retrying within a call's time budget: the one place backends get their deadline arithmetic
+//! and backoff from.
+//!
+//! Which calls may be retried is the backend's to say (SEMANTICS, "Faults"): reads always;
+//! writes only when the failed attempt is known to have applied nothing.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// First pause between attempts.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause between attempts.
+pub const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// A call's time budget: a deadline, and exponential backoff with jitter between attempts
+/// (from [`FIRST_PAUSE`], doubling up to [`MAX_PAUSE`], each pause 75–125 % of its nominal
+/// value, never past the deadline).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// let mut budget = kv_core::Budget::new(Duration::from_millis(200));
+/// let mut attempts = 0;
+/// loop {
+///     attempts += 1; // ... try; on a retryable error:
+///     if !budget.pause().await {
+///         break; // out of time: return the last error
+///     }
+/// }
+/// assert!(attempts >= 2);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Budget {
+    deadline: Instant,
+    total: Duration,
+    pause: Duration,
+}
+
+impl Budget {
+    /// A budget of `total` from now.
+    pub fn new(total: Duration) -> Budget {
+        Budget {
+            deadline: Instant::now() + total,
+            total,
+            pause: FIRST_PAUSE,
+        }
+    }
+
+    /// The whole budget, as given (for `Error::Timeout { after }`).
+    pub fn total(&self) -> Duration {
+        self.total
+    }
+
+    /// What is left of it.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// True once nothing is left.
+    pub fn expired(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// Sleeps the next backoff pause and returns true, or returns false at once if the pause
+    /// would end at or past the deadline (there is no time for another attempt).
+    pub async fn pause(&mut self) -> bool {
+        let pause = jittered(self.pause);
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        if pause >= self.remaining() {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        true
+    }
+}
+
+/// `nominal` × a random factor in [0.75, 1.25).
+fn jittered(nominal: Duration) -> Duration {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.75 + (random % 1000) as f64 / 2000.0;
+    nominal.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_grow_with_jitter_and_stop_at_the_deadline() {
+        let started = Instant::now();
+        let mut budget = Budget::new(Duration::from_secs(3));
+        let mut pauses = Vec::new();
+        let mut last = started;
+        while budget.pause().await {
+            pauses.push(last.elapsed());
+            last = Instant::now();
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(pauses[0] >= FIRST_PAUSE.mul_f64(0.75) && pauses[0] < FIRST_PAUSE.mul_f64(1.25));
+        assert!(pauses.iter().all(|p| *p < MAX_PAUSE.mul_f64(1.25)));
+        assert!(pauses.windows(2).take(3).all(|w| w[1] > w[0]));
+        assert!(pauses.len() >= 5, "{pauses:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_does_not_pause() {
+        let mut budget = Budget::new(Duration::from_millis(10));
+        assert!(!budget.pause().await);
+        assert_eq!(budget.total(), Duration::from_millis(10));
+    }
+}
