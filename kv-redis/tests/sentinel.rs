@@ -1,0 +1,169 @@
+//! kv on Redis with Sentinel (a primary, two replicas and three Sentinels on loopback ports,
+//! started by these tests), through `redis+sentinel://`: when the primary dies, kv follows the
+//! one Sentinel promotes; with `wait_replicas=1`, nothing acknowledged is lost.
+#![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conformance::servers::RedisSentinelGroup;
+use futures::StreamExt;
+use kv_core::{LockOptions, PutOptions, Store, WatchOptions};
+use kv_redis::RedisStore;
+
+fn group() -> Option<RedisSentinelGroup> {
+    if conformance::servers::opted_out("redis", "Sentinel tests") {
+        return None;
+    }
+    Some(RedisSentinelGroup::start(2, 3).unwrap_or_else(|e| panic!("no Redis Sentinel group: {e}")))
+}
+
+/// Kills the primary, waits (up to 30 s) until the Sentinels name another, and restarts the old
+/// one (which Sentinel turns into a replica). Returns the time until the Sentinels named the
+/// new primary.
+fn fail_over(group: &RedisSentinelGroup) -> Duration {
+    let old = group.primary().expect("a primary");
+    group.nodes[old].kill9().unwrap();
+    let killed = Instant::now();
+    while group.primary() == Some(old) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no failover within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let promoted = killed.elapsed();
+    group.nodes[old].restart().unwrap();
+    promoted
+}
+
+/// Four writers increment a counter with CAS while the primary is killed: kv follows the new
+/// primary, and with `wait_replicas=1` the final count is exactly the increments acknowledged
+/// (`conformance::clusters::a_cas_counter_through_a_fault`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_cas_load_keeps_every_acknowledged_increment_with_wait_replicas() {
+    let Some(group) = group() else { return };
+    let url = format!("{}?root=counter&timeout=5s&wait_replicas=1", group.url);
+    let store: Arc<dyn Store> = Arc::new(RedisStore::open(&url).await.unwrap());
+    let promoted = std::sync::Mutex::new(None);
+    let outcome = conformance::clusters::a_cas_counter_through_a_fault(
+        store.clone(),
+        "n",
+        4,
+        Duration::from_secs(15),
+        Duration::from_secs(3),
+        false,
+        || *promoted.lock().unwrap() = Some(fail_over(&group)),
+    )
+    .await;
+    // Still served after the failover: by the new primary.
+    store.put("after", b"v", PutOptions::default()).await.unwrap();
+    eprintln!(
+        "redis sentinel, primary killed under a 4-writer CAS load (wait_replicas=1): \
+         {outcome:?}; Sentinel promoted a replica after {:?}",
+        promoted.lock().unwrap().unwrap()
+    );
+}
+
+/// Through a failover: writes work again once a replica is promoted (measured: the
+/// unavailability); a lock is kept, or lost with `lost()` before anyone else holds it; a watch
+/// delivers every later change or ends with an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_keeps_every_promise() {
+    let Some(group) = group() else { return };
+    let url = format!("{}?root=promises&timeout=2s&wait_replicas=1", group.url);
+    let store = RedisStore::open(&url).await.unwrap();
+    let other = RedisStore::open(&url).await.unwrap();
+    let guard = store
+        .new_lock("leader", LockOptions::default().ttl(Duration::from_secs(3)))
+        .await
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let mut watch = store
+        .watch_tree("w", WatchOptions::default())
+        .await
+        .unwrap();
+    let killed = Instant::now();
+    let promoted = tokio::task::block_in_place(|| fail_over(&group));
+    let mut written = 0;
+    let mut first_write = None;
+    while written < 5 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no write went through for 60 s"
+        );
+        match other
+            .put(&format!("w/k{written}"), b"v", PutOptions::default())
+            .await
+        {
+            Ok(_) => {
+                first_write.get_or_insert(killed.elapsed());
+                written += 1;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let contender = other
+        .new_lock("leader", LockOptions::default().ttl(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let taken = contender.try_acquire().await.unwrap();
+    assert!(
+        taken.is_none() || guard.is_lost(),
+        "two holders through a failover"
+    );
+    let kept = !guard.is_lost();
+    drop(taken);
+    let mut seen = 0;
+    let watch_outcome = loop {
+        match tokio::time::timeout(Duration::from_secs(20), watch.next()).await {
+            Ok(Some(Ok(event))) => {
+                if event.key.as_str().starts_with("w/k") {
+                    seen += 1;
+                }
+                if seen == 5 {
+                    break "all 5 changes".to_owned();
+                }
+            }
+            Ok(Some(Err(e))) => break format!("ended with an error: {e}"),
+            Ok(None) => panic!("the watch ended without an error"),
+            Err(_) => panic!("a silent watch through the failover ({seen} of 5)"),
+        }
+    };
+    eprintln!(
+        "redis sentinel, primary killed: Sentinel promoted a replica after {promoted:?}, the \
+         first write went through {:?} after the kill; the lock was {}; the watch: \
+         {watch_outcome}",
+        first_write.unwrap(),
+        if kept {
+            "kept"
+        } else {
+            "lost (lost() fired first)"
+        }
+    );
+}
+
+/// Bad Sentinel URLs are refused with what to write instead, and a service no Sentinel
+/// monitors is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_urls_are_checked() {
+    for url in [
+        "redis+sentinel://127.0.0.1:1",
+        "redis+sentinel:///svc",
+        "redis+sentinel://127.0.0.1:1/a/b",
+        "redis://127.0.0.1:1,127.0.0.1:2",
+        "redis+sentinel://127.0.0.1:1/svc?db=x",
+    ] {
+        let error = RedisStore::open(url).await.unwrap_err();
+        assert!(
+            matches!(error, kv_core::Error::InvalidUrl { .. }),
+            "{url}: {error}"
+        );
+    }
+    let Some(group) = group() else { return };
+    let url = group.url.replace("/kvtest", "/nosuchservice");
+    let error = RedisStore::open(&url).await.unwrap_err().to_string();
+    assert!(error.contains("does not monitor"), "{error}");
+}
