@@ -3,6 +3,11 @@
 //! - URL: `redis://[user:password@]host:6379[/db][?root=app&timeout=5s&history=10000]`.
 //!   TLS: `rediss://` or `tls=true`, with `ca=PATH` (PEM; else the system roots) and
 //!   `cert=PATH&key=PATH` for client certificates.
+//! - Sentinel: `redis+sentinel://host:26379[,host:26379...]/service[?db=N]` (or
+//!   `rediss+sentinel://`): the primary is asked of the Sentinels at open and again after a
+//!   failure that can mean a failover, and calls follow it. `wait_replicas=N` makes every write
+//!   wait (`WAIT`) until N replicas have it. Sentinels are asked without credentials; the URL's
+//!   user and password are for the data nodes. The `node` module has the details.
 //! - Every change is one Lua script updating value, version, the prefix index and the change
 //!   log together; listing a prefix reads the index by lexicographic range, never `SCAN`.
 //!   The layout is documented in the `scripts` module.
