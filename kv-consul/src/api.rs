@@ -2,6 +2,8 @@
 //! and sessions, each with a timeout, mapped to kv's errors. The ACL token travels in the
 //! `X-Consul-Token` header, marked sensitive, and never appears in an error.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -173,11 +175,14 @@ pub struct SessionSpec {
     pub name: &'static str,
 }
 
-/// An HTTP client for one Consul agent.
+/// An HTTP client for Consul agents: the URL's agents, in order, the one in use kept until it
+/// fails (shared by every clone).
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
-    base: String,
+    bases: Arc<[String]>,
+    /// Index in `bases` of the agent in use.
+    current: Arc<AtomicUsize>,
     token: Option<reqwest::header::HeaderValue>,
     pub timeout: Duration,
 }
@@ -185,7 +190,7 @@ pub struct Api {
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api")
-            .field("base", &self.base)
+            .field("agents", &self.bases)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
             .finish()
@@ -193,10 +198,10 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    /// A client for the agent at `base` (`http://host:port`).
+    /// A client for the agents at `bases` (`http://host:port`, at least one).
     pub fn new(
         http: reqwest::Client,
-        base: String,
+        bases: Vec<String>,
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Api> {
@@ -210,52 +215,78 @@ impl Api {
             .transpose()?;
         Ok(Api {
             http,
-            base,
+            bases: bases.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             token,
             timeout,
         })
     }
 
-    fn kv_url(&self, key: &str) -> String {
-        format!("{}/v1/kv/{}", self.base, utf8_percent_encode(key, PATH))
+    fn kv_path(&self, key: &str) -> String {
+        format!("/v1/kv/{}", utf8_percent_encode(key, PATH))
     }
 
+    /// Sends a request to the agent in use, within `timeout`. Consul answers 500 while its
+    /// servers elect a leader (and, just after an agent starts, before its node is
+    /// registered): such an answer means nothing was applied, so the request is sent again,
+    /// with backoff, within the call's budget ([`kv_core::Budget`]). With several agents, one
+    /// that cannot be reached, cannot reach a server, or does not answer a read within half of
+    /// what is left is left for the next one; a write moves on only when it cannot have been
+    /// applied (no connection, or "nothing done"), and a write that timed out makes the next
+    /// call use the next agent.
     async fn send(
         &self,
         operation: &'static str,
         method: Method,
-        url: &str,
+        path: &str,
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Response> {
-        // Consul answers 500 while its servers elect a leader (and, just after an agent
-        // starts, before its node is registered): such an answer means nothing was applied,
-        // so the request is sent again, with backoff, within the call's budget.
         let mut budget = kv_core::Budget::new(timeout);
+        let read = method == Method::GET;
+        // A blocking query takes its `wait` by design: never cut short for another agent.
+        let blocking = query.iter().any(|(name, _)| *name == "index");
+        let agents = self.bases.len();
+        let mut tried = 1;
         loop {
-            let remaining = budget.remaining();
+            let at = self.current.load(Ordering::Relaxed) % agents;
+            let others_left = tried < agents;
+            let slice = if read && !blocking && others_left {
+                budget.remaining() / 2
+            } else {
+                budget.remaining()
+            };
             let mut request = self
                 .http
-                .request(method.clone(), url)
+                .request(method.clone(), format!("{}{path}", self.bases[at]))
                 .query(query)
-                .timeout(remaining.max(Duration::from_millis(1)));
+                .timeout(slice.max(Duration::from_millis(1)));
             if let Some(token) = &self.token {
                 request = request.header("X-Consul-Token", token.clone());
             }
             if let Some(body) = &body {
                 request = request.body(body.clone());
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| transport(operation, timeout, e))?;
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(error) => {
+                    let unsent = error.is_connect();
+                    if agents > 1 {
+                        self.move_on(at);
+                    }
+                    if others_left && (read || unsent) {
+                        tried += 1;
+                        continue;
+                    }
+                    return Err(transport(operation, timeout, error));
+                }
+            };
             if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
                 return Ok(response);
             }
             let headers = response.headers().clone();
             let text = response.text().await.unwrap_or_default();
-            let read = method == Method::GET;
             if !read && is_lost_answer(&text) {
                 return Err(Error::OutcomeUnknown {
                     operation,
@@ -264,6 +295,11 @@ impl Api {
             }
             // A read can always be asked again; a write only when nothing was done.
             let again = nothing_done(&text) || (read && is_lost_answer(&text));
+            if again && others_left && cannot_reach_a_server(&text) {
+                self.move_on(at);
+                tried += 1;
+                continue;
+            }
             if again && budget.pause().await {
                 continue;
             }
@@ -273,6 +309,14 @@ impl Api {
             *answer.headers_mut() = headers;
             return Ok(Response::from(answer));
         }
+    }
+
+    /// Makes the agent after `failed` the one in use (unless another call already moved on).
+    fn move_on(&self, failed: usize) {
+        let next = (failed + 1) % self.bases.len();
+        let _ = self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Reads one key, or every key with a raw prefix (`recurse`); `None` when nothing matches.
@@ -296,7 +340,7 @@ impl Api {
             // Consul adds up to wait/16 of jitter.
             timeout += wait + wait / 16;
         }
-        let url = self.kv_url(key);
+        let url = self.kv_path(key);
         let response = self
             .send(operation, Method::GET, &url, &query, None, timeout)
             .await?;
@@ -313,7 +357,7 @@ impl Api {
 
     /// The direct children of a raw prefix ending in `/`: keys, and sub-prefixes ending in `/`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let url = self.kv_url(prefix);
+        let url = self.kv_path(prefix);
         let query = [("keys", "true".to_owned()), ("separator", "/".to_owned())];
         let response = self
             .send("list", Method::GET, &url, &query, None, self.timeout)
@@ -326,7 +370,7 @@ impl Api {
 
     /// True if any key starts with the raw `prefix`, read from the leader (`consistent`).
     pub async fn any_key(&self, prefix: &str) -> Result<bool> {
-        let url = self.kv_url(prefix);
+        let url = self.kv_path(prefix);
         let query = [
             ("keys", "true".to_owned()),
             ("consistent", "true".to_owned()),
@@ -349,7 +393,7 @@ impl Api {
         ops: &[TxnOp],
     ) -> Result<std::result::Result<Vec<Entry>, Rollback>> {
         let body = serde_json::to_vec(ops).map_err(|e| Error::Backend(Box::new(e)))?;
-        let url = format!("{}/v1/txn", self.base);
+        let url = "/v1/txn".to_owned();
         let response = self
             .send(operation, Method::PUT, &url, &[], Some(body), self.timeout)
             .await?;
@@ -396,7 +440,7 @@ impl Api {
             checks: [],
         })
         .map_err(|e| Error::Backend(Box::new(e)))?;
-        let url = format!("{}/v1/session/create", self.base);
+        let url = "/v1/session/create".to_owned();
         let response = self
             .send(
                 "create a session",
@@ -414,7 +458,7 @@ impl Api {
 
     /// Renews a session; `false` if Consul no longer knows it (it expired or was destroyed).
     pub async fn renew_session(&self, id: &str) -> Result<bool> {
-        let url = format!("{}/v1/session/renew/{id}", self.base);
+        let url = format!("/v1/session/renew/{id}");
         let response = self
             .send(
                 "renew a session",
@@ -434,7 +478,7 @@ impl Api {
 
     /// Destroys a session, deleting the keys it holds.
     pub async fn destroy_session(&self, id: &str) -> Result<()> {
-        let url = format!("{}/v1/session/destroy/{id}", self.base);
+        let url = format!("/v1/session/destroy/{id}");
         let response = self
             .send(
                 "destroy a session",
@@ -453,7 +497,7 @@ impl Api {
     /// The agent's own `session_ttl_min` (`/v1/agent/self`, which needs no leader and logs no
     /// error); `None` if the token may not read the agent (`agent:read`) or it does not say.
     pub async fn agent_session_ttl_min(&self) -> Result<Option<Duration>> {
-        let url = format!("{}/v1/agent/self", self.base);
+        let url = "/v1/agent/self".to_owned();
         let response = self
             .send("read the agent", Method::GET, &url, &[], None, self.timeout)
             .await?;
@@ -475,7 +519,7 @@ impl Api {
     /// Checks that the agent answers and takes the token, with a stale read of `key` (any
     /// server answers one, leader or not).
     pub async fn probe(&self, key: &str) -> Result<()> {
-        let url = self.kv_url(key);
+        let url = self.kv_path(key);
         let query = [("stale", String::new())];
         let response = self
             .send("open", Method::GET, &url, &query, None, self.timeout)
@@ -489,7 +533,7 @@ impl Api {
     /// The server's shortest session TTL, learned by asking for a 1 ns session (needs a
     /// leader; the agent logs an error): the fallback when the agent's config cannot be read.
     pub async fn session_ttl_min(&self) -> Result<Option<Duration>> {
-        let url = format!("{}/v1/session/create", self.base);
+        let url = "/v1/session/create".to_owned();
         let body = br#"{"TTL":"1ns","Name":"kv probe"}"#.to_vec();
         let response = self
             .send(
@@ -544,6 +588,11 @@ fn nothing_done(text: &str) -> bool {
         || text.contains("Missing node registration")
         || text.contains("rpc error getting client")
         || text.contains("failed to get conn")
+}
+
+/// A 500 from an agent that has no working connection to a server (another agent may).
+fn cannot_reach_a_server(text: &str) -> bool {
+    text.contains("rpc error getting client") || text.contains("failed to get conn")
 }
 
 /// A 500 for a request forwarded to a server that failed before answering: it may have been

@@ -1,11 +1,14 @@
 //! The Consul backend of **kv** (Consul 1.8+), on Consul's HTTP API through `reqwest`.
 //!
-//! - URL: `consul://host:8500[/root][?token=...&timeout=5s]`; `consuls://` or `tls=true` for
+//! - URL: `consul://host:8500[,host:8500...][/root][?token=...&timeout=5s]`; `consuls://` or `tls=true` for
 //!   HTTPS, with `ca=PATH` (PEM; else the system roots) and `cert=PATH&key=PATH` for client
 //!   certificates. The token goes in the `X-Consul-Token` header; it never appears in `Debug`,
 //!   `Display` or errors. `session_ttl_min=10s` states the servers' shortest session TTL
 //!   (otherwise read from the agent's `/v1/agent/self`, or, without `agent:read`, learned from
 //!   a 1 ns session the servers refuse).
+//! - Several agents (`consul://local:8500,other:8500/root`): calls go to the first until it
+//!   cannot be reached, cannot reach a server, or leaves a read unanswered for half the call's
+//!   timeout (a hung server behind it), then to the next (the `api` module's `send`).
 //! - Opening needs no leader (a stale read checks the agent and the token), and a 500 that
 //!   means "nothing was done" (no leader during an election, a node not yet registered) is
 //!   retried within the call's timeout.
@@ -89,11 +92,11 @@ impl ConsulStore {
         known.extend(StoreUrl::TLS_OPTIONS);
         url.check_options(&known)?;
         let tls = url.tls("consuls")?;
-        let [host] = url.hosts.as_slice() else {
+        if url.hosts.is_empty() {
             return Err(Error::invalid_url(
-                "consul:// takes exactly one agent address: consul://host:8500[/root]",
+                "consul:// takes one or more agent addresses: consul://host:8500[,host:8500...][/root]",
             ));
-        };
+        }
         let root = url.root()?;
         let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
         let max_value_bytes = url
@@ -108,7 +111,10 @@ impl ConsulStore {
             .map_err(|e| Error::Backend(Box::new(e)))?;
         let api = Api::new(
             http,
-            format!("{scheme}://{}", host.address(8500)),
+            url.hosts
+                .iter()
+                .map(|host| format!("{scheme}://{}", host.address(8500)))
+                .collect(),
             url.option("token"),
             timeout,
         )?;

@@ -49,3 +49,88 @@ async fn a_leader_election_fails_no_read_and_loses_no_increment() {
         open_during_election.lock().unwrap().unwrap()
     );
 }
+
+/// The server whose pause makes reads through the client agent hang: the one the agent
+/// forwards to (Consul agents keep one server until it fails). Each server is paused in turn;
+/// the one found stays paused.
+fn pause_the_agents_server(cluster: &ConsulCluster) -> usize {
+    let agent = conformance::faults::server_addr(&cluster.agent.url)
+        .unwrap()
+        .port();
+    for (i, server) in cluster.servers.iter().enumerate() {
+        server.pause().unwrap();
+        // The probe gives up after 1 s of silence and returns what it got: nothing, if hung.
+        let answer = conformance::servers::probe(agent, b"GET /v1/kv/x HTTP/1.0\r\n\r\n");
+        if answer.is_some_and(|a| a.is_empty()) {
+            return i;
+        }
+        server.resume().unwrap();
+    }
+    panic!("no paused server made the agent hang");
+}
+
+/// With the server behind the client agent hung (SIGSTOP), calls through the agent alone hang
+/// until the agent gives up on that server; listing a second address (another agent, or a
+/// server) keeps every call working: a read moves on after half the call's timeout, and the
+/// handle keeps the address that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_behind_the_agent_does_not_fail_calls_with_a_second_address() {
+    if conformance::servers::opted_out("consul", "cluster tests") {
+        return;
+    }
+    let cluster = ConsulCluster::start(3).unwrap_or_else(|e| panic!("no Consul cluster: {e}"));
+    // The agent first, as applications list their local agent; then a server. Which server
+    // the agent uses is found below, so the second address is chosen after that: a handle on
+    // each server's address is opened now and the right one used.
+    let urls: Vec<String> = cluster
+        .servers
+        .iter()
+        .map(|server| {
+            let server = server.url.trim_start_matches("consul://");
+            format!("{},{server}/hung?timeout=2s", cluster.agent.url)
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for url in &urls {
+        stores.push(ConsulStore::open(url).await.unwrap());
+    }
+    stores[0]
+        .put("k", b"v", kv_core::PutOptions::default())
+        .await
+        .unwrap();
+    let hung = tokio::task::block_in_place(|| pause_the_agents_server(&cluster));
+    let healthy = (hung + 1) % cluster.servers.len();
+    // A handle opened before: its first read moves on to the second address.
+    let store = &stores[healthy];
+    let started = Instant::now();
+    let first = store.get("k").await;
+    let first_read = started.elapsed();
+    assert!(
+        first.is_ok(),
+        "the first read with the agent's server hung: {first:?}"
+    );
+    for i in 0..20 {
+        store
+            .put(
+                "k",
+                format!("{i}").as_bytes(),
+                kv_core::PutOptions::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
+        assert!(store.exists("k").await.unwrap());
+        assert_eq!(store.list("").await.unwrap().len(), 1);
+    }
+    let shared = started.elapsed();
+    // Fresh handles, as kvctl opens them.
+    let fresh = conformance::clusters::fresh_handles_read(10, "k", b"19", || {
+        ConsulStore::open(&urls[healthy])
+    })
+    .await;
+    cluster.servers[hung].resume().unwrap();
+    eprintln!(
+        "consul cluster, the agent's server hung (SIGSTOP), URL = agent + another server, \
+         timeout=2s: the first read took {first_read:?}; one handle then did 20 x (put, \
+         exists, list) by {shared:?}; 10 fresh handles opened and read in {fresh:?}"
+    );
+}

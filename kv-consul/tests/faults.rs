@@ -87,7 +87,6 @@ async fn unreachable_agent_fails_at_open() {
 async fn bad_urls_are_rejected() {
     for url in [
         "consul://",
-        "consul://a:1,b:2",
         "consul://h?frobnicate=1",
         "consul://h?ca=/x",
         "consul://h?timeout=soon",

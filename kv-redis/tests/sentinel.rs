@@ -57,7 +57,10 @@ async fn a_failover_under_cas_load_keeps_every_acknowledged_increment_with_wait_
     )
     .await;
     // Still served after the failover: by the new primary.
-    store.put("after", b"v", PutOptions::default()).await.unwrap();
+    store
+        .put("after", b"v", PutOptions::default())
+        .await
+        .unwrap();
     eprintln!(
         "redis sentinel, primary killed under a 4-writer CAS load (wait_replicas=1): \
          {outcome:?}; Sentinel promoted a replica after {:?}",
