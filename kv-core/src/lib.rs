@@ -33,7 +33,7 @@ pub use handle::HandleState;
 pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize, normalize_key};
 pub use lease::{keep_alive, lease_deadline, safety_margin};
 pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder, ReleaseWith};
-pub use retry::Budget;
+pub use retry::{Budget, retry_idempotent};
 pub use store::{Store, WatchStream};
 pub use tokio_util::sync::CancellationToken;
 pub use types::{

@@ -4,10 +4,13 @@
 //! Which calls may be retried is the backend's to say (SEMANTICS, "Faults"): reads always;
 //! writes only when the failed attempt is known to have applied nothing.
 
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::{Error, Result};
 
 /// First pause between attempts.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
@@ -82,6 +85,39 @@ impl Budget {
     }
 }
 
+/// Runs an idempotent call (a read, a connect) until it succeeds or fails with an error other
+/// than [`Error::Unavailable`] (a refused, reset or lost connection: nothing was done), pausing
+/// between attempts, all within `total`: each attempt is cut at what is left, and running out
+/// is [`Error::Timeout`] for `operation` after `total`. Never use it for a write that may have
+/// been applied.
+pub async fn retry_idempotent<T, F, Fut>(
+    operation: &'static str,
+    total: Duration,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut budget = Budget::new(total);
+    loop {
+        match tokio::time::timeout(budget.remaining(), attempt()).await {
+            Ok(Err(error @ Error::Unavailable { .. })) => {
+                if !budget.pause().await {
+                    return Err(error);
+                }
+            }
+            Ok(outcome) => return outcome,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation,
+                    after: total,
+                });
+            }
+        }
+    }
+}
+
 /// `nominal` × a random factor in [0.75, 1.25).
 fn jittered(nominal: Duration) -> Duration {
     let random = std::collections::hash_map::RandomState::new()
@@ -110,6 +146,47 @@ mod tests {
         assert!(pauses.iter().all(|p| *p < MAX_PAUSE.mul_f64(1.25)));
         assert!(pauses.windows(2).take(3).all(|w| w[1] > w[0]));
         assert!(pauses.len() >= 5, "{pauses:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_calls_are_retried_while_unavailable_within_the_budget() {
+        let mut calls = 0;
+        let answer = retry_idempotent("get", Duration::from_secs(2), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                match n {
+                    1..=3 => Err(Error::unavailable("reset", None)),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await;
+        assert_eq!(answer.unwrap(), 4);
+        // Another error ends it at once.
+        let mut calls = 0;
+        let error = retry_idempotent("get", Duration::from_secs(2), || {
+            calls += 1;
+            async { Err::<(), _>(Error::invalid_argument("no")) }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(error, Error::InvalidArgument { .. }) && calls == 1);
+        // Out of time: the last error, or a timeout if the attempt itself hangs.
+        let started = Instant::now();
+        let error = retry_idempotent("get", Duration::from_secs(2), || async {
+            Err::<(), _>(Error::unavailable("refused", None))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(error, Error::Unavailable { .. }));
+        assert!(started.elapsed() <= Duration::from_secs(2));
+        let error = retry_idempotent("get", Duration::from_secs(2), || {
+            std::future::pending::<Result<()>>()
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(error, Error::Timeout { after, .. } if after == Duration::from_secs(2)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -82,8 +82,21 @@ pub(crate) struct Inner {
 }
 
 impl Connection {
-    /// Opens a session with this timeout; fails within the call timeout if no server answers.
+    /// Opens a session with this timeout. With several members listed, a round in which none
+    /// takes the session (an election: members outside a quorum close new connections) is
+    /// tried again, within twice the call timeout; a single server that refuses fails at once.
     pub async fn connect(&self, session_timeout: Duration) -> Result<zk::Client> {
+        if !self.cluster.contains(',') {
+            return self.connect_once(session_timeout).await;
+        }
+        kv_core::retry_idempotent("connect", self.timeout * 2, || {
+            self.connect_once(session_timeout)
+        })
+        .await
+    }
+
+    /// One round over the members (`with_fail_eagerly`: `NoHosts` once each has been tried).
+    async fn connect_once(&self, session_timeout: Duration) -> Result<zk::Client> {
         let mut connector = zk::Client::connector()
             .with_session_timeout(session_timeout)
             .with_connection_timeout(self.timeout)
@@ -257,9 +270,7 @@ pub(crate) fn map_error(operation: &'static str, error: zk::Error) -> Error {
         ),
         // The client reports a broken connection (reset, refused) as a custom error around
         // the io::Error: the call may be retried on another connection.
-        zk::Error::Custom(ref custom)
-            if std::error::Error::source(custom).is_some_and(|s| s.is::<std::io::Error>()) =>
-        {
+        zk::Error::Custom(ref custom) if std::error::Error::source(custom).is_some_and(is_io) => {
             Error::unavailable(
                 format!("lost the connection to ZooKeeper during {operation}: {error}"),
                 Some(Box::new(error)),
@@ -267,6 +278,34 @@ pub(crate) fn map_error(operation: &'static str, error: zk::Error) -> Error {
         }
         other => Error::Backend(Box::new(other)),
     }
+}
+
+/// kv's error for a failed write: a request that was sent when the connection broke (lost,
+/// reset, or no answer in time) may have been applied, so it is [`Error::OutcomeUnknown`];
+/// anything else as [`map_error`].
+pub(crate) fn map_write_error(operation: &'static str, error: zk::Error) -> Error {
+    let in_flight = match &error {
+        zk::Error::ConnectionLoss | zk::Error::Timeout => true,
+        zk::Error::Custom(custom) => std::error::Error::source(custom).is_some_and(is_io),
+        _ => false,
+    };
+    if in_flight {
+        return Error::OutcomeUnknown {
+            operation,
+            reason: format!("the connection to ZooKeeper broke during the call ({error})"),
+        };
+    }
+    map_error(operation, error)
+}
+
+/// True for an `io::Error`, bare or as zookeeper-client 0.11 holds it: its `CustomError`
+/// keeps the source in an `Arc<dyn Error>`, and that `Arc` is what `source()` returns.
+fn is_io(error: &(dyn std::error::Error + 'static)) -> bool {
+    type Shared = Arc<dyn std::error::Error + Send + Sync>;
+    error.is::<std::io::Error>()
+        || error
+            .downcast_ref::<Shared>()
+            .is_some_and(|inner| inner.is::<std::io::Error>())
 }
 
 impl Inner {
@@ -284,6 +323,16 @@ impl Inner {
         let fresh = self.connection.connect(self.session_timeout).await?;
         *self.client.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         Ok(fresh)
+    }
+
+    /// Runs a read (it changes nothing, so it can be asked again) within the store's timeout,
+    /// again after a lost connection: the session moves to another member meanwhile.
+    pub async fn read<T, F, Fut>(&self, operation: &'static str, read: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        kv_core::retry_idempotent(operation, self.timeout, read).await
     }
 
     /// Runs a call with the store's timeout.
@@ -379,13 +428,17 @@ impl Store for ZooKeeperStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let key = self.inner.key(key)?;
-        let client = self.inner.client().await?;
-        let state = self.inner.read_key(&client, key).await?;
-        Ok(state.live().map(|node| KvPair {
-            key: Key::from_normalized(key),
-            value: node.stored.value.clone(),
-            version: version_of(node.stat.mzxid),
-        }))
+        self.inner
+            .read("get", || async {
+                let client = self.inner.client().await?;
+                let state = self.inner.read_key(&client, key).await?;
+                Ok(state.live().map(|node| KvPair {
+                    key: Key::from_normalized(key),
+                    value: node.stored.value.clone(),
+                    version: version_of(node.stat.mzxid),
+                }))
+            })
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
@@ -398,21 +451,32 @@ impl Store for ZooKeeperStore {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.inner.key(key)?;
-        let client = self.inner.client().await?;
-        Ok(self.inner.read_key(&client, key).await?.live().is_some())
+        self.inner
+            .read("exists", || async {
+                let client = self.inner.client().await?;
+                Ok(self.inner.read_key(&client, key).await?.live().is_some())
+            })
+            .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         let prefix = self.inner.closed.prefix(prefix)?;
-        let client = self.inner.client().await?;
-        let walk = tree::walk(&self.inner, &client, prefix).await?;
-        Ok(walk.pairs())
+        self.inner
+            .read("list", || async {
+                let client = self.inner.client().await?;
+                Ok(tree::walk(&self.inner, &client, prefix).await?.pairs())
+            })
+            .await
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
         let prefix = self.inner.closed.prefix(prefix)?;
-        let client = self.inner.client().await?;
-        tree::children(&self.inner, &client, prefix).await
+        self.inner
+            .read("list_children", || async {
+                let client = self.inner.client().await?;
+                tree::children(&self.inner, &client, prefix).await
+            })
+            .await
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
@@ -476,5 +540,18 @@ impl Store for ZooKeeperStore {
             let _ = timed("unlock", self.inner.timeout, client.delete(&path, None)).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn io_errors_are_recognized_bare_and_behind_an_arc() {
+        let reset = || std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(super::is_io(&reset()));
+        let shared: std::sync::Arc<dyn std::error::Error + Send + Sync> =
+            std::sync::Arc::new(reset());
+        assert!(super::is_io(&shared));
+        assert!(!super::is_io(&std::fmt::Error));
     }
 }

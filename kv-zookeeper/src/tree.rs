@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::layout::{Stored, is_value_name, now_ms};
 use crate::value::Node;
-use crate::{Inner, map_error, timed_raw, version_of};
+use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
 /// Reads per multi-read request: values can be large, and ZooKeeper refuses an answer beyond
 /// its `jute.maxbuffer`.
@@ -215,7 +215,7 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
                     raced = true;
                     break;
                 }
-                Err(error) => return Err(map_error("delete_tree", error)),
+                Err(error) => return Err(map_write_error("delete_tree", error)),
             }
         }
         if !raced {

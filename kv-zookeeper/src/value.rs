@@ -7,7 +7,7 @@ use kv_core::{Error, Precondition, Result};
 use zookeeper_client as zk;
 
 use crate::layout::{Stored, now_ms};
-use crate::{Inner, map_error, timed_raw, version_of};
+use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
 /// Attempts before a write that keeps losing races gives up.
 const ATTEMPTS: usize = 16;
@@ -134,7 +134,7 @@ impl Inner {
             match timed_raw("put", self.timeout, client.set_data(&target, &data, None)).await? {
                 Ok(stat) => return Ok(version_of(stat.mzxid)),
                 Err(zk::Error::NoNode) => {}
-                Err(error) => return Err(map_error("put", error)),
+                Err(error) => return Err(map_write_error("put", error)),
             }
         }
         for _ in 0..ATTEMPTS {
@@ -156,7 +156,7 @@ impl Inner {
                     match timed_raw("put", self.timeout, set).await? {
                         Ok(stat) => Some(version_of(stat.mzxid)),
                         Err(zk::Error::BadVersion | zk::Error::NoNode) => None,
-                        Err(error) => return Err(map_error("put", error)),
+                        Err(error) => return Err(map_write_error("put", error)),
                     }
                 }
                 nodes => {
@@ -208,7 +208,7 @@ impl Inner {
             Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => {
                 return Ok(None);
             }
-            Err(error) => return Err(map_error("put", error)),
+            Err(error) => return Err(map_write_error("put", error)),
         };
         let created = results.into_iter().find_map(|r| match r {
             zk::MultiWriteResult::Create { stat, .. } if !stat.is_invalid() => Some(stat.mzxid),
@@ -252,7 +252,7 @@ impl Inner {
                     return Ok(Removal::Removed { live });
                 }
                 Err(zk::Error::BadVersion | zk::Error::NoNode) => continue,
-                Err(error) => return Err(map_error("delete", error)),
+                Err(error) => return Err(map_write_error("delete", error)),
             }
         }
         Err(Error::unavailable(
