@@ -174,3 +174,58 @@ where
     }
     started.elapsed()
 }
+
+/// A [`crate::Backend`] on a cluster: the whole suite, run against a cluster the test binary
+/// starts once (`url`, which keeps it in a static and returns its store URL), each case under
+/// its own root (`namespace(url, random name)`), opened with `open`.
+///
+/// ```ignore
+/// fn cluster_url() -> String {
+///     static CLUSTER: OnceLock<EtcdCluster> = OnceLock::new();
+///     CLUSTER.get_or_init(|| EtcdCluster::start(3).unwrap()).url.clone()
+/// }
+/// mod suite {
+///     conformance::conformance_tests!(conformance::clusters::ClusterBackend {
+///         name: "etcd cluster",
+///         kind: "etcd",
+///         url: super::cluster_url,
+///         namespace: |url, name| format!("{url}/{name}"),
+///         open: |ns| Box::pin(async move { Ok(Arc::new(EtcdStore::open(&ns).await?) as _) }),
+///     });
+/// }
+/// ```
+pub struct ClusterBackend {
+    /// For reports.
+    pub name: &'static str,
+    /// The server kind, for `KV_TEST_SKIP`.
+    pub kind: &'static str,
+    /// The cluster's store URL, starting the cluster on first use.
+    pub url: fn() -> String,
+    /// A store URL for a namespace: (cluster URL, random name).
+    pub namespace: fn(&str, &str) -> String,
+    /// Opens a handle on a namespace.
+    pub open: fn(String) -> futures::future::BoxFuture<'static, kv_core::Result<Arc<dyn Store>>>,
+}
+
+#[async_trait::async_trait]
+impl crate::Backend for ClusterBackend {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn skipped(&self) -> Option<String> {
+        crate::servers::opted_out(self.kind, "cluster conformance")
+            .then(|| format!("SKIPPED: {} (KV_TEST_SKIP)", self.name))
+    }
+
+    async fn namespace(&self) -> kv_core::Result<String> {
+        let url = tokio::task::spawn_blocking(self.url)
+            .await
+            .map_err(|e| kv_core::Error::Backend(Box::new(e)))?;
+        Ok((self.namespace)(&url, &crate::random_name()))
+    }
+
+    async fn open(&self, namespace: &str) -> kv_core::Result<Arc<dyn Store>> {
+        (self.open)(namespace.to_owned()).await
+    }
+}

@@ -170,3 +170,35 @@ async fn sentinel_urls_are_checked() {
     let error = RedisStore::open(&url).await.unwrap_err().to_string();
     assert!(error.contains("does not monitor"), "{error}");
 }
+
+/// The cluster the whole conformance suite runs against (`suite`), started once per test
+/// binary.
+fn suite_cluster_url() -> String {
+    static CLUSTER: std::sync::OnceLock<conformance::servers::RedisSentinelGroup> =
+        std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            conformance::servers::RedisSentinelGroup::start(2, 3)
+                .unwrap_or_else(|e| panic!("no cluster for the conformance suite: {e}"))
+        })
+        .url
+        .clone()
+}
+
+/// The whole conformance suite against the cluster, each case under its own root.
+mod suite {
+    conformance::conformance_tests!(conformance::clusters::ClusterBackend {
+        name: "redis sentinel",
+        kind: "redis",
+        url: super::suite_cluster_url,
+        namespace: |url, name| format!("{url}?root={name}"),
+        open: |namespace| {
+            Box::pin(async move {
+                Ok(
+                    std::sync::Arc::new(kv_redis::RedisStore::open(&namespace).await?)
+                        as std::sync::Arc<dyn kv_core::Store>,
+                )
+            })
+        },
+    });
+}
