@@ -175,6 +175,9 @@ where
     started.elapsed()
 }
 
+/// A handle being opened, as [`ClusterBackend::open`] returns it.
+pub type Opening = futures::future::BoxFuture<'static, kv_core::Result<Arc<dyn Store>>>;
+
 /// A [`crate::Backend`] on a cluster: the whole suite, run against a cluster the test binary
 /// starts once (`url`, which keeps it in a static and returns its store URL), each case under
 /// its own root (`namespace(url, random name)`), opened with `open`.
@@ -204,7 +207,7 @@ pub struct ClusterBackend {
     /// A store URL for a namespace: (cluster URL, random name).
     pub namespace: fn(&str, &str) -> String,
     /// Opens a handle on a namespace.
-    pub open: fn(String) -> futures::future::BoxFuture<'static, kv_core::Result<Arc<dyn Store>>>,
+    pub open: fn(String) -> Opening,
 }
 
 #[async_trait::async_trait]
