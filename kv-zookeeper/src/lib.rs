@@ -325,6 +325,16 @@ impl Inner {
         Ok(fresh)
     }
 
+    /// Asks the member the session is connected to to catch up with the leader (`sync`)
+    /// before the reads sent after it. ZooKeeper answers reads from the member's own state, so
+    /// without it a read on another member than the writer's can miss an acknowledged write.
+    /// The request is sent now and not waited for: the session's later requests are answered
+    /// after it (one pipeline, no extra round trip); await the result after the reads.
+    pub fn catch_up<'a>(&self, client: &'a zk::Client) -> impl Future<Output = Result<()>> + 'a {
+        let synced = client.sync(self.layout.base());
+        async move { synced.await.map_err(|e| map_error("sync", e)) }
+    }
+
     /// Runs a read (it changes nothing, so it can be asked again) within the store's timeout,
     /// again after a lost connection: the session moves to another member meanwhile.
     pub async fn read<T, F, Fut>(&self, operation: &'static str, read: F) -> Result<T>
@@ -431,7 +441,9 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("get", || async {
                 let client = self.inner.client().await?;
+                let caught_up = self.inner.catch_up(&client);
                 let state = self.inner.read_key(&client, key).await?;
+                caught_up.await?;
                 Ok(state.live().map(|node| KvPair {
                     key: Key::from_normalized(key),
                     value: node.stored.value.clone(),
@@ -454,7 +466,10 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("exists", || async {
                 let client = self.inner.client().await?;
-                Ok(self.inner.read_key(&client, key).await?.live().is_some())
+                let caught_up = self.inner.catch_up(&client);
+                let live = self.inner.read_key(&client, key).await?.live().is_some();
+                caught_up.await?;
+                Ok(live)
             })
             .await
     }
@@ -464,7 +479,10 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("list", || async {
                 let client = self.inner.client().await?;
-                Ok(tree::walk(&self.inner, &client, prefix).await?.pairs())
+                let caught_up = self.inner.catch_up(&client);
+                let walk = tree::walk(&self.inner, &client, prefix).await?;
+                caught_up.await?;
+                Ok(walk.pairs())
             })
             .await
     }
@@ -474,7 +492,10 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("list_children", || async {
                 let client = self.inner.client().await?;
-                tree::children(&self.inner, &client, prefix).await
+                let caught_up = self.inner.catch_up(&client);
+                let children = tree::children(&self.inner, &client, prefix).await?;
+                caught_up.await?;
+                Ok(children)
             })
             .await
     }

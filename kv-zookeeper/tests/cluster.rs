@@ -43,6 +43,50 @@ async fn a_hung_member_does_not_fail_calls_the_others_can_answer() {
     );
 }
 
+/// A read on one member sees a write acknowledged through another, even when that member
+/// was behind: it is paused (SIGSTOP) while the write is acknowledged by the others, and the
+/// read is sent to it before it resumes. Each read first asks its member to catch up with the
+/// leader (`sync`); ZooKeeper would otherwise answer from the member's own, older state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_a_member_behind_sees_every_acknowledged_write() {
+    let Some(ensemble) = ensemble() else { return };
+    let leader = ensemble.leader().expect("a leader");
+    let behind = follower(&ensemble);
+    let on = |member: usize| format!("{}/fresh?timeout=5s", ensemble.members[member].url);
+    let writer = ZooKeeperStore::open(&on(leader)).await.unwrap();
+    let reader = Arc::new(ZooKeeperStore::open(&on(behind)).await.unwrap());
+    writer
+        .put("k", b"start", PutOptions::default())
+        .await
+        .unwrap();
+    let mut stale = 0;
+    let rounds = 10;
+    for i in 0..rounds {
+        ensemble.members[behind].pause().unwrap();
+        // The wrapper stops the process right after it reads the command.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let version = writer
+            .put("k", format!("{i}").as_bytes(), PutOptions::default())
+            .await
+            .unwrap();
+        let read = tokio::spawn({
+            let reader = reader.clone();
+            async move { reader.get("k").await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ensemble.members[behind].resume().unwrap();
+        let read = read.await.unwrap().unwrap().unwrap();
+        if read.version < version {
+            stale += 1;
+        }
+    }
+    assert_eq!(
+        stale, 0,
+        "{stale} of {rounds} reads on the member that was behind missed the write just \
+         acknowledged"
+    );
+}
+
 /// Four writers increment a counter with CAS while the leader is killed and restarted, and a
 /// tree watch runs through it: every acknowledged increment is kept
 /// (`conformance::clusters::a_cas_counter_through_a_fault`), and the watch delivers a later
