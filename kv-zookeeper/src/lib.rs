@@ -2,10 +2,15 @@
 //! nodes), on the async `zookeeper-client` crate.
 //!
 //! - URL: `zookeeper://[user:password@]host:2181[,host:2181...][/base][?session_timeout=10s&
-//!   timeout=5s]`; `zookeepers://` or `tls=true` for TLS (the server's `secureClientPort`), with
+//!   timeout=5s&sync_reads=true]`; `zookeepers://` or `tls=true` for TLS (the server's `secureClientPort`), with
 //!   `ca=PATH` and `cert=PATH&key=PATH` (PEM). The base path defaults to `/kv` (never the root: `/zookeeper` is ZooKeeper's
 //!   own). With a user and password the client authenticates with the `digest` scheme and
 //!   creates every node readable and writable only by that identity.
+//! - With several members listed, each read first asks its member to catch up with the
+//!   leader (`sync`, pipelined with the read): ZooKeeper answers reads from the member's own
+//!   state, which can miss a write another client just had acknowledged. `sync_reads=false`
+//!   turns it off (faster reads that may be stale across clients), `sync_reads=true` turns it
+//!   on for a URL that names one member of an ensemble.
 //! - Each key is a directory node holding its value in a child node `=` (layout in the
 //!   `layout` module): implicit parents are never keys, a key keeps its children when its value
 //!   is deleted, and each value can be a TTL node of its own.
@@ -76,6 +81,9 @@ pub(crate) struct Inner {
     pub capabilities: Capabilities,
     pub closed: HandleState,
     pub timeout: Duration,
+    /// Reads ask their member to catch up with the leader first (`sync_reads`; by default
+    /// when the URL lists several members).
+    sync_reads: bool,
     /// Lock nodes held through this handle (path → holder session and `lost`), freed on close.
     pub held: Mutex<HashMap<String, (zk::Client, CancellationToken)>>,
     shown: String,
@@ -147,7 +155,12 @@ impl ZooKeeperStore {
                 url.scheme
             )));
         }
-        let mut known = vec!["timeout", "session_timeout", "max_value_bytes"];
+        let mut known = vec![
+            "timeout",
+            "session_timeout",
+            "max_value_bytes",
+            "sync_reads",
+        ];
         known.extend(StoreUrl::TLS_OPTIONS);
         url.check_options(&known)?;
         let tls = url.tls("zookeepers")?.map(tls_options).transpose()?;
@@ -181,6 +194,10 @@ impl ZooKeeperStore {
                 ));
             }
         };
+        // One server cannot be behind another; with several, a read syncs first.
+        let sync_reads = url
+            .bool_option("sync_reads")?
+            .unwrap_or(url.hosts.len() > 1);
         let cluster = url
             .hosts
             .iter()
@@ -217,6 +234,7 @@ impl ZooKeeperStore {
                 capabilities,
                 closed: HandleState::default(),
                 timeout,
+                sync_reads,
                 held: Mutex::new(HashMap::new()),
                 shown: url.to_string(),
             }),
@@ -330,9 +348,15 @@ impl Inner {
     /// without it a read on another member than the writer's can miss an acknowledged write.
     /// The request is sent now and not waited for: the session's later requests are answered
     /// after it (one pipeline, no extra round trip); await the result after the reads.
+    /// Nothing is sent without `sync_reads`.
     pub fn catch_up<'a>(&self, client: &'a zk::Client) -> impl Future<Output = Result<()>> + 'a {
-        let synced = client.sync(self.layout.base());
-        async move { synced.await.map_err(|e| map_error("sync", e)) }
+        let synced = self.sync_reads.then(|| client.sync("/"));
+        async move {
+            match synced {
+                Some(synced) => synced.await.map_err(|e| map_error("sync", e)),
+                None => Ok(()),
+            }
+        }
     }
 
     /// Runs a read (it changes nothing, so it can be asked again) within the store's timeout,

@@ -52,7 +52,13 @@ async fn a_read_on_a_member_behind_sees_every_acknowledged_write() {
     let Some(ensemble) = ensemble() else { return };
     let leader = ensemble.leader().expect("a leader");
     let behind = follower(&ensemble);
-    let on = |member: usize| format!("{}/fresh?timeout=5s", ensemble.members[member].url);
+    // One member per URL: `sync_reads=true` asks for what a URL listing every member does.
+    let on = |member: usize| {
+        format!(
+            "{}/fresh?timeout=5s&sync_reads=true",
+            ensemble.members[member].url
+        )
+    };
     let writer = ZooKeeperStore::open(&on(leader)).await.unwrap();
     let reader = Arc::new(ZooKeeperStore::open(&on(behind)).await.unwrap());
     writer
