@@ -175,6 +175,97 @@ where
     started.elapsed()
 }
 
+/// What [`promises_through_a_fault`] saw.
+#[derive(Debug, Clone)]
+pub struct Promises {
+    /// From the fault until the first write through the other handle went through.
+    pub writes_again_after: Duration,
+    /// The lock held through the fault was kept (else `lost()` fired before anyone took it).
+    pub lock_kept: bool,
+    /// "all 5 changes", or the error the watch ended with.
+    pub watch: String,
+}
+
+/// A lock held through `store` (TTL `ttl`) and a tree watch on `w` while `fault` runs (on a
+/// blocking thread: it may kill servers and wait for a failover); then 5 writes under `w`
+/// through `other` (retried until they go through, for up to 60 s). Panics unless the lock
+/// is kept or `lost()` fired before `other` could take it, and unless the watch delivers all
+/// 5 changes or ends with an error (never stays silent for 20 s, never ends without an error).
+pub async fn promises_through_a_fault(
+    store: &dyn Store,
+    other: &dyn Store,
+    ttl: Duration,
+    fault: impl FnOnce() + Send,
+) -> Promises {
+    use futures::StreamExt;
+    let options = kv_core::LockOptions::default().ttl(ttl);
+    let guard = store
+        .new_lock("leader", options.clone())
+        .await
+        .expect("a lock")
+        .acquire()
+        .await
+        .expect("the lock is taken");
+    let mut watch = store
+        .watch_tree("w", kv_core::WatchOptions::default())
+        .await
+        .expect("a watch");
+    let started = Instant::now();
+    tokio::task::block_in_place(fault);
+    let mut written = 0;
+    let mut first = None;
+    while written < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no write went through for 60 s"
+        );
+        match other
+            .put(&format!("w/k{written}"), b"v", PutOptions::default())
+            .await
+        {
+            Ok(_) => {
+                first.get_or_insert(started.elapsed());
+                written += 1;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let taken = other
+        .new_lock("leader", options)
+        .await
+        .expect("a lock")
+        .try_acquire()
+        .await
+        .expect("try_acquire answers");
+    assert!(
+        taken.is_none() || guard.is_lost(),
+        "two holders of one lock through the fault"
+    );
+    let lock_kept = !guard.is_lost();
+    drop(taken);
+    let mut seen = 0;
+    let watch = loop {
+        match tokio::time::timeout(Duration::from_secs(20), watch.next()).await {
+            Ok(Some(Ok(event))) => {
+                if event.key.as_str().starts_with("w/k") {
+                    seen += 1;
+                }
+                if seen == 5 {
+                    break "all 5 changes".to_owned();
+                }
+            }
+            Ok(Some(Err(e))) => break format!("ended with an error: {e}"),
+            Ok(None) => panic!("the watch ended without an error"),
+            Err(_) => panic!("a silent watch through the fault ({seen} of 5 changes)"),
+        }
+    };
+    Promises {
+        writes_again_after: first.unwrap_or_default(),
+        lock_kept,
+        watch,
+    }
+}
+
 /// A handle being opened, as [`ClusterBackend::open`] returns it.
 pub type Opening = futures::future::BoxFuture<'static, kv_core::Result<Arc<dyn Store>>>;
 

@@ -135,6 +135,31 @@ async fn a_hung_server_behind_the_agent_does_not_fail_calls_with_a_second_addres
     );
 }
 
+/// Through the client agent, a lock held and a tree watch open while the leader server is
+/// killed: the lock is kept, or lost with `lost()` before another client holds it; the watch
+/// delivers every later change or ends with an error
+/// (`conformance::clusters::promises_through_a_fault`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_change_keeps_every_promise() {
+    if conformance::servers::opted_out("consul", "cluster tests") {
+        return;
+    }
+    let cluster = ConsulCluster::start(3).unwrap_or_else(|e| panic!("no Consul cluster: {e}"));
+    let url = format!("{}/leader?timeout=5s", cluster.agent.url);
+    let store = ConsulStore::open(&url).await.unwrap();
+    let other = ConsulStore::open(&url).await.unwrap();
+    let leader = cluster.leader().expect("a leader");
+    let promises = conformance::clusters::promises_through_a_fault(
+        &store,
+        &other,
+        Duration::from_secs(10),
+        || cluster.servers[leader].kill9().unwrap(),
+    )
+    .await;
+    tokio::task::block_in_place(|| cluster.servers[leader].restart().unwrap());
+    eprintln!("consul cluster, leader killed: {promises:?}");
+}
+
 /// The cluster the whole conformance suite runs against (`suite`), started once per test
 /// binary.
 fn suite_cluster_url() -> String {

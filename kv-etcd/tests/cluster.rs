@@ -107,10 +107,9 @@ async fn leader_killed_under_cas_load_keeps_every_acknowledged_increment() {
 
 /// With one listed member dead, a store opens and works; a lock held through a leader change is
 /// kept, or lost with `lost()` before anyone else holds it; a watch through the leader change
-/// delivers every change or ends with an error.
+/// delivers every change or ends with an error (`conformance::clusters::promises_through_a_fault`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_member_and_a_leader_change_keep_every_promise() {
-    use futures::StreamExt;
     let Some(cluster) = cluster() else { return };
     let (follower, _) = follower_and_leader(&cluster).await;
     tokio::task::block_in_place(|| cluster.members[follower].kill9().unwrap());
@@ -120,81 +119,17 @@ async fn a_dead_member_and_a_leader_change_keep_every_promise() {
         .expect("opens with one member dead");
     store.put("k", b"v", PutOptions::default()).await.unwrap();
     tokio::task::block_in_place(|| cluster.members[follower].restart().unwrap());
-
     let other = EtcdStore::open(&url).await.unwrap();
-    let guard = store
-        .new_lock(
-            "leader",
-            kv_core::LockOptions::default().ttl(Duration::from_secs(3)),
-        )
-        .await
-        .unwrap()
-        .acquire()
-        .await
-        .unwrap();
-    let mut watch = store
-        .watch_tree("w", kv_core::WatchOptions::default())
-        .await
-        .unwrap();
     let (_, leader) = follower_and_leader(&cluster).await;
-    let changed = Instant::now();
-    tokio::task::block_in_place(|| cluster.members[leader].kill9().unwrap());
-    // Writes from the other handle while the cluster elects a new leader.
-    let mut written = 0;
-    while written < 5 {
-        assert!(
-            changed.elapsed() < Duration::from_secs(30),
-            "no write went through for 30 s"
-        );
-        if other
-            .put(&format!("w/k{written}"), b"v", PutOptions::default())
-            .await
-            .is_ok()
-        {
-            written += 1;
-        }
-    }
-    let elected = changed.elapsed();
-    // The lock: kept, or lost before the other handle can take it.
-    let contender = other
-        .new_lock(
-            "leader",
-            kv_core::LockOptions::default().ttl(Duration::from_secs(3)),
-        )
-        .await
-        .unwrap();
-    let taken = contender.try_acquire().await.unwrap();
-    assert!(
-        taken.is_none() || guard.is_lost(),
-        "two holders through a leader change"
-    );
-    let kept = !guard.is_lost();
-    drop(taken);
-    // The watch: all 5, or an error.
-    let mut seen = 0;
-    let watch_outcome = loop {
-        match tokio::time::timeout(Duration::from_secs(20), watch.next()).await {
-            Ok(Some(Ok(_))) => {
-                seen += 1;
-                if seen == 5 {
-                    break "all 5 changes".to_owned();
-                }
-            }
-            Ok(Some(Err(e))) => break format!("ended with an error: {e}"),
-            Ok(None) => panic!("the watch ended without an error"),
-            Err(_) => panic!("a silent watch through the leader change ({seen} of 5)"),
-        }
-    };
+    let promises = conformance::clusters::promises_through_a_fault(
+        &store,
+        &other,
+        Duration::from_secs(3),
+        || cluster.members[leader].kill9().unwrap(),
+    )
+    .await;
     tokio::task::block_in_place(|| cluster.members[leader].restart().unwrap());
-    eprintln!(
-        "etcd cluster, leader killed: writes went through again after {elected:?}; the lock \
-         was {}; the watch: {watch_outcome}",
-        if kept {
-            "kept"
-        } else {
-            "lost (lost() fired first)"
-        }
-    );
+    eprintln!("etcd cluster, leader killed: {promises:?}");
 }
 
 /// The cluster the whole conformance suite runs against (`suite`), started once per test

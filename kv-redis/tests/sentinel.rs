@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conformance::servers::RedisSentinelGroup;
-use futures::StreamExt;
-use kv_core::{LockOptions, PutOptions, Store, WatchOptions};
+use kv_core::{PutOptions, Store};
 use kv_redis::RedisStore;
 
 fn group() -> Option<RedisSentinelGroup> {
@@ -70,81 +69,26 @@ async fn a_failover_under_cas_load_keeps_every_acknowledged_increment_with_wait_
 
 /// Through a failover: writes work again once a replica is promoted (measured: the
 /// unavailability); a lock is kept, or lost with `lost()` before anyone else holds it; a watch
-/// delivers every later change or ends with an error.
+/// delivers every later change or ends with an error
+/// (`conformance::clusters::promises_through_a_fault`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_keeps_every_promise() {
     let Some(group) = group() else { return };
     let url = format!("{}?root=promises&timeout=2s&wait_replicas=1", group.url);
     let store = RedisStore::open(&url).await.unwrap();
     let other = RedisStore::open(&url).await.unwrap();
-    let guard = store
-        .new_lock("leader", LockOptions::default().ttl(Duration::from_secs(3)))
-        .await
-        .unwrap()
-        .acquire()
-        .await
-        .unwrap();
-    let mut watch = store
-        .watch_tree("w", WatchOptions::default())
-        .await
-        .unwrap();
-    let killed = Instant::now();
-    let promoted = tokio::task::block_in_place(|| fail_over(&group));
-    let mut written = 0;
-    let mut first_write = None;
-    while written < 5 {
-        assert!(
-            killed.elapsed() < Duration::from_secs(60),
-            "no write went through for 60 s"
-        );
-        match other
-            .put(&format!("w/k{written}"), b"v", PutOptions::default())
-            .await
-        {
-            Ok(_) => {
-                first_write.get_or_insert(killed.elapsed());
-                written += 1;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    let contender = other
-        .new_lock("leader", LockOptions::default().ttl(Duration::from_secs(3)))
-        .await
-        .unwrap();
-    let taken = contender.try_acquire().await.unwrap();
-    assert!(
-        taken.is_none() || guard.is_lost(),
-        "two holders through a failover"
-    );
-    let kept = !guard.is_lost();
-    drop(taken);
-    let mut seen = 0;
-    let watch_outcome = loop {
-        match tokio::time::timeout(Duration::from_secs(20), watch.next()).await {
-            Ok(Some(Ok(event))) => {
-                if event.key.as_str().starts_with("w/k") {
-                    seen += 1;
-                }
-                if seen == 5 {
-                    break "all 5 changes".to_owned();
-                }
-            }
-            Ok(Some(Err(e))) => break format!("ended with an error: {e}"),
-            Ok(None) => panic!("the watch ended without an error"),
-            Err(_) => panic!("a silent watch through the failover ({seen} of 5)"),
-        }
-    };
+    let promoted = std::sync::Mutex::new(None);
+    let promises = conformance::clusters::promises_through_a_fault(
+        &store,
+        &other,
+        Duration::from_secs(3),
+        || *promoted.lock().unwrap() = Some(fail_over(&group)),
+    )
+    .await;
     eprintln!(
-        "redis sentinel, primary killed: Sentinel promoted a replica after {promoted:?}, the \
-         first write went through {:?} after the kill; the lock was {}; the watch: \
-         {watch_outcome}",
-        first_write.unwrap(),
-        if kept {
-            "kept"
-        } else {
-            "lost (lost() fired first)"
-        }
+        "redis sentinel, primary killed: Sentinel promoted a replica after {:?}; {promises:?} \
+         (writes_again_after counts from the kill)",
+        promoted.lock().unwrap().unwrap()
     );
 }
 

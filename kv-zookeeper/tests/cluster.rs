@@ -161,6 +161,27 @@ async fn leader_killed_under_cas_load_keeps_every_acknowledged_increment() {
     );
 }
 
+/// A lock held and a tree watch open while the leader is killed: the lock is kept, or lost
+/// with `lost()` before another client holds it; the watch delivers every later change or ends
+/// with an error (`conformance::clusters::promises_through_a_fault`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_change_keeps_every_promise() {
+    let Some(ensemble) = ensemble() else { return };
+    let url = format!("{}/leader?timeout=2s&session_timeout=4s", ensemble.url);
+    let store = ZooKeeperStore::open(&url).await.unwrap();
+    let other = ZooKeeperStore::open(&url).await.unwrap();
+    let leader = ensemble.leader().expect("a leader");
+    let promises = conformance::clusters::promises_through_a_fault(
+        &store,
+        &other,
+        Duration::from_secs(3),
+        || ensemble.members[leader].kill9().unwrap(),
+    )
+    .await;
+    tokio::task::block_in_place(|| ensemble.members[leader].restart().unwrap());
+    eprintln!("zookeeper ensemble, leader killed: {promises:?}");
+}
+
 /// The cluster the whole conformance suite runs against (`suite`), started once per test
 /// binary.
 fn suite_cluster_url() -> String {
