@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use crate::{Error, Result};
 
 /// First pause between attempts.
-pub const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
-pub const MAX_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// A call's time budget: a deadline, and exponential backoff with jitter between attempts
-/// (from [`FIRST_PAUSE`], doubling up to [`MAX_PAUSE`], each pause 75–125 % of its nominal
-/// value, never past the deadline).
+/// (from 50 ms, doubling up to 1 s, each pause 75–125 % of its nominal value, never past the
+/// deadline).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {

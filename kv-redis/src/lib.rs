@@ -192,8 +192,18 @@ impl RedisStore {
             reaper: Notify::new(),
             shown: url.to_string(),
         });
-        // Fail at open, not at the first call, when the server is unreachable or refuses us.
-        let _: String = inner.run("ping", redis::cmd("PING")).await?;
+        // Fail at open, not at the first call, when the server is unreachable, refuses us, or
+        // is a Redis Cluster node (each call would hit MOVED or cross-slot errors later).
+        let cluster: String = inner
+            .run("open", redis::cmd("INFO").arg("cluster").clone())
+            .await?;
+        if cluster.contains("cluster_enabled:1") {
+            return Err(Error::invalid_url(
+                "this server is a Redis Cluster node; kv-redis does not support Redis Cluster \
+                 (it needs one standalone primary: redis://host:6379, or the Sentinels that \
+                 name it: redis+sentinel://host:26379,.../service)",
+            ));
+        }
         tokio::spawn(reap(Arc::downgrade(&inner)));
         Ok(RedisStore { inner })
     }

@@ -92,6 +92,31 @@ async fn a_failover_keeps_every_promise() {
     );
 }
 
+/// A hung replica (SIGSTOP) costs nothing: with `wait_replicas=1` and two replicas, every
+/// write is confirmed by the other one, and reads never touch replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_replica_fails_no_call() {
+    let Some(group) = group() else { return };
+    let url = format!("{}?root=hung&timeout=2s&wait_replicas=1", group.url);
+    let store = RedisStore::open(&url).await.unwrap();
+    let primary = group.primary().expect("a primary");
+    let replica = (primary + 1) % group.nodes.len();
+    group.nodes[replica].pause().unwrap();
+    let started = Instant::now();
+    for i in 0..50 {
+        store
+            .put("k", format!("{i}").as_bytes(), PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("put {i} with a replica hung: {e}"));
+        assert!(store.exists("k").await.unwrap());
+    }
+    let took = started.elapsed();
+    group.nodes[replica].resume().unwrap();
+    eprintln!(
+        "redis sentinel, one replica hung: 50 x (put with wait_replicas=1, exists) in {took:?}"
+    );
+}
+
 /// Bad Sentinel URLs are refused with what to write instead, and a service no Sentinel
 /// monitors is a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,4 +170,43 @@ mod suite {
             })
         },
     });
+}
+
+/// A Redis Cluster node is refused at open with what to use instead, not failed call by call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_node_is_refused_at_open() {
+    if conformance::servers::opted_out("redis", "Redis Cluster test") {
+        return;
+    }
+    let binary =
+        conformance::servers::find_binary("redis-server", "apt-get install redis-server").unwrap();
+    let dir = conformance::servers::server_dir("redis-cluster-node").unwrap();
+    let port = conformance::servers::free_port().unwrap();
+    let args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--cluster-enabled",
+        "yes",
+        "--dir",
+        &dir.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _node = conformance::servers::spawn_tied(&binary, &args, &dir).unwrap();
+    conformance::servers::wait_ready("redis cluster node", &dir, Duration::from_secs(30), || {
+        conformance::servers::ready("redis", port)
+    })
+    .unwrap();
+    let error = RedisStore::open(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, kv_core::Error::InvalidUrl { reason } if reason.contains("Redis Cluster")),
+        "{error:?}"
+    );
 }
