@@ -270,24 +270,9 @@ pub async fn promises_through_a_fault(
 pub type Opening = futures::future::BoxFuture<'static, kv_core::Result<Arc<dyn Store>>>;
 
 /// A [`crate::Backend`] on a cluster: the whole suite, run against a cluster the test binary
-/// starts once (`url`, which keeps it in a static and returns its store URL), each case under
-/// its own root (`namespace(url, random name)`), opened with `open`.
-///
-/// ```ignore
-/// fn cluster_url() -> String {
-///     static CLUSTER: OnceLock<EtcdCluster> = OnceLock::new();
-///     CLUSTER.get_or_init(|| EtcdCluster::start(3).unwrap()).url.clone()
-/// }
-/// mod suite {
-///     conformance::conformance_tests!(conformance::clusters::ClusterBackend {
-///         name: "etcd cluster",
-///         kind: "etcd",
-///         url: super::cluster_url,
-///         namespace: |url, name| format!("{url}/{name}"),
-///         open: |ns| Box::pin(async move { Ok(Arc::new(EtcdStore::open(&ns).await?) as _) }),
-///     });
-/// }
-/// ```
+/// starts once (`url`, which returns its store URL), each case under its own root
+/// (`namespace(url, random name)`), opened with `open`.
+/// [`cluster_conformance_tests!`](crate::cluster_conformance_tests) builds one.
 pub struct ClusterBackend {
     /// For reports.
     pub name: &'static str,
@@ -322,4 +307,58 @@ impl crate::Backend for ClusterBackend {
     async fn open(&self, namespace: &str) -> kv_core::Result<Arc<dyn Store>> {
         (self.open)(namespace.to_owned()).await
     }
+}
+
+/// Expands into a module `suite` with one `#[test]` per conformance case, run against a cluster
+/// started once per test binary (on first use) and kept until the process exits:
+///
+/// ```ignore
+/// conformance::cluster_conformance_tests!(
+///     name: "etcd cluster",
+///     kind: "etcd",
+///     start: EtcdCluster::start(3).map(|c| (c.url.clone(), c)),
+///     namespace: |url, name| format!("{url}/{name}"),
+///     open: kv_etcd::EtcdStore::open,
+/// );
+/// ```
+#[macro_export]
+macro_rules! cluster_conformance_tests {
+    (
+        name: $name:expr,
+        kind: $kind:expr,
+        start: $start:expr,
+        namespace: $namespace:expr,
+        open: $open:path $(,)?
+    ) => {
+        /// The whole conformance suite against a cluster, each case under its own root.
+        mod suite {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn cluster_url() -> String {
+                static URL: ::std::sync::OnceLock<String> = ::std::sync::OnceLock::new();
+                URL.get_or_init(|| {
+                    let (url, cluster) = $start
+                        .unwrap_or_else(|e| panic!("no cluster for the conformance suite: {e}"));
+                    // Its servers live until the test process exits.
+                    ::std::mem::forget(cluster);
+                    url
+                })
+                .clone()
+            }
+
+            $crate::conformance_tests!($crate::clusters::ClusterBackend {
+                name: $name,
+                kind: $kind,
+                url: cluster_url,
+                namespace: $namespace,
+                open: |namespace| {
+                    Box::pin(async move {
+                        let store = $open(&namespace).await?;
+                        Ok(::std::sync::Arc::new(store) as ::std::sync::Arc<dyn ::kv_core::Store>)
+                    })
+                },
+            });
+        }
+    };
 }

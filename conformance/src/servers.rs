@@ -469,10 +469,19 @@ impl Launcher for RedisProcess {
     }
 
     fn start(&self) -> Result<Server, String> {
+        self.start_with(&[])
+    }
+}
+
+impl RedisProcess {
+    /// Starts a Redis like [`Launcher::start`] with `extra` arguments (e.g.
+    /// `["--rename-command", "CONFIG", ""]` for a managed-like Redis).
+    pub fn start_with(&self, extra: &[&str]) -> Result<Server, String> {
         let binary = find_binary("redis-server", "apt-get install redis-server")?;
         let dir = server_dir("redis")?;
         let port = free_port()?;
-        let args = redis_args(port, &dir, false);
+        let mut args = redis_args(port, &dir, false);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let lifeline = spawn_tied(&binary, &args, &dir)?;
         wait_ready("redis", &dir, Duration::from_secs(30), || {
             ready("redis", port)

@@ -168,35 +168,10 @@ async fn a_leader_change_keeps_every_promise() {
     eprintln!("consul cluster, leader killed: {promises:?}");
 }
 
-/// The cluster the whole conformance suite runs against (`suite`), started once per test
-/// binary.
-fn suite_cluster_url() -> String {
-    static CLUSTER: std::sync::OnceLock<conformance::servers::ConsulCluster> =
-        std::sync::OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            conformance::servers::ConsulCluster::start(3)
-                .unwrap_or_else(|e| panic!("no cluster for the conformance suite: {e}"))
-        })
-        .agent
-        .url
-        .clone()
-}
-
-/// The whole conformance suite against the cluster, each case under its own root.
-mod suite {
-    conformance::conformance_tests!(conformance::clusters::ClusterBackend {
-        name: "consul cluster (through the client agent)",
-        kind: "consul",
-        url: super::suite_cluster_url,
-        namespace: |url, name| format!("{url}/{name}"),
-        open: |namespace| {
-            Box::pin(async move {
-                Ok(
-                    std::sync::Arc::new(kv_consul::ConsulStore::open(&namespace).await?)
-                        as std::sync::Arc<dyn kv_core::Store>,
-                )
-            })
-        },
-    });
-}
+conformance::cluster_conformance_tests!(
+    name: "consul cluster (through the client agent)",
+    kind: "consul",
+    start: conformance::servers::ConsulCluster::start(3).map(|c| (c.agent.url.clone(), c)),
+    namespace: |url, name| format!("{url}/{name}"),
+    open: kv_consul::ConsulStore::open,
+);

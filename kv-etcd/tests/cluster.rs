@@ -132,34 +132,10 @@ async fn a_dead_member_and_a_leader_change_keep_every_promise() {
     eprintln!("etcd cluster, leader killed: {promises:?}");
 }
 
-/// The cluster the whole conformance suite runs against (`suite`), started once per test
-/// binary.
-fn suite_cluster_url() -> String {
-    static CLUSTER: std::sync::OnceLock<conformance::servers::EtcdCluster> =
-        std::sync::OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            conformance::servers::EtcdCluster::start(3)
-                .unwrap_or_else(|e| panic!("no cluster for the conformance suite: {e}"))
-        })
-        .url
-        .clone()
-}
-
-/// The whole conformance suite against the cluster, each case under its own root.
-mod suite {
-    conformance::conformance_tests!(conformance::clusters::ClusterBackend {
-        name: "etcd cluster",
-        kind: "etcd",
-        url: super::suite_cluster_url,
-        namespace: |url, name| format!("{url}/{name}"),
-        open: |namespace| {
-            Box::pin(async move {
-                Ok(
-                    std::sync::Arc::new(kv_etcd::EtcdStore::open(&namespace).await?)
-                        as std::sync::Arc<dyn kv_core::Store>,
-                )
-            })
-        },
-    });
-}
+conformance::cluster_conformance_tests!(
+    name: "etcd cluster",
+    kind: "etcd",
+    start: conformance::servers::EtcdCluster::start(3).map(|c| (c.url.clone(), c)),
+    namespace: |url, name| format!("{url}/{name}"),
+    open: kv_etcd::EtcdStore::open,
+);

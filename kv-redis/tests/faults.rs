@@ -3,10 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use conformance::servers::{
-    Launcher, RedisProcess, Server, find_binary, free_port, probe, server_dir, spawn_tied,
-    wait_ready,
-};
+use conformance::servers::{Launcher, RedisProcess, Server, free_port, probe};
 use futures::StreamExt;
 use kv_core::{Error, EventKind, PutOptions, Store, WatchOptions};
 use kv_redis::RedisStore;
@@ -18,34 +15,13 @@ fn skipped() -> bool {
 /// A Redis like a managed one: `CONFIG` is disabled, so keyspace notifications cannot be
 /// switched on.
 fn managed_redis() -> (Server, u16) {
-    let binary = find_binary("redis-server", "apt-get install redis-server").unwrap();
-    let dir = server_dir("redis-managed").unwrap();
-    let port = free_port().unwrap();
-    let args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--rename-command",
-        "CONFIG",
-        "",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let lifeline = spawn_tied(&binary, &args, &dir).unwrap();
-    wait_ready("redis", &dir, Duration::from_secs(30), || {
-        probe(port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
-    })
-    .unwrap();
-    (
-        Server::launched(format!("redis://127.0.0.1:{port}"), lifeline),
-        port,
-    )
+    let server = RedisProcess
+        .start_with(&["--rename-command", "CONFIG", ""])
+        .unwrap();
+    let port = conformance::faults::server_addr(&server.url)
+        .unwrap()
+        .port();
+    (server, port)
 }
 
 #[tokio::test]

@@ -140,37 +140,13 @@ async fn sentinel_urls_are_checked() {
     assert!(error.contains("does not monitor"), "{error}");
 }
 
-/// The cluster the whole conformance suite runs against (`suite`), started once per test
-/// binary.
-fn suite_cluster_url() -> String {
-    static CLUSTER: std::sync::OnceLock<conformance::servers::RedisSentinelGroup> =
-        std::sync::OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            conformance::servers::RedisSentinelGroup::start(2, 3)
-                .unwrap_or_else(|e| panic!("no cluster for the conformance suite: {e}"))
-        })
-        .url
-        .clone()
-}
-
-/// The whole conformance suite against the cluster, each case under its own root.
-mod suite {
-    conformance::conformance_tests!(conformance::clusters::ClusterBackend {
-        name: "redis sentinel",
-        kind: "redis",
-        url: super::suite_cluster_url,
-        namespace: |url, name| format!("{url}?root={name}"),
-        open: |namespace| {
-            Box::pin(async move {
-                Ok(
-                    std::sync::Arc::new(kv_redis::RedisStore::open(&namespace).await?)
-                        as std::sync::Arc<dyn kv_core::Store>,
-                )
-            })
-        },
-    });
-}
+conformance::cluster_conformance_tests!(
+    name: "redis sentinel",
+    kind: "redis",
+    start: conformance::servers::RedisSentinelGroup::start(2, 3).map(|c| (c.url.clone(), c)),
+    namespace: |url, name| format!("{url}?root={name}"),
+    open: kv_redis::RedisStore::open,
+);
 
 /// A Redis Cluster node is refused at open with what to use instead, not failed call by call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,30 +154,10 @@ async fn a_redis_cluster_node_is_refused_at_open() {
     if conformance::servers::opted_out("redis", "Redis Cluster test") {
         return;
     }
-    let binary =
-        conformance::servers::find_binary("redis-server", "apt-get install redis-server").unwrap();
-    let dir = conformance::servers::server_dir("redis-cluster-node").unwrap();
-    let port = conformance::servers::free_port().unwrap();
-    let args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--cluster-enabled",
-        "yes",
-        "--dir",
-        &dir.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _node = conformance::servers::spawn_tied(&binary, &args, &dir).unwrap();
-    conformance::servers::wait_ready("redis cluster node", &dir, Duration::from_secs(30), || {
-        conformance::servers::ready("redis", port)
-    })
-    .unwrap();
+    let node = conformance::servers::RedisProcess
+        .start_with(&["--cluster-enabled", "yes"])
+        .unwrap();
+    let port = conformance::faults::server_addr(&node.url).unwrap().port();
     let error = RedisStore::open(&format!("redis://127.0.0.1:{port}"))
         .await
         .unwrap_err();

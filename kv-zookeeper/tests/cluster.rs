@@ -182,34 +182,10 @@ async fn a_leader_change_keeps_every_promise() {
     eprintln!("zookeeper ensemble, leader killed: {promises:?}");
 }
 
-/// The cluster the whole conformance suite runs against (`suite`), started once per test
-/// binary.
-fn suite_cluster_url() -> String {
-    static CLUSTER: std::sync::OnceLock<conformance::servers::ZooKeeperEnsemble> =
-        std::sync::OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            conformance::servers::ZooKeeperEnsemble::start(3)
-                .unwrap_or_else(|e| panic!("no cluster for the conformance suite: {e}"))
-        })
-        .url
-        .clone()
-}
-
-/// The whole conformance suite against the cluster, each case under its own root.
-mod suite {
-    conformance::conformance_tests!(conformance::clusters::ClusterBackend {
-        name: "zookeeper ensemble",
-        kind: "zookeeper",
-        url: super::suite_cluster_url,
-        namespace: |url, name| format!("{url}/{name}"),
-        open: |namespace| {
-            Box::pin(async move {
-                Ok(
-                    std::sync::Arc::new(kv_zookeeper::ZooKeeperStore::open(&namespace).await?)
-                        as std::sync::Arc<dyn kv_core::Store>,
-                )
-            })
-        },
-    });
-}
+conformance::cluster_conformance_tests!(
+    name: "zookeeper ensemble",
+    kind: "zookeeper",
+    start: conformance::servers::ZooKeeperEnsemble::start(3).map(|c| (c.url.clone(), c)),
+    namespace: |url, name| format!("{url}/{name}"),
+    open: kv_zookeeper::ZooKeeperStore::open,
+);
