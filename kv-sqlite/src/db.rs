@@ -1,0 +1,447 @@
+//! The database: its layout, its connections, and every statement kv-sqlite runs.
+//!
+//! Layout (one file, WAL mode; `kv_meta.layout` records its version):
+//! - `kv_data(key, value, version, expires_at)`: live values; `expires_at` in ms since the Unix
+//!   epoch, NULL without TTL. Keys are TEXT compared bytewise (kv's order).
+//! - `kv_log(revision, key, kind, value)`: one record per change (kind 0 put, 1 delete), the
+//!   history watches tail and `since` resumes from; trimmed to `history` records.
+//! - `kv_locks(key, subtree, token, value, expires_at)`: held locks with their lease.
+//! - `kv_meta(name, value)`: `revision` (the store-wide counter every version and fencing token
+//!   comes from), `floor` (the last revision trimmed from the log), `layout`.
+//!
+//! Every change runs in one `BEGIN IMMEDIATE` transaction that first removes expired values
+//! (each with a Delete record), so whichever process writes also reaps; readers skip expired
+//! values by time. Connections wait up to `busy_timeout` for another process's write.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kv_core::{Error, Result};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+
+/// The layout version this build writes and reads.
+pub const LAYOUT_VERSION: i64 = 1;
+
+/// Change kinds in `kv_log`.
+pub const PUT: i64 = 0;
+/// A delete (or an expiry).
+pub const DELETE: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv_meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv_data(
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_data_expiry ON kv_data(expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv_log(
+    revision INTEGER PRIMARY KEY, key TEXT NOT NULL, kind INTEGER NOT NULL, value BLOB
+);
+CREATE TABLE IF NOT EXISTS kv_locks(
+    key TEXT NOT NULL, subtree INTEGER NOT NULL, token INTEGER NOT NULL, value BLOB NOT NULL,
+    expires_at INTEGER NOT NULL, PRIMARY KEY(key, subtree)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO kv_meta VALUES ('revision', 0), ('floor', 0), ('layout', 1);
+";
+
+/// How the database is opened.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathBuf,
+    /// `synchronous=FULL` (fsync per commit) instead of NORMAL.
+    pub sync_full: bool,
+    pub busy_timeout: Duration,
+    pub history: u64,
+}
+
+/// The database file and a pool of connections to it. Calls run on tokio's blocking threads.
+pub struct Db {
+    pub settings: Settings,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// One change for the log: (revision, key, kind, value).
+pub type Change = (u64, String, i64, Vec<u8>);
+
+/// Milliseconds since the Unix epoch: expiry is wall-clock time, shared by every process.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The upper bound of the keys strictly below `prefix`: `prefix/` ≤ key < `prefix0`.
+pub fn below(prefix: &str) -> (String, String) {
+    (format!("{prefix}/"), format!("{prefix}0"))
+}
+
+pub fn sql_error(operation: &'static str, error: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match error.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => Error::unavailable(
+            format!(
+                "{operation}: the SQLite database stayed locked by another writer past the busy \
+                 timeout; raise busy_timeout or retry"
+            ),
+            Some(Box::new(error)),
+        ),
+        _ => Error::Backend(format!("SQLite failed to {operation}: {error}").into()),
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database and checks its layout.
+    pub fn open(settings: Settings) -> Result<Db> {
+        let db = Db {
+            settings,
+            idle: Mutex::new(Vec::new()),
+        };
+        let conn = db.connect()?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| sql_error("create the tables", e))?;
+        let layout: i64 = conn
+            .query_row("SELECT value FROM kv_meta WHERE name = 'layout'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| sql_error("read the layout version", e))?;
+        if layout != LAYOUT_VERSION {
+            return Err(Error::Backend(
+                format!(
+                    "{} has kv-sqlite layout {layout}; this build reads layout {LAYOUT_VERSION}",
+                    db.settings.path.display()
+                )
+                .into(),
+            ));
+        }
+        db.give_back(conn);
+        Ok(db)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.settings.path, flags).map_err(|e| {
+            Error::unavailable(
+                format!(
+                    "cannot open the SQLite database {}: {e}",
+                    self.settings.path.display()
+                ),
+                Some(Box::new(e)),
+            )
+        })?;
+        conn.busy_timeout(self.settings.busy_timeout)
+            .map_err(|e| sql_error("set the busy timeout", e))?;
+        let synchronous = if self.settings.sync_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous};"
+        ))
+        .map_err(|e| sql_error("set WAL mode", e))?;
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.connect(),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `call` with a connection on a blocking thread.
+    pub async fn run<T, F>(self: &Arc<Self>, call: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.take()?;
+            let outcome = call(&mut conn);
+            db.give_back(conn);
+            outcome
+        })
+        .await
+        .map_err(|e| Error::Backend(Box::new(e)))?
+    }
+
+    /// Runs `change` in one write transaction, after reaping expired values; returns its
+    /// result and the log records it (and the reaping) wrote.
+    pub async fn write<T, F>(self: &Arc<Self>, operation: &'static str, change: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer<'_>) -> Result<T> + Send + 'static,
+    {
+        let history = self.settings.history;
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sql_error(operation, e))?;
+            let mut writer = Writer {
+                tx,
+                operation,
+                now: now_ms(),
+                wrote: false,
+            };
+            writer.reap()?;
+            let outcome = change(&mut writer)?;
+            if writer.wrote {
+                writer.trim(history)?;
+            }
+            writer.tx.commit().map_err(|e| sql_error(operation, e))?;
+            Ok(outcome)
+        })
+        .await
+    }
+}
+
+/// A write transaction in progress.
+pub struct Writer<'c> {
+    pub tx: Transaction<'c>,
+    pub operation: &'static str,
+    /// The transaction's time (ms since the epoch).
+    pub now: i64,
+    wrote: bool,
+}
+
+impl Writer<'_> {
+    fn err(&self, e: rusqlite::Error) -> Error {
+        sql_error(self.operation, e)
+    }
+
+    /// The next store-wide revision.
+    pub fn next_revision(&mut self) -> Result<u64> {
+        let revision: i64 = self
+            .tx
+            .query_row(
+                "UPDATE kv_meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_error(self.operation, e))?;
+        Ok(u64::try_from(revision).unwrap_or(0))
+    }
+
+    /// The version of a live key (expired ones are reaped already).
+    pub fn version(&self, key: &str) -> Result<Option<u64>> {
+        self.tx
+            .query_row("SELECT version FROM kv_data WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes a value with a new revision; returns it.
+    pub fn put(&mut self, key: &str, value: &[u8], expires_at: Option<i64>) -> Result<u64> {
+        let revision = self.next_revision()?;
+        let version = i64::try_from(revision).unwrap_or(i64::MAX);
+        self.tx
+            .execute(
+                "INSERT INTO kv_data(key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                     version = excluded.version, expires_at = excluded.expires_at",
+                params![key, value, version, expires_at],
+            )
+            .map_err(|e| self.err(e))?;
+        self.log(version, key, PUT, Some(value))?;
+        Ok(revision)
+    }
+
+    /// Deletes a key with a new revision (a Delete record); false if it did not exist.
+    pub fn delete(&mut self, key: &str) -> Result<bool> {
+        if self.version(key)?.is_none() {
+            return Ok(false);
+        }
+        let revision = self.next_revision()?;
+        self.tx
+            .execute("DELETE FROM kv_data WHERE key = ?1", [key])
+            .map_err(|e| self.err(e))?;
+        self.log(
+            i64::try_from(revision).unwrap_or(i64::MAX),
+            key,
+            DELETE,
+            None,
+        )?;
+        Ok(true)
+    }
+
+    /// The live keys a prefix covers, sorted.
+    pub fn keys_covered(&self, prefix: &str) -> Result<Vec<String>> {
+        let (from, to) = below(prefix);
+        let mut statement = self
+            .tx
+            .prepare_cached(
+                "SELECT key FROM kv_data WHERE ?1 = '' OR key = ?1 OR (key >= ?2 AND key < ?3)
+                 ORDER BY key",
+            )
+            .map_err(|e| self.err(e))?;
+        let keys = statement
+            .query_map(params![prefix, from, to], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(keys)
+    }
+
+    fn log(&mut self, revision: i64, key: &str, kind: i64, value: Option<&[u8]>) -> Result<()> {
+        self.wrote = true;
+        self.tx
+            .execute(
+                "INSERT INTO kv_log(revision, key, kind, value) VALUES (?1, ?2, ?3, ?4)",
+                params![revision, key, kind, value],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Removes values whose TTL has passed, each with a Delete record.
+    fn reap(&mut self) -> Result<()> {
+        let expired: Vec<String> = {
+            let mut statement = self
+                .tx
+                .prepare_cached(
+                    "SELECT key FROM kv_data WHERE expires_at IS NOT NULL AND expires_at <= ?1
+                     ORDER BY expires_at, key",
+                )
+                .map_err(|e| self.err(e))?;
+            statement
+                .query_map([self.now], |r| r.get(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                .map_err(|e| self.err(e))?
+        };
+        for key in expired {
+            self.delete(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the last `history` log records; the floor records what was trimmed.
+    fn trim(&mut self, history: u64) -> Result<()> {
+        let revision: i64 = self
+            .tx
+            .query_row(
+                "SELECT value FROM kv_meta WHERE name = 'revision'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let floor = revision - i64::try_from(history).unwrap_or(i64::MAX);
+        if floor <= 0 {
+            return Ok(());
+        }
+        let trimmed = self
+            .tx
+            .execute("DELETE FROM kv_log WHERE revision <= ?1", [floor])
+            .map_err(|e| self.err(e))?;
+        if trimmed > 0 {
+            self.tx
+                .execute(
+                    "UPDATE kv_meta SET value = max(value, ?1) WHERE name = 'floor'",
+                    [floor],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The last revision trimmed from the log, and the current revision.
+pub fn floor_and_revision(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    let floor: i64 = conn.query_row("SELECT value FROM kv_meta WHERE name = 'floor'", [], |r| {
+        r.get(0)
+    })?;
+    let revision: i64 = conn.query_row(
+        "SELECT value FROM kv_meta WHERE name = 'revision'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((
+        u64::try_from(floor).unwrap_or(0),
+        u64::try_from(revision).unwrap_or(0),
+    ))
+}
+
+/// Live pairs (key, value, version) a prefix covers, sorted, at `now`.
+pub fn read_covered(
+    conn: &Connection,
+    prefix: &str,
+    now: i64,
+) -> rusqlite::Result<Vec<(String, Vec<u8>, u64)>> {
+    let (from, to) = below(prefix);
+    let mut statement = conn.prepare_cached(
+        "SELECT key, value, version FROM kv_data
+         WHERE (?1 = '' OR key = ?1 OR (key >= ?2 AND key < ?3))
+           AND (expires_at IS NULL OR expires_at > ?4)
+         ORDER BY key",
+    )?;
+    let rows = statement.query_map(params![prefix, from, to, now], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        ))
+    })?;
+    rows.collect()
+}
+
+/// One live pair, at `now`.
+pub fn read_key(
+    conn: &Connection,
+    key: &str,
+    now: i64,
+) -> rusqlite::Result<Option<(Vec<u8>, u64)>> {
+    conn.prepare_cached(
+        "SELECT value, version FROM kv_data
+         WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+    )?
+    .query_row(params![key, now], |r| {
+        Ok((r.get(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+    })
+    .optional()
+}
+
+/// Log records after `after`, up to `limit`, in order.
+pub fn read_log(conn: &Connection, after: u64, limit: usize) -> rusqlite::Result<Vec<Change>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT revision, key, kind, value FROM kv_log WHERE revision > ?1 ORDER BY revision
+         LIMIT ?2",
+    )?;
+    let rows = statement.query_map(
+        params![
+            i64::try_from(after).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |r| {
+            Ok((
+                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+            ))
+        },
+    )?;
+    rows.collect()
+}
+
+/// The earliest expiry of a value, if any (for the reaper).
+pub fn next_expiry(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT min(expires_at) FROM kv_data WHERE expires_at IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )
+}
