@@ -264,11 +264,11 @@ async fn a_killed_writer_loses_no_acknowledged_write() {
                 last = Some(line[at + "kv: ack ".len()..].parse::<u64>().unwrap());
             }
             if started.elapsed() > Duration::from_millis(1500) {
-                writer.kill().unwrap(); // SIGKILL
-                writer.wait().unwrap();
                 break;
             }
         }
+        writer.kill().unwrap(); // SIGKILL, mid-load
+        writer.wait().unwrap();
         last.expect("the writer acknowledged writes")
     })
     .await
