@@ -164,8 +164,20 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// The database file a `sqlite://` URL names (checking the URL, touching nothing).
+    pub fn path_for(url: &StoreUrl) -> Result<PathBuf> {
+        path_of(url)
+    }
+}
+
 /// The database file of a URL: `sqlite:///abs/path` or `sqlite://./rel/path`.
 fn path_of(url: &StoreUrl) -> Result<PathBuf> {
+    if url.username.is_some() || url.password.is_some() {
+        return Err(Error::invalid_url(
+            "sqlite:// URLs take no user or password",
+        ));
+    }
     let host = url.hosts.first().map(|h| h.host.as_str());
     let path = match (host, url.path.as_str()) {
         (None, "") => None,

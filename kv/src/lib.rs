@@ -1,5 +1,5 @@
 //! **kv**: one Rust API for coordination data — keys, watches, leases and locks — over
-//! etcd, Consul, ZooKeeper, Redis, sled and an in-memory namespace.
+//! etcd, Consul, ZooKeeper, Redis, SQLite, sled and an in-memory namespace.
 //!
 //! Write your service once against [`Store`]; pick the backend with a URL and a Cargo feature:
 //!
@@ -28,7 +28,8 @@
 //! | scheme | feature | backend |
 //! |---|---|---|
 //! | `memory://[name]` | `memory` (default) | in-process reference backend |
-//! | `sled:///path`, `sled://./path` | `sled` | embedded, persistent |
+//! | `sqlite:///path/kv.db`, `sqlite://./path/kv.db` | `sqlite` | embedded, shared by the processes of a machine |
+//! | `sled:///path`, `sled://./path` | `sled` | embedded, persistent, one process at a time |
 //! | `etcd://host:2379[,host...][/root]` | `etcd` | etcd v3 (3.4+) |
 //! | `redis://[user:pass@]host:6379[/db][?root=...]`, `redis+sentinel://host:26379[,host...]/service` | `redis` | Redis 6.2+, or its primary named by Sentinel |
 //! | `consul://host:8500[/root][?token=...]`, `consuls://` | `consul` | Consul 1.8+ |
@@ -41,6 +42,7 @@ pub use kv_core::*;
 /// URL schemes of every backend, with the Cargo feature that compiles it in.
 const SCHEMES: &[(&str, &str)] = &[
     ("memory", "memory"),
+    ("sqlite", "sqlite"),
     ("sled", "sled"),
     ("etcd", "etcd"),
     ("etcds", "etcd"),
@@ -69,6 +71,8 @@ pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
     match backend {
         #[cfg(feature = "memory")]
         Some("memory") => Ok(Arc::new(kv_memory::MemoryStore::from_url(url)?)),
+        #[cfg(feature = "sqlite")]
+        Some("sqlite") => Ok(Arc::new(kv_sqlite::SqliteStore::from_url(url).await?)),
         #[cfg(feature = "sled")]
         Some("sled") => Ok(Arc::new(kv_sled::SledStore::from_url(url)?)),
         #[cfg(feature = "etcd")]
@@ -98,6 +102,8 @@ pub fn compiled_schemes() -> Vec<&'static str> {
     let compiled: &[&str] = &[
         #[cfg(feature = "memory")]
         "memory",
+        #[cfg(feature = "sqlite")]
+        "sqlite",
         #[cfg(feature = "sled")]
         "sled",
         #[cfg(feature = "etcd")]

@@ -29,6 +29,10 @@ impl Deployment {
                 let dir = std::env::temp_dir().join(&leaf);
                 return Ok(format!("sled://{}", dir.display()));
             }
+            "sqlite" => {
+                let dir = std::env::temp_dir().join(&leaf);
+                return Ok(format!("sqlite://{}/kv.db", dir.display()));
+            }
             "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" => {
                 let root = match url.option("root") {
                     Some(root) if !root.is_empty() => format!("{root}/{leaf}"),
@@ -136,6 +140,11 @@ async fn cleanup(deployment: &Deployment) {
             let _ = store.close().await;
         }
         if let Some(dir) = namespace.strip_prefix("sled://") {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(file) = namespace.strip_prefix("sqlite://")
+            && let Some(dir) = std::path::Path::new(file).parent()
+        {
             let _ = std::fs::remove_dir_all(dir);
         }
         if namespace.starts_with("redis://") {

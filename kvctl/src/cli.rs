@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// kvctl: one set of verbs for every kv store — embedded sled, memory, etcd, Consul, ZooKeeper,
-/// Redis.
+/// kvctl: one set of verbs for every kv store — embedded SQLite or sled, memory, etcd, Consul,
+/// ZooKeeper, Redis.
 ///
-/// Without --store or KV_STORE, kvctl uses an embedded sled store in your data directory
-/// (~/.local/share/kv/default on Linux), so it works on a fresh machine with no server.
+/// Without --store or KV_STORE, kvctl uses an embedded SQLite store in your data directory
+/// (~/.local/share/kv/kv.db on Linux), so it works on a fresh machine with no server, and
+/// several kvctl processes (a watch, a lock, puts) can use it at once.
 ///
 /// Exit codes: 0 ok, 1 not found or precondition failed, 2 usage or invalid input, 3 store
 /// unreachable, busy or authentication failed, 4 lock lost, 5 any other error, 6 watch history
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "kvctl", version, propagate_version = false)]
 pub struct Cli {
-    /// The store URL, e.g. sled:///var/lib/kv, memory://, etcd://10.0.0.1:2379/app.
+    /// The store URL, e.g. sqlite:///var/lib/kv/kv.db, memory://, etcd://10.0.0.1:2379/app.
     #[arg(
         long,
         global = true,

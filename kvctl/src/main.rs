@@ -71,9 +71,9 @@ async fn run(cli: Cli, format: Output) -> Result<u8, Failure> {
             "kvctl: note: memory:// lives only as long as this kvctl process; nothing written here is kept"
         );
     }
-    let store = if reads_only(&cli.command) && !sled_store_exists(&parsed)? {
+    let store = if reads_only(&cli.command) && !embedded_store_exists(&parsed)? {
         // Nothing was ever written there: answer from an empty store rather than create a
-        // directory for a read (a mistyped path would otherwise leave one behind).
+        // file for a read (a mistyped path would otherwise leave one behind).
         kv::open("memory://").await?
     } else {
         kv::open_url(&parsed)
@@ -100,28 +100,35 @@ fn reads_only(command: &Command) -> bool {
     )
 }
 
-/// False for a `sled://` URL whose directory does not exist; true for every other store.
-fn sled_store_exists(url: &StoreUrl) -> Result<bool, Failure> {
-    if url.scheme != "sled" {
-        return Ok(true);
+/// False for an embedded store (`sqlite://`, `sled://`) whose file or directory does not exist;
+/// true for every other store.
+fn embedded_store_exists(url: &StoreUrl) -> Result<bool, Failure> {
+    match url.scheme.as_str() {
+        "sled" => Ok(kv_sled::SledStore::path_for(url)?.exists()),
+        "sqlite" => Ok(kv_sqlite::SqliteStore::path_for(url)?.exists()),
+        _ => Ok(true),
     }
-    Ok(kv_sled::SledStore::path_for(url)?.exists())
 }
 
-/// The embedded store is busy when another process holds it: say that, not "is a server up?".
+/// An embedded store that is busy: say what holds it, not "is a server up?".
 fn busy_hint(url: &StoreUrl, error: kv::Error) -> Failure {
-    let embedded = url.scheme == "sled";
     let failure = Failure::from(error);
-    if embedded && failure.code == code::UNREACHABLE {
-        failure.hint(
-            "the embedded store takes one process at a time: stop the other kvctl (watch, lock) or wait longer with --store 'sled:///path?busy_timeout=30s'",
-        )
-    } else {
-        failure
+    if failure.code != code::UNREACHABLE {
+        return failure;
+    }
+    match url.scheme.as_str() {
+        "sled" => failure.hint(
+            "the sled store takes one process at a time: stop the other kvctl (watch, lock) or wait longer with --store 'sled:///path?busy_timeout=30s'",
+        ),
+        "sqlite" => failure.hint(
+            "another process kept the SQLite store locked for a write longer than busy_timeout; retry, or wait longer with --store 'sqlite:///path/kv.db?busy_timeout=30s'",
+        ),
+        _ => failure,
     }
 }
 
-/// The embedded sled store in the user's data directory.
+/// The embedded SQLite store in the user's data directory. An earlier kvctl kept a sled store
+/// beside it: while only that one exists, say where it is and how to keep using it.
 fn default_store() -> Result<String, Failure> {
     let dir: PathBuf = dirs::data_dir()
         .ok_or_else(|| {
@@ -130,9 +137,20 @@ fn default_store() -> Result<String, Failure> {
                 "no data directory is known for this user; pass --store URL or set KV_STORE",
             )
         })?
-        .join("kv")
-        .join("default");
-    Ok(format!("sled://{}", dir.display()))
+        .join("kv");
+    let database = dir.join("kv.db");
+    let earlier = dir.join("default");
+    if earlier.is_dir() && !database.exists() {
+        eprintln!(
+            "kvctl: note: the default store is now SQLite at {} (several kvctl processes can \
+             use it at once); the sled store of an earlier kvctl is still at {} and is not \
+             read: use it with --store sled://{}",
+            database.display(),
+            earlier.display(),
+            earlier.display()
+        );
+    }
+    Ok(format!("sqlite://{}", database.display()))
 }
 
 async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u8, Failure> {

@@ -220,15 +220,13 @@ fn exit_codes_for_scripts() {
 }
 
 #[test]
-fn the_embedded_store_in_use_by_another_process_is_waited_for_then_exit_code_3() {
+fn a_sled_store_in_use_by_another_process_is_waited_for_then_exit_code_3() {
     let kv = Kvctl::embedded();
-    kv.expect(&["put", "k", "v"], 0);
-    let store = format!(
-        "sled://{}?busy_timeout=1s",
-        kv.home.path().join("kv/default").display()
-    );
+    let sled = format!("sled://{}", kv.home.path().join("sled").display());
+    kv.expect(&["--store", &sled, "put", "k", "v"], 0);
+    let store = format!("{sled}?busy_timeout=1s");
     let mut holder = kv
-        .command(&["lock", "busy", "--", "sleep", "30"])
+        .command(&["--store", &sled, "lock", "busy", "--", "sleep", "30"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -265,6 +263,62 @@ fn a_second_kvctl_waits_for_a_short_one_on_the_embedded_store() {
     assert_eq!(kv.expect(&["get", "k"], 0), "w");
 }
 
+/// Two kvctl processes on the default store at once: a watch sees a put from another kvctl,
+/// and two `lock`s of one key take turns (the second waits for the first's command to end).
+#[test]
+fn kvctl_processes_share_the_default_store() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["put", "app/color", "blue"], 0);
+    let mut watch = kv
+        .command(&["watch", "--tree", "app", "--count", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The initial state first: the watch is open before the put.
+    let mut out = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(first.contains("app/color"), "{first}");
+    kv.expect(&["put", "app/size", "10"], 0);
+    let mut second = String::new();
+    std::io::BufRead::read_line(&mut out, &mut second).unwrap();
+    assert!(
+        second.contains("app/size") && second.contains("10"),
+        "{second}"
+    );
+    assert!(watch.wait().unwrap().success());
+
+    let mut holder = kv
+        .command(&["lock", "demo", "--", "sleep", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(first_stderr_line(&mut holder).contains("fencing token"));
+    let began = Instant::now();
+    let output = kv.run(&["lock", "demo", "--", "true"]);
+    let waited = began.elapsed();
+    assert!(holder.wait().unwrap().success());
+    assert_status(&output, 0, &["lock", "demo"]);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the second lock did not wait for the first: {waited:?}"
+    );
+}
+
+/// A sled store left by an earlier kvctl in the data directory is not silently ignored.
+#[test]
+fn an_earlier_default_sled_store_is_pointed_out() {
+    let kv = Kvctl::embedded();
+    std::fs::create_dir_all(kv.home.path().join("kv/default")).unwrap();
+    let output = kv.run(&["ls"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sled store of an earlier kvctl") && stderr.contains("--store sled://"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_new_user_finds_no_traps() {
     let kv = Kvctl::embedded();
@@ -288,8 +342,14 @@ fn a_new_user_finds_no_traps() {
         String::from_utf8_lossy(&output.stderr).contains("nothing written here is kept"),
         "{output:?}"
     );
-    // A compacted `watch --since` has its own exit code (sled's history starts at the open,
-    // so a version written by an earlier kvctl is gone).
+    // A compacted `watch --since` has its own exit code (writes through a handle that keeps
+    // one change of history trim the older ones).
+    let short = format!(
+        "sqlite://{}?history=1",
+        kv.home.path().join("kv/kv.db").display()
+    );
+    kv.expect(&["--store", &short, "put", "session", "y"], 0);
+    kv.expect(&["--store", &short, "put", "session", "z"], 0);
     let output = kv.run(&[
         "watch", "session", "--since", "0", "--count", "1", "-o", "json",
     ]);
