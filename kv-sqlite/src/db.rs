@@ -25,6 +25,10 @@ use rusqlite::{
 /// The layout version this build writes and reads.
 pub const LAYOUT_VERSION: i64 = 1;
 
+/// The log is trimmed when a write's revision reaches a multiple of this (or of `history`, if
+/// smaller), so it keeps between `history` and `history + TRIM_EVERY` records.
+const TRIM_EVERY: i64 = 64;
+
 /// Change kinds in `kv_log`.
 pub const PUT: i64 = 0;
 /// A delete (or an expiry).
@@ -195,6 +199,8 @@ impl Db {
                 operation,
                 now: now_ms(),
                 wrote: false,
+                first: 0,
+                last: 0,
             };
             writer.reap()?;
             let outcome = change(&mut writer)?;
@@ -215,6 +221,9 @@ pub struct Writer<'c> {
     /// The transaction's time (ms since the epoch).
     pub now: i64,
     wrote: bool,
+    /// The first and last revisions logged by this transaction.
+    first: i64,
+    last: i64,
 }
 
 impl Writer<'_> {
@@ -226,11 +235,10 @@ impl Writer<'_> {
     pub fn next_revision(&mut self) -> Result<u64> {
         let revision: i64 = self
             .tx
-            .query_row(
+            .prepare_cached(
                 "UPDATE kv_meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-                [],
-                |r| r.get(0),
             )
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .map_err(|e| sql_error(self.operation, e))?;
         Ok(u64::try_from(revision).unwrap_or(0))
     }
@@ -251,12 +259,12 @@ impl Writer<'_> {
         let revision = self.next_revision()?;
         let version = i64::try_from(revision).unwrap_or(i64::MAX);
         self.tx
-            .execute(
+            .prepare_cached(
                 "INSERT INTO kv_data(key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value,
                      version = excluded.version, expires_at = excluded.expires_at",
-                params![key, value, version, expires_at],
             )
+            .and_then(|mut s| s.execute(params![key, value, version, expires_at]))
             .map_err(|e| self.err(e))?;
         self.log(version, key, PUT, Some(value))?;
         Ok(revision)
@@ -269,7 +277,8 @@ impl Writer<'_> {
         }
         let revision = self.next_revision()?;
         self.tx
-            .execute("DELETE FROM kv_data WHERE key = ?1", [key])
+            .prepare_cached("DELETE FROM kv_data WHERE key = ?1")
+            .and_then(|mut s| s.execute([key]))
             .map_err(|e| self.err(e))?;
         self.log(
             i64::try_from(revision).unwrap_or(i64::MAX),
@@ -286,7 +295,8 @@ impl Writer<'_> {
         let mut statement = self
             .tx
             .prepare_cached(
-                "SELECT key FROM kv_data WHERE ?1 = '' OR key = ?1 OR (key >= ?2 AND key < ?3)
+                "SELECT key FROM kv_data
+                 WHERE ?1 = '' OR (key >= ?1 AND key < ?3 AND (key = ?1 OR key >= ?2))
                  ORDER BY key",
             )
             .map_err(|e| self.err(e))?;
@@ -299,11 +309,15 @@ impl Writer<'_> {
 
     fn log(&mut self, revision: i64, key: &str, kind: i64, value: Option<&[u8]>) -> Result<()> {
         self.wrote = true;
+        if self.first == 0 {
+            self.first = revision;
+        }
+        self.last = revision;
         self.tx
-            .execute(
+            .prepare_cached(
                 "INSERT INTO kv_log(revision, key, kind, value) VALUES (?1, ?2, ?3, ?4)",
-                params![revision, key, kind, value],
             )
+            .and_then(|mut s| s.execute(params![revision, key, kind, value]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -329,17 +343,16 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Keeps the last `history` log records; the floor records what was trimmed.
+    /// Keeps at least the last `history` log records (trimming when this transaction's
+    /// records reach a multiple of [`TRIM_EVERY`] or `history`); the floor records what was
+    /// trimmed.
     fn trim(&mut self, history: u64) -> Result<()> {
-        let revision: i64 = self
-            .tx
-            .query_row(
-                "SELECT value FROM kv_meta WHERE name = 'revision'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
-        let floor = revision - i64::try_from(history).unwrap_or(i64::MAX);
+        let history = i64::try_from(history).unwrap_or(i64::MAX);
+        let every = TRIM_EVERY.min(history).max(1);
+        if (self.first - 1) / every == self.last / every {
+            return Ok(());
+        }
+        let floor = self.last - history;
         if floor <= 0 {
             return Ok(());
         }
@@ -375,27 +388,37 @@ pub fn floor_and_revision(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
     ))
 }
 
-/// Live pairs (key, value, version) a prefix covers, sorted, at `now`.
+/// Live pairs (key, value, version) a prefix covers, sorted, at `now`: the prefix key and the
+/// keys in [`prefix/`, `prefix0`), found by one range of the primary key.
 pub fn read_covered(
     conn: &Connection,
     prefix: &str,
     now: i64,
 ) -> rusqlite::Result<Vec<(String, Vec<u8>, u64)>> {
-    let (from, to) = below(prefix);
-    let mut statement = conn.prepare_cached(
-        "SELECT key, value, version FROM kv_data
-         WHERE (?1 = '' OR key = ?1 OR (key >= ?2 AND key < ?3))
-           AND (expires_at IS NULL OR expires_at > ?4)
-         ORDER BY key",
-    )?;
-    let rows = statement.query_map(params![prefix, from, to, now], |r| {
+    let row = |r: &rusqlite::Row<'_>| {
         Ok((
             r.get(0)?,
             r.get(1)?,
             u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
         ))
-    })?;
-    rows.collect()
+    };
+    if prefix.is_empty() {
+        let mut statement = conn.prepare_cached(
+            "SELECT key, value, version FROM kv_data
+             WHERE expires_at IS NULL OR expires_at > ?1 ORDER BY key",
+        )?;
+        return statement.query_map([now], row)?.collect();
+    }
+    let (from, to) = below(prefix);
+    let mut statement = conn.prepare_cached(
+        "SELECT key, value, version FROM kv_data
+         WHERE key >= ?1 AND key < ?3 AND (key = ?1 OR key >= ?2)
+           AND (expires_at IS NULL OR expires_at > ?4)
+         ORDER BY key",
+    )?;
+    statement
+        .query_map(params![prefix, from, to, now], row)?
+        .collect()
 }
 
 /// One live pair, at `now`.

@@ -8,6 +8,7 @@ mod raw_consul;
 mod raw_etcd;
 mod raw_redis;
 mod raw_sled;
+mod raw_sqlite;
 mod raw_zookeeper;
 
 use std::io::{IsTerminal, Write};
@@ -398,6 +399,7 @@ async fn raw_target(url: &StoreUrl) -> Result<Arc<dyn Target>, Failure> {
         "consul" => Arc::new(raw_consul::RawConsul::connect(url)?),
         "zookeeper" => Arc::new(raw_zookeeper::RawZooKeeper::connect(url).await?),
         "sled" => Arc::new(raw_sled::RawSled::open()?),
+        "sqlite" => Arc::new(raw_sqlite::RawSqlite::open()?),
         other => {
             return Err(unsupported(&format!(
                 "no raw baseline for {other}:// (memory's baseline is the criterion bench)"
