@@ -9,9 +9,11 @@
 //! - `kv_meta(name, value)`: `revision` (the store-wide counter every version and fencing token
 //!   comes from), `floor` (the last revision trimmed from the log), `layout`.
 //!
-//! Every change runs in one `BEGIN IMMEDIATE` transaction that first removes expired values
-//! (each with a Delete record), so whichever process writes also reaps; readers skip expired
-//! values by time. Connections wait up to `busy_timeout` for another process's write.
+//! Every change runs in one `BEGIN IMMEDIATE` transaction; an expired value it finds on its way
+//! is removed first with a Delete record, and each handle's reaper removes the others (at the
+//! next expiry, and at least once a second), so expiry needs no particular process; readers
+//! skip expired values by time. Connections wait up to `busy_timeout` for another process's
+//! write.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -202,7 +204,6 @@ impl Db {
                 first: 0,
                 last: 0,
             };
-            writer.reap()?;
             let outcome = change(&mut writer)?;
             if writer.wrote {
                 writer.trim(history)?;
@@ -243,15 +244,27 @@ impl Writer<'_> {
         Ok(u64::try_from(revision).unwrap_or(0))
     }
 
-    /// The version of a live key (expired ones are reaped already).
-    pub fn version(&self, key: &str) -> Result<Option<u64>> {
-        self.tx
-            .query_row("SELECT version FROM kv_data WHERE key = ?1", [key], |r| {
-                r.get::<_, i64>(0)
+    /// The version of a live key; an expired value found there is removed first, with its
+    /// Delete record (as the reaper would have).
+    pub fn version(&mut self, key: &str) -> Result<Option<u64>> {
+        let found = self
+            .tx
+            .prepare_cached("SELECT version, expires_at FROM kv_data WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row([key], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+                })
+                .optional()
             })
-            .optional()
-            .map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)))
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        match found {
+            Some((_, Some(expires_at))) if expires_at <= self.now => {
+                self.remove(key)?;
+                Ok(None)
+            }
+            Some((version, _)) => Ok(Some(u64::try_from(version).unwrap_or(0))),
+            None => Ok(None),
+        }
     }
 
     /// Writes a value with a new revision; returns it.
@@ -270,11 +283,17 @@ impl Writer<'_> {
         Ok(revision)
     }
 
-    /// Deletes a key with a new revision (a Delete record); false if it did not exist.
+    /// Deletes a live key with a new revision (a Delete record); false if there was none.
     pub fn delete(&mut self, key: &str) -> Result<bool> {
         if self.version(key)?.is_none() {
             return Ok(false);
         }
+        self.remove(key)?;
+        Ok(true)
+    }
+
+    /// Removes a key's row with a new revision and a Delete record.
+    fn remove(&mut self, key: &str) -> Result<()> {
         let revision = self.next_revision()?;
         self.tx
             .prepare_cached("DELETE FROM kv_data WHERE key = ?1")
@@ -285,8 +304,7 @@ impl Writer<'_> {
             key,
             DELETE,
             None,
-        )?;
-        Ok(true)
+        )
     }
 
     /// The live keys a prefix covers, sorted.
@@ -322,8 +340,8 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Removes values whose TTL has passed, each with a Delete record.
-    fn reap(&mut self) -> Result<()> {
+    /// Removes values whose TTL has passed, each with a Delete record (the reaper's job).
+    pub fn reap(&mut self) -> Result<()> {
         let expired: Vec<String> = {
             let mut statement = self
                 .tx
@@ -338,7 +356,7 @@ impl Writer<'_> {
                 .map_err(|e| self.err(e))?
         };
         for key in expired {
-            self.delete(&key)?;
+            self.remove(&key)?;
         }
         Ok(())
     }

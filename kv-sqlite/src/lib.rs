@@ -10,9 +10,9 @@
 //! - Every change is one transaction: the value, its version from the store-wide revision
 //!   counter, and a change-log record. Watches read the log; in this process they wake at
 //!   once, for other processes within `poll` (`PRAGMA data_version`).
-//! - TTL values expire by wall-clock time: reads skip them at once, and every write transaction
-//!   (a handle's reaper too, at the next expiry) deletes them with a Delete record — whichever
-//!   process has the store open.
+//! - TTL values expire by wall-clock time: reads skip them at once, and each open handle's
+//!   reaper deletes them with a Delete record at their expiry (TTLs other processes wrote:
+//!   within a second) — whichever process has the store open.
 //! - Locks are rows with a lease, renewed by their holder: they exclude holders in every
 //!   process (`locks_process_local = false`), with fencing tokens from the revision counter.
 //!
@@ -244,7 +244,7 @@ async fn reap(inner: std::sync::Weak<Inner>) {
             .run(|conn| db::next_expiry(conn).map_err(|e| db::sql_error("reap", e)));
         let wait = match next.await {
             Ok(Some(at)) if at <= now_ms() => {
-                if store.db.write("reap", |_| Ok(())).await.is_ok() {
+                if store.db.write("reap", |w| w.reap()).await.is_ok() {
                     store.signal();
                 }
                 continue;
