@@ -257,6 +257,10 @@ pub struct BenchArgs {
     /// kv, the backend's raw client, or both, in the same run.
     #[arg(long = "impl", value_enum, default_value_t = BenchImpl::Kv)]
     pub implementation: BenchImpl,
+    /// If no operation finishes for this long, report the store as hung and exit 5 (a store
+    /// that deadlocks is reported, not waited on forever).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub stall: std::time::Duration,
 }
 
 /// An operation `bench` measures.

@@ -817,3 +817,50 @@ fn a_write_whose_answer_never_came_exits_7_outcome_unknown() {
     drop(proxy);
     drop(runtime);
 }
+
+/// A store that stops answering mid-bench (a frozen server, with calls allowed to wait 60 s)
+/// is reported as hung after `--stall`, with exit code 5, instead of being waited on.
+#[test]
+fn bench_reports_a_hung_store_instead_of_waiting_forever() {
+    use conformance::servers::{Launcher, RedisProcess};
+    if conformance::servers::opted_out("redis", "bench watchdog test") {
+        return;
+    }
+    let server = RedisProcess.start().unwrap();
+    let store = format!("{}?timeout=60s", server.url);
+    let kv = Kvctl::embedded();
+    let mut bench = kv
+        .command(&[
+            "--store",
+            &store,
+            "bench",
+            "--ops",
+            "get",
+            "--concurrency",
+            "1",
+            "--duration",
+            "30s",
+            "--rounds",
+            "1",
+            "--stall",
+            "2s",
+            "-o",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    server.pause().unwrap();
+    let paused = Instant::now();
+    let output = bench.wait_with_output().unwrap();
+    let took = paused.elapsed();
+    server.resume().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the store hung"), "{stderr}");
+    let lines = json_lines(std::str::from_utf8(&output.stdout).unwrap());
+    assert_eq!(lines.last().unwrap()["kind"], "hung");
+    assert!(took < Duration::from_secs(10), "reported after {took:?}");
+}

@@ -68,6 +68,71 @@ impl Sample {
     }
 }
 
+/// The bench's watchdog, started by [`run`].
+static WATCHDOG: std::sync::OnceLock<Watchdog> = std::sync::OnceLock::new();
+
+/// Ends the process when no operation has finished for `stall`: on an OS thread of its own,
+/// because a store that deadlocks can hold the runtime's worker threads.
+struct Watchdog {
+    /// Milliseconds since `started` at the last finished operation (or start of a run).
+    last: Arc<AtomicU64>,
+    /// What runs now, for the report.
+    running: Arc<std::sync::Mutex<String>>,
+    started: Instant,
+}
+
+impl Watchdog {
+    fn start(stall: Duration, json: bool) -> Watchdog {
+        let watchdog = Watchdog {
+            last: Arc::new(AtomicU64::new(0)),
+            running: Arc::new(std::sync::Mutex::new("setup".to_owned())),
+            started: Instant::now(),
+        };
+        let (last, running, started) = (
+            watchdog.last.clone(),
+            watchdog.running.clone(),
+            watchdog.started,
+        );
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let idle = started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                if idle < stall {
+                    continue;
+                }
+                let running = running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let message = format!(
+                    "no operation finished for {} during {running}: the store hung (raise --stall \
+                     if it is only slow)",
+                    humantime::format_duration(stall)
+                );
+                if json {
+                    println!(
+                        "{}",
+                        json!({"error": message, "kind": "hung", "exit_code": code::OTHER})
+                    );
+                }
+                eprintln!("kvctl: bench: {message}");
+                std::process::exit(code::OTHER);
+            }
+        });
+        watchdog
+    }
+
+    /// Records progress (an operation finished, or a run began).
+    fn alive(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    fn running(&self, what: String) {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = what;
+        self.alive();
+    }
+}
+
 /// How long, or how many operations, each measurement runs.
 #[derive(Clone, Copy)]
 struct Budget {
@@ -82,6 +147,10 @@ where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = OpResult<()>> + Send,
 {
+    let watchdog = WATCHDOG.get();
+    if let Some(watchdog) = watchdog {
+        watchdog.running(label.to_owned());
+    }
     let op = Arc::new(op);
     let started = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
@@ -105,6 +174,9 @@ where
                         Ok(()) => micros
                             .push(u32::try_from(begun.elapsed().as_micros()).unwrap_or(u32::MAX)),
                         Err(_) => errors += 1,
+                    }
+                    if let Some(watchdog) = watchdog {
+                        watchdog.alive();
                     }
                 }
                 (micros, errors)
@@ -245,6 +317,11 @@ pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failu
         s => s.to_owned(),
     };
     let run_id = format!("kvbench-{:08x}", fastrand::u32(..));
+    if let Some(watchdog) = WATCHDOG.get() {
+        watchdog.running("setup".to_owned());
+    } else {
+        let _ = WATCHDOG.set(Watchdog::start(args.stall, out.json()));
+    }
     if !out.json() {
         out.emit(json!({}), || {
             format!(
