@@ -829,7 +829,7 @@ fn bench_reports_a_hung_store_instead_of_waiting_forever() {
     let server = RedisProcess.start().unwrap();
     let store = format!("{}?timeout=60s", server.url);
     let kv = Kvctl::embedded();
-    let mut bench = kv
+    let bench = kv
         .command(&[
             "--store",
             &store,
