@@ -3,11 +3,15 @@
 //! Layout (one file, WAL mode; `kv_meta.layout` records its version):
 //! - `kv_data(key, value, version, expires_at)`: live values; `expires_at` in ms since the Unix
 //!   epoch, NULL without TTL. Keys are TEXT compared bytewise (kv's order).
-//! - `kv_log(revision, key, kind, value)`: one record per change (kind 0 put, 1 delete), the
+//! - `kv_log(revision, key, kind, value)`: one record per change (kind 0 put, 1 delete, 2 a
+//!   lock taken: its fencing token), the
 //!   history watches tail and `since` resumes from; trimmed to `history` records.
 //! - `kv_locks(key, subtree, token, value, expires_at)`: held locks with their lease.
-//! - `kv_meta(name, value)`: `revision` (the store-wide counter every version and fencing token
-//!   comes from), `floor` (the last revision trimmed from the log), `layout`.
+//! - `kv_meta(name, value)`: `floor` (the last revision trimmed from the log), `layout`.
+//!
+//! The store-wide revision, which every version and fencing token comes from, is the log's last
+//! record: each revision is logged, and trimming always keeps the last `history` (≥ 1) records,
+//! so it only grows. A write changes two B-trees (the value, the log).
 //!
 //! Every change runs in one `BEGIN IMMEDIATE` transaction; an expired value it finds on its way
 //! is removed first with a Delete record, and each handle's reaper removes the others (at the
@@ -24,6 +28,10 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+/// Connections kept open for reuse (tokio runs at most 512 blocking threads; a call that finds
+/// none idle opens one, and one given back beyond this is closed).
+const MAX_IDLE: usize = 64;
+
 /// The layout version this build writes and reads.
 pub const LAYOUT_VERSION: i64 = 1;
 
@@ -35,6 +43,8 @@ const TRIM_EVERY: i64 = 64;
 pub const PUT: i64 = 0;
 /// A delete (or an expiry).
 pub const DELETE: i64 = 1;
+/// A lock taken (the revision is its fencing token); not a change of data.
+pub const LOCK: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv_meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -49,7 +59,7 @@ CREATE TABLE IF NOT EXISTS kv_locks(
     key TEXT NOT NULL, subtree INTEGER NOT NULL, token INTEGER NOT NULL, value BLOB NOT NULL,
     expires_at INTEGER NOT NULL, PRIMARY KEY(key, subtree)
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO kv_meta VALUES ('revision', 0), ('floor', 0), ('layout', 1);
+INSERT OR IGNORE INTO kv_meta VALUES ('floor', 0), ('layout', 1);
 ";
 
 /// How the database is opened.
@@ -162,7 +172,7 @@ impl Db {
 
     fn give_back(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < 8 {
+        if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
     }
@@ -232,16 +242,28 @@ impl Writer<'_> {
         sql_error(self.operation, e)
     }
 
-    /// The next store-wide revision.
+    /// The next store-wide revision: one more than the last one logged (by this transaction,
+    /// or before it). The caller logs it.
     pub fn next_revision(&mut self) -> Result<u64> {
-        let revision: i64 = self
-            .tx
-            .prepare_cached(
-                "UPDATE kv_meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
-            )
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
-            .map_err(|e| sql_error(self.operation, e))?;
-        Ok(u64::try_from(revision).unwrap_or(0))
+        if self.last == 0 {
+            let last: Option<i64> = self
+                .tx
+                .prepare_cached("SELECT max(revision) FROM kv_log")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(|e| sql_error(self.operation, e))?;
+            let floor: i64 = self
+                .tx
+                .prepare_cached("SELECT value FROM kv_meta WHERE name = 'floor'")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .map_err(|e| sql_error(self.operation, e))?;
+            self.last = last.unwrap_or(0).max(floor);
+        }
+        Ok(u64::try_from(self.last + 1).unwrap_or(0))
+    }
+
+    /// Logs a lock taken with fencing token `token` (from [`Writer::next_revision`]).
+    pub fn log_lock(&mut self, key: &str, token: u64) -> Result<()> {
+        self.log(i64::try_from(token).unwrap_or(i64::MAX), key, LOCK, None)
     }
 
     /// The version of a live key; an expired value found there is removed first, with its
@@ -392,17 +414,15 @@ impl Writer<'_> {
 
 /// The last revision trimmed from the log, and the current revision.
 pub fn floor_and_revision(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
-    let floor: i64 = conn.query_row("SELECT value FROM kv_meta WHERE name = 'floor'", [], |r| {
-        r.get(0)
-    })?;
-    let revision: i64 = conn.query_row(
-        "SELECT value FROM kv_meta WHERE name = 'revision'",
-        [],
-        |r| r.get(0),
-    )?;
+    let floor: i64 = conn
+        .prepare_cached("SELECT value FROM kv_meta WHERE name = 'floor'")?
+        .query_row([], |r| r.get(0))?;
+    let revision: Option<i64> = conn
+        .prepare_cached("SELECT max(revision) FROM kv_log")?
+        .query_row([], |r| r.get(0))?;
     Ok((
         u64::try_from(floor).unwrap_or(0),
-        u64::try_from(revision).unwrap_or(0),
+        u64::try_from(revision.unwrap_or(0).max(floor)).unwrap_or(0),
     ))
 }
 

@@ -128,6 +128,7 @@ impl SqliteLock {
                     return Ok(None);
                 }
                 let token = w.next_revision()?;
+                w.log_lock(key.as_str(), token)?;
                 w.tx.execute(
                     "INSERT INTO kv_locks(key, subtree, token, value, expires_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",

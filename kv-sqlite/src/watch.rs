@@ -11,7 +11,7 @@ use kv_core::{
 };
 
 use crate::Inner;
-use crate::db::{self, DELETE, floor_and_revision, now_ms, read_covered, read_key, read_log};
+use crate::db::{self, DELETE, LOCK, floor_and_revision, now_ms, read_covered, read_key, read_log};
 
 /// Log records read per batch.
 const BATCH: usize = 512;
@@ -126,6 +126,9 @@ impl Tail {
             let full = records.len() >= BATCH;
             for (revision, key, kind, value) in records {
                 self.position = revision;
+                if kind == LOCK {
+                    continue;
+                }
                 let concerned = if self.tree {
                     covers(&self.path, &key)
                 } else {
