@@ -121,6 +121,18 @@ async fn child() {
                 say(format!("held {from} {to} {token}"));
             }
         }
+        // Puts `ttl/k` with a TTL of `arg` ms and exits at once.
+        "ttl" => {
+            store
+                .put(
+                    "ttl/k",
+                    b"v",
+                    PutOptions::default().ttl(Duration::from_millis(arg)),
+                )
+                .await
+                .unwrap();
+            say("put".to_owned());
+        }
         // Writes `load/<i>` until killed, reporting each acknowledged write.
         "load" => {
             for i in 0.. {
@@ -290,5 +302,38 @@ async fn a_killed_writer_loses_no_acknowledged_write() {
         "sqlite: a writer killed with SIGKILL after {} acknowledged puts: all kept ({} keys)",
         acked + 1,
         kept.len()
+    );
+}
+
+/// A TTL written by a process that has exited still expires with a Delete event: whichever
+/// process has the store open reaps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_from_a_process_that_is_gone_expires_with_a_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = store_url(&dir);
+    let store = SqliteStore::open(&url).await.unwrap();
+    let mut watch = store
+        .watch_tree("ttl", WatchOptions::default())
+        .await
+        .unwrap();
+    let writer = spawn_child("ttl", &url, 300);
+    tokio::task::spawn_blocking(move || lines_of(writer))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        kinds.push(event.kind);
+    }
+    assert_eq!(kinds, [EventKind::Put, EventKind::Delete]);
+    assert!(!store.exists("ttl/k").await.unwrap());
+    eprintln!(
+        "sqlite: a 300 ms TTL from a process that exited: Delete {:?} after the writer was gone",
+        started.elapsed()
     );
 }
