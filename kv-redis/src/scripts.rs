@@ -7,6 +7,7 @@
 //! | `P:idx` | sorted set | every key, score 0: prefix listing by `ZRANGEBYLEX`, never `SCAN` |
 //! | `P:exp` | sorted set | keys with a TTL, scored by expiry |
 //! | `P:rev` | string | the last revision handed out (versions, fencing tokens) |
+//! | `P:epoch` | string | the server time when `P:rev` started at 1: a restart that lost the data starts a new epoch |
 //! | `P:log` | stream | change records, id `<revision>-<n>`: live watches and `since` history |
 //! | `P:floor` | string | id of the last record trimmed from the log |
 //! | `P:lk:<key>`, `P:ls:<key>` | hash | key / subtree lock: `t` token, `v` holder value (PEXPIRE) |
@@ -53,7 +54,16 @@ local function log(rev, seq, k, kind, v)
     redis.call('SET', P .. ':floor', first)
   end
 end
-local function next_rev() return redis.call('INCR', P .. ':rev') end
+-- A new revision counter (a new store, or one a restart emptied) gets a new epoch: the
+-- server's time, which watches compare to notice that the data they followed is gone.
+local function next_rev()
+  local rev = redis.call('INCR', P .. ':rev')
+  if rev == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', P .. ':epoch', t[1] .. '.' .. t[2])
+  end
+  return rev
+end
 local function drop(k)
   redis.call('DEL', dkey(k))
   redis.call('ZREM', P .. ':idx', k)
@@ -254,7 +264,7 @@ if tree then
   for _, k in ipairs(redis.call('ZRANGEBYLEX', P .. ':idx', lo, hi)) do add(k) end
 end
 local last = redis.call('XREVRANGE', P .. ':log', '+', '-', 'COUNT', 1)[1]
-return {last and last[1] or '0-0', out}
+return {last and last[1] or '0-0', out, redis.call('GET', P .. ':epoch') or ''}
 "#,
     )
 });
@@ -332,7 +342,8 @@ pub static READ_LOG: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local floor = redis.call('GET', P .. ':floor') or '0-0'
 local rev = redis.call('GET', P .. ':rev') or '0'
-return {floor, redis.call('XRANGE', P .. ':log', '(' .. ARGV[3], '+', 'COUNT', tonumber(ARGV[4])), rev}
+local epoch = redis.call('GET', P .. ':epoch') or ''
+return {floor, redis.call('XRANGE', P .. ':log', '(' .. ARGV[3], '+', 'COUNT', tonumber(ARGV[4])), rev, epoch}
 "#,
     )
 });

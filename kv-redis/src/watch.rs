@@ -15,6 +15,9 @@ use crate::{Inner, scripts};
 
 /// How long one `XREAD` blocks before the reader checks whether it should stop.
 const BLOCK: Duration = Duration::from_millis(500);
+/// A stored pair as the scripts return it: key, value, version.
+type Stored = (String, Vec<u8>, u64);
+
 /// Records read per batch.
 const BATCH: usize = 512;
 
@@ -26,6 +29,7 @@ pub(crate) async fn open(
     options: WatchOptions,
 ) -> Result<WatchStream> {
     inner.capabilities.check_watch(&options)?;
+    let mut snapshot_epoch = None;
     let (initial, from) = match options.since {
         Some(since) => {
             let floor = trimmed_through(&inner).await?;
@@ -40,8 +44,9 @@ pub(crate) async fn open(
         None => {
             let mut invocation = inner.reading(&scripts::SNAPSHOT);
             invocation.arg(path).arg(if tree { "tree" } else { "key" });
-            let (last, pairs): (String, Vec<(String, Vec<u8>, u64)>) =
+            let (last, pairs, epoch): (String, Vec<Stored>, String) =
                 inner.invoke("watch", invocation).await?;
+            snapshot_epoch = Some(epoch);
             let mut events = pairs
                 .into_iter()
                 .map(|(key, value, version)| {
@@ -65,6 +70,7 @@ pub(crate) async fn open(
         tree,
         last_id: from,
         resuming: options.since.is_some(),
+        epoch: snapshot_epoch,
     };
     tokio::spawn(reader.run(conn, sender));
     Ok(stream)
@@ -118,6 +124,8 @@ struct Reader {
     last_id: String,
     /// Resuming with `since`: missing records then mean compaction, not lag.
     resuming: bool,
+    /// The store's epoch this watch follows (known from the snapshot or the first read).
+    epoch: Option<String>,
 }
 
 /// A log id as a comparable pair.
@@ -135,9 +143,9 @@ impl Reader {
             let read = tokio::select! {
                 _ = self.inner.closed.cancelled() => return sender.fail(Error::Closed),
                 _ = sender.closed() => return,
-                read = self.inner.invoke::<(String, Vec<(String, Vec<Vec<u8>>)>, u64)>("watch", invocation) => read,
+                read = self.inner.invoke::<(String, Vec<(String, Vec<Vec<u8>>)>, u64, String)>("watch", invocation) => read,
             };
-            let (floor, records, revision) = match read {
+            let (floor, records, revision, epoch) = match read {
                 Ok(read) => read,
                 Err(error) if error.is_retryable() => match self.reconnect(&sender).await {
                     Ok(fresh) => {
@@ -149,6 +157,23 @@ impl Reader {
                 Err(error) => return sender.fail(error),
             };
             let (seen, _) = id_of(&self.last_id);
+            let followed = self.epoch.get_or_insert_with(|| epoch.clone());
+            if followed.is_empty() && seen == 0 {
+                // The store had never been written when this watch began: nothing to lose.
+                followed.clone_from(&epoch);
+            }
+            if *followed != epoch {
+                // The revision counter started again (a restart without persistence, a flush)
+                // and writes may already have reused the revisions this watch has seen.
+                return sender.fail(Error::unavailable(
+                    format!(
+                        "the Redis server lost its data (kv's revision counter started again, \
+                         as after a restart without persistence; this watch had seen revision \
+                         {seen}); the watch ended: re-read and watch again"
+                    ),
+                    None,
+                ));
+            }
             if revision < seen {
                 // A server restarted without persistence (or flushed): the revision went back
                 // below what this watch has seen, and later writes would reuse its versions.

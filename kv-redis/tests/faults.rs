@@ -151,3 +151,42 @@ conformance::fault_tests!(
     "?root=faults&timeout=1s",
     |url: String| async move { RedisStore::open(&url).await }
 );
+
+/// The data a watch follows is lost (FLUSHALL, as a restart without persistence) and a new
+/// write reuses the revision the watch has seen, all before the watch reads again: the watch
+/// ends with an error instead of waiting, silent, for revisions that will never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_when_the_data_is_lost_and_revisions_are_reused() {
+    if skipped() {
+        return;
+    }
+    let server = RedisProcess.start().unwrap();
+    let url = format!("{}?root=lost&timeout=2s", server.url);
+    let store = RedisStore::open(&url).await.unwrap();
+    let other = RedisStore::open(&url).await.unwrap();
+    store.put("k", b"1", PutOptions::default()).await.unwrap();
+    let mut watch = store.watch("k", WatchOptions::default()).await.unwrap();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.version, 1);
+    // While the watch blocks on the log: the data goes, and revision 1 is handed out again.
+    let port = conformance::faults::server_addr(&server.url)
+        .unwrap()
+        .port();
+    assert!(probe(port, b"FLUSHALL\r\nQUIT\r\n").is_some_and(|r| r.starts_with("+OK")));
+    assert_eq!(
+        other
+            .put("k", b"again", PutOptions::default())
+            .await
+            .unwrap(),
+        1
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("a silent watch after the data was lost");
+    match ended {
+        Some(Err(Error::Unavailable { message, .. })) => {
+            assert!(message.contains("lost its data"), "{message}");
+        }
+        other => panic!("expected the watch to end with Unavailable, got {other:?}"),
+    }
+}
