@@ -172,7 +172,7 @@ async fn drop_redis_bookkeeping(namespace: &str) {
         return;
     };
     let prefix = format!("kv{{{root}}}");
-    let keys: Vec<String> = ["idx", "exp", "rev", "log", "floor", "lki", "lsi"]
+    let keys: Vec<String> = ["idx", "exp", "rev", "epoch", "log", "floor", "lki", "lsi"]
         .iter()
         .map(|name| format!("{prefix}:{name}"))
         .collect();
