@@ -246,17 +246,9 @@ impl Writer<'_> {
     /// or before it). The caller logs it.
     pub fn next_revision(&mut self) -> Result<u64> {
         if self.last == 0 {
-            let last: Option<i64> = self
-                .tx
-                .prepare_cached("SELECT max(revision) FROM kv_log")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .map_err(|e| sql_error(self.operation, e))?;
-            let floor: i64 = self
-                .tx
-                .prepare_cached("SELECT value FROM kv_meta WHERE name = 'floor'")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)))
-                .map_err(|e| sql_error(self.operation, e))?;
-            self.last = last.unwrap_or(0).max(floor);
+            let (_, revision) =
+                floor_and_revision(&self.tx).map_err(|e| sql_error(self.operation, e))?;
+            self.last = i64::try_from(revision).unwrap_or(i64::MAX);
         }
         Ok(u64::try_from(self.last + 1).unwrap_or(0))
     }
