@@ -135,7 +135,8 @@ impl Db {
         Ok(db)
     }
 
-    fn connect(&self) -> Result<Connection> {
+    /// A new connection with the store's settings (busy timeout, WAL, synchronous).
+    pub fn connect(&self) -> Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;

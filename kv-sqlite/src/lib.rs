@@ -205,15 +205,17 @@ async fn poll_for_changes(inner: std::sync::Weak<Inner>) {
         }
         let poll = store.poll;
         if store.changed.receiver_count() > 0 {
-            let path = store.db.settings.path.clone();
+            let db = store.db.clone();
             let taken = conn.take();
             let polled = tokio::task::spawn_blocking(move || {
                 let conn = match taken {
                     Some(conn) => conn,
-                    None => rusqlite::Connection::open(&path)?,
+                    None => db.connect()?,
                 };
-                let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-                Ok::<_, rusqlite::Error>((conn, version))
+                let version: i64 = conn
+                    .query_row("PRAGMA data_version", [], |r| r.get(0))
+                    .map_err(|e| db::sql_error("poll", e))?;
+                Ok::<_, Error>((conn, version))
             })
             .await;
             if let Ok(Ok((kept, version))) = polled {
