@@ -36,6 +36,7 @@ pub mod clusters;
 #[cfg(feature = "testcontainers")]
 pub mod containers;
 pub mod faults;
+pub mod native;
 pub mod servers;
 mod support;
 

@@ -5,12 +5,16 @@
 //! data under `app!kv/key/...` and `app!kv/subtree/...` (no root: `!kv/...`, and the top-level
 //! key `!kv` is then reserved), never inside `app/`.
 //!
-//! A key written with a TTL carries its expiry time (Unix milliseconds) in Consul's `Flags`;
-//! readers treat it as gone from that moment, before Consul's session reaper deletes it.
+//! A key written with a TTL is bound to a kv session and carries its expiry time (Unix
+//! milliseconds) in Consul's `Flags`, tagged with `kv` in the top 16 bits; readers treat it as
+//! gone from that moment, before Consul's session reaper deletes it. Any other key is a plain
+//! key whatever its `Flags` (`consul kv put -flags=42 app/f v` is the kv key `f`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kv_core::{Error, Result};
+
+use crate::api::Entry;
 
 /// The lock area's name beside the root.
 const LOCKS: &str = "!kv";
@@ -100,16 +104,31 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The `Flags` of a write: its expiry time, or 0 for none.
+/// The top 16 bits of the `Flags` of a kv TTL key: `kv`.
+const EXPIRY_TAG: u64 = 0x6b76 << 48;
+/// The bits of those `Flags` that hold the expiry time.
+const EXPIRY_MASK: u64 = (1 << 48) - 1;
+
+/// The `Flags` of a write: its tagged expiry time, or 0 for none.
 pub(crate) fn expiry_flags(ttl: Option<Duration>) -> u64 {
     ttl.map_or(0, |ttl| {
-        now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        let at = now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        EXPIRY_TAG | at.min(EXPIRY_MASK)
     })
 }
 
-/// True if an entry with these `Flags` has expired by `now` (milliseconds).
-pub(crate) fn expired(flags: u64, now: u64) -> bool {
-    flags != 0 && flags <= now
+impl Entry {
+    /// When a kv TTL key expires (Unix milliseconds): only a key bound to a session whose
+    /// `Flags` carry kv's tag has an expiry.
+    pub(crate) fn expiry(&self) -> Option<u64> {
+        (self.session.is_some() && self.flags & !EXPIRY_MASK == EXPIRY_TAG)
+            .then_some(self.flags & EXPIRY_MASK)
+    }
+
+    /// True if this is a kv TTL key whose time has passed by `now` (milliseconds).
+    pub(crate) fn expired(&self, now: u64) -> bool {
+        self.expiry().is_some_and(|at| at <= now)
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +154,30 @@ mod tests {
         assert_eq!(bare.kv_key("!kv/key/x", ""), None);
         assert!(bare.check_key("!kv/x").is_err());
         assert!(layout.check_key("!kv/x").is_ok());
-        assert!(expired(5, 5) && !expired(0, 5) && !expired(6, 5));
+    }
+
+    #[test]
+    fn only_tagged_session_keys_expire() {
+        let entry = |flags: u64, session: Option<&str>| Entry {
+            key: "k".into(),
+            flags,
+            value: Default::default(),
+            modify_index: 1,
+            session: session.map(str::to_owned),
+        };
+        let flags = expiry_flags(Some(Duration::from_secs(1)));
+        let at = entry(flags, Some("s")).expiry().unwrap();
+        assert!(at.abs_diff(now_ms() + 1000) < 1000);
+        assert!(entry(flags, Some("s")).expired(at) && !entry(flags, Some("s")).expired(at - 1));
+        assert!(
+            !entry(flags, None).expired(u64::MAX),
+            "no session: a plain key"
+        );
+        assert!(
+            !entry(42, Some("s")).expired(u64::MAX),
+            "foreign flags: a plain key"
+        );
+        assert!(!entry(42, None).expired(u64::MAX));
+        assert_eq!(expiry_flags(None), 0);
     }
 }

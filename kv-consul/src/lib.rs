@@ -42,7 +42,7 @@ use kv_core::{
 };
 
 use crate::api::{Api, Entry, SessionSpec, TxnOp};
-use crate::layout::{Layout, expired, expiry_flags, now_ms};
+use crate::layout::{Layout, expiry_flags, now_ms};
 
 /// Default timeout of every call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -230,10 +230,7 @@ impl Inner {
             .api
             .read("get", &self.layout.data_key(key), false, None)
             .await?;
-        Ok(read
-            .entries
-            .into_iter()
-            .find(|e| !expired(e.flags, now_ms())))
+        Ok(read.entries.into_iter().find(|e| !e.expired(now_ms())))
     }
 
     /// Writes a key (replacing any TTL session it had) if `precondition` holds; returns the
@@ -318,7 +315,7 @@ impl Inner {
                             .await?
                             .entries
                             .into_iter()
-                            .find(|e| expired(e.flags, now_ms())),
+                            .find(|e| e.expired(now_ms())),
                         _ => None,
                     };
                     match stale {
@@ -338,7 +335,7 @@ impl Inner {
         let now = now_ms();
         let mut pairs: Vec<KvPair> = entries
             .into_iter()
-            .filter(|e| !expired(e.flags, now))
+            .filter(|e| !e.expired(now))
             .filter_map(|e| {
                 let key = self.layout.kv_key(&e.key, prefix)?;
                 Some(KvPair {
@@ -397,7 +394,7 @@ impl Store for ConsulStore {
         let consul_key = self.inner.layout.data_key(key);
         let ops = [TxnOp::get(&consul_key), TxnOp::delete(&consul_key)];
         match self.inner.api.txn("delete", &ops).await? {
-            Ok(entries) => Ok(entries.iter().any(|e| !expired(e.flags, now_ms()))),
+            Ok(entries) => Ok(entries.iter().any(|e| !e.expired(now_ms()))),
             Err(_) => Ok(false),
         }
     }
@@ -495,7 +492,7 @@ impl Store for ConsulStore {
             TxnOp::delete(&consul_key),
         ];
         match self.inner.api.txn("atomic_delete", &ops).await? {
-            Ok(entries) if entries.iter().all(|e| !expired(e.flags, now_ms())) => Ok(()),
+            Ok(entries) if entries.iter().all(|e| !e.expired(now_ms())) => Ok(()),
             Ok(_) => Err(Error::conflict(key, "the key's TTL had passed")),
             Err(rollback) => Err(Error::conflict(
                 key,
@@ -562,7 +559,7 @@ async fn delete_everything(inner: &Inner) -> Result<u64> {
                 format!("Consul rolled back delete_tree: {}", rollback.what).into(),
             ));
         }
-        removed += batch.iter().filter(|e| !expired(e.flags, now)).count() as u64;
+        removed += batch.iter().filter(|e| !e.expired(now)).count() as u64;
     }
     Ok(removed)
 }

@@ -13,7 +13,7 @@ use kv_core::{
 
 use crate::Inner;
 use crate::api::{Entry, Read};
-use crate::layout::{expired, now_ms};
+use crate::layout::now_ms;
 
 /// Longest wait of one blocking query. It bounds how long a watch can go without hearing the
 /// server: a connection that silently stopped (a partition that holds traffic) is noticed when
@@ -120,7 +120,7 @@ impl Watcher {
         let now = now_ms();
         let mut current = BTreeMap::new();
         for entry in read.entries {
-            if expired(entry.flags, now) {
+            if entry.expired(now) {
                 continue;
             }
             let Some(key) = self.inner.layout.kv_key(&entry.key, &self.target) else {
@@ -129,12 +129,13 @@ impl Watcher {
             if !self.recurse && key != self.target {
                 continue;
             }
+            let expires_ms = entry.expiry();
             current.insert(
                 Key::from_normalized(key),
                 Observed {
                     value: entry.value,
                     version: entry.modify_index,
-                    expires_ms: (entry.flags != 0).then_some(entry.flags),
+                    expires_ms,
                 },
             );
         }
