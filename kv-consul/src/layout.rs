@@ -12,12 +12,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kv_core::{Error, Result};
+use kv_core::Result;
 
 use crate::api::Entry;
 
 /// The lock area's name beside the root.
-const LOCKS: &str = "!kv";
+const LOCKS: &str = kv_core::LOCK_AREA;
 
 /// Maps kv keys and prefixes to Consul keys under one root.
 #[derive(Debug, Clone)]
@@ -35,11 +35,8 @@ impl Layout {
 
     /// Refuses the key reserved for locks when there is no root.
     pub fn check_key(&self, key: &str) -> Result<()> {
-        if self.root.is_empty() && (key == LOCKS || key.starts_with("!kv/")) {
-            return Err(Error::InvalidKey {
-                key: key.chars().take(64).collect(),
-                reason: "`!kv` is reserved for locks in a Consul store without a root",
-            });
+        if self.root.is_empty() {
+            kv_core::check_outside_lock_area(key)?;
         }
         Ok(())
     }
@@ -68,7 +65,7 @@ impl Layout {
                 .strip_prefix(self.root.as_str())?
                 .strip_prefix('/')?
         };
-        if self.root.is_empty() && (key == LOCKS || key.starts_with("!kv/")) {
+        if self.root.is_empty() && kv_core::covers(LOCKS, key) {
             return None;
         }
         if !kv_core::covers(prefix, key) || kv_core::normalize_key(key).ok()? != key {

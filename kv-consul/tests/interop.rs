@@ -67,7 +67,10 @@ async fn consul_kv_and_kv_share_keys() {
         seen.push((event.kind, event.key.to_string()));
     }
     assert_eq!(seen[0], (EventKind::Put, "app/color".into()));
-    assert!(seen.contains(&(EventKind::Put, "app/flagged".into())), "{seen:?}");
+    assert!(
+        seen.contains(&(EventKind::Put, "app/flagged".into())),
+        "{seen:?}"
+    );
     assert_eq!(seen[3], (EventKind::Delete, "app/size".into()), "{seen:?}");
 
     // A kv TTL key reads as a plain value in Consul until Consul deletes it.

@@ -204,6 +204,22 @@ pub fn covers(prefix: &str, key: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// The top-level segment under which backends with a flat keyspace (etcd, Consul) keep their
+/// locks when a store has no root: `!kv/...` beside the data.
+pub const LOCK_AREA: &str = "!kv";
+
+/// Refuses a normalized key or prefix inside [`LOCK_AREA`] (`!kv`, `!kv/...`): for backends
+/// whose root-less stores keep their locks there.
+pub fn check_outside_lock_area(key: &str) -> Result<()> {
+    if covers(LOCK_AREA, key) {
+        return Err(invalid(
+            key,
+            "`!kv` is reserved for locks in a store without a root",
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a key and returns its normalized form as a slice of the input, without allocating:
 /// [`normalize`] that also rejects the empty key, as [`Key::parse`] does.
 pub fn normalize_key(input: &str) -> Result<&str> {

@@ -30,7 +30,10 @@ pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use error::{BoxError, Error, Result};
 pub use handle::HandleState;
-pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize, normalize_key};
+pub use key::{
+    Key, LOCK_AREA, MAX_KEY_BYTES, Prefix, check_outside_lock_area, covers, normalize,
+    normalize_key,
+};
 pub use lease::{keep_alive, lease_deadline, safety_margin};
 pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder, ReleaseWith};
 pub use retry::{Budget, retry_idempotent};

@@ -205,6 +205,25 @@ impl StoreUrl {
             .transpose()
     }
 
+    /// An option that takes one of `choices` (e.g. `layout=native`); another value is
+    /// [`Error::InvalidUrl`] naming the choices.
+    pub fn choice_option(
+        &self,
+        name: &str,
+        choices: &[&'static str],
+    ) -> Result<Option<&'static str>> {
+        self.option(name)
+            .map(|v| {
+                choices.iter().find(|c| **c == v).copied().ok_or_else(|| {
+                    Error::invalid_url(format!(
+                        "option {name}={v:?}: expected one of {}",
+                        choices.join(", ")
+                    ))
+                })
+            })
+            .transpose()
+    }
+
     /// Fails on any option not in `known`, naming the known ones: typos do not pass silently.
     pub fn check_options(&self, known: &[&str]) -> Result<()> {
         match self

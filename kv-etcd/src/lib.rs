@@ -1,7 +1,8 @@
 //! The etcd v3 backend of **kv** (etcd 3.4 and later), on `etcd-client`.
 //!
 //! - URL: `etcd://[user:password@]host:2379[,host:2379...][/root]?timeout=5s`. Every kv key
-//!   lives under the root (`app/...`; with no root, `/...`). Options: `timeout` (every call,
+//!   lives under the root (`app/...`; with no root, the etcd key is the kv key: `a/b`;
+//!   `layout=slash` keeps the pre-0.2 root-less layout `/a/b`). Options: `timeout` (every call,
 //!   default 5 s), `connect_timeout` (default 5 s). TLS: `etcds://` or `tls=true`, with
 //!   `ca=PATH` (PEM; else the system roots) and `cert=PATH&key=PATH` for client certificates.
 //! - Versions are etcd mod revisions; CAS and atomic deletes are transactions; `delete_tree` is
@@ -76,7 +77,7 @@ impl EtcdStore {
                 url.scheme
             )));
         }
-        let mut known = vec!["timeout", "connect_timeout"];
+        let mut known = vec!["timeout", "connect_timeout", "layout"];
         known.extend(StoreUrl::TLS_OPTIONS);
         url.check_options(&known)?;
         if url.hosts.is_empty() {
@@ -90,6 +91,7 @@ impl EtcdStore {
             .duration_option("connect_timeout")?
             .unwrap_or(DEFAULT_TIMEOUT);
         let root = url.root()?;
+        let slash = url.choice_option("layout", &["slash"])?.is_some();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoints: Vec<String> = url
             .hosts
@@ -127,7 +129,7 @@ impl EtcdStore {
         let store = EtcdStore {
             inner: Arc::new(Inner {
                 members,
-                layout: Layout::new(root.as_str()),
+                layout: Layout::new(root.as_str(), slash),
                 timeout,
                 capabilities,
                 closed: HandleState::default(),
@@ -254,6 +256,20 @@ impl Inner {
         }
     }
 
+    /// The checks every call on a key makes first.
+    fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
+        let key = self.closed.key(key)?;
+        self.layout.check_key(key)?;
+        Ok(key)
+    }
+
+    /// The checks every call on a prefix makes first.
+    fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
+        let prefix = self.closed.prefix(prefix)?;
+        self.layout.check_key(prefix)?;
+        Ok(prefix)
+    }
+
     /// The pair of an etcd key-value, if it is one of this store's keys.
     pub fn pair(&self, kv: &KeyValue) -> Option<KvPair> {
         let key = self.layout.kv_key(kv.key())?;
@@ -304,7 +320,7 @@ impl Inner {
         precondition: Option<Precondition>,
         options: &PutOptions,
     ) -> Result<u64> {
-        let key = self.closed.key(key)?;
+        let key = self.key(key)?;
         self.capabilities.check_value(value.len())?;
         let ttl = options
             .ttl
@@ -529,7 +545,7 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let inner = &self.inner;
-        let key = inner.closed.key(key)?;
+        let key = inner.key(key)?;
         let response = inner
             .read("get", |client| {
                 let key = inner.layout.data_key(key);
@@ -541,7 +557,7 @@ impl Store for EtcdStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let inner = &self.inner;
-        let key = inner.closed.key(key)?;
+        let key = inner.key(key)?;
         let response = inner
             .call(
                 "delete",
@@ -556,7 +572,7 @@ impl Store for EtcdStore {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let inner = &self.inner;
-        let key = inner.closed.key(key)?;
+        let key = inner.key(key)?;
         let response = inner
             .read("exists", |client| {
                 let key = inner.layout.data_key(key);
@@ -568,15 +584,15 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        let prefix = self.inner.closed.prefix(prefix)?;
+        let prefix = self.inner.prefix(prefix)?;
         Ok(self.inner.list_at(prefix, 0).await?.0)
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
         let inner = &self.inner;
-        let prefix = inner.closed.prefix(prefix)?;
+        let prefix = inner.prefix(prefix)?;
         let below = inner.layout.below(prefix);
-        let base_len = below.start.len();
+        let base_len = below.base;
         let mut children: Vec<Child> = Vec::new();
         let (mut start, mut revision) = (below.start.clone(), 0);
         // Keys only, a page at a time, at one revision; after each page, jump past the rest of
@@ -596,8 +612,13 @@ impl Store for EtcdStore {
             if revision == 0 {
                 revision = response.header().map_or(0, |h| h.revision());
             }
-            let mut last_child = None;
+            let mut next = None;
             for kv in response.kvs() {
+                // Past this key, or past the subtree of its child.
+                next = Some([kv.key(), b"\0"].concat());
+                if inner.layout.kv_key(kv.key()).is_none() {
+                    continue; // a lock, or an etcd key that is not a kv key
+                }
                 let Some(rest) = kv
                     .key()
                     .get(base_len..)
@@ -624,23 +645,21 @@ impl Store for EtcdStore {
                         child.has_value |= !deeper;
                     }
                     None => children.push(Child {
-                        key: Key::parse(&child_key)?,
+                        key: Key::from_normalized(&child_key),
                         has_value: !deeper,
                         has_children: deeper,
                     }),
                 }
-                last_child = Some((kv.key().len() - rest.len() + name.len(), deeper));
+                if deeper {
+                    // `child0`: just past `child/...`.
+                    let child_end = base_len + name.len();
+                    next = Some([&kv.key()[..child_end], b"0"].concat());
+                }
             }
-            let (Some((child_end, deeper)), true) = (last_child, response.more()) else {
-                break;
-            };
-            let last = &response.kvs()[response.kvs().len() - 1];
-            start = if deeper {
-                // `child0`: just past `child/...`.
-                [&last.key()[..child_end], b"0"].concat()
-            } else {
-                [last.key(), b"\0"].concat()
-            };
+            match next {
+                Some(next) if response.more() => start = next,
+                _ => break,
+            }
         }
         children.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(children)
@@ -648,12 +667,18 @@ impl Store for EtcdStore {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let inner = &self.inner;
-        let prefix = inner.closed.prefix(prefix)?;
-        let below = inner.layout.below(prefix);
-        let mut ops = vec![TxnOp::delete(
-            below.start,
-            Some(DeleteOptions::new().with_range(below.end)),
-        )];
+        let prefix = inner.prefix(prefix)?;
+        let mut ops: Vec<TxnOp> = inner
+            .layout
+            .data_ranges(prefix)
+            .into_iter()
+            .map(|range| {
+                TxnOp::delete(
+                    range.start,
+                    Some(DeleteOptions::new().with_range(range.end)),
+                )
+            })
+            .collect();
         if !prefix.is_empty() {
             ops.push(TxnOp::delete(inner.layout.data_key(prefix), None));
         }
@@ -688,7 +713,7 @@ impl Store for EtcdStore {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         let inner = &self.inner;
-        let key = inner.closed.key(key)?;
+        let key = inner.key(key)?;
         let etcd_key = inner.layout.data_key(key);
         let txn = Txn::new()
             .when([Compare::mod_revision(
@@ -714,12 +739,12 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.closed.key(key)?;
+        let key = self.inner.key(key)?;
         watch::open(self.inner.clone(), key, false, options).await
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.closed.prefix(prefix)?;
+        let prefix = self.inner.prefix(prefix)?;
         watch::open(self.inner.clone(), prefix, true, options).await
     }
 
