@@ -4,7 +4,7 @@
 use kv_core::{Child, Error, Key, KvPair, Result};
 use zookeeper_client as zk;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::layout::{Stored, is_value_name, now_ms};
 use crate::value::Node;
@@ -183,13 +183,16 @@ pub(crate) async fn children(
 
 /// Removes the subtree of `prefix` (the base itself stays) and returns how many live keys it
 /// held. One `multi` when it fits, so no reader sees half of it; retried if the subtree
-/// changes between the walk and the removal.
+/// changes between the walk and the removal. Beyond one `multi` it goes in batches, and a node
+/// that is gone meanwhile is no race: ZooKeeper's container reaper removes the directories
+/// that earlier batches emptied.
 pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<u64> {
+    let mut removed = 0u64;
     for _ in 0..8 {
         let walk = walk(inner, client, prefix).await?;
         let doomed_values: Vec<String> = walk.values.iter().map(|n| n.path.clone()).collect();
         let dirs = walk.dirs.clone();
-        let live = walk.live().len() as u64;
+        let live: HashSet<String> = walk.live().into_values().map(|n| n.path).collect();
         // Children before parents: values first, then directories deepest first.
         let mut doomed: Vec<&str> = doomed_values.iter().map(String::as_str).collect();
         doomed.extend(
@@ -198,6 +201,7 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
                 .map(String::as_str)
                 .filter(|d| *d != inner.layout.base()),
         );
+        let batched = doomed.len() > DELETE_BATCH;
         let mut raced = false;
         for batch in doomed.chunks(DELETE_BATCH) {
             let mut multi = client.new_multi_writer();
@@ -210,7 +214,15 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
                 .await?
                 .map_err(zk::Error::from)
             {
-                Ok(_) => {}
+                Ok(_) => removed += batch.iter().filter(|p| live.contains(**p)).count() as u64,
+                Err(zk::Error::NoNode) if batched => {
+                    let (deleted, complete) = delete_rest(inner, client, batch, &live).await?;
+                    removed += deleted;
+                    if !complete {
+                        raced = true;
+                        break;
+                    }
+                }
                 Err(zk::Error::NotEmpty | zk::Error::NoNode) => {
                     raced = true;
                     break;
@@ -232,11 +244,59 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
                     .prune(client, inner.layout.dir(prefix)[..at].to_owned())
                     .await;
             }
-            return Ok(live);
+            return Ok(removed);
         }
     }
     Err(Error::unavailable(
         "delete_tree kept racing with writers below the prefix; try again",
         None,
     ))
+}
+
+/// Deletes what is left of a batch some of whose nodes are gone: reads which still exist and
+/// deletes those in one `multi`, again if more vanished meanwhile. Returns how many of the
+/// `live` value nodes it deleted and whether it got through (a directory that gained a child
+/// stops it).
+async fn delete_rest(
+    inner: &Inner,
+    client: &zk::Client,
+    batch: &[&str],
+    live: &HashSet<String>,
+) -> Result<(u64, bool)> {
+    let mut rest: Vec<String> = batch.iter().map(|p| (*p).to_owned()).collect();
+    for _ in 0..8 {
+        let found = read_many(inner, client, &rest, true).await?;
+        rest = rest
+            .into_iter()
+            .zip(found)
+            .filter(|(_, result)| {
+                !matches!(
+                    result,
+                    zk::MultiReadResult::Error {
+                        err: zk::Error::NoNode
+                    }
+                )
+            })
+            .map(|(path, _)| path)
+            .collect();
+        let mut multi = client.new_multi_writer();
+        for path in &rest {
+            multi
+                .add_delete(path, None)
+                .map_err(|e| map_error("delete_tree", e))?;
+        }
+        match timed_raw("delete_tree", inner.timeout, multi.commit())
+            .await?
+            .map_err(zk::Error::from)
+        {
+            Ok(_) => {
+                let deleted = rest.iter().filter(|p| live.contains(*p)).count();
+                return Ok((deleted as u64, true));
+            }
+            Err(zk::Error::NoNode) => {}
+            Err(zk::Error::NotEmpty) => return Ok((0, false)),
+            Err(error) => return Err(map_write_error("delete_tree", error)),
+        }
+    }
+    Ok((0, false))
 }

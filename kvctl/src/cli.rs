@@ -145,6 +145,25 @@ pub enum Command {
     )]
     Lock(LockArgs),
 
+    /// Write every key below a prefix to stdout as JSON lines (key, value, encoding), in key
+    /// order, for `import` into any store. TTLs are not exported.
+    #[command(
+        after_help = "Examples:\n  kvctl export app > app.jsonl\n  kvctl --store consul://127.0.0.1:8500 export app | kvctl --store etcd://127.0.0.1:2379 import"
+    )]
+    Export {
+        /// The prefix; the whole store if omitted.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+
+    /// Put every JSON line of stdin (as `export` writes them; `ls -r -o json` output works
+    /// too; `ttl_ms` sets a TTL). Running it again gives the same data. A bad line stops the
+    /// import before anything from it on is sent, and names its line number.
+    #[command(
+        after_help = "Examples:\n  kvctl import < app.jsonl\n  echo '{\"key\":\"app/color\",\"value\":\"blue\"}' | kvctl import"
+    )]
+    Import,
+
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  kvctl completions bash > ~/.local/share/bash-completion/completions/kvctl\n  kvctl completions zsh > ~/.zfunc/_kvctl"

@@ -5,6 +5,7 @@ mod check;
 mod cli;
 mod lock;
 mod output;
+mod transfer;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -97,6 +98,7 @@ fn reads_only(command: &Command) -> bool {
             | Command::Exists { .. }
             | Command::Del { .. }
             | Command::Rm { .. }
+            | Command::Export { .. }
     )
 }
 
@@ -212,6 +214,8 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Cas(args) => cas(store, out, args).await,
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
+        Command::Export { prefix } => transfer::export(store, out, &prefix).await,
+        Command::Import => transfer::import(store, out).await,
         // Handled before a store is opened: check and bench open their own.
         Command::Check { .. } | Command::Bench(_) | Command::Completions { .. } => Err(
             Failure::new(code::OTHER, "check and bench do not run on an open store"),

@@ -272,7 +272,7 @@ pub fn pair_json(pair: &KvPair) -> Value {
 }
 
 /// `value` and `encoding` fields: UTF-8 where the bytes are, base64 otherwise.
-fn value_fields(value: &[u8]) -> Map<String, Value> {
+pub fn value_fields(value: &[u8]) -> Map<String, Value> {
     let (value, encoding) = match std::str::from_utf8(value) {
         Ok(text) => (text.to_owned(), "utf8"),
         Err(_) => (
