@@ -182,10 +182,11 @@ pub(crate) async fn children(
 }
 
 /// Removes the subtree of `prefix` (the base itself stays) and returns how many live keys it
-/// held. One `multi` when it fits, so no reader sees half of it; retried if the subtree
-/// changes between the walk and the removal. Beyond one `multi` it goes in batches, and a node
-/// that is gone meanwhile is no race: ZooKeeper's container reaper removes the directories
-/// that earlier batches emptied.
+/// held. One `multi` when it fits, so no reader sees half of it, in batches beyond; retried if
+/// a directory gains a child between the walk and the removal. A node that is gone meanwhile
+/// is no race: ZooKeeper's container reaper removes emptied directories on its own schedule
+/// (at most `znode.container.maxPerMinute`, 10,000 by default), so the walk keeps finding
+/// empty ones that vanish before the `multi` runs; such a batch is redone node by node.
 pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<u64> {
     let mut removed = 0u64;
     for _ in 0..8 {
@@ -201,7 +202,6 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
                 .map(String::as_str)
                 .filter(|d| *d != inner.layout.base()),
         );
-        let batched = doomed.len() > DELETE_BATCH;
         let mut raced = false;
         for batch in doomed.chunks(DELETE_BATCH) {
             let mut multi = client.new_multi_writer();
@@ -215,15 +215,15 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
                 .map_err(zk::Error::from)
             {
                 Ok(_) => removed += batch.iter().filter(|p| live.contains(**p)).count() as u64,
-                Err(zk::Error::NoNode) if batched => {
-                    let (deleted, complete) = delete_rest(inner, client, batch, &live).await?;
+                Err(zk::Error::NoNode) => {
+                    let (deleted, complete) = delete_each(inner, client, batch, &live).await?;
                     removed += deleted;
                     if !complete {
                         raced = true;
                         break;
                     }
                 }
-                Err(zk::Error::NotEmpty | zk::Error::NoNode) => {
+                Err(zk::Error::NotEmpty) => {
                     raced = true;
                     break;
                 }
@@ -253,50 +253,31 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
     ))
 }
 
-/// Deletes what is left of a batch some of whose nodes are gone: reads which still exist and
-/// deletes those in one `multi`, again if more vanished meanwhile. Returns how many of the
+/// Deletes a batch some of whose nodes are gone, one request per node, pipelined (the client
+/// sends requests in call order and the server answers a session's requests in order, so
+/// children still go before parents), skipping nodes already gone. Returns how many of the
 /// `live` value nodes it deleted and whether it got through (a directory that gained a child
 /// stops it).
-async fn delete_rest(
+async fn delete_each(
     inner: &Inner,
     client: &zk::Client,
     batch: &[&str],
     live: &HashSet<String>,
 ) -> Result<(u64, bool)> {
-    let mut rest: Vec<String> = batch.iter().map(|p| (*p).to_owned()).collect();
-    for _ in 0..8 {
-        let found = read_many(inner, client, &rest, true).await?;
-        rest = rest
-            .into_iter()
-            .zip(found)
-            .filter(|(_, result)| {
-                !matches!(
-                    result,
-                    zk::MultiReadResult::Error {
-                        err: zk::Error::NoNode
-                    }
-                )
-            })
-            .map(|(path, _)| path)
-            .collect();
-        let mut multi = client.new_multi_writer();
-        for path in &rest {
-            multi
-                .add_delete(path, None)
-                .map_err(|e| map_error("delete_tree", e))?;
-        }
-        match timed_raw("delete_tree", inner.timeout, multi.commit())
-            .await?
-            .map_err(zk::Error::from)
-        {
-            Ok(_) => {
-                let deleted = rest.iter().filter(|p| live.contains(*p)).count();
-                return Ok((deleted as u64, true));
-            }
+    let deletes: Vec<_> = batch.iter().map(|path| client.delete(path, None)).collect();
+    let results = timed_raw("delete_tree", inner.timeout, async {
+        Ok::<_, zk::Error>(futures::future::join_all(deletes).await)
+    })
+    .await?
+    .map_err(|e| map_write_error("delete_tree", e))?;
+    let (mut deleted, mut complete) = (0, true);
+    for (path, result) in batch.iter().zip(results) {
+        match result {
+            Ok(()) => deleted += u64::from(live.contains(*path)),
             Err(zk::Error::NoNode) => {}
-            Err(zk::Error::NotEmpty) => return Ok((0, false)),
+            Err(zk::Error::NotEmpty) => complete = false,
             Err(error) => return Err(map_write_error("delete_tree", error)),
         }
     }
-    Ok((0, false))
+    Ok((deleted, complete))
 }

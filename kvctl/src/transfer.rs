@@ -351,8 +351,9 @@ mod tests {
                 (key.as_str(), &value[..])
             );
         }
-        for store in &stores {
-            store.delete_tree("").await.unwrap();
+        for (store, url) in stores.iter().zip(&ring) {
+            let removed = store.delete_tree("").await;
+            assert_eq!(removed.as_ref().ok(), Some(&10_000), "{url}: {removed:?}");
         }
     }
 

@@ -864,3 +864,51 @@ fn bench_reports_a_hung_store_instead_of_waiting_forever() {
     assert_eq!(lines.last().unwrap()["kind"], "hung");
     assert!(took < Duration::from_secs(10), "reported after {took:?}");
 }
+
+/// `kvctl --store A export app | kvctl --store B import`, through a real pipe between two
+/// processes: the embedded default to etcd and back, byte for byte; a bad line exits 2 naming it.
+#[test]
+fn export_piped_into_import_moves_a_tree_between_stores() {
+    let Some(etcd) = shared_etcd() else { return };
+    let embedded = Kvctl::embedded();
+    embedded.expect(&["put", "app/color", "blue"], 0);
+    embedded.expect(&["put", "app/deep/er", "x"], 0);
+    let binary = embedded.run_with_stdin(&["put", "app/bin"], b"\xff\x00\x01");
+    assert_status(&binary, 0, &["put"]);
+    embedded.expect(&["put", "other", "not exported"], 0);
+    let mut export = embedded
+        .command(&["export", "app"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = etcd
+        .command(&["import"])
+        .stdin(export.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(export.wait().unwrap().success());
+    assert_status(&import, 0, &["import"]);
+    assert!(
+        String::from_utf8_lossy(&import.stderr).contains("imported 3 keys, 8 bytes"),
+        "{:?}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert_eq!(
+        etcd.expect(&["export"], 0),
+        embedded.expect(&["export", "app"], 0)
+    );
+    let got = etcd.run(&["get", "app/bin"]);
+    assert_status(&got, 0, &["get"]);
+    assert_eq!(got.stdout, b"\xff\x00\x01");
+
+    let bad = etcd.run_with_stdin(
+        &["import"],
+        b"{\"key\":\"new/a\",\"value\":\"1\"}\n{\"key\":\"new//b\"}\n{\"key\":\"new/c\"}\n",
+    );
+    assert_status(&bad, 2, &["import"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("line 2: invalid key"), "{stderr}");
+    etcd.expect(&["exists", "new/a"], 0);
+    etcd.expect(&["exists", "new/c"], 1);
+    etcd.expect(&["rm", "-r", "/", "--force"], 0);
+}
