@@ -80,25 +80,21 @@ pub fn redis_cli(url: &str, args: &[&str]) -> Vec<u8> {
     run("redis-cli", "apt-get install redis-tools", &all, b"")
 }
 
-/// Runs ZooKeeper's own Java CLI (`ZooKeeperMain`, from `libzookeeper-java`) against the
-/// server at `url` with `commands` on its standard input, one per line; returns its output.
-pub fn zk_cli(url: &str, commands: &[&str]) -> String {
+/// Runs one command of ZooKeeper's own Java CLI (`ZooKeeperMain`, from `libzookeeper-java`)
+/// against the server at `url` (`zk_cli(url, &["get", "/kv/a"])`); returns its output.
+pub fn zk_cli(url: &str, command: &[&str]) -> String {
     let java = find_binary("java", "apt-get install default-jre-headless")
         .unwrap_or_else(|e| panic!("{e}"));
-    let script = commands.join("\n") + "\nquit\n";
-    let output = run_binary(
-        &java,
-        &[
-            "-cp",
-            "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=error",
-            "org.apache.zookeeper.ZooKeeperMain",
-            "-server",
-            address(url),
-        ],
-        script.as_bytes(),
-    );
-    String::from_utf8_lossy(&output).into_owned()
+    let mut args = vec![
+        "-cp",
+        "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar",
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=error",
+        "org.apache.zookeeper.ZooKeeperMain",
+        "-server",
+        address(url),
+    ];
+    args.extend_from_slice(command);
+    String::from_utf8_lossy(&run_binary(&java, &args, b"")).into_owned()
 }
 
 #[cfg(test)]

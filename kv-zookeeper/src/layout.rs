@@ -12,6 +12,17 @@
 //! between permanent and TTL replaces one value node by the other in a `multi` that also bumps
 //! the directory's data version, so two writers can never leave both behind.
 //!
+//! The native layout (`layout=native`) keeps a key's value in the data of its own node
+//! (`/kv/a/b`), raw, where `zkCli get` looks. ZooKeeper does not show clients a node's kind
+//! (a container's or TTL node's `ephemeralOwner` reads as 0), so a node is a key if it holds
+//! data or was ever written (data version above 0): kv creates parents as empty persistent
+//! nodes and every key with a `setData` in the creating `multi`. A key whose value is deleted
+//! while it has children keeps its node, emptied, and is marked hollow beside the base
+//! (`/kv!kv-hollow/<key>`, holding the node's `czxid:version`): an emptied node whose marker
+//! matches is no key, and any later write to it (kv's or another tool's) changes its version
+//! and makes it one again. TTLs are not supported there: readers could not tell when a TTL
+//! node expires.
+//!
 //! Locks live beside the base, in `/kv!kv`: one ephemeral sequential node per holder or
 //! waiter, named `k:` or `s:` (key or subtree scope), the key with `%` and `/` escaped, `:`,
 //! and ZooKeeper's sequence number.
@@ -30,18 +41,55 @@ pub(crate) fn is_value_name(name: &str) -> bool {
     name == VALUE || name == TTL_VALUE
 }
 
+/// In the native layout, true if a node is a key: it holds data or was written since its
+/// creation. An empty node at data version 0 is a path segment.
+pub(crate) fn is_key(stat: &zookeeper_client::Stat) -> bool {
+    stat.version > 0 || stat.data_length > 0
+}
+
+/// The data of a hollow marker for a node with this stat.
+pub(crate) fn hollow_mark(stat: &zookeeper_client::Stat) -> Vec<u8> {
+    format!("{}:{}", stat.czxid, stat.version).into_bytes()
+}
+
 /// Maps kv keys to ZooKeeper paths under one base.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     base: String,
+    /// Values in the key's own node (`layout=native`).
+    native: bool,
 }
 
 impl Layout {
-    /// A layout under `base`, an absolute path without a trailing `/` (not `/` itself).
-    pub fn new(base: &str) -> Layout {
+    /// A layout under `base`, an absolute path without a trailing `/` (not `/` itself);
+    /// `native` keeps values in the keys' own nodes.
+    pub fn new(base: &str, native: bool) -> Layout {
         Layout {
             base: base.to_owned(),
+            native,
         }
+    }
+
+    /// True for the native layout: values in the key's own node.
+    pub fn native(&self) -> bool {
+        self.native
+    }
+
+    /// True if a child name is a value node's (never, in the native layout).
+    pub fn is_value_name(&self, name: &str) -> bool {
+        !self.native && is_value_name(name)
+    }
+
+    /// The value a node holds, if it is a key's: in the native layout the raw data of a node
+    /// that [`is_key`]; else the tagged data of a value node.
+    pub fn stored(&self, data: Vec<u8>, stat: &zookeeper_client::Stat) -> Option<Stored> {
+        if !self.native {
+            return Some(Stored::decode(data));
+        }
+        is_key(stat).then(|| Stored {
+            value: Bytes::from(data),
+            expires_ms: None,
+        })
     }
 
     /// The base path.
@@ -53,6 +101,11 @@ impl Layout {
     pub fn dir(&self, key: &str) -> String {
         let mut path = self.base.clone();
         if !key.is_empty() {
+            if self.native {
+                path.push('/');
+                path.push_str(key);
+                return path;
+            }
             for segment in key.split('/') {
                 path.push('/');
                 path.push_str(&escape_segment(segment));
@@ -61,14 +114,21 @@ impl Layout {
         path
     }
 
-    /// The value node of a kv key: the TTL one or the permanent one.
+    /// The value node of a kv key: the TTL one or the permanent one (the key's own node in
+    /// the native layout).
     pub fn value(&self, key: &str, ttl: bool) -> String {
+        if self.native {
+            return self.dir(key);
+        }
         format!("{}/{}", self.dir(key), if ttl { TTL_VALUE } else { VALUE })
     }
 
     /// The kv key of a directory path under the base, if it is one.
     pub fn key_of_dir(&self, path: &str) -> Option<String> {
         let rest = path.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
+        if self.native {
+            return (kv_core::normalize_key(rest).ok()? == rest).then(|| rest.to_owned());
+        }
         if rest.split('/').any(is_value_name) {
             return None;
         }
@@ -79,8 +139,22 @@ impl Layout {
 
     /// The kv key of a value node path, if it is one.
     pub fn key_of_value(&self, path: &str) -> Option<String> {
+        if self.native {
+            return self.key_of_dir(path);
+        }
         let (dir, name) = path.rsplit_once('/')?;
         is_value_name(name).then(|| self.key_of_dir(dir))?
+    }
+
+    /// The node under which the native layout's hollow markers live.
+    pub fn hollow_dir(&self) -> String {
+        format!("{}!kv-hollow", self.base)
+    }
+
+    /// The hollow marker of a key (native layout): one flat node per key.
+    pub fn hollow_marker(&self, key: &str) -> String {
+        let escaped = key.replace('%', "%25").replace('/', "%2F");
+        format!("{}/{escaped}", self.hollow_dir())
     }
 
     /// The node under which every lock node of this store lives.
@@ -219,7 +293,7 @@ mod tests {
 
     #[test]
     fn paths_round_trip() {
-        let layout = Layout::new("/kv");
+        let layout = Layout::new("/kv", false);
         assert_eq!(layout.dir(""), "/kv");
         assert_eq!(layout.dir("a/b"), "/kv/a/b");
         assert_eq!(layout.value("a/b", false), "/kv/a/b/=");

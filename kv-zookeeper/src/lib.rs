@@ -2,7 +2,7 @@
 //! nodes), on the async `zookeeper-client` crate.
 //!
 //! - URL: `zookeeper://[user:password@]host:2181[,host:2181...][/base][?session_timeout=10s&
-//!   timeout=5s&sync_reads=true]`; `zookeepers://` or `tls=true` for TLS (the server's `secureClientPort`), with
+//!   timeout=5s&sync_reads=true&layout=native]`; `zookeepers://` or `tls=true` for TLS (the server's `secureClientPort`), with
 //!   `ca=PATH` and `cert=PATH&key=PATH` (PEM). The base path defaults to `/kv` (never the root: `/zookeeper` is ZooKeeper's
 //!   own). With a user and password the client authenticates with the `digest` scheme and
 //!   creates every node readable and writable only by that identity.
@@ -13,7 +13,8 @@
 //!   on for a URL that names one member of an ensemble.
 //! - Each key is a directory node holding its value in a child node `=` (layout in the
 //!   `layout` module): implicit parents are never keys, a key keeps its children when its value
-//!   is deleted, and each value can be a TTL node of its own.
+//!   is deleted, and each value can be a TTL node of its own. `layout=native` keeps the value
+//!   raw in the key's own node, where ZooKeeper's tools look (no TTLs there).
 //! - Versions are the value node's `mzxid`: store-wide and increasing. CAS checks them and
 //!   writes with ZooKeeper's conditional `setData` or a `multi`.
 //! - Listing walks the tree one level per round trip with batched multi-reads (never a read per
@@ -160,6 +161,7 @@ impl ZooKeeperStore {
             "session_timeout",
             "max_value_bytes",
             "sync_reads",
+            "layout",
         ];
         known.extend(StoreUrl::TLS_OPTIONS);
         url.check_options(&known)?;
@@ -211,7 +213,8 @@ impl ZooKeeperStore {
             timeout,
         };
         let client = connection.connect(session_timeout).await?;
-        let layout = Layout::new(&base);
+        let native = url.choice_option("layout", &["native"])?.is_some();
+        let layout = Layout::new(&base, native);
         // Create the base, then read it: a wrong identity fails here, not at the first call.
         // It is a container, like every directory: ZooKeeper removes it once the store is
         // empty again, and the next write recreates it.
@@ -225,6 +228,11 @@ impl ZooKeeperStore {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
         });
+        if native {
+            // ZooKeeper hides a TTL node's TTL from clients: readers could not hide the key at
+            // its TTL.
+            capabilities.ttl = None;
+        }
         Ok(ZooKeeperStore {
             inner: Arc::new(Inner {
                 connection,
@@ -392,18 +400,47 @@ impl Inner {
         }
     }
 
-    /// Creates the directory nodes (containers, the base included) down to `dir`.
+    /// Creates the directory nodes (containers, the base included) down to `dir`; in the
+    /// native layout persistent nodes, which can take a value later.
     pub async fn make_dirs(&self, client: &zk::Client, dir: &str) -> Result<()> {
-        let options = zk::CreateMode::Container.with_acls(self.connection.acls());
+        let mode = if self.layout.native() {
+            zk::CreateMode::Persistent
+        } else {
+            zk::CreateMode::Container
+        };
+        let options = mode.with_acls(self.connection.acls());
         self.call("create parents", client.mkdir(dir, &options))
             .await
     }
 
     /// Removes the directories from `dir` up (not the base) while they are empty, so that an
-    /// emptied directory does not linger until ZooKeeper's container reaper runs.
+    /// emptied directory does not linger until ZooKeeper's container reaper runs. In the native
+    /// layout, whose directories are persistent nodes that no reaper removes, only empty path
+    /// segments and hollow keys go: a parent that is a key stays.
     async fn prune(&self, client: &zk::Client, mut dir: String) {
         while dir.len() > self.layout.base().len() {
-            if self.call("prune", client.delete(&dir, None)).await.is_err() {
+            let version = if self.layout.native() {
+                match self.call("prune", client.check_stat(&dir)).await {
+                    Ok(Some(stat)) if stat.num_children == 0 && stat.data_length == 0 => {
+                        // Written and emptied: a key with an empty value, unless hollow.
+                        if stat.version > 0 {
+                            match self.hollow(client, &[(dir.clone(), stat)]).await {
+                                Ok(hollow) if !hollow.is_empty() => {}
+                                _ => return,
+                            }
+                        }
+                        Some(stat.version)
+                    }
+                    _ => return,
+                }
+            } else {
+                None
+            };
+            if self
+                .call("prune", client.delete(&dir, version))
+                .await
+                .is_err()
+            {
                 return;
             }
             match dir.rfind('/') {

@@ -6,7 +6,7 @@ use zookeeper_client as zk;
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::layout::{Stored, is_value_name, now_ms};
+use crate::layout::now_ms;
 use crate::value::Node;
 use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
@@ -61,7 +61,7 @@ impl Walk {
 }
 
 /// Runs multi-reads in batches; one result per path, in order.
-async fn read_many(
+pub(crate) async fn read_many(
     inner: &Inner,
     client: &zk::Client,
     paths: &[String],
@@ -92,6 +92,10 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
     let mut dirs = Vec::new();
     let mut value_paths = Vec::new();
     let mut level = vec![layout.dir(prefix)];
+    if layout.native() && !prefix.is_empty() {
+        // Every node is a key's candidate, the prefix's own included.
+        value_paths.push(layout.dir(prefix));
+    }
     while !level.is_empty() {
         let listed = read_many(inner, client, &level, true).await?;
         let mut next = Vec::new();
@@ -106,9 +110,12 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
             };
             for child in children {
                 let path = format!("{dir}/{child}");
-                if is_value_name(&child) {
+                if layout.is_value_name(&child) {
                     value_paths.push(path);
                 } else if layout.key_of_dir(&path).is_some() {
+                    if layout.native() {
+                        value_paths.push(path.clone());
+                    }
                     next.push(path);
                 }
             }
@@ -120,17 +127,23 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
     let read = read_many(inner, client, &value_paths, false).await?;
     for (path, result) in value_paths.into_iter().zip(read) {
         match result {
-            zk::MultiReadResult::Data { data, stat } => values.push(Node {
-                path,
-                stored: Stored::decode(data),
-                stat,
-            }),
+            zk::MultiReadResult::Data { data, stat } => {
+                if let Some(stored) = layout.stored(data, &stat) {
+                    values.push(Node { path, stored, stat });
+                }
+            }
             zk::MultiReadResult::Error {
                 err: zk::Error::NoNode,
             } => {}
             zk::MultiReadResult::Error { err } => return Err(map_error("list", err)),
             _ => {}
         }
+    }
+    if layout.native() {
+        let nodes: Vec<(String, zk::Stat)> =
+            values.iter().map(|n| (n.path.clone(), n.stat)).collect();
+        let hollow = inner.hollow(client, &nodes).await?;
+        values.retain(|n| !hollow.contains(&n.path));
     }
     Ok(Walk {
         dirs,
@@ -151,20 +164,45 @@ pub(crate) async fn children(
         Err(zk::Error::NoNode) => return Ok(Vec::new()),
         Err(error) => return Err(map_error("list_children", error)),
     };
+    let layout = &inner.layout;
     let paths: Vec<String> = names
         .iter()
-        .filter(|n| !is_value_name(n))
+        .filter(|n| !layout.is_value_name(n))
         .map(|n| format!("{dir}/{n}"))
-        .filter(|p| inner.layout.key_of_dir(p).is_some())
+        .filter(|p| layout.key_of_dir(p).is_some())
         .collect();
-    let listed = read_many(inner, client, &paths, true).await?;
-    let mut children = Vec::new();
+    // Native layout: each child's own data and stat say both; else its children do.
+    let listed = read_many(inner, client, &paths, !layout.native()).await?;
+    let now = now_ms();
+    let mut found = Vec::new();
+    let mut written = Vec::new();
     for (path, result) in paths.iter().zip(listed) {
-        let zk::MultiReadResult::Children { children: below } = result else {
-            continue;
-        };
-        let has_value = below.iter().any(|n| is_value_name(n));
-        let has_children = below.iter().any(|n| !is_value_name(n));
+        match result {
+            zk::MultiReadResult::Children { children: below } => found.push((
+                path,
+                below.iter().any(|n| layout.is_value_name(n)),
+                below.iter().any(|n| !layout.is_value_name(n)),
+            )),
+            zk::MultiReadResult::Data { data, stat } => {
+                written.push((path.clone(), stat));
+                found.push((
+                    path,
+                    layout
+                        .stored(data, &stat)
+                        .is_some_and(|stored| !stored.expired(now)),
+                    stat.num_children > 0,
+                ));
+            }
+            _ => {}
+        }
+    }
+    let hollow = match layout.native() {
+        true => inner.hollow(client, &written).await?,
+        false => Default::default(),
+    };
+    let mut children = Vec::new();
+    for (path, has_value, has_children) in found {
+        let has_value = has_value && !hollow.contains(path);
         // An emptied directory waiting for ZooKeeper's reaper is not a child.
         if !has_value && !has_children {
             continue;
@@ -194,8 +232,13 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
         let doomed_values: Vec<String> = walk.values.iter().map(|n| n.path.clone()).collect();
         let dirs = walk.dirs.clone();
         let live: HashSet<String> = walk.live().into_values().map(|n| n.path).collect();
-        // Children before parents: values first, then directories deepest first.
-        let mut doomed: Vec<&str> = doomed_values.iter().map(String::as_str).collect();
+        // Children before parents: values first, then directories deepest first (in the
+        // native layout the values are the directories).
+        let mut doomed: Vec<&str> = if inner.layout.native() {
+            Vec::new()
+        } else {
+            doomed_values.iter().map(String::as_str).collect()
+        };
         doomed.extend(
             dirs.iter()
                 .rev()

@@ -6,7 +6,9 @@ use std::time::Duration;
 use kv_core::{Error, Precondition, Result};
 use zookeeper_client as zk;
 
-use crate::layout::{Stored, now_ms};
+use std::collections::HashSet;
+
+use crate::layout::{Stored, hollow_mark, now_ms};
 use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
 /// Attempts before a write that keeps losing races gives up.
@@ -61,6 +63,9 @@ pub(crate) enum Removal {
 impl Inner {
     /// Reads a key's directory and both value nodes in one round trip.
     pub async fn read_key(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
+        if self.layout.native() {
+            return self.read_node(client, key).await;
+        }
         let paths = [
             self.layout.dir(key),
             self.layout.value(key, false),
@@ -96,6 +101,67 @@ impl Inner {
         Ok(state)
     }
 
+    /// Reads a key's own node (native layout): its stat as `dir`, and itself as the value node
+    /// if it is a key (not a path segment, not hollow).
+    async fn read_node(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
+        let path = self.layout.dir(key);
+        let (data, stat) = match timed_raw("get", self.timeout, client.get_data(&path)).await? {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) => {
+                return Ok(KeyState {
+                    dir: None,
+                    nodes: Vec::new(),
+                });
+            }
+            Err(error) => return Err(map_error("get", error)),
+        };
+        let hollow = self.hollow(client, &[(path.clone(), stat)]).await?;
+        let stored = match hollow.is_empty() {
+            true => self.layout.stored(data, &stat),
+            false => None,
+        };
+        Ok(KeyState {
+            nodes: stored
+                .map(|stored| Node { path, stored, stat })
+                .into_iter()
+                .collect(),
+            dir: Some(stat),
+        })
+    }
+
+    /// Of these nodes of the native layout, the hollow ones: emptied keys whose marker holds
+    /// their `czxid:version`. Only emptied nodes that were written are looked up (one
+    /// batched read, none when there is no such node).
+    pub async fn hollow(
+        &self,
+        client: &zk::Client,
+        nodes: &[(String, zk::Stat)],
+    ) -> Result<HashSet<String>> {
+        let candidates: Vec<(&String, &zk::Stat, String)> = nodes
+            .iter()
+            .filter(|(_, stat)| stat.version > 0 && stat.data_length == 0)
+            .filter_map(|(path, stat)| {
+                let key = self.layout.key_of_dir(path)?;
+                Some((path, stat, self.layout.hollow_marker(&key)))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let markers: Vec<String> = candidates.iter().map(|(_, _, m)| m.clone()).collect();
+        let read = crate::tree::read_many(self, client, &markers, false).await?;
+        Ok(candidates
+            .into_iter()
+            .zip(read)
+            .filter_map(|((path, stat, _), result)| match result {
+                zk::MultiReadResult::Data { data, .. } if data == hollow_mark(stat) => {
+                    Some(path.clone())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Writes a value if `precondition` holds; returns the new version. A permanent value that
     /// replaces a permanent value is rewritten in place (one round trip without precondition);
     /// anything else replaces the value node in one `multi`.
@@ -127,6 +193,9 @@ impl Inner {
         self.capabilities.check_value(value.len())?;
         let ttl = ttl.map(|t| self.checked_ttl(t)).transpose()?;
         let client = self.client().await?;
+        if self.layout.native() {
+            return self.write_node(&client, key, value, precondition).await;
+        }
         let target = self.layout.value(key, ttl.is_some());
         let expires_ms = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
         let data = Stored::encode(value, expires_ms);
@@ -210,17 +279,149 @@ impl Inner {
             }
             Err(error) => return Err(map_write_error("put", error)),
         };
+        self.created_version(client, results, target).await
+    }
+
+    /// The version of the node a `multi` created, from its answer or (some servers answer a
+    /// create inside a multi without its stat) from the node.
+    async fn created_version(
+        &self,
+        client: &zk::Client,
+        results: Vec<zk::MultiWriteResult>,
+        target: &str,
+    ) -> Result<Option<u64>> {
         let created = results.into_iter().find_map(|r| match r {
             zk::MultiWriteResult::Create { stat, .. } if !stat.is_invalid() => Some(stat.mzxid),
             _ => None,
         });
         match created {
             Some(mzxid) => Ok(Some(version_of(mzxid))),
-            // Some servers answer a create inside a multi without its stat.
             None => {
                 let stat = crate::timed("put", self.timeout, client.check_stat(target)).await?;
                 Ok(stat.map(|s| version_of(s.mzxid)))
             }
+        }
+    }
+
+    /// A write in the native layout: the value is the key's own node's data (no TTL there).
+    /// An existing node (a key, a path segment, a hollow key) is rewritten with a conditional
+    /// `setData`, its hollow marker removed in the same `multi`; a new key is created with its
+    /// parents and set once in the same `multi`, so every key's node is at data version 1 or
+    /// more.
+    async fn write_node(
+        &self,
+        client: &zk::Client,
+        key: &str,
+        value: &[u8],
+        precondition: Option<Precondition>,
+    ) -> Result<u64> {
+        let path = self.layout.dir(key);
+        let options = self.value_options(None);
+        for _ in 0..ATTEMPTS {
+            let state = self.read_key(client, key).await?;
+            match precondition {
+                Some(Precondition::Version(expected)) => state.check_version(key, expected)?,
+                Some(Precondition::MustNotExist) if state.live().is_some() => {
+                    return Err(Error::conflict(key, "the key exists"));
+                }
+                _ => {}
+            }
+            if state.dir.is_none()
+                && let Some(at) = path.rfind('/')
+            {
+                self.make_dirs(client, &path[..at]).await?;
+            }
+            let mut multi = client.new_multi_writer();
+            let mut add = || -> std::result::Result<(), zk::Error> {
+                match &state.dir {
+                    Some(stat) => {
+                        if stat.version > 0 && state.nodes.is_empty() {
+                            // Hollow: its marker goes with the new value.
+                            multi.add_delete(&self.layout.hollow_marker(key), None)?;
+                        }
+                        multi.add_set_data(&path, value, Some(stat.version))
+                    }
+                    None => {
+                        // Created empty, then set: the value travels once.
+                        multi.add_create(&path, &[], &options)?;
+                        multi.add_set_data(&path, value, Some(0))
+                    }
+                }
+            };
+            add().map_err(|e| map_error("put", e))?;
+            let results = match timed_raw("put", self.timeout, multi.commit())
+                .await?
+                .map_err(zk::Error::from)
+            {
+                Ok(results) => results,
+                // Changed since the read: read again (a changed version then fails the
+                // precondition).
+                Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => continue,
+                Err(error) => return Err(map_write_error("put", error)),
+            };
+            let written = results.into_iter().rev().find_map(|r| match r {
+                zk::MultiWriteResult::SetData { stat } => Some(version_of(stat.mzxid)),
+                _ => None,
+            });
+            if let Some(version) = written {
+                return Ok(version);
+            }
+        }
+        Err(Error::unavailable(
+            format!("the write of {key} kept racing with other writers; try again"),
+            None,
+        ))
+    }
+
+    /// Removes a key's value in the native layout: its node goes if it has no children,
+    /// else it is emptied and marked hollow in one `multi`. `None` if the key changed since
+    /// `state` was read.
+    async fn remove_node(
+        &self,
+        client: &zk::Client,
+        key: &str,
+        state: &KeyState,
+    ) -> Result<Option<()>> {
+        let (Some(stat), Some(node)) = (&state.dir, state.nodes.first()) else {
+            return Ok(Some(()));
+        };
+        let path = &node.path;
+        let mut multi = client.new_multi_writer();
+        if stat.num_children == 0 {
+            multi
+                .add_delete(path, Some(stat.version))
+                .map_err(|e| map_error("delete", e))?;
+        } else {
+            let marker = self.layout.hollow_marker(key);
+            self.make_dirs(client, &self.layout.hollow_dir()).await?;
+            let stale = crate::timed("delete", self.timeout, client.check_stat(&marker)).await?;
+            let emptied = zk::Stat {
+                version: stat.version + 1,
+                ..*stat
+            };
+            let mark = hollow_mark(&emptied);
+            let options = self.value_options(None);
+            let mut add = || -> std::result::Result<(), zk::Error> {
+                multi.add_set_data(path, &[], Some(stat.version))?;
+                match &stale {
+                    Some(old) => multi.add_set_data(&marker, &mark, Some(old.version)),
+                    None => multi.add_create(&marker, &mark, &options),
+                }
+            };
+            add().map_err(|e| map_error("delete", e))?;
+        }
+        match timed_raw("delete", self.timeout, multi.commit())
+            .await?
+            .map_err(zk::Error::from)
+        {
+            Ok(_) => Ok(Some(())),
+            Err(
+                zk::Error::BadVersion
+                | zk::Error::NoNode
+                | zk::Error::NodeExists
+                | zk::Error::NotEmpty,
+            ) => Ok(None),
+            Err(error) => Err(map_write_error("delete", error)),
         }
     }
 
@@ -236,6 +437,15 @@ impl Inner {
             let live = state.live().is_some();
             if state.nodes.is_empty() {
                 return Ok(Removal::Absent);
+            }
+            if self.layout.native() {
+                if self.remove_node(&client, key, &state).await?.is_none() {
+                    continue;
+                }
+                let mut dir = self.layout.dir(key);
+                dir.truncate(dir.rfind('/').unwrap_or(0));
+                self.prune(&client, dir).await;
+                return Ok(Removal::Removed { live });
             }
             let mut multi = client.new_multi_writer();
             for node in &state.nodes {
