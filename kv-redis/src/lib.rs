@@ -17,8 +17,11 @@
 //!   runs.
 //! - Locks: lock hashes with `PEXPIRE`, token-checked renewal and release, fencing tokens from
 //!   the store's revision counter, subtree checks against an index of held locks.
+//! - `layout=native` (`poll=100ms`): values as plain strings at `<root>/<key>` where
+//!   `redis-cli` and other programs read and write them; the `native` module has the details.
 
 mod lock;
+mod native;
 mod node;
 mod scripts;
 mod watch;
@@ -71,6 +74,8 @@ pub(crate) struct Inner {
     pub held: Mutex<Vec<(Key, bool, u64, CancellationToken)>>,
     /// Wakes the reaper after a TTL write.
     pub reaper: Notify,
+    /// `layout=native`: values as plain strings where Redis's tools look.
+    pub native: Option<native::Native>,
     shown: String,
 }
 
@@ -93,7 +98,14 @@ impl RedisStore {
                 )));
             }
         };
-        let mut known = vec!["root", "timeout", "history", "wait_replicas"];
+        let mut known = vec![
+            "root",
+            "timeout",
+            "history",
+            "wait_replicas",
+            "layout",
+            "poll",
+        ];
         if sentinel {
             known.push("db");
         }
@@ -178,6 +190,19 @@ impl RedisStore {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
         });
+        let native = match url.choice_option("layout", &["native"])? {
+            Some(_) => {
+                let poll = url
+                    .duration_option("poll")?
+                    .unwrap_or(native::DEFAULT_POLL)
+                    .max(Duration::from_millis(1));
+                capabilities.watch_history = false;
+                capabilities.watch_coalesces = true;
+                capabilities.atomic_delete_tree = false;
+                Some(native::Native::new(root.as_str(), db, poll))
+            }
+            None => None,
+        };
         let inner = Arc::new(Inner {
             node: RwLock::new(Arc::new(node)),
             connector,
@@ -190,6 +215,7 @@ impl RedisStore {
             closed: HandleState::default(),
             held: Mutex::new(Vec::new()),
             reaper: Notify::new(),
+            native,
             shown: url.to_string(),
         });
         // Fail at open, not at the first call, when the server is unreachable, refuses us, or
@@ -204,7 +230,10 @@ impl RedisStore {
                  name it: redis+sentinel://host:26379,.../service)",
             ));
         }
-        tokio::spawn(reap(Arc::downgrade(&inner)));
+        if inner.native.is_none() {
+            // Native values expire in Redis itself.
+            tokio::spawn(reap(Arc::downgrade(&inner)));
+        }
         Ok(RedisStore { inner })
     }
 }
@@ -234,6 +263,9 @@ impl Inner {
         options: &PutOptions,
     ) -> Result<u64> {
         let key = self.closed.key(key)?;
+        if self.native.is_some() {
+            return self.native_write(key, value, precondition, options).await;
+        }
         self.capabilities.check_value(value.len())?;
         let ttl = options
             .ttl
@@ -259,18 +291,7 @@ impl Inner {
             }
             return Ok(version);
         }
-        Err(Error::conflict(
-            key,
-            match (precondition, version) {
-                (Some(Precondition::Version(want)), 0) => {
-                    format!("the key does not exist (expected version {want})")
-                }
-                (Some(Precondition::Version(want)), v) => {
-                    format!("the version is {v}, expected {want}")
-                }
-                (_, v) => format!("the key exists (version {v})"),
-            },
-        ))
+        Err(conflict(key, precondition, version))
     }
 
     /// Live pairs a prefix covers, sorted, page by page.
@@ -293,6 +314,22 @@ impl Inner {
             }
         }
     }
+}
+
+/// The `Conflict` of a conditional write that found the key at `version` (0: absent).
+pub(crate) fn conflict(key: &str, precondition: Option<Precondition>, version: u64) -> Error {
+    Error::conflict(
+        key,
+        match (precondition, version) {
+            (Some(Precondition::Version(want)), 0) => {
+                format!("the key does not exist (expected version {want})")
+            }
+            (Some(Precondition::Version(want)), v) => {
+                format!("the version is {v}, expected {want}")
+            }
+            (_, v) => format!("the key exists (version {v})"),
+        },
+    )
 }
 
 pub(crate) fn pair(key: &str, value: Vec<u8>, version: u64) -> Result<KvPair> {
@@ -377,6 +414,9 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let key = self.inner.closed.key(key)?;
+        if self.inner.native.is_some() {
+            return self.inner.native_get(key).await;
+        }
         let mut invocation = self.inner.reading(&scripts::GET);
         invocation.arg(key);
         let found: Option<(Vec<u8>, u64)> = self.inner.invoke("get", invocation).await?;
@@ -387,6 +427,9 @@ impl Store for RedisStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let key = self.inner.closed.key(key)?;
+        if self.inner.native.is_some() {
+            return self.inner.native_delete(key, None).await;
+        }
         let mut invocation = self.inner.writing(&scripts::DELETE);
         invocation.arg(key).arg(0);
         let outcome: Vec<i64> = self.inner.invoke("delete", invocation).await?;
@@ -395,6 +438,9 @@ impl Store for RedisStore {
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let key = self.inner.closed.key(key)?;
+        if self.inner.native.is_some() {
+            return self.inner.native_exists(key).await;
+        }
         let mut invocation = self.inner.reading(&scripts::EXISTS);
         invocation.arg(key);
         Ok(self.inner.invoke::<i64>("exists", invocation).await? == 1)
@@ -402,11 +448,17 @@ impl Store for RedisStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         let prefix = self.inner.closed.prefix(prefix)?;
+        if self.inner.native.is_some() {
+            return self.inner.native_list(prefix).await;
+        }
         self.inner.list(prefix).await
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
         let prefix = self.inner.closed.prefix(prefix)?;
+        if self.inner.native.is_some() {
+            return self.inner.native_children(prefix).await;
+        }
         let mut invocation = self.inner.reading(&scripts::CHILDREN);
         invocation.arg(prefix);
         let found: Vec<(String, u8, u8)> = self.inner.invoke("list_children", invocation).await?;
@@ -426,6 +478,9 @@ impl Store for RedisStore {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let prefix = self.inner.closed.prefix(prefix)?;
+        if self.inner.native.is_some() {
+            return self.inner.native_delete_tree(prefix).await;
+        }
         let mut invocation = self.inner.writing(&scripts::DELETE_TREE);
         invocation.arg(prefix);
         self.inner.invoke("delete_tree", invocation).await
@@ -445,6 +500,9 @@ impl Store for RedisStore {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         let key = self.inner.closed.key(key)?;
+        if self.inner.native.is_some() {
+            return self.inner.native_delete(key, Some(version)).await.map(drop);
+        }
         let mut invocation = self.inner.writing(&scripts::DELETE);
         invocation.arg(key).arg(version.max(1));
         let outcome: Vec<u64> = match self
@@ -466,11 +524,17 @@ impl Store for RedisStore {
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         let key = self.inner.closed.key(key)?;
+        if self.inner.native.is_some() {
+            return native::watch(self.inner.clone(), key, false, options).await;
+        }
         watch::open(self.inner.clone(), key, false, options).await
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
         let prefix = self.inner.closed.prefix(prefix)?;
+        if self.inner.native.is_some() {
+            return native::watch(self.inner.clone(), prefix, true, options).await;
+        }
         watch::open(self.inner.clone(), prefix, true, options).await
     }
 

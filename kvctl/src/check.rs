@@ -172,10 +172,12 @@ async fn drop_redis_bookkeeping(namespace: &str) {
         return;
     };
     let prefix = format!("kv{{{root}}}");
-    let keys: Vec<String> = ["idx", "exp", "rev", "epoch", "log", "floor", "lki", "lsi"]
-        .iter()
-        .map(|name| format!("{prefix}:{name}"))
-        .collect();
+    let keys: Vec<String> = [
+        "idx", "exp", "rev", "epoch", "log", "floor", "lki", "lsi", "nv",
+    ]
+    .iter()
+    .map(|name| format!("{prefix}:{name}"))
+    .collect();
     let _: redis::RedisResult<u64> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
 }
 
