@@ -5,8 +5,40 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kv_core::{EventKind, KvPair, WatchStream};
 
 use crate::servers::find_binary;
+
+/// An event as the interop tests compare them: kind, key, value.
+pub type Seen = (EventKind, String, Vec<u8>);
+
+/// The keys of listed pairs.
+pub fn keys(pairs: &[KvPair]) -> Vec<String> {
+    pairs.iter().map(|p| p.key.to_string()).collect()
+}
+
+/// Reads a watch until `done` holds for the events read so far; panics if it fails, ends, or
+/// stays quiet for 10 s.
+pub async fn events_until(watch: &mut WatchStream, done: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("the watch went quiet after {seen:?}"))
+            .unwrap_or_else(|| panic!("the watch ended after {seen:?}"))
+            .unwrap_or_else(|e| panic!("the watch failed after {seen:?}: {e}"));
+        seen.push((event.kind, event.key.to_string(), event.value.to_vec()));
+    }
+    seen
+}
+
+/// True if `seen` holds an event of this kind on this key.
+pub fn saw(seen: &[Seen], kind: EventKind, key: &str) -> bool {
+    seen.iter().any(|(k, name, _)| *k == kind && name == key)
+}
 
 /// Runs `program args` (found on `PATH`, else `install` says how to get it), feeding `stdin`;
 /// returns its standard output. Panics with the tool's output if it cannot run or fails.

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use conformance::native;
 use conformance::servers::{ConsulProcess, Provision, provision};
-use futures::StreamExt;
 use kv_consul::ConsulStore;
 use kv_core::{EventKind, PutOptions, Store, WatchOptions};
 
@@ -46,32 +45,26 @@ async fn consul_kv_and_kv_share_keys() {
         b"v"
     );
     assert!(store.exists("app/size").await.unwrap());
-    let keys: Vec<String> = store
-        .list("app")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.key.to_string())
-        .collect();
-    assert_eq!(keys, ["app/color", "app/flagged", "app/size"]);
+    assert_eq!(
+        native::keys(&store.list("app").await.unwrap()),
+        ["app/color", "app/flagged", "app/size"]
+    );
 
     // kv's watch sees the native writes and a native delete.
     native::consul(&url, &["kv", "delete"], &[&format!("{root}/app/size")]);
-    let mut seen = Vec::new();
-    while seen.len() < 4 {
-        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .expect("the watch went quiet")
-            .unwrap()
-            .unwrap();
-        seen.push((event.kind, event.key.to_string()));
-    }
-    assert_eq!(seen[0], (EventKind::Put, "app/color".into()));
+    let seen = native::events_until(&mut watch, |seen| seen.len() == 4).await;
+    assert_eq!(
+        (seen[0].0, seen[0].1.as_str()),
+        (EventKind::Put, "app/color")
+    );
     assert!(
-        seen.contains(&(EventKind::Put, "app/flagged".into())),
+        native::saw(&seen, EventKind::Put, "app/flagged"),
         "{seen:?}"
     );
-    assert_eq!(seen[3], (EventKind::Delete, "app/size".into()), "{seen:?}");
+    assert_eq!(
+        (seen[3].0, seen[3].1.as_str()),
+        (EventKind::Delete, "app/size")
+    );
 
     // A kv TTL key reads as a plain value in Consul until Consul deletes it.
     store

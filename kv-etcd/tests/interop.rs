@@ -2,11 +2,8 @@
 //! keyspace, libkv's layout), and with `layout=slash` (kv's layout before 0.2).
 #![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
 
-use std::time::Duration;
-
-use conformance::native::etcdctl;
+use conformance::native::{self, etcdctl};
 use conformance::servers::{EtcdProcess, Launcher, opted_out};
-use futures::StreamExt;
 use kv_core::{Error, EventKind, LockOptions, PutOptions, Store, WatchOptions};
 use kv_etcd::EtcdStore;
 
@@ -48,14 +45,11 @@ async fn etcdctl_and_kv_share_keys() {
         .acquire()
         .await
         .unwrap();
-    let keys: Vec<String> = store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.key.to_string())
-        .collect();
-    assert_eq!(keys, ["app/color", "app/size"], "no lock, no foreign key");
+    assert_eq!(
+        native::keys(&store.list("").await.unwrap()),
+        ["app/color", "app/size"],
+        "no lock, no foreign key"
+    );
     let children: Vec<String> = store
         .list_children("")
         .await
@@ -75,21 +69,14 @@ async fn etcdctl_and_kv_share_keys() {
 
     // kv's watch sees etcdctl's writes and deletes, and nothing of the lock or foreign keys.
     etcdctl(&url, &["del", "app/size"]);
-    let mut seen = Vec::new();
-    while seen.len() < 3 {
-        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .expect("the watch went quiet")
-            .unwrap()
-            .unwrap();
-        seen.push((event.kind, event.key.to_string()));
-    }
+    let seen = native::events_until(&mut watch, |seen| seen.len() == 3).await;
+    let seen: Vec<(EventKind, &str)> = seen.iter().map(|(k, key, _)| (*k, key.as_str())).collect();
     assert_eq!(
         seen,
         [
-            (EventKind::Put, "app/color".to_owned()),
-            (EventKind::Put, "app/size".to_owned()),
-            (EventKind::Delete, "app/size".to_owned()),
+            (EventKind::Put, "app/color"),
+            (EventKind::Put, "app/size"),
+            (EventKind::Delete, "app/size"),
         ]
     );
 

@@ -263,9 +263,11 @@ impl Inner {
         options: &PutOptions,
     ) -> Result<u64> {
         let key = self.closed.key(key)?;
-        if self.native.is_some() {
-            return self.native_write(key, value, precondition, options).await;
-        }
+        // The same arguments for both layouts' scripts: the key's name, value, TTL, mode.
+        let (script, name) = match &self.native {
+            Some(native) => (&*native::PUT, native.checked_name(key)?),
+            None => (&*scripts::PUT, key.to_owned()),
+        };
         self.capabilities.check_value(value.len())?;
         let ttl = options
             .ttl
@@ -277,16 +279,16 @@ impl Inner {
             Some(Precondition::Version(v)) => ("version", v),
         };
         let ttl_ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        let mut invocation = self.writing(&scripts::PUT);
+        let mut invocation = self.writing(script);
         invocation
-            .arg(key)
+            .arg(name)
             .arg(value)
             .arg(ttl_ms)
             .arg(mode)
             .arg(expected);
         let (written, version): (i64, u64) = self.invoke("put", invocation).await?;
         if written == 1 {
-            if ttl.is_some() {
+            if ttl.is_some() && self.native.is_none() {
                 self.reaper.notify_one();
             }
             return Ok(version);

@@ -12,6 +12,9 @@
 //! server sends them (`notify-keyspace-events` with `K` and `A` or `g$x`) and re-read each key
 //! named; otherwise they poll (`poll`, 100 ms by default) and compare snapshots. Either way
 //! they may coalesce versions and keep no history.
+//!
+//! Like every kv-redis script, these take `ARGV[1]` = P and `ARGV[2]` = the log's length limit
+//! (unused here), then their own arguments.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -20,13 +23,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use kv_core::{
-    Child, Error, Key, KvPair, Observed, Precondition, PutOptions, Result, WatchOptions,
-    WatchSender, WatchStream, WatchView, covers, watch_channel,
+    Child, Error, Key, KvPair, Observed, Result, WatchOptions, WatchSender, WatchStream, WatchView,
+    covers, watch_channel,
 };
 use redis::Script;
 
 use crate::Inner;
-use crate::node::Call;
 
 /// Keys per `SCAN` answer and per batched read or delete.
 const BATCH: usize = 500;
@@ -60,6 +62,12 @@ impl Native {
     /// The Redis key of a kv key.
     fn name(&self, key: &str) -> String {
         format!("{}{key}", self.data)
+    }
+
+    /// The Redis key of a kv key that may be written.
+    pub fn checked_name(&self, key: &str) -> Result<String> {
+        self.check(key)?;
+        Ok(self.name(key))
     }
 
     /// Refuses keys and prefixes that would be kv's own keys (`kv{...}`) with no root.
@@ -151,7 +159,7 @@ return out
 
 /// `ARGV[3]` name, `[4]` value, `[5]` TTL ms (0: none), `[6]` mode (`-`, `absent`,
 /// `version`), `[7]` expected version → `{1, new version}` or `{0, current version or 0}`.
-static PUT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local name, new, ttl, mode, expected = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
@@ -207,18 +215,12 @@ impl Inner {
             .unwrap_or_else(|| unreachable!("native layout calls"))
     }
 
-    fn native_call<'a>(&self, script: &'a Script, write: bool) -> Call<'a> {
-        let mut call = Call::new(script, write);
-        call.arg(&self.prefix).arg(0);
-        call
-    }
-
     /// The pairs of these Redis keys that exist, in one script call per batch.
     async fn read_names(&self, names: &[String]) -> Result<Vec<KvPair>> {
         let mut pairs = Vec::with_capacity(names.len());
         for batch in names.chunks(BATCH) {
             // A read that may give a foreign value its first version: safe to repeat.
-            let mut call = self.native_call(&READ, false);
+            let mut call = self.reading(&READ);
             for name in batch {
                 call.arg(name);
             }
@@ -277,42 +279,10 @@ impl Inner {
         Ok(self.run::<i64>("exists", cmd).await? == 1)
     }
 
-    pub async fn native_write(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Option<Precondition>,
-        options: &PutOptions,
-    ) -> Result<u64> {
-        self.native().check(key)?;
-        self.capabilities.check_value(value.len())?;
-        let ttl = options
-            .ttl
-            .map(|ttl| self.capabilities.check_ttl(ttl))
-            .transpose()?;
-        let (mode, expected) = match precondition {
-            None => ("-", 0),
-            Some(Precondition::MustNotExist) => ("absent", 0),
-            Some(Precondition::Version(v)) => ("version", v),
-        };
-        let ttl_ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-        let mut call = self.native_call(&PUT, true);
-        call.arg(self.native().name(key))
-            .arg(value)
-            .arg(ttl_ms)
-            .arg(mode)
-            .arg(expected);
-        let (written, version): (i64, u64) = self.invoke("put", call).await?;
-        if written == 1 {
-            return Ok(version);
-        }
-        Err(crate::conflict(key, precondition, version))
-    }
-
     /// Deletes a key (at `expected` only, if given): `Ok(true)` if it existed.
     pub async fn native_delete(&self, key: &str, expected: Option<u64>) -> Result<bool> {
         self.native().check(key)?;
-        let mut call = self.native_call(&DELETE, true);
+        let mut call = self.writing(&DELETE);
         call.arg(self.native().name(key)).arg(expected.unwrap_or(0));
         let outcome: Vec<u64> = self.invoke("delete", call).await?;
         match (outcome.as_slice(), expected) {
@@ -378,7 +348,7 @@ impl Inner {
         let names = self.scan(prefix).await?;
         let mut deleted = 0;
         for batch in names.chunks(BATCH) {
-            let mut call = self.native_call(&DELETE_MANY, true);
+            let mut call = self.writing(&DELETE_MANY);
             for name in batch {
                 call.arg(name);
             }

@@ -24,8 +24,7 @@ mod polled {
 
 use std::time::Duration;
 
-use conformance::native::redis_cli;
-use futures::StreamExt;
+use conformance::native::{self, redis_cli};
 use kv_core::{Error, EventKind, Precondition, PutOptions, Store, WatchOptions};
 use kv_redis::RedisStore;
 
@@ -90,28 +89,19 @@ async fn redis_cli_and_kv_share_keys() {
             .await,
         Err(Error::Conflict { .. })
     ));
-    let keys: Vec<String> = store
-        .list("app")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.key.to_string())
-        .collect();
-    assert_eq!(keys, ["app/color", "app/session", "app/size"]);
+    assert_eq!(
+        native::keys(&store.list("app").await.unwrap()),
+        ["app/color", "app/session", "app/size"]
+    );
 
     // The watch hears redis-cli's writes, deletes and Redis's own expiries.
     cli(&url, &["SET", &name("app/color"), "red"]);
     cli(&url, &["DEL", &name("app/size")]);
     cli(&url, &["SET", &name("app/brief"), "b", "PX", "200"]);
-    let mut seen = Vec::new();
-    while !seen.contains(&(EventKind::Delete, "app/brief".to_owned(), Vec::new())) {
-        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .unwrap_or_else(|_| panic!("the watch went quiet after {seen:?}"))
-            .unwrap()
-            .unwrap();
-        seen.push((event.kind, event.key.to_string(), event.value.to_vec()));
-    }
+    let seen = native::events_until(&mut watch, |seen| {
+        native::saw(seen, EventKind::Delete, "app/brief")
+    })
+    .await;
     for expected in [
         (EventKind::Put, "app/color", &b"red"[..]),
         (EventKind::Delete, "app/size", b""),

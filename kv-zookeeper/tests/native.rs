@@ -11,10 +11,7 @@ conformance::conformance_tests!(backend::ZooKeeper {
     options: "?layout=native",
 });
 
-use std::time::Duration;
-
-use conformance::native::zk_cli;
-use futures::StreamExt;
+use conformance::native::{self, zk_cli};
 use kv_core::{EventKind, PutOptions, Store, WatchOptions};
 use kv_zookeeper::ZooKeeperStore;
 
@@ -79,30 +76,20 @@ async fn zkcli_and_kv_share_nodes() {
 
     // kv's watch sees zkCli's writes and deletes.
     zk_cli(&url, &["delete", &node("app/size")]);
-    let mut seen = Vec::new();
-    while !seen.contains(&(EventKind::Delete, "app/size".to_owned())) {
-        let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .expect("the watch went quiet")
-            .unwrap()
-            .unwrap();
-        seen.push((event.kind, event.key.to_string()));
-    }
-    for expected in [
+    let seen = native::events_until(&mut watch, |seen| {
+        native::saw(seen, EventKind::Delete, "app/size")
+    })
+    .await;
+    for (kind, key) in [
         (EventKind::Put, "app/color"),
         (EventKind::Put, "app/size"),
         (EventKind::Delete, "app/dir"),
     ] {
-        let expected = (expected.0, expected.1.to_owned());
-        assert!(seen.contains(&expected), "{expected:?} in {seen:?}");
+        assert!(native::saw(&seen, kind, key), "{kind:?} {key} in {seen:?}");
     }
-    let keys: Vec<String> = store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.key.to_string())
-        .collect();
-    assert_eq!(keys, ["app/color", "app/dir", "app/dir/x"]);
+    assert_eq!(
+        native::keys(&store.list("").await.unwrap()),
+        ["app/color", "app/dir", "app/dir/x"]
+    );
     store.delete_tree("").await.unwrap();
 }
