@@ -296,6 +296,37 @@ impl Inner {
         Err(conflict(key, precondition, version))
     }
 
+    /// A key's live version (and value, if asked for), `None` if it has none: one `HMGET` of
+    /// its hash, no script. A value with a TTL is checked against the server's time (a second
+    /// round trip: Redis removes a value at its TTL itself, but one written by an older kv
+    /// carries no Redis expiry), so an expired value is hidden even before anything removes it.
+    async fn point_read(
+        &self,
+        operation: &'static str,
+        key: &str,
+        with_value: bool,
+    ) -> Result<(Option<Vec<u8>>, Option<u64>)> {
+        let mut read = redis::cmd("HMGET");
+        read.arg(format!("{}:d:{key}", self.prefix));
+        if with_value {
+            read.arg("v");
+        }
+        read.arg("ver").arg("exp");
+        let mut fields: Vec<Option<Vec<u8>>> = self.run(operation, read).await?;
+        let number = |field: Option<Vec<u8>>| -> Option<u64> {
+            std::str::from_utf8(field.as_deref()?).ok()?.parse().ok()
+        };
+        let expiry = number(fields.pop().flatten());
+        let version = number(fields.pop().flatten());
+        if let (Some(at), Some(_)) = (expiry, version) {
+            let (seconds, micros): (u64, u64) = self.run(operation, redis::cmd("TIME")).await?;
+            if at <= seconds * 1000 + micros / 1000 {
+                return Ok((None, None));
+            }
+        }
+        Ok((fields.pop().flatten(), version))
+    }
+
     /// Live pairs a prefix covers, sorted, page by page.
     pub async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         let mut pairs = Vec::new();
@@ -419,11 +450,9 @@ impl Store for RedisStore {
         if self.inner.native.is_some() {
             return self.inner.native_get(key).await;
         }
-        let mut invocation = self.inner.reading(&scripts::GET);
-        invocation.arg(key);
-        let found: Option<(Vec<u8>, u64)> = self.inner.invoke("get", invocation).await?;
-        found
-            .map(|(value, version)| pair(key, value, version))
+        let (value, version) = self.inner.point_read("get", key, true).await?;
+        version
+            .map(|version| pair(key, value.unwrap_or_default(), version))
             .transpose()
     }
 
@@ -443,9 +472,8 @@ impl Store for RedisStore {
         if self.inner.native.is_some() {
             return self.inner.native_exists(key).await;
         }
-        let mut invocation = self.inner.reading(&scripts::EXISTS);
-        invocation.arg(key);
-        Ok(self.inner.invoke::<i64>("exists", invocation).await? == 1)
+        let (_, version) = self.inner.point_read("exists", key, false).await?;
+        Ok(version.is_some())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {

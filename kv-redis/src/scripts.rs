@@ -13,8 +13,12 @@
 //! | `P:lk:<key>`, `P:ls:<key>` | hash | key / subtree lock: `t` token, `v` holder value (PEXPIRE) |
 //! | `P:lki`, `P:lsi` | sorted set | keys of held key / subtree locks, for subtree checks |
 //!
-//! Expired values are invisible at once (scripts compare with the server's `TIME`); a reaper
-//! run by every client removes them with a Delete record. Nothing depends on keyspace
+//! A value with a TTL also carries Redis's own expiry (`PEXPIREAT` on `P:d:<key>`), so Redis
+//! frees it even when no kv client runs. Expired values are invisible at once: point reads
+//! (`HMGET`, no script; `TIME` too for a value with a TTL) and scripts compare `exp` with the
+//! server's time,
+//! and a script that finds the hash gone but the key still in `P:exp` knows it expired; a
+//! reaper run by every client logs the Delete record. Nothing depends on keyspace
 //! notifications, so it works on managed Redis without `CONFIG SET`.
 //!
 //! Every script takes `ARGV[1]` = P and `ARGV[2]` = the log's length limit.
@@ -34,7 +38,12 @@ end
 local function dkey(k) return P .. ':d:' .. k end
 local function state(k, now)
   local cur = redis.call('HMGET', dkey(k), 'v', 'ver', 'exp')
-  if not cur[2] then return nil end
+  if not cur[2] then
+    -- Redis itself removed the value at its TTL: expired (not yet reaped) if still listed.
+    local exp = tonumber(redis.call('ZSCORE', P .. ':exp', k))
+    if exp and exp <= now then return false end
+    return nil
+  end
   local exp = tonumber(cur[3])
   if exp and exp <= now then return false end
   return cur
@@ -90,34 +99,6 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{READ_PRELUDE}{PRELUDE}\n{body}"))
 }
 
-fn read_script(body: &str) -> Script {
-    Script::new(&format!("{READ_PRELUDE}\n{body}"))
-}
-
-/// ARGV[3] key. Returns `{value, version}` or nil.
-pub static GET: LazyLock<Script> = LazyLock::new(|| {
-    read_script(
-        r#"
-local cur = state(ARGV[3], now_ms())
-if not cur then return nil end
-return {cur[1], cur[2]}
-"#,
-    )
-});
-
-/// ARGV[3] key. Returns 1 if it holds a live value, else 0 (without reading the value).
-pub static EXISTS: LazyLock<Script> = LazyLock::new(|| {
-    read_script(
-        r#"
-local cur = redis.call('HMGET', dkey(ARGV[3]), 'ver', 'exp')
-if not cur[1] then return 0 end
-local exp = tonumber(cur[2])
-if exp and exp <= now_ms() then return 0 end
-return 1
-"#,
-    )
-});
-
 /// ARGV[3] key, ARGV[4] value, ARGV[5] ttl ms (0: none), ARGV[6] mode (`-`, `absent`,
 /// `version`), ARGV[7] expected version. Returns `{1, version}` or `{0, current version or 0}`.
 pub static PUT: LazyLock<Script> = LazyLock::new(|| {
@@ -132,9 +113,11 @@ local rev = next_rev()
 redis.call('HSET', dkey(k), 'v', ARGV[4], 'ver', rev)
 if ttl > 0 then
   redis.call('HSET', dkey(k), 'exp', now + ttl)
+  redis.call('PEXPIREAT', dkey(k), now + ttl)
   redis.call('ZADD', P .. ':exp', now + ttl, k)
 else
   redis.call('HDEL', dkey(k), 'exp')
+  redis.call('PERSIST', dkey(k))
   redis.call('ZREM', P .. ':exp', k)
 end
 redis.call('ZADD', P .. ':idx', 0, k)

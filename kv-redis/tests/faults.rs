@@ -190,3 +190,60 @@ async fn a_watch_ends_when_the_data_is_lost_and_revisions_are_reused() {
         other => panic!("expected the watch to end with Unavailable, got {other:?}"),
     }
 }
+
+/// A TTL value carries Redis's own expiry: Redis frees it at its TTL even when no kv client is
+/// left to reap it.
+#[tokio::test]
+async fn redis_frees_expired_values_without_a_kv_client() {
+    if skipped() {
+        return;
+    }
+    let server = RedisProcess.start().unwrap();
+    let root = conformance::random_name();
+    let store = RedisStore::open(&format!("{}?root={root}", server.url))
+        .await
+        .unwrap();
+    store
+        .put(
+            "brief",
+            b"v",
+            PutOptions::default().ttl(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let hash = format!("kv{{{root}}}:d:brief");
+    let exists = |name: &str| {
+        String::from_utf8(conformance::native::redis_cli(
+            &server.url,
+            &["EXISTS", name],
+        ))
+        .unwrap()
+    };
+    assert_eq!(exists(&hash).trim(), "(integer) 1");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Redis removes expired keys on access and in its background cycle: a raw command that
+    // touches the key sees it gone.
+    assert_eq!(
+        exists(&hash).trim(),
+        "(integer) 0",
+        "the value outlived its TTL"
+    );
+}
+
+/// The native layout on a Redis whose `CONFIG` is disabled: watches fall back to polling.
+#[tokio::test]
+async fn native_watches_poll_where_config_is_disabled() {
+    if skipped() {
+        return;
+    }
+    let (server, _) = managed_redis();
+    let store = RedisStore::open(&format!("{}?root=n&layout=native&poll=20ms", server.url))
+        .await
+        .unwrap();
+    let mut watch = store.watch_tree("", WatchOptions::default()).await.unwrap();
+    conformance::native::redis_cli(&server.url, &["SET", "n/app", "1"]);
+    let seen = conformance::native::events_until(&mut watch, |seen| !seen.is_empty()).await;
+    assert_eq!((seen[0].0, seen[0].1.as_str()), (EventKind::Put, "app"));
+}
