@@ -270,34 +270,75 @@ impl Inner {
         Ok(prefix)
     }
 
-    /// The pair of an etcd key-value, if it is one of this store's keys.
-    pub fn pair(&self, kv: &KeyValue) -> Option<KvPair> {
-        let key = self.layout.kv_key(kv.key())?;
+    /// The pair of an etcd key-value, if it is one of this store's keys (its value moved, not
+    /// copied).
+    pub fn pair(&self, kv: KeyValue) -> Option<KvPair> {
+        let version = u64::try_from(kv.mod_revision()).ok()?;
+        let key = Key::from_normalized(self.layout.kv_key(kv.key())?);
+        let (_, value) = kv.into_key_value();
         Some(KvPair {
-            key: Key::parse(key).ok()?,
-            value: Bytes::copy_from_slice(kv.value()),
-            version: u64::try_from(kv.mod_revision()).ok()?,
+            key,
+            value: Bytes::from(value),
+            version,
         })
     }
 
-    /// Every pair a prefix covers at `revision` (0: now), sorted, with the revision read.
+    /// Every pair a prefix covers at `revision` (0: now), sorted, with the revision read. The
+    /// prefix key and the first page below it are one transaction (one round trip, one
+    /// revision); further pages are read at that revision.
     pub async fn list_at(&self, prefix: &str, revision: i64) -> Result<(Vec<KvPair>, i64)> {
-        let (below, revision) = self
-            .range(&self.layout.below(prefix), revision, false)
-            .await?;
-        let mut pairs = Vec::with_capacity(below.len() + 1);
-        if !prefix.is_empty() {
-            let own = self
-                .read("list", |client| {
-                    let key = self.layout.data_key(prefix);
-                    let options = GetOptions::new().with_revision(revision);
-                    async move { client.kv_client().get(key, Some(options)).await }
-                })
-                .await?;
-            pairs.extend(own.kvs().iter().filter_map(|kv| self.pair(kv)));
+        let below = self.layout.below(prefix);
+        if prefix.is_empty() || revision != 0 {
+            let (kvs, revision) = self.range(&below, revision, false).await?;
+            let mut pairs = Vec::with_capacity(kvs.len() + 1);
+            if !prefix.is_empty() {
+                pairs.extend(self.own_pair(prefix, revision).await?);
+            }
+            pairs.extend(kvs.into_iter().filter_map(|kv| self.pair(kv)));
+            return Ok((pairs, revision));
         }
-        pairs.extend(below.iter().filter_map(|kv| self.pair(kv)));
+        let page = GetOptions::new()
+            .with_range(below.end.clone())
+            .with_limit(PAGE);
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.layout.data_key(prefix), None),
+            TxnOp::get(below.start.clone(), Some(page)),
+        ]);
+        let response = self
+            .read("list", |client| {
+                let txn = txn.clone();
+                async move { client.kv_client().txn(txn).await }
+            })
+            .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let mut pairs = Vec::new();
+        let mut more = None;
+        for answer in response.op_responses() {
+            if let TxnOpResponse::Get(mut get) = answer {
+                if get.more() {
+                    more = get.kvs().last().map(|kv| [kv.key(), b"\0"].concat());
+                }
+                pairs.extend(get.take_kvs().into_iter().filter_map(|kv| self.pair(kv)));
+            }
+        }
+        if let Some(start) = more {
+            let rest = Range { start, ..below };
+            let (kvs, _) = self.range(&rest, revision, false).await?;
+            pairs.extend(kvs.into_iter().filter_map(|kv| self.pair(kv)));
+        }
         Ok((pairs, revision))
+    }
+
+    /// The pair of the prefix key itself at `revision`, if it is one.
+    async fn own_pair(&self, prefix: &str, revision: i64) -> Result<Option<KvPair>> {
+        let mut own = self
+            .read("list", |client| {
+                let key = self.layout.data_key(prefix);
+                let options = GetOptions::new().with_revision(revision);
+                async move { client.kv_client().get(key, Some(options)).await }
+            })
+            .await?;
+        Ok(own.take_kvs().into_iter().find_map(|kv| self.pair(kv)))
     }
 
     /// Grants a lease; returns its id and the TTL etcd granted (whole seconds, at least one).
@@ -546,13 +587,17 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let inner = &self.inner;
         let key = inner.key(key)?;
-        let response = inner
+        let mut response = inner
             .read("get", |client| {
                 let key = inner.layout.data_key(key);
                 async move { client.kv_client().get(key, None).await }
             })
             .await?;
-        Ok(response.kvs().first().and_then(|kv| inner.pair(kv)))
+        Ok(response
+            .take_kvs()
+            .into_iter()
+            .next()
+            .and_then(|kv| inner.pair(kv)))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {

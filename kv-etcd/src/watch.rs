@@ -25,7 +25,7 @@ pub(crate) async fn open(
             let (pairs, revision) = if tree {
                 inner.list_at(path, 0).await?
             } else {
-                let response = inner
+                let mut response = inner
                     .read("watch", |client| {
                         let key = inner.layout.data_key(path);
                         async move { client.kv_client().get(key, None).await }
@@ -34,8 +34,8 @@ pub(crate) async fn open(
                 let revision = response.header().map_or(0, |h| h.revision());
                 (
                     response
-                        .kvs()
-                        .iter()
+                        .take_kvs()
+                        .into_iter()
                         .filter_map(|kv| inner.pair(kv))
                         .collect(),
                     revision,
