@@ -414,30 +414,46 @@ impl Inner {
     }
 
     /// Removes the directories from `dir` up (not the base) while they are empty, so that an
-    /// emptied directory does not linger until ZooKeeper's container reaper runs. In the native
-    /// layout, whose directories are persistent nodes that no reaper removes, only empty path
-    /// segments and hollow keys go: a parent that is a key stays.
-    async fn prune(&self, client: &zk::Client, mut dir: String) {
+    /// emptied directory does not linger until ZooKeeper's container reaper runs: one delete
+    /// per level, all sent at the first poll, deepest first (a directory that is not empty
+    /// stays, and so do its parents). In the native layout, whose directories are persistent
+    /// nodes that no reaper removes, only empty path segments and hollow keys go, one level at
+    /// a time: a parent that is a key stays.
+    async fn prune(&self, client: &zk::Client, dir: String) {
+        if self.layout.native() {
+            return self.prune_native(client, dir).await;
+        }
+        let mut levels = Vec::new();
+        let mut dir = dir;
         while dir.len() > self.layout.base().len() {
-            let version = if self.layout.native() {
-                match self.call("prune", client.check_stat(&dir)).await {
-                    Ok(Some(stat)) if stat.num_children == 0 && stat.data_length == 0 => {
-                        // Written and emptied: a key with an empty value, unless hollow.
-                        if stat.version > 0 {
-                            match self.hollow(client, &[(dir.clone(), stat)]).await {
-                                Ok(hollow) if !hollow.is_empty() => {}
-                                _ => return,
-                            }
+            let parent = dir.rfind('/').map(|at| dir[..at].to_owned());
+            levels.push(dir);
+            match parent {
+                Some(parent) => dir = parent,
+                None => break,
+            }
+        }
+        let deletes: Vec<_> = levels.iter().map(|d| client.delete(d, None)).collect();
+        let _ = tokio::time::timeout(self.timeout, futures::future::join_all(deletes)).await;
+    }
+
+    async fn prune_native(&self, client: &zk::Client, mut dir: String) {
+        while dir.len() > self.layout.base().len() {
+            let version = match self.call("prune", client.check_stat(&dir)).await {
+                Ok(Some(stat)) if stat.num_children == 0 && stat.data_length == 0 => {
+                    // Written and emptied: a key with an empty value, unless hollow.
+                    if stat.version > 0 {
+                        match self.hollow(client, &[(dir.clone(), stat)]).await {
+                            Ok(hollow) if !hollow.is_empty() => {}
+                            _ => return,
                         }
-                        Some(stat.version)
                     }
-                    _ => return,
+                    stat.version
                 }
-            } else {
-                None
+                _ => return,
             };
             if self
-                .call("prune", client.delete(&dir, version))
+                .call("prune", client.delete(&dir, Some(version)))
                 .await
                 .is_err()
             {

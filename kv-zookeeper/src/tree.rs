@@ -6,7 +6,7 @@ use zookeeper_client as zk;
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::layout::now_ms;
+use crate::layout::{VALUE, now_ms};
 use crate::value::Node;
 use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
@@ -60,6 +60,41 @@ impl Walk {
     }
 }
 
+/// One read of a multi-read batch.
+enum Read<'a> {
+    Children(&'a str),
+    Data(&'a str),
+}
+
+/// Runs reads as multi-reads of [`READ_BATCH`] operations, all batches sent at once (the
+/// client sends in call order; one round trip, not one per batch); one result per read.
+async fn read_batched(
+    inner: &Inner,
+    client: &zk::Client,
+    reads: &[Read<'_>],
+) -> Result<Vec<zk::MultiReadResult>> {
+    let mut pending = Vec::new();
+    for batch in reads.chunks(READ_BATCH) {
+        let mut reader = client.new_multi_reader();
+        for read in batch {
+            match read {
+                Read::Children(path) => reader.add_get_children(path),
+                Read::Data(path) => reader.add_get_data(path),
+            }
+            .map_err(|e| map_error("list", e))?;
+        }
+        pending.push(reader.commit());
+    }
+    let answers = timed_raw(
+        "list",
+        inner.timeout,
+        futures::future::try_join_all(pending),
+    )
+    .await?
+    .map_err(|e| map_error("list", e))?;
+    Ok(answers.into_iter().flatten().collect())
+}
+
 /// Runs multi-reads in batches; one result per path, in order.
 pub(crate) async fn read_many(
     inner: &Inner,
@@ -67,40 +102,44 @@ pub(crate) async fn read_many(
     paths: &[String],
     children: bool,
 ) -> Result<Vec<zk::MultiReadResult>> {
-    let mut results = Vec::with_capacity(paths.len());
-    for batch in paths.chunks(READ_BATCH) {
-        let mut reader = client.new_multi_reader();
-        for path in batch {
-            let added = if children {
-                reader.add_get_children(path)
-            } else {
-                reader.add_get_data(path)
-            };
-            added.map_err(|e| map_error("list", e))?;
-        }
-        match timed_raw("list", inner.timeout, reader.commit()).await? {
-            Ok(batch_results) => results.extend(batch_results),
-            Err(error) => return Err(map_error("list", error)),
-        }
-    }
-    Ok(results)
+    let reads: Vec<Read<'_>> = paths
+        .iter()
+        .map(|p| match children {
+            true => Read::Children(p),
+            false => Read::Data(p),
+        })
+        .collect();
+    read_batched(inner, client, &reads).await
 }
 
-/// Walks the subtree of `prefix`: every directory and value node below it (and its own).
+/// Walks the subtree of `prefix`: every directory and value node below it (and its own). Each
+/// level is one round trip that lists the directories and reads their values with them (the
+/// permanent value node `=`, or in the native layout the node itself); TTL value nodes are read
+/// at the end.
 pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<Walk> {
     let layout = &inner.layout;
     let mut dirs = Vec::new();
-    let mut value_paths = Vec::new();
+    let mut values = Vec::new();
+    let mut late = Vec::new();
     let mut level = vec![layout.dir(prefix)];
-    if layout.native() && !prefix.is_empty() {
-        // Every node is a key's candidate, the prefix's own included.
-        value_paths.push(layout.dir(prefix));
-    }
+    let value_of = |dir: &str| match layout.native() {
+        true => dir.to_owned(),
+        false => format!("{dir}/{VALUE}"),
+    };
     while !level.is_empty() {
-        let listed = read_many(inner, client, &level, true).await?;
+        let value_paths: Vec<String> = level.iter().map(|d| value_of(d)).collect();
+        let reads: Vec<Read<'_>> = level
+            .iter()
+            .zip(&value_paths)
+            .flat_map(|(dir, value)| [Read::Children(dir), Read::Data(value)])
+            .collect();
+        let mut listed = read_batched(inner, client, &reads).await?.into_iter();
         let mut next = Vec::new();
-        for (dir, result) in level.into_iter().zip(listed) {
-            let children = match result {
+        for (dir, value_path) in level.iter().zip(value_paths) {
+            let (Some(children), Some(own)) = (listed.next(), listed.next()) else {
+                break;
+            };
+            let children = match children {
                 zk::MultiReadResult::Children { children } => children,
                 zk::MultiReadResult::Error {
                     err: zk::Error::NoNode,
@@ -108,24 +147,41 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
                 zk::MultiReadResult::Error { err } => return Err(map_error("list", err)),
                 _ => continue,
             };
+            let listed_value = match layout.native() {
+                true => layout.key_of_dir(dir).is_some(),
+                false => children.iter().any(|c| c == VALUE),
+            };
+            match own {
+                zk::MultiReadResult::Data { data, stat } if listed_value => {
+                    if let Some(stored) = layout.stored(data, &stat) {
+                        values.push(Node {
+                            path: value_path,
+                            stored,
+                            stat,
+                        });
+                    }
+                }
+                zk::MultiReadResult::Error { err } if err != zk::Error::NoNode => {
+                    return Err(map_error("list", err));
+                }
+                _ => {}
+            }
             for child in children {
                 let path = format!("{dir}/{child}");
                 if layout.is_value_name(&child) {
-                    value_paths.push(path);
-                } else if layout.key_of_dir(&path).is_some() {
-                    if layout.native() {
-                        value_paths.push(path.clone());
+                    if child != VALUE {
+                        late.push(path);
                     }
+                } else if layout.key_of_dir(&path).is_some() {
                     next.push(path);
                 }
             }
-            dirs.push(dir);
+            dirs.push(dir.clone());
         }
         level = next;
     }
-    let mut values = Vec::with_capacity(value_paths.len());
-    let read = read_many(inner, client, &value_paths, false).await?;
-    for (path, result) in value_paths.into_iter().zip(read) {
+    let read = read_many(inner, client, &late, false).await?;
+    for (path, result) in late.into_iter().zip(read) {
         match result {
             zk::MultiReadResult::Data { data, stat } => {
                 if let Some(stored) = layout.stored(data, &stat) {
