@@ -53,7 +53,9 @@ impl Tally {
         }
     }
 
-    fn summary(&self, out: &Printer, verb: &str) {
+    /// Prints what moved: on stderr, or with `-o json` on stdout when stdout is free
+    /// (`on_stdout`: not for export, whose stdout is the data).
+    fn summary(&self, out: &Printer, verb: &str, on_stdout: bool) {
         if self.progress {
             eprint!("\r\x1b[K");
         }
@@ -62,9 +64,9 @@ impl Tally {
             "{verb} {} keys, {} bytes in {seconds:.2} s",
             self.keys, self.bytes
         );
-        if out.json() && verb == "imported" {
+        if out.json() && on_stdout {
             out.emit(
-                json!({"imported": self.keys, "bytes": self.bytes, "seconds": seconds}),
+                json!({verb: self.keys, "bytes": self.bytes, "seconds": seconds}),
                 || line.clone(),
             );
         } else {
@@ -78,7 +80,7 @@ pub async fn export(store: &dyn Store, out: &Printer, prefix: &str) -> Result<u8
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let tally = export_to(store, prefix, &mut stdout).await?;
     stdout.flush().map_err(broken_pipe)?;
-    tally.summary(out, "exported");
+    tally.summary(out, "exported", false);
     Ok(0)
 }
 
@@ -165,7 +167,7 @@ fn record(store: &dyn Store, number: u64, text: &str) -> Result<Record, Failure>
 /// on is sent; the error names the line and how many keys were written before it.
 pub async fn import(store: &dyn Store, out: &Printer) -> Result<u8, Failure> {
     let tally = import_from(store, tokio::io::BufReader::new(tokio::io::stdin())).await?;
-    tally.summary(out, "imported");
+    tally.summary(out, "imported", true);
     Ok(0)
 }
 
