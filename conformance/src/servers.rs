@@ -98,14 +98,51 @@ impl Server {
         wait_ready(kind, dir, Duration::from_secs(60), || ready(kind, *port))
     }
 
-    /// Freezes the server (SIGSTOP): its connections stay open and it answers nothing.
+    /// Freezes the server (SIGSTOP): its connections stay open and it answers nothing. Returns
+    /// once the process is stopped (the wrapper signals it asynchronously: a call made right
+    /// after an unconfirmed pause could still be answered).
     pub fn pause(&self) -> Result<(), String> {
-        self.command("pause").map(|_| ())
+        let (_, _, dir) = self.command("pause")?;
+        wait_for_state(dir, true)
     }
 
-    /// Thaws a paused server (SIGCONT).
+    /// Thaws a paused server (SIGCONT) and returns once it runs again.
     pub fn resume(&self) -> Result<(), String> {
-        self.command("resume").map(|_| ())
+        let (_, _, dir) = self.command("resume")?;
+        wait_for_state(dir, false)
+    }
+}
+
+/// The file in a [`spawn_tied`] server's directory that holds its process id.
+const PID_FILE: &str = "kv-test-server.pid";
+
+/// Waits (up to 10 s) until the process [`spawn_tied`] runs in `dir` is stopped (`true`) or
+/// not stopped (`false`), as `/proc/<pid>/stat` tells.
+fn wait_for_state(dir: &Path, stopped: bool) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let state = std::fs::read_to_string(dir.join(PID_FILE))
+            .ok()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok())
+            // The state follows the command name, which is in parentheses.
+            .and_then(|stat| {
+                Some(
+                    stat[stat.rfind(')')? + 1..]
+                        .trim_start()
+                        .starts_with(['T', 't']),
+                )
+            });
+        if state == Some(stopped) {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let want = if stopped { "stopped" } else { "running" };
+            return Err(format!(
+                "the server in {} is not {want} after 10 s",
+                dir.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -226,7 +263,7 @@ pub fn find_binary(binary: &str, install: &str) -> Result<PathBuf, String> {
 pub fn spawn_tied(program: &Path, args: &[String], dir: &Path) -> Result<ChildStdin, String> {
     let log = dir.join("server.log");
     let script = r#"dir=$1; log=$2; shift 2
-run() { "$@" >>"$log" 2>&1 & pid=$!; }
+run() { "$@" >>"$log" 2>&1 & pid=$!; echo "$pid" >"$dir/$PID_FILE"; }
 run "$@"
 while read -r command; do
   case "$command" in
@@ -239,6 +276,7 @@ done
 kill -CONT "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; sleep 0.2; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 rm -rf "$dir""#;
     let mut child = Command::new("sh")
+        .env("PID_FILE", PID_FILE)
         .arg("-c")
         .arg(script)
         .arg("kv-test-server")

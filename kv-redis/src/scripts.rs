@@ -31,21 +31,33 @@ use redis::Script;
 const READ_PRELUDE: &str = r#"
 local P = ARGV[1]
 local HIST = tonumber(ARGV[2])
+-- The server's time, asked once per call and only when an expiry needs it.
+local NOW
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW
 end
 local function dkey(k) return P .. ':d:' .. k end
-local function state(k, now)
-  local cur = redis.call('HMGET', dkey(k), 'v', 'ver', 'exp')
-  if not cur[2] then
+-- k's live state `{version, expiry or false, value}` (the value only if asked for), nil if
+-- there is none, false if it expired but is not removed yet.
+local function state(k, with_value)
+  local cur
+  if with_value then
+    cur = redis.call('HMGET', dkey(k), 'ver', 'exp', 'v')
+  else
+    cur = redis.call('HMGET', dkey(k), 'ver', 'exp')
+  end
+  if not cur[1] then
     -- Redis itself removed the value at its TTL: expired (not yet reaped) if still listed.
     local exp = tonumber(redis.call('ZSCORE', P .. ':exp', k))
-    if exp and exp <= now then return false end
+    if exp and exp <= now_ms() then return false end
     return nil
   end
-  local exp = tonumber(cur[3])
-  if exp and exp <= now then return false end
+  local exp = tonumber(cur[2])
+  if exp and exp <= now_ms() then return false end
   return cur
 end
 "#;
@@ -54,13 +66,17 @@ end
 /// every call, so the point reads go without).
 const PRELUDE: &str = r#"
 local function id(rev, seq) return string.format('%d-%d', rev, seq) end
+-- The log keeps at least HIST records. It is trimmed in batches (up to 128 records, an eighth
+-- of HIST at most), so most writes pay one XLEN, and XTRIM frees whole stream nodes where
+-- XDEL of the first record one at a time left them to be scanned.
 local function log(rev, seq, k, kind, v)
   local stream = P .. ':log'
   redis.call('XADD', stream, id(rev, seq), 'k', k, 't', kind, 'v', v)
-  if redis.call('XLEN', stream) > HIST then
-    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1]
-    redis.call('XDEL', stream, first)
-    redis.call('SET', P .. ':floor', first)
+  local extra = redis.call('XLEN', stream) - HIST
+  if extra > 0 and extra >= math.min(128, math.floor(HIST / 8)) then
+    local trimmed = redis.call('XRANGE', stream, '-', '+', 'COUNT', extra)
+    redis.call('XTRIM', stream, 'MAXLEN', HIST)
+    redis.call('SET', P .. ':floor', trimmed[#trimmed][1])
   end
 end
 -- A new revision counter (a new store, or one a restart emptied) gets a new epoch: the
@@ -73,21 +89,21 @@ local function next_rev()
   end
   return rev
 end
-local function drop(k)
+-- Removes k's value; `cur`, its state if known, spares the expiry set a value without a TTL.
+local function drop(k, cur)
   redis.call('DEL', dkey(k))
   redis.call('ZREM', P .. ':idx', k)
-  redis.call('ZREM', P .. ':exp', k)
+  if not cur or cur[2] then redis.call('ZREM', P .. ':exp', k) end
 end
-local function remove(k)
-  drop(k)
+local function remove(k, cur)
+  drop(k, cur)
   log(next_rev(), 1, k, 'del', '')
 end
--- The version of the live value at k (nil if none); an expired one is removed first.
-local function live_version(k, now)
-  local cur = state(k, now)
+-- k's live state as `state` gives it, nil if none (an expired value is removed first).
+local function live(k)
+  local cur = state(k)
   if cur == false then remove(k); return nil end
-  if cur == nil then return nil end
-  return tonumber(cur[2])
+  return cur
 end
 local function below(prefix)
   if prefix == '' then return '-', '+' end
@@ -105,22 +121,28 @@ pub static PUT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local k, ttl, mode = ARGV[3], tonumber(ARGV[5]), ARGV[6]
-local now = now_ms()
-local cur = live_version(k, now)
-if mode == 'absent' and cur then return {0, cur} end
-if mode == 'version' and cur ~= tonumber(ARGV[7]) then return {0, cur or 0} end
+local cur = live(k)
+local ver = cur and tonumber(cur[1])
+if mode == 'absent' and ver then return {0, ver} end
+if mode == 'version' and ver ~= tonumber(ARGV[7]) then return {0, ver or 0} end
 local rev = next_rev()
-redis.call('HSET', dkey(k), 'v', ARGV[4], 'ver', rev)
+local d = dkey(k)
 if ttl > 0 then
-  redis.call('HSET', dkey(k), 'exp', now + ttl)
-  redis.call('PEXPIREAT', dkey(k), now + ttl)
-  redis.call('ZADD', P .. ':exp', now + ttl, k)
+  local at = now_ms() + ttl
+  redis.call('HSET', d, 'v', ARGV[4], 'ver', rev, 'exp', at)
+  redis.call('PEXPIREAT', d, at)
+  redis.call('ZADD', P .. ':exp', at, k)
 else
-  redis.call('HDEL', dkey(k), 'exp')
-  redis.call('PERSIST', dkey(k))
-  redis.call('ZREM', P .. ':exp', k)
+  redis.call('HSET', d, 'v', ARGV[4], 'ver', rev)
+  if cur and cur[2] then
+    -- The old value had a TTL, the new one has none.
+    redis.call('HDEL', d, 'exp')
+    redis.call('PERSIST', d)
+    redis.call('ZREM', P .. ':exp', k)
+  end
 end
-redis.call('ZADD', P .. ':idx', 0, k)
+-- A key that has a live value is already in the index.
+if not cur then redis.call('ZADD', P .. ':idx', 0, k) end
 log(rev, 1, k, 'put', ARGV[4])
 return {1, rev}
 "#,
@@ -133,10 +155,11 @@ pub static DELETE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local k, want = ARGV[3], tonumber(ARGV[4])
-local cur = live_version(k, now_ms())
+local cur = live(k)
 if not cur then return {0} end
-if want ~= 0 and cur ~= want then return {-1, cur} end
-remove(k)
+local ver = tonumber(cur[1])
+if want ~= 0 and ver ~= want then return {-1, ver} end
+remove(k, cur)
 return {1}
 "#,
     )
@@ -148,11 +171,10 @@ pub static LIST: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local prefix, after, count = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local now = now_ms()
 local out = {}
 local function add(k)
-  local cur = state(k, now)
-  if cur then out[#out + 1] = {k, cur[1], cur[2]} end
+  local cur = state(k, true)
+  if cur then out[#out + 1] = {k, cur[3], cur[1]} end
 end
 local lo, hi = below(prefix)
 if after == '' then
@@ -172,7 +194,6 @@ pub static CHILDREN: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local prefix = ARGV[3]
-local now = now_ms()
 local base = prefix == '' and '' or (prefix .. '/')
 local lo, hi = below(prefix)
 local idx = P .. ':idx'
@@ -180,7 +201,7 @@ local function any_live(from, to)
   while true do
     local batch = redis.call('ZRANGEBYLEX', idx, from, to, 'LIMIT', 0, 16)
     if #batch == 0 then return false end
-    for _, k in ipairs(batch) do if state(k, now) then return true end end
+    for _, k in ipairs(batch) do if state(k) then return true end end
     from = '(' .. batch[#batch]
   end
 end
@@ -193,7 +214,7 @@ while true do
   local child = base .. (slash and string.sub(rest, 1, slash - 1) or rest)
   if not seen[child] then
     seen[child] = true
-    local has_value = state(child, now) and 1 or 0
+    local has_value = state(child) and 1 or 0
     local has_children = any_live('[' .. child .. '/', '(' .. child .. '0') and 1 or 0
     if has_value == 1 or has_children == 1 then out[#out + 1] = {child, has_value, has_children} end
   end
@@ -211,7 +232,6 @@ pub static DELETE_TREE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local prefix = ARGV[3]
-local now = now_ms()
 local lo, hi = below(prefix)
 local keys = redis.call('ZRANGEBYLEX', P .. ':idx', lo, hi)
 if prefix ~= '' and redis.call('EXISTS', dkey(prefix)) == 1 then table.insert(keys, 1, prefix) end
@@ -220,8 +240,9 @@ table.sort(keys)
 local rev = next_rev()
 local live = 0
 for i, k in ipairs(keys) do
-  if state(k, now) then live = live + 1 end
-  drop(k)
+  local cur = state(k)
+  if cur then live = live + 1 end
+  drop(k, cur)
   log(rev, i, k, 'del', '')
 end
 return live
@@ -235,11 +256,10 @@ pub static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local path, tree = ARGV[3], ARGV[4] == 'tree'
-local now = now_ms()
 local out = {}
 local function add(k)
-  local cur = state(k, now)
-  if cur then out[#out + 1] = {k, cur[1], cur[2]} end
+  local cur = state(k, true)
+  if cur then out[#out + 1] = {k, cur[3], cur[1]} end
 end
 if path ~= '' then add(path) end
 if tree then
@@ -261,7 +281,7 @@ local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', P .. ':exp', '-inf', now, 'LIMIT', 0, 100)
 local removed = 0
 for _, k in ipairs(due) do
-  if state(k, now) == false then remove(k); removed = removed + 1 else redis.call('ZREM', P .. ':exp', k) end
+  if state(k) == false then remove(k); removed = removed + 1 else redis.call('ZREM', P .. ':exp', k) end
 end
 local nxt = redis.call('ZRANGE', P .. ':exp', 0, 0, 'WITHSCORES')
 return {removed, nxt[2] and math.max(0, tonumber(nxt[2]) - now) or -1}

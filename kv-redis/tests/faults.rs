@@ -247,3 +247,55 @@ async fn native_watches_poll_where_config_is_disabled() {
     let seen = conformance::native::events_until(&mut watch, |seen| !seen.is_empty()).await;
     assert_eq!((seen[0].0, seen[0].1.as_str()), (EventKind::Put, "app"));
 }
+
+/// The change log is trimmed in batches but keeps at least `history` records, and the trimmed
+/// point it reports is exact: `since` just below it is `Compacted`, `since` at it resumes with
+/// every later change.
+#[tokio::test]
+async fn history_keeps_at_least_its_length_and_knows_what_it_trimmed() {
+    if skipped() {
+        return;
+    }
+    let server = RedisProcess.start().unwrap();
+    let store = RedisStore::open(&format!("{}?root=hist&history=16", server.url))
+        .await
+        .unwrap();
+    let mut versions = Vec::new();
+    for i in 0..40 {
+        let value = format!("{i}");
+        versions.push(
+            store
+                .put("h", value.as_bytes(), PutOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let since = |version| WatchOptions::default().since(version);
+    let oldest = match store.watch("h", since(versions[0])).await {
+        Err(Error::Compacted { oldest, .. }) => oldest,
+        other => panic!("expected Compacted, got {:?}", other.map(|_| ())),
+    };
+    // At least the last 16 of the 40 changes are kept.
+    assert!(
+        oldest <= versions[24],
+        "oldest {oldest}, kept from {}",
+        versions[24]
+    );
+    let first_kept = versions.iter().position(|v| *v == oldest).unwrap();
+    let mut watch = store.watch("h", since(oldest - 1)).await.unwrap();
+    for (i, version) in versions.iter().enumerate().skip(first_kept) {
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .expect("every kept change is delivered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (event.version, &event.value[..]),
+            (*version, format!("{i}").as_bytes())
+        );
+    }
+    assert!(matches!(
+        store.watch("h", since(oldest - 2)).await,
+        Err(Error::Compacted { .. })
+    ));
+}
