@@ -429,6 +429,35 @@ impl Inner {
     /// directories.
     pub async fn remove(&self, key: &str, expected: Option<u64>) -> Result<Removal> {
         let client = self.client().await?;
+        if expected.is_none() && !self.layout.native() {
+            // A permanent value (the common case) goes in one round trip, with no read: a key
+            // has one value node at a time (every change of node kind is one multi that
+            // removes the others), so a permanent node that was there was the live value. Its
+            // directory goes in the same multi (unless the key has children); the parents'
+            // prune is sent right behind it.
+            let permanent = self.layout.value(key, false);
+            let dir = self.layout.dir(key);
+            let mut multi = client.new_multi_writer();
+            multi
+                .add_delete(&permanent, None)
+                .and_then(|()| multi.add_delete(&dir, None))
+                .map_err(|e| map_error("delete", e))?;
+            let commit = timed_raw("delete", self.timeout, multi.commit());
+            let parent = dir[..dir.rfind('/').unwrap_or(0)].to_owned();
+            let (committed, ()) = futures::join!(commit, self.prune(&client, parent));
+            let deleted = match committed?.map_err(zk::Error::from) {
+                Err(zk::Error::NotEmpty) => {
+                    let delete = client.delete(&permanent, None);
+                    timed_raw("delete", self.timeout, delete).await?
+                }
+                other => other.map(|_| ()),
+            };
+            match deleted {
+                Ok(()) => return Ok(Removal::Removed { live: true }),
+                Err(zk::Error::NoNode) => {}
+                Err(error) => return Err(map_write_error("delete", error)),
+            }
+        }
         for _ in 0..ATTEMPTS {
             let state = self.read_key(&client, key).await?;
             if let Some(expected) = expected {
