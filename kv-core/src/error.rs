@@ -124,6 +124,17 @@ pub enum Error {
     /// The store handle was closed.
     #[error("the store handle is closed")]
     Closed,
+    /// A stored value is not a valid encoding of the type asked for
+    /// ([`StoreExt::get_json`](crate::StoreExt::get_json)); nothing was changed.
+    #[error("the value of {key} is not a valid {type_name}: {reason}")]
+    Decode {
+        /// The key whose value was read.
+        key: String,
+        /// The Rust type asked for.
+        type_name: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
     /// Any other backend failure.
     #[error("backend error: {0}")]
     Backend(#[source] BoxError),

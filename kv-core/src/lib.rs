@@ -15,10 +15,12 @@
 
 mod capabilities;
 mod error;
+mod ext;
 mod handle;
 mod key;
 mod lease;
 mod lock;
+mod prefix_store;
 mod retry;
 mod store;
 mod types;
@@ -29,6 +31,7 @@ mod watch_view;
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use error::{BoxError, Error, Result};
+pub use ext::{StoreExt, UPDATE_ATTEMPTS};
 pub use handle::HandleState;
 pub use key::{
     Key, LOCK_AREA, MAX_KEY_BYTES, Prefix, check_outside_lock_area, covers, normalize,
@@ -36,6 +39,7 @@ pub use key::{
 };
 pub use lease::{keep_alive, lease_deadline, safety_margin};
 pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder, ReleaseWith};
+pub use prefix_store::PrefixStore;
 pub use retry::{Budget, retry_idempotent};
 pub use store::{Store, WatchStream};
 pub use tokio_util::sync::CancellationToken;

@@ -128,6 +128,17 @@ impl LockGuard {
         &self.key
     }
 
+    /// The same held lock, named by `key` (a wrapper that renames keys, such as
+    /// [`PrefixStore`](crate::PrefixStore), shows its own).
+    pub(crate) fn with_key(mut self, key: Key) -> LockGuard {
+        LockGuard {
+            key,
+            fencing_token: self.fencing_token,
+            lost: self.lost.clone(),
+            handle: self.handle.take(),
+        }
+    }
+
     /// Strictly increasing across successive holders of this lock: pass it along with writes
     /// so that a resource can refuse writes from a holder that has since lost the lock.
     pub fn fencing_token(&self) -> u64 {

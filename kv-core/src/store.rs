@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_core::Stream;
@@ -84,3 +85,76 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// handles on the same data are not affected.
     async fn close(&self) -> Result<()>;
 }
+
+/// `Arc<dyn Store>`, `Arc<MyStore>`, `Box<dyn Store>` are stores too: wrappers and helpers that
+/// take `impl Store` accept them.
+macro_rules! forward_store {
+    ($($pointer:ident),*) => {$(
+        #[async_trait]
+        impl<T: Store + ?Sized> Store for $pointer<T> {
+            fn capabilities(&self) -> &Capabilities {
+                (**self).capabilities()
+            }
+
+            async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+                (**self).put(key, value, options).await
+            }
+
+            async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+                (**self).get(key).await
+            }
+
+            async fn delete(&self, key: &str) -> Result<bool> {
+                (**self).delete(key).await
+            }
+
+            async fn exists(&self, key: &str) -> Result<bool> {
+                (**self).exists(key).await
+            }
+
+            async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+                (**self).list(prefix).await
+            }
+
+            async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+                (**self).list_children(prefix).await
+            }
+
+            async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+                (**self).delete_tree(prefix).await
+            }
+
+            async fn atomic_put(
+                &self,
+                key: &str,
+                value: &[u8],
+                precondition: Precondition,
+                options: PutOptions,
+            ) -> Result<u64> {
+                (**self).atomic_put(key, value, precondition, options).await
+            }
+
+            async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+                (**self).atomic_delete(key, version).await
+            }
+
+            async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+                (**self).watch(key, options).await
+            }
+
+            async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+                (**self).watch_tree(prefix, options).await
+            }
+
+            async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+                (**self).new_lock(key, options).await
+            }
+
+            async fn close(&self) -> Result<()> {
+                (**self).close().await
+            }
+        }
+    )*};
+}
+
+forward_store!(Arc, Box);

@@ -47,3 +47,41 @@ mod without_history {
         options: "?history=0"
     });
 }
+
+/// The suite through [`kv_core::PrefixStore`]: every handle is the same memory namespace
+/// scoped to `tenants/acme`, with a neighbour's data beside it that nothing may touch.
+mod scoped {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use kv_core::{PrefixStore, PutOptions, Result, Store};
+    use kv_memory::MemoryStore;
+
+    struct Scoped;
+
+    #[async_trait]
+    impl conformance::Backend for Scoped {
+        fn name(&self) -> &str {
+            "memory-scoped"
+        }
+
+        async fn namespace(&self) -> Result<String> {
+            let url = format!("memory://{}", conformance::random_name());
+            // Kept open for the namespace's lifetime: a value at the prefix key itself (outside
+            // the scope), a neighbour's tree, and a sibling whose name extends the prefix.
+            let neighbour = MemoryStore::open(&url)?;
+            for key in ["tenants/acme", "tenants/other/k", "tenants/acme-x/k"] {
+                neighbour.put(key, b"n", PutOptions::default()).await?;
+            }
+            std::mem::forget(neighbour);
+            Ok(url)
+        }
+
+        async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
+            let inner: Arc<dyn Store> = Arc::new(MemoryStore::open(namespace)?);
+            Ok(Arc::new(PrefixStore::new(inner, "tenants/acme")?))
+        }
+    }
+
+    conformance::conformance_tests!(Scoped);
+}

@@ -1,0 +1,130 @@
+//! Conveniences every [`Store`] has: JSON values and read-modify-write loops.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::types::{Precondition, PutOptions};
+
+/// How many times [`StoreExt::update`] reads and tries again after another writer won.
+pub const UPDATE_ATTEMPTS: usize = 16;
+
+/// Conveniences on every [`Store`] (`Arc<dyn Store>` included), built on its methods only.
+///
+/// ```
+/// # async fn demo(store: &dyn kv_core::Store) -> kv_core::Result<()> {
+/// use kv_core::{PutOptions, StoreExt};
+/// #[derive(serde::Serialize, serde::Deserialize, Default)]
+/// struct Config { replicas: u32 }
+///
+/// store.put_json("app/config", &Config { replicas: 3 }, PutOptions::default()).await?;
+/// // Read, change, write back only if nobody else wrote in between (retried if they did).
+/// store.update_json("app/config", |c: Option<Config>| {
+///     let mut c = c.unwrap_or_default();
+///     c.replicas += 1;
+///     c
+/// }).await?;
+/// let (config, _version) = store.get_json::<Config>("app/config").await?.unwrap();
+/// assert_eq!(config.replicas, 4);
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait StoreExt: Store {
+    /// The value at `key` decoded from JSON, with its version; `None` if absent. A value that
+    /// is not valid JSON for `T` is [`Error::Decode`].
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>> {
+        let Some(pair) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let value = decode(key, &pair.value)?;
+        Ok(Some((value, pair.version)))
+    }
+
+    /// Writes `value` as JSON; returns the new version. A value JSON cannot represent (a map
+    /// with non-string keys) is [`Error::InvalidArgument`] and nothing is written.
+    async fn put_json<T: Serialize + Sync + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: PutOptions,
+    ) -> Result<u64> {
+        let bytes = encode(key, value)?;
+        self.put(key, &bytes, options).await
+    }
+
+    /// Read-modify-write: reads `key`, asks `f` for its new value (given the current one,
+    /// `None` if absent) and writes it only if the key is still as read (a CAS on its
+    /// version, or "must not exist"). If another writer won in between, reads again and calls
+    /// `f` again, up to [`UPDATE_ATTEMPTS`] times with a short backoff, then fails with
+    /// [`Error::Conflict`]. Returns the new version. An error from `f` stops the update with
+    /// nothing written.
+    ///
+    /// Other errors are returned at once. After [`Error::is_outcome_unknown`] the write may
+    /// have landed: read the key before deciding to call `update` again.
+    async fn update<F>(&self, key: &str, mut f: F) -> Result<u64>
+    where
+        F: FnMut(Option<&[u8]>) -> Result<Vec<u8>> + Send,
+    {
+        let mut pause = Duration::from_millis(1);
+        let mut attempt = 1;
+        loop {
+            let current = self.get(key).await?;
+            let new = f(current.as_ref().map(|pair| &pair.value[..]))?;
+            let precondition = match &current {
+                Some(pair) => Precondition::Version(pair.version),
+                None => Precondition::MustNotExist,
+            };
+            match self
+                .atomic_put(key, &new, precondition, PutOptions::default())
+                .await
+            {
+                Err(Error::Conflict { .. }) if attempt < UPDATE_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(Error::Conflict { key, .. }) => {
+                    return Err(Error::conflict(
+                        key,
+                        format!("other writers changed it {UPDATE_ATTEMPTS} times in a row"),
+                    ));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`StoreExt::update`] on a JSON value: `f` gets the decoded value (`None` if absent) and
+    /// returns the new one. A current value that is not valid JSON for `T` is
+    /// [`Error::Decode`] and nothing is written.
+    async fn update_json<T, F>(&self, key: &str, mut f: F) -> Result<u64>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnMut(Option<T>) -> T + Send,
+    {
+        self.update(key, |current| {
+            let decoded = current.map(|bytes| decode::<T>(key, bytes)).transpose()?;
+            encode(key, &f(decoded))
+        })
+        .await
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+        key: key.to_owned(),
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| Error::invalid_argument(format!("the value for {key} is not JSON: {e}")))
+}
