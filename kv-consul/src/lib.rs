@@ -140,6 +140,8 @@ impl ConsulStore {
             },
         };
         let mut capabilities = Capabilities::full("consul", max_value_bytes);
+        // Without a root, `delete_tree("")` goes in transactions of 64 operations.
+        capabilities.atomic_delete_tree = !layout.data_key("").is_empty();
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.ttl = Some(TtlSupport {

@@ -222,6 +222,8 @@ impl ZooKeeperStore {
         timed("open", timeout, client.mkdir(&base, &options)).await?;
         timed("open", timeout, client.get_children(&base)).await?;
         let mut capabilities = Capabilities::full("zookeeper", max_value_bytes);
+        // One `multi` up to 2,000 nodes, batches beyond.
+        capabilities.atomic_delete_tree = false;
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.ttl = Some(TtlSupport {

@@ -30,6 +30,7 @@ macro_rules! __with_cases {
             tree::list_children_is_a_directory_listing
             tree::delete_removes_one_key
             tree::delete_tree_removes_the_subtree
+            tree::delete_tree_is_all_or_nothing_where_declared_atomic
             cas::atomic_put_preconditions
             cas::atomic_delete_preconditions
             cas::concurrent_cas_has_one_winner

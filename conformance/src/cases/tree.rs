@@ -1,8 +1,8 @@
 //! Listing and deleting.
 
-use kv_core::PutOptions;
+use kv_core::{EventKind, PutOptions, WatchOptions};
 
-use crate::support::keys;
+use crate::support::{keys, next_event};
 use crate::{Ctx, Outcome};
 
 /// `list` returns every covered key, sorted by the key's bytes; a missing prefix lists empty.
@@ -154,5 +154,51 @@ pub async fn delete_tree_removes_the_subtree(ctx: Ctx) -> Outcome {
         "the empty prefix is the whole store"
     );
     assert!(store.list("").await.unwrap().is_empty());
+    Outcome::Passed
+}
+
+/// Every key `delete_tree` removes is a Delete event for a tree watch; where
+/// `Capabilities::atomic_delete_tree` is declared, a reader listing while it runs (another
+/// handle, interleaved at every await) sees the whole tree or none of it.
+pub async fn delete_tree_is_all_or_nothing_where_declared_atomic(ctx: Ctx) -> Outcome {
+    const KEYS: usize = 40;
+    let store = ctx.store();
+    for i in 0..KEYS {
+        let key = format!("atomic/{}/{i:02}", i % 4);
+        store.put(&key, b"v", PutOptions::default()).await.unwrap();
+    }
+    let mut watch = store
+        .watch_tree("atomic", WatchOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..KEYS {
+        next_event(&mut watch, "initial state").await;
+    }
+    let reader = ctx.another().await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sizes = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut sizes = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                sizes.push(reader.list("atomic").await.unwrap().len());
+            }
+            sizes
+        }
+    });
+    assert_eq!(store.delete_tree("atomic").await.unwrap(), KEYS as u64);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sizes = sizes.await.unwrap();
+    for _ in 0..KEYS {
+        let event = next_event(&mut watch, "delete_tree's deletes").await;
+        assert_eq!(event.kind, EventKind::Delete, "{event:?}");
+    }
+    if !ctx.caps().atomic_delete_tree {
+        return Outcome::Gated("atomic_delete_tree");
+    }
+    assert!(
+        sizes.iter().all(|n| *n == 0 || *n == KEYS),
+        "a reader saw part of the tree while an atomic delete_tree ran: {sizes:?}"
+    );
     Outcome::Passed
 }
