@@ -37,6 +37,7 @@ pub mod clusters;
 pub mod containers;
 pub mod faults;
 pub mod native;
+mod restricted;
 pub mod servers;
 mod support;
 
@@ -48,6 +49,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use kv_core::{Capabilities, Result, Store};
 
+pub use restricted::Restricted;
 pub use support::random_name;
 
 /// How the suite gets stores of the backend under test.

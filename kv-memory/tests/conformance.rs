@@ -85,3 +85,68 @@ mod scoped {
 
     conformance::conformance_tests!(Scoped);
 }
+
+/// The suite through [`conformance::Restricted`] with capabilities switched off, so that every
+/// gated branch really runs (each must see `Unsupported`, or accept the weaker claim).
+mod restricted {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use kv_core::{Capabilities, Result, Store};
+    use kv_memory::MemoryStore;
+
+    struct Restricted {
+        name: &'static str,
+        restrict: fn(&mut Capabilities),
+    }
+
+    #[async_trait]
+    impl conformance::Backend for Restricted {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        async fn namespace(&self) -> Result<String> {
+            Ok(format!("memory://{}", conformance::random_name()))
+        }
+
+        async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
+            let inner: Arc<dyn Store> = Arc::new(MemoryStore::open(namespace)?);
+            Ok(Arc::new(conformance::Restricted::new(inner, self.restrict)))
+        }
+    }
+
+    mod without_ttl {
+        conformance::conformance_tests!(super::Restricted {
+            name: "memory-without-ttl",
+            restrict: |c| c.ttl = None,
+        });
+    }
+
+    mod without_locks {
+        conformance::conformance_tests!(super::Restricted {
+            name: "memory-without-locks",
+            restrict: |c| {
+                c.locks = false;
+                c.subtree_locks = false;
+            },
+        });
+    }
+
+    mod without_subtree_locks {
+        conformance::conformance_tests!(super::Restricted {
+            name: "memory-without-subtree-locks",
+            restrict: |c| c.subtree_locks = false,
+        });
+    }
+
+    mod weaker_claims {
+        conformance::conformance_tests!(super::Restricted {
+            name: "memory-weaker-claims",
+            restrict: |c| {
+                c.watch_coalesces = true;
+                c.atomic_delete_tree = false;
+            },
+        });
+    }
+}
