@@ -85,6 +85,13 @@ impl ConsulLock {
         if options.ttl.is_zero() {
             return Err(Error::invalid_argument("a lock TTL must be positive"));
         }
+        if options.ttl < inner.session_ttl_min {
+            // A shorter TTL would still hold the lock for a whole session TTL after a crash.
+            return Err(Error::invalid_argument(format!(
+                "a Consul lock TTL must be at least the servers' session_ttl_min ({:?}), got {:?}",
+                inner.session_ttl_min, options.ttl
+            )));
+        }
         Ok(Box::new(ConsulLock {
             inner,
             key,

@@ -69,6 +69,16 @@ impl ZooKeeperLock {
     async fn enter(&self) -> Result<Contender> {
         self.inner.closed.check_open()?;
         let client = self.inner.connection.connect(self.options.ttl).await?;
+        // The lease is the session, whose timeout the server clamps to its own range: a
+        // longer one than asked would keep the lock after a crash for longer than the TTL.
+        if client.session_timeout() > self.options.ttl {
+            return Err(Error::invalid_argument(format!(
+                "the ZooKeeper servers' shortest session is {:?} (minSessionTimeout): a lock TTL \
+                 of {:?} cannot be kept; use at least that",
+                client.session_timeout(),
+                self.options.ttl
+            )));
+        }
         let dir = self.inner.layout.locks();
         let acls = self.inner.connection.acls();
         let container = zk::CreateMode::Container.with_acls(acls);

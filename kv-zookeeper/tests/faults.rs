@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use conformance::servers::{Launcher, ZooKeeperProcess};
 use futures::StreamExt;
-use kv_core::{Error, PutOptions, Store};
+use kv_core::{Error, LockOptions, PutOptions, Store};
 use kv_zookeeper::ZooKeeperStore;
 
 fn skipped() -> bool {
@@ -244,4 +244,34 @@ async fn a_big_delete_tree_outlives_the_container_reaper() {
     assert_eq!(store.delete_tree("d").await.unwrap(), 16_000);
     eprintln!("delete_tree of 16,000 keys: {:?}", started.elapsed());
     assert!(store.list("").await.unwrap().is_empty());
+}
+
+/// A lock TTL below the servers' minimum session timeout (400 ms on the test servers) cannot be
+/// kept: the lease is the session, which the server would stretch. `try_acquire` says so with
+/// the server's number and takes nothing; a TTL the server accepts works.
+#[tokio::test]
+async fn a_lock_ttl_below_the_servers_minimum_session_is_refused() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let store = ZooKeeperStore::open(&format!("{}/short", server.url))
+        .await
+        .unwrap();
+    let short = LockOptions::default().ttl(Duration::from_millis(200));
+    let lock = store.new_lock("l", short).await.unwrap();
+    let error = lock.try_acquire().await.unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidArgument { reason } if reason.contains("400ms")),
+        "{error:?}"
+    );
+    let ok = LockOptions::default().ttl(Duration::from_secs(1));
+    let guard = store
+        .new_lock("l", ok)
+        .await
+        .unwrap()
+        .try_acquire()
+        .await
+        .unwrap();
+    assert!(guard.is_some(), "the refused lock took nothing");
 }

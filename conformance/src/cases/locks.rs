@@ -38,6 +38,44 @@ macro_rules! require_locks {
     };
 }
 
+/// A lock TTL of zero, or below the backend's TTL minimum, is `InvalidArgument` (from
+/// `new_lock`, or at the latest from `try_acquire`) and takes nothing.
+pub async fn lock_ttls_below_the_minimum_are_refused(ctx: Ctx) -> Outcome {
+    require_locks!(ctx);
+    let store = ctx.store();
+    let mut too_short = vec![Duration::ZERO];
+    if let Some(support) = ctx.caps().ttl
+        && support.min > Duration::from_millis(1)
+    {
+        too_short.push(support.min / 2);
+    }
+    for ttl in too_short {
+        let refused = match store
+            .new_lock("short", LockOptions::default().ttl(ttl))
+            .await
+        {
+            Err(error) => error,
+            Ok(lock) => match lock.try_acquire().await {
+                Err(error) => error,
+                Ok(guard) => panic!("a lock with TTL {ttl:?} was taken: {guard:?}"),
+            },
+        };
+        assert!(
+            matches!(refused, Error::InvalidArgument { .. }),
+            "lock TTL {ttl:?}: expected InvalidArgument, got {refused:?}"
+        );
+    }
+    let lock = store
+        .new_lock("short", LockOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        lock.try_acquire().await.unwrap().is_some(),
+        "a refused lock took nothing"
+    );
+    Outcome::Passed
+}
+
 /// Holders from two handles never overlap.
 pub async fn lock_excludes_under_contention(ctx: Ctx) -> Outcome {
     require_locks!(ctx);

@@ -46,6 +46,7 @@ macro_rules! __with_cases {
             watch::slow_watchers_lag_and_never_block_writers
             watch::watch_since_resumes_from_history
             locks::lock_excludes_under_contention
+            locks::lock_ttls_below_the_minimum_are_refused
             locks::try_acquire_and_holder
             locks::fencing_tokens_increase
             locks::lock_is_lost_when_the_lease_is_not_renewed
