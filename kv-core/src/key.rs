@@ -80,6 +80,13 @@ impl Key {
         debug_assert!(matches!(normalize(normalized), Ok(n) if n == normalized && !n.is_empty()));
         Key(Arc::from(normalized))
     }
+
+    /// The watched key or prefix as the key of an [`EventKind::Synced`](crate::EventKind)
+    /// marker: the empty string (the whole store) included, which no other `Key` can be.
+    pub(crate) fn watched(path: &str) -> Key {
+        debug_assert!(matches!(normalize(path), Ok(n) if n == path) || path.is_empty());
+        Key(Arc::from(path))
+    }
 }
 
 impl fmt::Debug for Key {

@@ -48,5 +48,5 @@ pub use types::{
     WatchOptions,
 };
 pub use url::{HostPort, Secret, StoreUrl, TlsFiles};
-pub use watch_channel::{WatchSender, resume_watch, watch_channel};
+pub use watch_channel::{WatchSender, initial_events, resume_watch, watch_channel};
 pub use watch_view::{Observed, WatchView};

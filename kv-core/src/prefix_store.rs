@@ -14,7 +14,7 @@ use crate::key::{Key, Prefix};
 use crate::lock::{Lock, LockGuard, LockHolder};
 use crate::store::{Store, WatchStream};
 use crate::types::{
-    Child, KvPair, LockOptions, Precondition, PutOptions, WatchEvent, WatchOptions,
+    Child, EventKind, KvPair, LockOptions, Precondition, PutOptions, WatchEvent, WatchOptions,
 };
 
 /// A store that sees only the keys below `prefix` of another store, with `prefix/` taken off
@@ -254,6 +254,11 @@ impl Stream for ScopedWatch {
             return match self.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => match self.scope.inner_key(&event.key) {
                     Some(key) => Poll::Ready(Some(Ok(WatchEvent { key, ..event }))),
+                    // The marker of a watch of the whole scope names the prefix itself.
+                    None if event.kind == EventKind::Synced => Poll::Ready(Some(Ok(WatchEvent {
+                        key: Key::watched(""),
+                        ..event
+                    }))),
                     None => continue,
                 },
                 other => other,

@@ -36,6 +36,12 @@ pub enum EventKind {
     Put,
     /// The key was deleted or expired.
     Delete,
+    /// Not a change: every key that existed when the watch started has been delivered (the
+    /// initial state is complete); live changes follow. Sent once, only to watches that ask
+    /// with [`WatchOptions::synced`] and do not resume with `since`. Its key is the watched
+    /// key or prefix (empty for the whole store), its value empty, its version the highest of
+    /// the initial events (0 if there were none).
+    Synced,
 }
 
 /// One change seen by a watch.
@@ -96,6 +102,9 @@ pub struct WatchOptions {
     /// How many events may wait for the consumer before the watch ends with
     /// [`Error::WatchLagged`](crate::Error::WatchLagged). Writers never wait for watchers.
     pub buffer: usize,
+    /// After the initial state, send one [`EventKind::Synced`] event (a config loader knows it
+    /// has everything). `since` watches have no initial state and get none.
+    pub synced: bool,
 }
 
 impl WatchOptions {
@@ -113,6 +122,12 @@ impl WatchOptions {
         self.buffer = events;
         self
     }
+
+    /// Marks the end of the initial state with an [`EventKind::Synced`] event.
+    pub fn synced(mut self) -> Self {
+        self.synced = true;
+        self
+    }
 }
 
 impl Default for WatchOptions {
@@ -120,6 +135,7 @@ impl Default for WatchOptions {
         WatchOptions {
             since: None,
             buffer: Self::DEFAULT_BUFFER,
+            synced: false,
         }
     }
 }

@@ -10,8 +10,30 @@ use futures_core::Stream;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::store::WatchStream;
-use crate::types::WatchEvent;
+use crate::types::{EventKind, WatchEvent, WatchOptions};
+use bytes::Bytes;
+
+/// A watch's initial events as the stream must deliver them: followed by the
+/// [`EventKind::Synced`] marker when `options` ask for it (never for `since` watches). `path` is
+/// the watched key or prefix, as the caller gave it (normalized).
+pub fn initial_events(
+    mut initial: Vec<WatchEvent>,
+    path: &str,
+    options: &WatchOptions,
+) -> Vec<WatchEvent> {
+    if options.synced && options.since.is_none() {
+        let version = initial.iter().map(|e| e.version).max().unwrap_or(0);
+        initial.push(WatchEvent {
+            kind: EventKind::Synced,
+            key: Key::watched(path),
+            value: Bytes::new(),
+            version,
+        });
+    }
+    initial
+}
 
 /// Creates a watch: the stream yields `initial` (not counted against the buffer), then what the
 /// [`WatchSender`] sends. `buffer` must be at least 1.

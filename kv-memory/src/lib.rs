@@ -182,13 +182,15 @@ impl MemoryStore {
         options: WatchOptions,
     ) -> Result<WatchStream> {
         self.namespace.capabilities.check_watch(&options)?;
-        let registration = self.namespace.state.write().watch(
+        let mut registration = self.namespace.state.write().watch(
             path,
             recursive,
             options.since,
             options.buffer,
             &Now::lazy(),
         )?;
+        registration.initial =
+            kv_core::initial_events(std::mem::take(&mut registration.initial), path, &options);
         Ok(Box::pin(MemoryWatch::new(
             self.namespace.clone(),
             path.to_owned(),

@@ -221,6 +221,9 @@ pub struct WatchArgs {
     /// Resume after this version instead of printing the current state first.
     #[arg(long, value_name = "VERSION")]
     pub since: Option<u64>,
+    /// Print `SYNCED <key> <version>` once the current state is printed (not with --since).
+    #[arg(long, conflicts_with = "since")]
+    pub synced: bool,
     /// Exit after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,

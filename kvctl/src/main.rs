@@ -288,6 +288,9 @@ async fn watch(store: &dyn Store, out: &Printer, args: WatchArgs) -> Result<u8, 
     if let Some(since) = args.since {
         options = options.since(since);
     }
+    if args.synced {
+        options = options.synced();
+    }
     let mut events = if args.tree {
         store.watch_tree(&args.key, options).await?
     } else {

@@ -246,6 +246,7 @@ impl Printer {
         let kind = match event.kind {
             EventKind::Put => "put",
             EventKind::Delete => "delete",
+            EventKind::Synced => "synced",
         };
         let mut object =
             json!({"event": kind, "key": event.key.as_str(), "version": event.version});
@@ -260,6 +261,7 @@ impl Printer {
                 text_value(&event.value)
             ),
             EventKind::Delete => format!("DELETE {} {}", event.key, event.version),
+            EventKind::Synced => format!("SYNCED {} {}", event.key, event.version),
         });
     }
 }

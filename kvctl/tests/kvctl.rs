@@ -131,6 +131,10 @@ fn a_session_on_the_embedded_default() {
         kv.expect(&["watch", "--tree", "app", "--count", "2"], 0),
         "PUT app/color 4 green\nPUT app/deep/leaf 3 x\n"
     );
+    let synced = kv.expect(&["watch", "--tree", "app", "--synced", "--count", "5"], 0);
+    let last = synced.lines().last().unwrap_or_default().to_owned();
+    assert_eq!(synced.lines().count(), 5, "{synced}");
+    assert!(last.starts_with("SYNCED app "), "{synced}");
     kv.expect(&["del", "app/color"], 0);
     kv.expect(&["del", "app/color"], 1);
     kv.expect(&["get", "app/color"], 1);

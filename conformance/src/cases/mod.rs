@@ -38,6 +38,7 @@ macro_rules! __with_cases {
             ttl::put_without_ttl_clears_the_expiry
             ttl::bad_ttls_are_rejected
             watch::watch_starts_with_the_current_state
+            watch::watch_marks_the_end_of_the_initial_state
             watch::watch_of_a_missing_key
             watch::watch_tree_has_no_gap
             watch::watch_events_arrive_in_version_order

@@ -117,6 +117,7 @@ pub async fn watch_tree_has_no_gap(ctx: Ctx) -> Outcome {
         match event.kind {
             EventKind::Put => seen.insert(key, (event.value.to_vec(), event.version)),
             EventKind::Delete => seen.remove(&key),
+            EventKind::Synced => panic!("Synced without WatchOptions::synced: {event:?}"),
         };
     }
     writer.await.unwrap();
@@ -351,5 +352,67 @@ pub async fn watch_since_resumes_from_history(ctx: Ctx) -> Outcome {
     store.put("h/d", b"5", PutOptions::default()).await.unwrap();
     assert_put(&next_event(&mut from_now, "live").await, "h/d", b"5");
     expect_quiet(&mut key, "key watch ignores other keys").await;
+    Outcome::Passed
+}
+
+/// With `WatchOptions::synced`, the initial state is followed by one `Synced` event (key: the
+/// watched key or prefix, version: the highest initial one, 0 for none), then live changes;
+/// a `since` watch has no initial state and no marker.
+pub async fn watch_marks_the_end_of_the_initial_state(ctx: Ctx) -> Outcome {
+    let store = ctx.store();
+    let put = PutOptions::default;
+    let v1 = store.put("s/a", b"1", put()).await.unwrap();
+    let v2 = store.put("s/b/c", b"2", put()).await.unwrap();
+    let synced = || WatchOptions::default().synced();
+    let mut tree = store.watch_tree("s", synced()).await.unwrap();
+    let mut initial = Vec::new();
+    for _ in 0..2 {
+        let event = next_event(&mut tree, "initial state").await;
+        assert_eq!(event.kind, EventKind::Put, "{event:?}");
+        initial.push(event.key.to_string());
+    }
+    initial.sort();
+    assert_eq!(initial, ["s/a", "s/b/c"]);
+    let marker = next_event(&mut tree, "the Synced marker").await;
+    assert_eq!(
+        (marker.kind, marker.key.as_str(), marker.version),
+        (EventKind::Synced, "s", v1.max(v2))
+    );
+    let v3 = store.put("s/a", b"3", put()).await.unwrap();
+    assert_put(
+        &next_event(&mut tree, "live after the marker").await,
+        "s/a",
+        b"3",
+    );
+    let _ = v3;
+
+    let mut empty = store.watch("s/none", synced()).await.unwrap();
+    let marker = next_event(&mut empty, "the marker of an empty watch").await;
+    assert_eq!(
+        (marker.kind, marker.key.as_str(), marker.version),
+        (EventKind::Synced, "s/none", 0)
+    );
+    let mut all = store.watch_tree("", synced()).await.unwrap();
+    loop {
+        let event = next_event(&mut all, "the whole store's marker").await;
+        if event.kind == EventKind::Synced {
+            assert_eq!(
+                event.key.as_str(),
+                "",
+                "the whole store's marker has the empty key"
+            );
+            break;
+        }
+    }
+
+    if ctx.caps().watch_history {
+        let mut resumed = store.watch("s/a", synced().since(v3)).await.unwrap();
+        store.put("s/a", b"4", put()).await.unwrap();
+        assert_put(
+            &next_event(&mut resumed, "since: no marker").await,
+            "s/a",
+            b"4",
+        );
+    }
     Outcome::Passed
 }
