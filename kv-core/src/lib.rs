@@ -23,6 +23,7 @@ mod lock;
 mod prefix_store;
 mod retry;
 mod store;
+mod traced;
 mod types;
 mod url;
 mod watch_channel;
@@ -43,6 +44,7 @@ pub use prefix_store::PrefixStore;
 pub use retry::{Budget, retry_idempotent};
 pub use store::{Store, WatchStream};
 pub use tokio_util::sync::CancellationToken;
+pub use traced::TracedStore;
 pub use types::{
     Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,
     WatchOptions,

@@ -64,8 +64,15 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     open_url(&StoreUrl::parse(url)?).await
 }
 
-/// Opens the store of a parsed URL; see [`open`].
+/// Opens the store of a parsed URL; see [`open`]. Every call of the store it returns runs in
+/// a `tracing` span ([`TracedStore`]).
 pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    let store = open_backend(url).await?;
+    Ok(Arc::new(TracedStore::new(store)))
+}
+
+/// The backend's store itself, without the tracing wrapper.
+async fn open_backend(url: &StoreUrl) -> Result<Arc<dyn Store>> {
     let scheme = url.scheme.as_str();
     let backend = SCHEMES.iter().find(|(s, _)| *s == scheme).map(|(_, b)| *b);
     match backend {

@@ -21,6 +21,15 @@ use crate::output::{Failure, Printer, code};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        // `RUST_LOG=kv=debug`: a line per store call when its span closes (backend, op, key,
+        // time), on stderr.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "kvctl", &mut std::io::stdout());
         return ExitCode::SUCCESS;

@@ -916,3 +916,29 @@ fn export_piped_into_import_moves_a_tree_between_stores() {
     etcd.expect(&["exists", "new/c"], 1);
     etcd.expect(&["rm", "-r", "/", "--force"], 0);
 }
+
+/// `RUST_LOG=kv=debug` shows a span per store call (backend, op, key), never the value.
+#[test]
+fn rust_log_shows_a_span_per_call_without_values() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["put", "app/token", "secret-value-123"], 0);
+    let output = kv
+        .command(&["get", "app/token"])
+        .env("RUST_LOG", "kv=debug")
+        .output()
+        .unwrap();
+    assert_status(&output, 0, &["get"]);
+    let log = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        log.contains(r#"kv{backend="sqlite" op="get" key="app/token"}"#),
+        "{log}"
+    );
+    assert!(!log.contains("secret-value-123"), "{log}");
+    // Without RUST_LOG, nothing.
+    let quiet = kv
+        .command(&["get", "app/token"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+}

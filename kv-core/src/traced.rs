@@ -1,0 +1,128 @@
+//! [`TracedStore`]: a `tracing` span around every call of another store.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tracing::Instrument;
+
+use crate::capabilities::Capabilities;
+use crate::error::Result;
+use crate::lock::Lock;
+use crate::store::{Store, WatchStream};
+use crate::types::{Child, KvPair, LockOptions, Precondition, PutOptions, WatchOptions};
+
+/// Wraps a store so that every call runs in a `debug` span of target `kv` named `kv`, with
+/// fields `backend`, `op` and `key` (the key or prefix as given) — never a value, and errors
+/// (whose messages never hold secrets) as a `debug` event in the span. `kv::open` returns stores
+/// wrapped this way: `RUST_LOG=kv=debug` shows them with any `tracing` subscriber. Costs a
+/// callsite check per call when nothing listens.
+pub struct TracedStore {
+    inner: Arc<dyn Store>,
+}
+
+impl TracedStore {
+    /// Traces the calls of `inner`.
+    pub fn new(inner: Arc<dyn Store>) -> TracedStore {
+        TracedStore { inner }
+    }
+
+    async fn traced<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let backend = self.inner.capabilities().backend;
+        let span = tracing::debug_span!(target: "kv", "kv", backend, op, key);
+        async move {
+            let result = call.await;
+            if let Err(error) = &result {
+                tracing::debug!(target: "kv", %error, "failed");
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl fmt::Debug for TracedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+#[async_trait]
+impl Store for TracedStore {
+    fn capabilities(&self) -> &Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.traced("put", key, self.inner.put(key, value, options))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        self.traced("get", key, self.inner.get(key)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.traced("delete", key, self.inner.delete(key)).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.traced("exists", key, self.inner.exists(key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        self.traced("list", prefix, self.inner.list(prefix)).await
+    }
+
+    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
+        self.traced("list_children", prefix, self.inner.list_children(prefix))
+            .await
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        self.traced("delete_tree", prefix, self.inner.delete_tree(prefix))
+            .await
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        precondition: Precondition,
+        options: PutOptions,
+    ) -> Result<u64> {
+        let call = self.inner.atomic_put(key, value, precondition, options);
+        self.traced("atomic_put", key, call).await
+    }
+
+    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
+        self.traced("atomic_delete", key, self.inner.atomic_delete(key, version))
+            .await
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.traced("watch", key, self.inner.watch(key, options))
+            .await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.traced("watch_tree", prefix, self.inner.watch_tree(prefix, options))
+            .await
+    }
+
+    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
+        self.traced("new_lock", key, self.inner.new_lock(key, options))
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.traced("close", "", self.inner.close()).await
+    }
+}
