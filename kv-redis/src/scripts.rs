@@ -27,8 +27,8 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Helpers every script starts with: enough for the point reads.
-const READ_PRELUDE: &str = r#"
+/// Helpers every script starts with.
+const PRELUDE: &str = r#"
 local P = ARGV[1]
 local HIST = tonumber(ARGV[2])
 -- The server's time, asked once per call and only when an expiry needs it.
@@ -60,11 +60,6 @@ local function state(k, with_value)
   if exp and exp <= now_ms() then return false end
   return cur
 end
-"#;
-
-/// The helpers of the scripts that change data or read ranges (defining them costs time on
-/// every call, so the point reads go without).
-const PRELUDE: &str = r#"
 local function id(rev, seq) return string.format('%d-%d', rev, seq) end
 -- The log keeps at least HIST records. It is trimmed in batches (up to 128 records, an eighth
 -- of HIST at most), so most writes pay one XLEN, and XTRIM frees whole stream nodes where
@@ -112,7 +107,7 @@ end
 "#;
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{READ_PRELUDE}{PRELUDE}\n{body}"))
+    Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
 /// ARGV[3] key, ARGV[4] value, ARGV[5] ttl ms (0: none), ARGV[6] mode (`-`, `absent`,
