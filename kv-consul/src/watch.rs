@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kv_core::{
     Error, Key, Observed, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, WatchView,
-    initial_events, resume_watch, watch_channel,
+    resume_watch, watch_channel,
 };
 
 use crate::Inner;
@@ -58,7 +58,7 @@ pub(crate) async fn start(
     let read = watcher.read(None).await?;
     let mut initial = watcher.apply(read);
     initial.sort_by(|a, b| a.key.cmp(&b.key));
-    let (sender, stream) = watch_channel(initial_events(initial, target, &options), options.buffer);
+    let (sender, stream) = watch_channel(initial, target, &options);
     tokio::spawn(watcher.run(sender));
     Ok(stream)
 }

@@ -17,7 +17,8 @@ use bytes::Bytes;
 
 /// A watch's initial events as the stream must deliver them: followed by the
 /// [`EventKind::Synced`] marker when `options` ask for it (never for `since` watches). `path` is
-/// the watched key or prefix, as the caller gave it (normalized).
+/// the watched key or prefix, as the caller gave it (normalized). [`watch_channel`] applies it;
+/// a backend with a stream of its own calls it directly.
 pub fn initial_events(
     mut initial: Vec<WatchEvent>,
     path: &str,
@@ -35,16 +36,19 @@ pub fn initial_events(
     initial
 }
 
-/// Creates a watch: the stream yields `initial` (not counted against the buffer), then what the
-/// [`WatchSender`] sends. `buffer` must be at least 1.
+/// Creates the watch of `path` (the watched key or prefix, normalized) that `options` ask for:
+/// the stream yields `initial` (not counted against the buffer) and, if asked, the
+/// [`EventKind::Synced`] marker ([`initial_events`]), then what the [`WatchSender`] sends,
+/// buffering up to `options.buffer` (at least 1).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;
-/// use kv_core::{Error, EventKind, Key, WatchEvent, watch_channel};
+/// use kv_core::{Error, EventKind, Key, WatchEvent, WatchOptions, watch_channel};
 /// let event = WatchEvent { kind: EventKind::Put, key: Key::parse("k").unwrap(), value: "v".into(), version: 1 };
-/// let (mut sender, mut stream) = watch_channel(vec![event.clone()], 1);
+/// let options = WatchOptions::default().buffer(1);
+/// let (mut sender, mut stream) = watch_channel(vec![event.clone()], "k", &options);
 /// assert!(sender.send(event.clone()));
 /// assert!(!sender.send(event), "the buffer of 1 is full: the watch has lagged");
 /// drop(sender);
@@ -54,8 +58,13 @@ pub fn initial_events(
 /// assert!(stream.next().await.is_none());
 /// # }
 /// ```
-pub fn watch_channel(initial: Vec<WatchEvent>, buffer: usize) -> (WatchSender, WatchStream) {
-    let buffer = buffer.max(1);
+pub fn watch_channel(
+    initial: Vec<WatchEvent>,
+    path: &str,
+    options: &WatchOptions,
+) -> (WatchSender, WatchStream) {
+    let initial = initial_events(initial, path, options);
+    let buffer = options.buffer.max(1);
     let (tx, rx) = mpsc::channel(buffer);
     let end = Arc::new(End::default());
     let sender = WatchSender {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use etcd_client::{EventType, WatchOptions as EtcdWatch, WatchResponse, WatchStream as EtcdStream};
 use kv_core::{
     Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    initial_events, resume_watch, watch_channel,
+    resume_watch, watch_channel,
 };
 
 use crate::Inner;
@@ -60,7 +60,7 @@ pub(crate) async fn open(
         next,
     };
     let stream = watcher.connect().await?;
-    let (sender, events) = watch_channel(initial_events(initial, path, &options), options.buffer);
+    let (sender, events) = watch_channel(initial, path, &options);
     tokio::spawn(watcher.run(stream, sender));
     Ok(events)
 }

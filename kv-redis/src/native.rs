@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kv_core::{
     Child, Error, Key, KvPair, Observed, Result, WatchOptions, WatchSender, WatchStream, WatchView,
-    covers, initial_events, watch_channel,
+    covers, watch_channel,
 };
 use redis::Script;
 
@@ -377,7 +377,7 @@ pub(crate) async fn watch(
     let notifications = watcher.subscribe().await?;
     let mut initial = watcher.resync().await?;
     initial.sort_by(|a, b| a.key.cmp(&b.key));
-    let (sender, stream) = watch_channel(initial_events(initial, target, &options), options.buffer);
+    let (sender, stream) = watch_channel(initial, target, &options);
     tokio::spawn(watcher.run(notifications, sender));
     Ok(stream)
 }

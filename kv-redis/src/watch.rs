@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kv_core::{
     Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    initial_events, resume_watch, watch_channel,
+    resume_watch, watch_channel,
 };
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
@@ -63,7 +63,7 @@ pub(crate) async fn open(
         }
     };
     let conn = connect(&inner).await?;
-    let (sender, stream) = watch_channel(initial_events(initial, path, &options), options.buffer);
+    let (sender, stream) = watch_channel(initial, path, &options);
     let reader = Reader {
         inner,
         path: path.to_owned(),

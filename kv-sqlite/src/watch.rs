@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kv_core::{
     Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    initial_events, watch_channel,
+    watch_channel,
 };
 
 use crate::Inner;
@@ -65,7 +65,7 @@ pub(crate) async fn open(
             Ok((events, revision))
         })
         .await?;
-    let (sender, stream) = watch_channel(initial_events(initial, path, &options), options.buffer);
+    let (sender, stream) = watch_channel(initial, path, &options);
     let tail = Tail {
         inner,
         path: path.to_owned(),

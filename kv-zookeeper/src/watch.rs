@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kv_core::{
     Error, Key, Observed, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, WatchView,
-    initial_events, watch_channel,
+    watch_channel,
 };
 use tokio::time::Instant;
 use zookeeper_client as zk;
@@ -52,7 +52,7 @@ pub(crate) async fn start(
     };
     let mut initial = watcher.resync().await?;
     initial.sort_by(|a, b| a.key.cmp(&b.key));
-    let (sender, stream) = watch_channel(initial_events(initial, target, &options), options.buffer);
+    let (sender, stream) = watch_channel(initial, target, &options);
     tokio::spawn(watcher.run(events, sender));
     Ok(stream)
 }
