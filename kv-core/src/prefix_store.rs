@@ -77,11 +77,9 @@ impl PrefixStore {
 
     /// The wrapped store's key for a scoped key (validated first, so errors name the input).
     fn outer_key(&self, key: &str) -> Result<String> {
-        Ok(format!(
-            "{}/{}",
-            self.prefix.as_str(),
-            Key::parse(key)?.as_str()
-        ))
+        let key = Key::parse(key)?;
+        self.capabilities.check_key(key.as_str())?;
+        Ok(format!("{}/{}", self.prefix.as_str(), key.as_str()))
     }
 
     /// The wrapped store's prefix for a scoped prefix (`""`: the whole scope).
@@ -180,9 +178,8 @@ impl Store for PrefixStore {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let outer = self.outer_prefix(prefix)?;
-        if !Prefix::parse(prefix)?.as_str().is_empty()
-            || !self.inner.exists(self.prefix.as_str()).await?
-        {
+        // `outer` is the prefix itself only for the whole scope.
+        if outer != self.prefix.as_str() || !self.inner.exists(self.prefix.as_str()).await? {
             return self.inner.delete_tree(&outer).await;
         }
         // The whole scope, while the prefix key itself (outside it) holds a value: each child's

@@ -125,6 +125,13 @@ async fn a_prefix_store_sees_and_touches_only_its_subtree() {
         acme.put("", b"x", PutOptions::default()).await,
         Err(Error::InvalidKey { .. })
     ));
+    // A key too long for the scope (the prefix takes its share of the limit) is refused with
+    // the key as given.
+    let long = "k".repeat(acme.capabilities().max_key_bytes + 1);
+    assert!(matches!(
+        acme.put(&long, b"x", PutOptions::default()).await,
+        Err(Error::InvalidKey { key, .. }) if key.starts_with("kkk")
+    ));
 
     let lock = acme
         .new_lock("leader", LockOptions::default())
