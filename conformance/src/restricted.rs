@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use kv_core::{
     Capabilities, Child, Error, KvPair, Lock, LockOptions, LockScope, Precondition, PutOptions,
-    Result, Store, WatchOptions, WatchStream,
+    Result, Store, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 
 /// Wraps a store and declares fewer capabilities than it has: a call that needs one that is
@@ -111,6 +111,12 @@ impl Store for Restricted {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         self.inner.atomic_delete(key, version).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.check_open()?;
+        txn.clone().check(&self.capabilities)?;
+        self.inner.txn(txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

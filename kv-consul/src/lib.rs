@@ -37,12 +37,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions,
-    WatchStream,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn,
+    TxnOp as TxnOpKind, TxnOpResult, WatchOptions, WatchStream,
 };
 
 use crate::api::{Api, Entry, SessionSpec, TxnOp};
 use crate::layout::{Layout, expiry_flags, now_ms};
+
+/// Reads and commits of one [`Store::txn`] before giving up on keys that keep changing.
+const TXN_ATTEMPTS: usize = 5;
+/// Conditions plus operations per transaction: each key takes a check and a put up to two
+/// operations (delete, set) in Consul's transaction of at most 64.
+const MAX_TXN_OPS: usize = api::MAX_TXN_OPS / 3;
 
 /// Default timeout of every call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -144,6 +150,7 @@ impl ConsulStore {
         capabilities.atomic_delete_tree = !layout.data_key("").is_empty();
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
+        capabilities.max_txn_ops = MAX_TXN_OPS;
         capabilities.ttl = Some(TtlSupport {
             min: session_ttl_min,
             granularity: Duration::from_millis(1),
@@ -332,6 +339,77 @@ impl Inner {
         Err(Error::conflict(key, "the key exists"))
     }
 
+    /// A transaction: read every key it names, check the conditions on what is visible, then
+    /// commit in one `/v1/txn` that first checks each key is unchanged since the read
+    /// (`check-index` / `check-not-exists`), so the conditions still hold when it applies. A
+    /// key changed in between means reading again, a few times.
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.closed.check_open()?;
+        let txn = txn.check(&self.capabilities)?;
+        let keys = txn.keys();
+        for key in &keys {
+            self.layout.check_key(key.as_str())?;
+        }
+        for _ in 0..TXN_ATTEMPTS {
+            let reads = keys.iter().map(|key| async move {
+                let consul_key = self.layout.data_key(key.as_str());
+                let read = self.api.read("txn", &consul_key, false, None).await?;
+                let entry = read.entries.into_iter().find(|e| e.key == consul_key);
+                Ok::<_, Error>(((*key).clone(), (consul_key, entry)))
+            });
+            let read: HashMap<Key, (String, Option<Entry>)> =
+                futures_util::future::try_join_all(reads).await?.into_iter().collect();
+            let now = now_ms();
+            let visible = |key: &Key| -> Option<&Entry> {
+                read.get(key)?.1.as_ref().filter(|e| !e.expired(now))
+            };
+            txn.check_conditions(|key| visible(key).map(|e| (&e.value[..], e.modify_index)))?;
+            let mut ops = Vec::with_capacity(3 * keys.len());
+            for (consul_key, entry) in read.values() {
+                ops.push(match entry {
+                    Some(entry) => TxnOp::check_index(consul_key, entry.modify_index),
+                    None => TxnOp::check_not_exists(consul_key),
+                });
+            }
+            let mut results = Vec::with_capacity(txn.ops.len());
+            for op in &txn.ops {
+                let (consul_key, entry) = &read[op.key()];
+                match op {
+                    TxnOpKind::Put { value, .. } => {
+                        if entry.as_ref().is_some_and(|e| e.session.is_some()) {
+                            // Detaches the key from its TTL session, as a put does.
+                            ops.push(TxnOp::delete(consul_key));
+                        }
+                        ops.push(TxnOp::set(consul_key, value, 0, None));
+                        results.push(None);
+                    }
+                    TxnOpKind::Delete { key } => {
+                        if entry.is_some() {
+                            ops.push(TxnOp::delete(consul_key));
+                        }
+                        results.push(Some(TxnOpResult::Delete {
+                            existed: visible(key).is_some(),
+                        }));
+                    }
+                }
+            }
+            let Ok(entries) = self.api.txn("txn", &ops).await? else {
+                continue;
+            };
+            // Entries come back for the checks (old indexes) and the sets (the new one, the
+            // highest).
+            let version = entries.iter().map(|e| e.modify_index).max().unwrap_or(0);
+            return Ok(results
+                .into_iter()
+                .map(|r| r.unwrap_or(TxnOpResult::Put { version }))
+                .collect());
+        }
+        Err(Error::conflict(
+            keys.first().map_or("", |k| k.as_str()),
+            format!("the keys kept changing during {TXN_ATTEMPTS} attempts; try again"),
+        ))
+    }
+
     /// The visible pairs of a transaction's or read's entries that `prefix` covers, sorted.
     fn pairs(&self, entries: Vec<Entry>, prefix: &str) -> Vec<KvPair> {
         let now = now_ms();
@@ -501,6 +579,10 @@ impl Store for ConsulStore {
                 format!("expected version {version}: {}", rollback.what),
             )),
         }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.inner.txn(txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

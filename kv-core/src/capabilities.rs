@@ -42,6 +42,9 @@ pub struct Capabilities {
     pub max_key_bytes: usize,
     /// Largest value in bytes; larger values fail with [`Error::ValueTooLarge`].
     pub max_value_bytes: usize,
+    /// Most conditions plus operations in one [`Store::txn`](crate::Store::txn); `0` if the
+    /// backend has no transactions (`Unsupported("transactions")`).
+    pub max_txn_ops: usize,
 }
 
 impl Capabilities {
@@ -61,6 +64,7 @@ impl Capabilities {
             atomic_delete_tree: true,
             max_key_bytes: MAX_KEY_BYTES,
             max_value_bytes,
+            max_txn_ops: usize::MAX,
         }
     }
 

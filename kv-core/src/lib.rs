@@ -24,6 +24,7 @@ mod prefix_store;
 mod retry;
 mod store;
 mod traced;
+mod txn;
 mod types;
 mod url;
 mod watch_channel;
@@ -45,6 +46,7 @@ pub use retry::{Budget, retry_idempotent};
 pub use store::{Store, WatchStream};
 pub use tokio_util::sync::CancellationToken;
 pub use traced::TracedStore;
+pub use txn::{CheckedTxn, Condition, Txn, TxnOp, TxnOpResult};
 pub use types::{
     Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,
     WatchOptions,

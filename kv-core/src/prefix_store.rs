@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::key::{Key, Prefix};
 use crate::lock::{Lock, LockGuard, LockHolder};
 use crate::store::{Store, WatchStream};
+use crate::txn::{Txn, TxnOpResult};
 use crate::types::{
     Child, EventKind, KvPair, LockOptions, Precondition, PutOptions, WatchEvent, WatchOptions,
 };
@@ -208,6 +209,19 @@ impl Store for PrefixStore {
         self.inner
             .atomic_delete(&self.outer_key(key)?, version)
             .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        let txn = txn.map_keys(|key| self.outer_key(key))?;
+        self.inner.txn(txn).await.map_err(|error| match error {
+            Error::Conflict { key, reason } => Error::Conflict {
+                key: self
+                    .inner_key(&Key::from_normalized(&key))
+                    .map_or(key, |inner| inner.as_str().to_owned()),
+                reason,
+            },
+            other => other,
+        })
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

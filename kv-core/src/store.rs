@@ -10,6 +10,7 @@ use futures_core::Stream;
 use crate::capabilities::Capabilities;
 use crate::error::Result;
 use crate::lock::Lock;
+use crate::txn::{Txn, TxnOpResult};
 use crate::types::{
     Child, KvPair, LockOptions, Precondition, PutOptions, WatchEvent, WatchOptions,
 };
@@ -67,6 +68,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes only if the key exists with exactly `version`, else
     /// [`Error::Conflict`](crate::Error::Conflict) and nothing changes.
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()>;
+
+    /// Applies the transaction's puts and deletes all together if every condition holds, else
+    /// fails with [`Error::Conflict`](crate::Error::Conflict) naming the first condition that
+    /// failed and changes nothing. Returns what each operation did, in order: the version a put
+    /// wrote, whether a delete found its key (deleting a missing key is a no-op, no event). The
+    /// puts' versions are above every earlier version; they may be equal (one revision, as on
+    /// etcd) or increase in operation order. Validated first with [`Txn::check`]:
+    /// `Unsupported("transactions")` where [`Capabilities::max_txn_ops`] is 0.
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>>;
 
     /// Watches one key, which need not exist yet. Starts with the current state (a `Put` if the
     /// key exists) unless [`WatchOptions::since`] is set, then delivers live changes.
@@ -136,6 +146,10 @@ macro_rules! forward_store {
 
             async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
                 (**self).atomic_delete(key, version).await
+            }
+
+            async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+                (**self).txn(txn).await
             }
 
             async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

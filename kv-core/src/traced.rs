@@ -11,6 +11,7 @@ use crate::capabilities::Capabilities;
 use crate::error::Result;
 use crate::lock::Lock;
 use crate::store::{Store, WatchStream};
+use crate::txn::{Txn, TxnOpResult};
 use crate::types::{Child, KvPair, LockOptions, Precondition, PutOptions, WatchOptions};
 
 /// Wraps a store so that every call runs in a `debug` span of target `kv` named `kv`, with
@@ -105,6 +106,11 @@ impl Store for TracedStore {
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         self.traced("atomic_delete", key, self.inner.atomic_delete(key, version))
             .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        let key = txn.first_key().to_owned();
+        self.traced("txn", &key, self.inner.txn(txn)).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

@@ -30,9 +30,9 @@ use etcd_client::{
     PutOptions as EtcdPut, Txn, TxnOp, TxnOpResponse,
 };
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions,
-    WatchStream,
+    CancellationToken, Capabilities, Child, Condition, Error, HandleState, Key, KvPair, Lock,
+    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport,
+    TxnOp as KvTxnOp, TxnOpResult, WatchOptions, WatchStream,
 };
 
 use crate::layout::{Layout, Range};
@@ -41,6 +41,9 @@ use crate::layout::{Layout, Range};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest value: etcd refuses requests over 1.5 MiB by default; this leaves room for the key.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Conditions plus operations per transaction: etcd's default `--max-txn-ops` (128 per
+/// branch).
+pub const MAX_TXN_OPS: usize = 128;
 /// Keys per page when reading large ranges.
 const PAGE: i64 = 1000;
 
@@ -126,6 +129,7 @@ impl EtcdStore {
             min: Duration::from_secs(2),
             granularity: Duration::from_secs(1),
         });
+        capabilities.max_txn_ops = MAX_TXN_OPS;
         let store = EtcdStore {
             inner: Arc::new(Inner {
                 members,
@@ -500,6 +504,20 @@ impl Members {
     }
 }
 
+/// The etcd comparison that holds exactly when `condition` holds for `key`.
+fn compare(key: String, condition: &Condition) -> Compare {
+    let revision = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    match condition {
+        Condition::Missing => Compare::create_revision(key, CompareOp::Equal, 0),
+        Condition::Exists => Compare::create_revision(key, CompareOp::Greater, 0),
+        // A missing key's mod_revision is 0: version 0 must match nothing.
+        Condition::Version(0) => Compare::mod_revision(key, CompareOp::Less, 0),
+        Condition::Version(v) => Compare::mod_revision(key, CompareOp::Equal, revision(*v)),
+        // etcd fails a value comparison on a missing key.
+        Condition::Value(value) => Compare::value(key, CompareOp::Equal, value.to_vec()),
+    }
+}
+
 /// What a failed precondition found.
 fn conflict_reason(precondition: Option<Precondition>, responses: &[TxnOpResponse]) -> String {
     let current = responses.iter().find_map(|r| match r {
@@ -781,6 +799,69 @@ impl Store for EtcdStore {
             ));
         }
         Ok(())
+    }
+
+    async fn txn(&self, txn: kv_core::Txn) -> Result<Vec<TxnOpResult>> {
+        let inner = &self.inner;
+        inner.closed.check_open()?;
+        let txn = txn.check(&inner.capabilities)?;
+        for key in txn.keys() {
+            inner.layout.check_key(key.as_str())?;
+        }
+        let data_key = |key: &Key| inner.layout.data_key(key.as_str());
+        let compares: Vec<Compare> = txn
+            .conditions
+            .iter()
+            .map(|(key, condition)| compare(data_key(key), condition))
+            .collect();
+        let ops: Vec<TxnOp> = txn
+            .ops
+            .iter()
+            .map(|op| match op {
+                KvTxnOp::Put { key, value } => TxnOp::put(data_key(key), value.to_vec(), None),
+                KvTxnOp::Delete { key } => TxnOp::delete(data_key(key), None),
+            })
+            .collect();
+        // On failure, read the compared keys (same revision) to say which condition failed.
+        let reads: Vec<TxnOp> = txn
+            .conditions
+            .iter()
+            .map(|(key, _)| TxnOp::get(data_key(key), None))
+            .collect();
+        let request = Txn::new().when(compares).and_then(ops).or_else(reads);
+        let response = inner
+            .call("txn", inner.client().kv_client().txn(request))
+            .await?;
+        if !response.succeeded() {
+            let found: Vec<Option<KeyValue>> = response
+                .op_responses()
+                .into_iter()
+                .map(|r| match r {
+                    TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
+                    _ => None,
+                })
+                .collect();
+            let mut found = found.iter();
+            txn.check_conditions(|_| {
+                let kv = found.next()?.as_ref()?;
+                Some((kv.value(), u64::try_from(kv.mod_revision()).unwrap_or(0)))
+            })?;
+            return Err(Error::conflict(
+                txn.conditions.first().map_or("", |(k, _)| k.as_str()),
+                "a condition did not hold",
+            ));
+        }
+        let revision = revision_of(response.header())?;
+        Ok(response
+            .op_responses()
+            .iter()
+            .map(|r| match r {
+                TxnOpResponse::Delete(d) => TxnOpResult::Delete {
+                    existed: d.deleted() > 0,
+                },
+                _ => TxnOpResult::Put { version: revision },
+            })
+            .collect())
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

@@ -24,6 +24,10 @@ pub trait Journal: Send + Sync + 'static {
     /// Records that `keys` were removed (deleted or expired) at revision `revision`.
     fn delete(&self, keys: &[Key], revision: u64) -> Result<()>;
 
+    /// Records a transaction's writes, all at `revision`, as one atomic change: `puts` (no
+    /// expiry) and the removal of `deletes`.
+    fn commit(&self, puts: &[(&Key, &[u8])], deletes: &[Key], revision: u64) -> Result<()>;
+
     /// Records that the revision advanced without a data change (a lock grant's fencing
     /// token), so that versions and tokens stay monotonic across restarts.
     fn advance(&self, revision: u64) -> Result<()>;

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    Precondition, PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream,
+    Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 
 use crate::lock::MemoryLock;
@@ -274,6 +274,12 @@ impl Store for MemoryStore {
             .write()
             .delete(key, Some(version), &Now::lazy())
             .map(drop)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.closed.check_open()?;
+        let txn = txn.check(&self.namespace.capabilities)?;
+        self.namespace.state.write().txn(&txn, &Now::lazy())
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

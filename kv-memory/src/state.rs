@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hashbrown::HashMap;
 use kv_core::{
-    Child, Error, EventKind, Key, KvPair, LockHolder, LockScope, Precondition, Result, WatchEvent,
-    covers,
+    CheckedTxn, Child, Error, EventKind, Key, KvPair, LockHolder, LockScope, Precondition, Result,
+    TxnOp, TxnOpResult, WatchEvent, covers,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -240,6 +240,68 @@ impl State {
             journal.put(&stored, &value, version, expires_at.map(to_system_time))?;
         }
         self.revision = version;
+        self.set_entry(key, value, version, expires_at);
+        Ok(version)
+    }
+
+    /// Applies a transaction checked by [`CheckedTxn`]'s rules: every condition is evaluated
+    /// on the live state, then every write is journaled in one record and applied with one new
+    /// version. Returns what each operation did.
+    pub fn txn(&mut self, txn: &CheckedTxn, now: &Now) -> Result<Vec<TxnOpResult>> {
+        for key in txn.keys() {
+            // Drops expired entries first, so conditions and deletes see them as missing.
+            self.current_version(key.as_str(), now)?;
+        }
+        txn.check_conditions(|key| {
+            let entry = self.entries.get(key.as_str())?;
+            Some((entry.value.as_ref(), entry.version))
+        })?;
+        let version = self.revision + 1;
+        let deletes: Vec<Key> = txn
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Delete { key } => self
+                    .entries
+                    .get_key_value(key.as_str())
+                    .map(|(k, _)| k.clone()),
+                TxnOp::Put { .. } => None,
+            })
+            .collect();
+        let puts: Vec<(&Key, &[u8])> = txn
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Put { key, value } => Some((key, value.as_ref())),
+                TxnOp::Delete { .. } => None,
+            })
+            .collect();
+        if puts.is_empty() && deletes.is_empty() {
+            let missing = TxnOpResult::Delete { existed: false };
+            return Ok(vec![missing; txn.ops.len()]);
+        }
+        if let Some(journal) = &self.journal {
+            journal.commit(&puts, &deletes, version)?;
+        }
+        self.revision = version;
+        let mut versions = Vec::with_capacity(txn.ops.len());
+        for op in &txn.ops {
+            versions.push(match op {
+                TxnOp::Put { key, value } => {
+                    self.set_entry(key.as_str(), value.clone(), version, None);
+                    TxnOpResult::Put { version }
+                }
+                TxnOp::Delete { key } => TxnOpResult::Delete {
+                    existed: self.drop_entry(key.as_str(), version).is_some(),
+                },
+            });
+        }
+        Ok(versions)
+    }
+
+    /// Stores `value` at `version` (the caller has advanced the revision and journaled it),
+    /// schedules its expiry and publishes the Put event.
+    fn set_entry(&mut self, key: &str, value: Bytes, version: u64, expires_at: Option<Instant>) {
         let entry = Entry {
             value: value.clone(),
             version,
@@ -272,7 +334,6 @@ impl State {
             value,
             version,
         });
-        Ok(version)
     }
 
     /// Deletes `key` (only if it has `expected` version, when given); returns whether a live
@@ -342,21 +403,25 @@ impl State {
         if let Some(journal) = &self.journal {
             journal.delete(std::slice::from_ref(stored), version)?;
         }
-        let Some((key, entry)) = self.entries.remove_entry(key) else {
-            return Ok(None);
-        };
+        self.revision = version;
+        Ok(self.drop_entry(key, version))
+    }
+
+    /// Removes the value at `key` at `version` (the caller has advanced the revision and
+    /// journaled it) and publishes the Delete event.
+    fn drop_entry(&mut self, key: &str, version: u64) -> Option<Entry> {
+        let (key, entry) = self.entries.remove_entry(key)?;
         if let Some(node) = self.root.find_mut(key.as_str()) {
             node.key = None;
         }
         self.root.prune(key.as_str());
-        self.revision = version;
         self.publish(WatchEvent {
             kind: EventKind::Delete,
             key,
             value: Bytes::new(),
             version,
         });
-        Ok(Some(entry))
+        Some(entry)
     }
 
     /// Records `event` in the history and sends it to every watcher it concerns: tree watchers

@@ -133,6 +133,20 @@ mod restricted {
         });
     }
 
+    mod without_transactions {
+        conformance::conformance_tests!(super::Restricted {
+            name: "memory-without-transactions",
+            restrict: |c| c.max_txn_ops = 0,
+        });
+    }
+
+    mod small_transactions {
+        conformance::conformance_tests!(super::Restricted {
+            name: "memory-small-transactions",
+            restrict: |c| c.max_txn_ops = 8,
+        });
+    }
+
     mod without_subtree_locks {
         conformance::conformance_tests!(super::Restricted {
             name: "memory-without-subtree-locks",

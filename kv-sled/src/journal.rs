@@ -98,12 +98,8 @@ impl Journal for SledJournal {
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
             })
         });
-        let mut record = Vec::with_capacity(HEADER + value.len());
-        record.extend_from_slice(&version.to_be_bytes());
-        record.extend_from_slice(&expiry.to_be_bytes());
-        record.extend_from_slice(value);
         let mut batch = sled::Batch::default();
-        batch.insert(data_key(key), record);
+        batch.insert(data_key(key), record(value, version, expiry));
         batch.insert(REVISION_KEY, &version.to_be_bytes());
         self.apply(batch)
     }
@@ -111,6 +107,18 @@ impl Journal for SledJournal {
     fn delete(&self, keys: &[Key], revision: u64) -> Result<()> {
         let mut batch = sled::Batch::default();
         for key in keys {
+            batch.remove(data_key(key));
+        }
+        batch.insert(REVISION_KEY, &revision.to_be_bytes());
+        self.apply(batch)
+    }
+
+    fn commit(&self, puts: &[(&Key, &[u8])], deletes: &[Key], revision: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in puts {
+            batch.insert(data_key(key), record(value, revision, 0));
+        }
+        for key in deletes {
             batch.remove(data_key(key));
         }
         batch.insert(REVISION_KEY, &revision.to_be_bytes());
@@ -134,6 +142,15 @@ impl Drop for SledJournal {
         // anyway; this makes a clean shutdown durable at once.
         let _ = self.db.flush();
     }
+}
+
+/// A stored value: version, expiry (Unix ms, 0 for none), then the bytes.
+fn record(value: &[u8], version: u64, expiry: u64) -> Vec<u8> {
+    let mut record = Vec::with_capacity(HEADER + value.len());
+    record.extend_from_slice(&version.to_be_bytes());
+    record.extend_from_slice(&expiry.to_be_bytes());
+    record.extend_from_slice(value);
+    record
 }
 
 fn data_key(key: &Key) -> Vec<u8> {

@@ -46,7 +46,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kv_core::{
     Capabilities, Child, Error, KvPair, Lock, LockOptions, Precondition, PutOptions, Result, Store,
-    StoreUrl, WatchOptions, WatchStream,
+    StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 use kv_memory::{DEFAULT_HISTORY, DEFAULT_MAX_VALUE_BYTES, Durable, MemoryStore};
 
@@ -292,6 +292,10 @@ impl Store for SledStore {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         self.inner.atomic_delete(key, version).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.inner.txn(txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

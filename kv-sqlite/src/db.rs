@@ -298,6 +298,15 @@ impl Writer<'_> {
         Ok(revision)
     }
 
+    /// A live key's value and version (an expired value is removed first, as by
+    /// [`Writer::version`]).
+    pub fn current(&mut self, key: &str) -> Result<Option<(Vec<u8>, u64)>> {
+        if self.version(key)?.is_none() {
+            return Ok(None);
+        }
+        read_key(&self.tx, key, self.now).map_err(|e| self.err(e))
+    }
+
     /// Deletes a live key with a new revision (a Delete record); false if there was none.
     pub fn delete(&mut self, key: &str) -> Result<bool> {
         if self.version(key)?.is_none() {

@@ -35,7 +35,7 @@ mod db;
 mod lock;
 mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, WatchOptions, WatchStream,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOp, TxnOpResult,
+    WatchOptions, WatchStream,
 };
 use tokio::sync::Notify;
 
@@ -312,6 +313,41 @@ impl Inner {
         Ok(written)
     }
 
+    async fn txn(self: &Arc<Self>, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.closed.check_open()?;
+        let txn = txn.check(&self.capabilities)?;
+        let versions = self
+            .db
+            .write("txn", move |w| {
+                let mut current = HashMap::new();
+                for key in txn.keys() {
+                    current.insert(key.clone(), w.current(key.as_str())?);
+                }
+                let checked = txn.check_conditions(|key| {
+                    let (value, version) = current.get(key)?.as_ref()?;
+                    Some((value.as_slice(), *version))
+                });
+                if let Err(conflict) = checked {
+                    return Ok(Err(conflict));
+                }
+                txn.ops
+                    .iter()
+                    .map(|op| match op {
+                        TxnOp::Put { key, value } => w
+                            .put(key.as_str(), value, None)
+                            .map(|version| TxnOpResult::Put { version }),
+                        TxnOp::Delete { key } => w
+                            .delete(key.as_str())
+                            .map(|existed| TxnOpResult::Delete { existed }),
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Ok)
+            })
+            .await??;
+        self.signal();
+        Ok(versions)
+    }
+
     async fn remove(self: &Arc<Self>, key: &str, version: Option<u64>) -> Result<bool> {
         let key = self.closed.key(key)?.to_owned();
         let removed = self
@@ -487,6 +523,10 @@ impl Store for SqliteStore {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         self.inner.remove(key, Some(version)).await.map(drop)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.inner.txn(txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

@@ -1,6 +1,6 @@
 //! Handle lifecycle and declared capabilities.
 
-use kv_core::{Error, LockOptions, MAX_KEY_BYTES, Precondition, PutOptions, WatchOptions};
+use kv_core::{Error, LockOptions, MAX_KEY_BYTES, Precondition, PutOptions, Txn, WatchOptions};
 
 use crate::{Ctx, Outcome, assert_err};
 
@@ -32,6 +32,11 @@ pub async fn closed_handle_rejects_every_call(ctx: Ctx) -> Outcome {
         other.atomic_delete("k", 1).await,
         Error::Closed,
         "atomic_delete"
+    );
+    assert_err!(
+        other.txn(Txn::new().put("k", "v")).await,
+        Error::Closed,
+        "txn"
     );
     assert_err!(
         other.watch("k", WatchOptions::default()).await,

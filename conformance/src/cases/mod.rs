@@ -7,6 +7,7 @@ mod lifecycle;
 mod locks;
 mod tree;
 mod ttl;
+mod txn;
 mod values;
 mod watch;
 
@@ -34,6 +35,10 @@ macro_rules! __with_cases {
             cas::atomic_put_preconditions
             cas::atomic_delete_preconditions
             cas::concurrent_cas_has_one_winner
+            txn::txn_applies_all_or_nothing
+            txn::txn_is_checked_before_anything_is_sent
+            txn::txn_writes_are_watch_events
+            txn::concurrent_txns_are_serializable
             ttl::ttl_keys_expire_with_a_delete_event
             ttl::put_without_ttl_clears_the_expiry
             ttl::bad_ttls_are_rejected
