@@ -358,7 +358,10 @@ impl Inner {
                 Ok::<_, Error>(((*key).clone(), (consul_key, entry)))
             });
             let read: HashMap<Key, (String, Option<Entry>)> =
-                futures_util::future::try_join_all(reads).await?.into_iter().collect();
+                futures_util::future::try_join_all(reads)
+                    .await?
+                    .into_iter()
+                    .collect();
             let now = now_ms();
             let visible = |key: &Key| -> Option<&Entry> {
                 read.get(key)?.1.as_ref().filter(|e| !e.expired(now))

@@ -33,9 +33,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, WatchOptions,
-    WatchStream,
+    CancellationToken, Capabilities, Child, Condition, Error, HandleState, Key, KvPair, Lock,
+    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn,
+    TxnOp, TxnOpResult, WatchOptions, WatchStream,
 };
 use node::Call;
 use redis::{RedisConnectionInfo, Script};
@@ -47,6 +47,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HISTORY: usize = 10_000;
 /// Largest value.
 pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+/// Conditions plus operations per transaction: one script holds the server for all of them.
+pub const MAX_TXN_OPS: usize = 1024;
 /// Keys per page when listing.
 const PAGE: usize = 1000;
 
@@ -190,6 +192,7 @@ impl RedisStore {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
         });
+        capabilities.max_txn_ops = MAX_TXN_OPS;
         let native = match url.choice_option("layout", &["native"])? {
             Some(_) => {
                 let poll = url
@@ -199,6 +202,8 @@ impl RedisStore {
                 capabilities.watch_history = false;
                 capabilities.watch_coalesces = true;
                 capabilities.atomic_delete_tree = false;
+                // Plain strings have no version to check in a script; not yet.
+                capabilities.max_txn_ops = 0;
                 Some(native::Native::new(root.as_str(), db, poll))
             }
             None => None,
@@ -294,6 +299,66 @@ impl Inner {
             return Ok(version);
         }
         Err(conflict(key, precondition, version))
+    }
+
+    /// A transaction: one script ([`scripts::TXN`]) checks the conditions and applies the
+    /// writes at one revision.
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.closed.check_open()?;
+        let txn = txn.check(&self.capabilities)?;
+        let mut invocation = self.writing(&scripts::TXN);
+        invocation.arg(txn.conditions.len());
+        for (key, condition) in &txn.conditions {
+            invocation.arg(key.as_str());
+            match condition {
+                Condition::Missing => invocation.arg("missing").arg(""),
+                Condition::Exists => invocation.arg("exists").arg(""),
+                Condition::Version(v) => invocation.arg("version").arg(*v),
+                Condition::Value(value) => invocation.arg("value").arg(&value[..]),
+            };
+        }
+        for op in &txn.ops {
+            match op {
+                TxnOp::Put { key, value } => {
+                    invocation.arg("put").arg(key.as_str()).arg(&value[..])
+                }
+                TxnOp::Delete { key } => invocation.arg("del").arg(key.as_str()).arg(""),
+            };
+        }
+        let outcome: Vec<u64> = self.invoke("txn", invocation).await?;
+        match outcome.as_slice() {
+            [1, version, done @ ..] if done.len() == txn.ops.len() => Ok(txn
+                .ops
+                .iter()
+                .zip(done)
+                .map(|(op, done)| match op {
+                    TxnOp::Put { .. } => TxnOpResult::Put { version: *version },
+                    TxnOp::Delete { .. } => TxnOpResult::Delete {
+                        existed: *done == 1,
+                    },
+                })
+                .collect()),
+            [0, failed, version] => {
+                let index = usize::try_from(*failed)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(1);
+                let (key, condition) = txn
+                    .conditions
+                    .get(index)
+                    .ok_or_else(|| Error::Backend("the txn script named no condition".into()))?;
+                let found = (*version > 0).then_some((&b""[..], *version));
+                let reason = match (condition, condition.check(found)) {
+                    (Condition::Value(_), _) | (_, Ok(())) => {
+                        format!("the value (version {version}) differs from the expected one")
+                    }
+                    (_, Err(reason)) => reason,
+                };
+                Err(Error::conflict(key, reason))
+            }
+            _ => Err(Error::Backend(
+                format!("unexpected answer of the txn script: {outcome:?}").into(),
+            )),
+        }
     }
 
     /// A key's live version (and value, if asked for), `None` if it has none: one `HMGET` of
@@ -550,6 +615,10 @@ impl Store for RedisStore {
                 None => format!("the key does not exist (expected version {version})"),
             },
         ))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.inner.txn(txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

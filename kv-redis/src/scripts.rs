@@ -160,6 +160,67 @@ return {1}
     )
 });
 
+/// ARGV[3] number of conditions C; then C triples (key, `missing`/`exists`/`version`/`value`,
+/// argument); then one triple per operation (`put` or `del`, key, value or `''`). Returns
+/// `{0, failed condition (1-based), its key's version or 0}` when a condition does not hold
+/// (nothing written), else `{1, revision of the writes or 0, then 1 or 0 per operation (a put,
+/// or a delete that found its key)}`. Every write shares one revision (log ids `rev-1`,
+/// `rev-2`, ...); expired values are removed before it is taken.
+pub static TXN: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local states = {}
+local function current(k)
+  if states[k] == nil then
+    local cur = state(k, true)
+    if cur == false then remove(k); cur = nil end
+    states[k] = cur or false
+  end
+  return states[k] or nil
+end
+local first = 4 + 3 * tonumber(ARGV[3])
+for i = 4, first - 1, 3 do
+  local cur, kind, arg = current(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+  local ok
+  if kind == 'missing' then ok = not cur
+  elseif not cur then ok = false
+  elseif kind == 'exists' then ok = true
+  elseif kind == 'version' then ok = tonumber(cur[1]) == tonumber(arg)
+  else ok = cur[3] == arg end
+  if not ok then return {0, (i - 1) / 3, cur and tonumber(cur[1]) or 0} end
+end
+for i = first, #ARGV, 3 do current(ARGV[i + 1]) end
+local rev, seq, out = nil, 0, {1, 0}
+for i = first, #ARGV, 3 do
+  local verb, k, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local cur = current(k)
+  if verb == 'put' or cur then
+    if not rev then rev = next_rev(); out[2] = rev end
+    seq = seq + 1
+    if verb == 'put' then
+      local d = dkey(k)
+      redis.call('HSET', d, 'v', v, 'ver', rev)
+      if cur and cur[2] then
+        redis.call('HDEL', d, 'exp')
+        redis.call('PERSIST', d)
+        redis.call('ZREM', P .. ':exp', k)
+      end
+      if not cur then redis.call('ZADD', P .. ':idx', 0, k) end
+      log(rev, seq, k, 'put', v)
+    else
+      drop(k, cur)
+      log(rev, seq, k, 'del', '')
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"#,
+    )
+});
+
 /// ARGV[3] prefix, ARGV[4] exclusive lower bound (`''` to start), ARGV[5] page size.
 /// Returns `{{key, value, version}, ...}` of live keys, in byte order.
 pub static LIST: LazyLock<Script> = LazyLock::new(|| {
