@@ -175,7 +175,8 @@ impl Txn {
 
     /// Validates the transaction for a backend before anything is sent: transactions
     /// supported, at most [`Capabilities::max_txn_ops`] conditions and operations, every key
-    /// valid, no key written twice, every value within the limit.
+    /// valid, no key written twice, the values together within
+    /// [`Capabilities::max_value_bytes`] (one request carries them all).
     pub fn check(self, capabilities: &Capabilities) -> Result<CheckedTxn> {
         if capabilities.max_txn_ops == 0 {
             return Err(capabilities.unsupported("transactions"));
@@ -200,6 +201,7 @@ impl Txn {
             .collect::<Result<Vec<_>>>()?;
         let mut written = HashSet::new();
         let mut ops = Vec::with_capacity(self.ops.len());
+        let mut total = 0usize;
         for (k, value) in self.ops {
             let key = key(&k)?;
             if !written.insert(key.clone()) {
@@ -209,7 +211,8 @@ impl Txn {
             }
             ops.push(match value {
                 Some(value) => {
-                    capabilities.check_value(value.len())?;
+                    total = total.saturating_add(value.len());
+                    capabilities.check_value(total)?;
                     TxnOp::Put { key, value }
                 }
                 None => TxnOp::Delete { key },
@@ -312,6 +315,11 @@ mod tests {
         assert!(matches!(
             big.check(&caps(9)),
             Err(Error::ValueTooLarge { .. })
+        ));
+        let together = Txn::new().put("a", "12345").put("b", "12345");
+        assert!(matches!(
+            together.check(&caps(9)),
+            Err(Error::ValueTooLarge { size: 10, max: 8 })
         ));
         let bad = Txn::new().when("a//b", Condition::Missing);
         assert!(matches!(bad.check(&caps(9)), Err(Error::InvalidKey { .. })));

@@ -28,6 +28,7 @@
 mod layout;
 mod lock;
 mod tree;
+mod txn;
 mod value;
 mod watch;
 
@@ -39,8 +40,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport, WatchOptions,
-    WatchStream,
+    LockScope, Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport, Txn,
+    TxnOpResult, WatchOptions, WatchStream,
 };
 use zookeeper_client as zk;
 
@@ -54,6 +55,9 @@ pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest value: ZooKeeper's default `jute.maxbuffer` is 1 MiB for a whole request, path
 /// included. Lower it with `max_value_bytes=N` for servers with a smaller buffer.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024 - 8 * 1024 - layout::OVERHEAD;
+/// Conditions plus operations per transaction (one `multi`, within `jute.maxbuffer` with
+/// every value: [`kv_core::Txn::check`] holds their sum to `max_value_bytes`).
+pub const MAX_TXN_OPS: usize = 256;
 /// The base path when the URL names none.
 pub const DEFAULT_BASE: &str = "/kv";
 /// Longest TTL a ZooKeeper TTL node can carry (five bytes of milliseconds).
@@ -226,6 +230,7 @@ impl ZooKeeperStore {
         capabilities.atomic_delete_tree = false;
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
+        capabilities.max_txn_ops = MAX_TXN_OPS;
         capabilities.ttl = Some(TtlSupport {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
@@ -234,6 +239,8 @@ impl ZooKeeperStore {
             // ZooKeeper hides a TTL node's TTL from clients: readers could not hide the key at
             // its TTL.
             capabilities.ttl = None;
+            // A node's data version restarts with the node: not yet.
+            capabilities.max_txn_ops = 0;
         }
         Ok(ZooKeeperStore {
             inner: Arc::new(Inner {
@@ -601,6 +608,12 @@ impl Store for ZooKeeperStore {
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         let key = self.inner.key(key)?;
         self.inner.remove(key, Some(version)).await.map(drop)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
+        self.inner.closed.check_open()?;
+        let txn = txn.check(&self.inner.capabilities)?;
+        self.inner.txn(&txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
