@@ -115,6 +115,14 @@ pub enum Command {
     )]
     Cas(CasArgs),
 
+    /// Apply a transaction read from stdin: conditions on any keys, then puts and deletes, all
+    /// or nothing. One line each: `if KEY missing|exists|version N|value TEXT`, `put KEY TEXT`,
+    /// `del KEY`. Exit code 1 if a condition failed (nothing changed).
+    #[command(
+        after_help = "Examples:\n  printf 'if jobs/7/owner missing\nput jobs/7/owner w1\ndel queue/7\n' | kvctl txn\n  kvctl txn -o json < move.txn"
+    )]
+    Txn,
+
     /// Print changes to a key (or with --tree, a prefix) as they happen, until Ctrl-C.
     #[command(
         after_help = "Examples:\n  kvctl watch app/color\n  kvctl watch --tree app --since 42\n  kvctl watch --tree app --count 1 -o json"
@@ -127,7 +135,7 @@ pub enum Command {
         after_help = "Examples:\n  kvctl check --store etcd://10.0.0.1:2379/app\n  kvctl check --store redis://cache:6379 --only watch,locks"
     )]
     Check {
-        /// Only these areas (keys, values, tree, cas, ttl, watch, locks, lifecycle) or cases.
+        /// Only these areas (keys, values, tree, cas, txn, ttl, watch, locks, lifecycle) or cases.
         #[arg(long, value_delimiter = ',', value_name = "AREAS")]
         only: Vec<String>,
     },

@@ -6,6 +6,7 @@ mod cli;
 mod lock;
 mod output;
 mod transfer;
+mod txn;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -221,6 +222,7 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
             Ok(if exists { 0 } else { code::NOT_FOUND as u8 })
         }
         Command::Cas(args) => cas(store, out, args).await,
+        Command::Txn => txn::run(store, out).await,
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
         Command::Export { prefix } => transfer::export(store, out, &prefix).await,

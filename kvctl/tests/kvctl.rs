@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A kvctl invocation with its own data directory (so the embedded default is private).
 struct Kvctl {
@@ -203,6 +203,41 @@ fn json_output_and_binary_values() {
         (Some("not_found"), Some(1)),
         "errors are a JSON object on stdout too"
     );
+}
+
+#[test]
+fn txn_applies_stdin_all_or_nothing() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["put", "queue/7", "job"], 0);
+    let claim = b"# claim job 7\nif jobs/7/owner missing\nif queue/7 value job\nput jobs/7/owner w 1\ndel queue/7\ndel queue/8\n";
+    let output = kv.run_with_stdin(&["txn", "-o", "json"], claim);
+    assert_status(&output, 0, &["txn"]);
+    let lines = json_lines(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["op"], &lines[0]["key"]),
+        (&json!("put"), &json!("jobs/7/owner"))
+    );
+    assert!(lines[0]["version"].as_u64().unwrap() > 0);
+    assert_eq!(
+        lines[1],
+        json!({"op": "del", "key": "queue/7", "existed": true})
+    );
+    assert_eq!(
+        lines[2],
+        json!({"op": "del", "key": "queue/8", "existed": false})
+    );
+    assert_eq!(kv.expect(&["get", "jobs/7/owner"], 0), "w 1");
+    // The same claim again: the owner exists now, so nothing changes and the exit code is 1.
+    kv.expect(&["put", "queue/7", "job"], 0);
+    let again = kv.run_with_stdin(&["txn"], claim);
+    assert_status(&again, 1, &["txn", "again"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("jobs/7/owner"));
+    kv.expect(&["get", "queue/7"], 0);
+    let bad = kv.run_with_stdin(&["txn"], b"put a 1\nif b versoin 3\n");
+    assert_status(&bad, 2, &["txn", "bad line"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("line 2"));
+    kv.expect(&["get", "a"], 1);
 }
 
 #[test]
