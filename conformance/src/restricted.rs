@@ -45,10 +45,7 @@ impl Restricted {
 
     fn check_put(&self, options: &PutOptions) -> Result<()> {
         self.check_open()?;
-        match options.ttl {
-            Some(ttl) => self.capabilities.check_ttl(ttl).map(|_| ()),
-            None => Ok(()),
-        }
+        self.capabilities.check_put(options).map(drop)
     }
 }
 
@@ -111,6 +108,14 @@ impl Store for Restricted {
 
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         self.inner.atomic_delete(key, version).await
+    }
+
+    async fn grant(&self, ttl: std::time::Duration) -> Result<kv_core::Lease> {
+        self.check_open()?;
+        if !self.capabilities.leases {
+            return Err(self.capabilities.unsupported("leases"));
+        }
+        self.inner.grant(ttl).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {

@@ -151,6 +151,8 @@ impl ConsulStore {
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.max_txn_ops = MAX_TXN_OPS;
+        // Not yet: a lease would be a session its keys are acquired with.
+        capabilities.leases = false;
         capabilities.ttl = Some(TtlSupport {
             min: session_ttl_min,
             granularity: Duration::from_millis(1),
@@ -460,6 +462,7 @@ impl Store for ConsulStore {
 
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
+        self.inner.capabilities.check_put(&options)?;
         self.inner.write(key, value, None, options.ttl).await
     }
 
@@ -561,6 +564,7 @@ impl Store for ConsulStore {
         options: PutOptions,
     ) -> Result<u64> {
         let key = self.inner.key(key)?;
+        self.inner.capabilities.check_put(&options)?;
         self.inner
             .write(key, value, Some(precondition), options.ttl)
             .await
@@ -582,6 +586,11 @@ impl Store for ConsulStore {
                 format!("expected version {version}: {}", rollback.what),
             )),
         }
+    }
+
+    async fn grant(&self, _ttl: Duration) -> Result<kv_core::Lease> {
+        self.inner.closed.check_open()?;
+        Err(self.inner.capabilities.unsupported("leases"))
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {

@@ -32,6 +32,9 @@ pub struct Capabilities {
     pub ttl: Option<TtlSupport>,
     /// Locks with leases and fencing tokens.
     pub locks: bool,
+    /// Leases shared by keys ([`Store::grant`](crate::Store::grant),
+    /// [`PutOptions::lease`](crate::PutOptions::lease)).
+    pub leases: bool,
     /// [`LockScope::Subtree`](crate::LockScope::Subtree) locks.
     pub subtree_locks: bool,
     /// Locks exclude only holders in the same process (an embedded store).
@@ -59,6 +62,7 @@ impl Capabilities {
                 granularity: Duration::from_millis(1),
             }),
             locks: true,
+            leases: true,
             subtree_locks: true,
             locks_process_local: false,
             atomic_delete_tree: true,
@@ -93,6 +97,22 @@ impl Capabilities {
         Ok(Duration::from_nanos(
             u64::try_from(rounded).unwrap_or(u64::MAX),
         ))
+    }
+
+    /// Checks the options of a put: its TTL (returned rounded, as [`Capabilities::check_ttl`])
+    /// and its lease (`Unsupported("leases")` without leases; not with a TTL).
+    pub fn check_put(&self, options: &crate::PutOptions) -> Result<Option<Duration>> {
+        if options.lease.is_some() {
+            if !self.leases {
+                return Err(self.unsupported("leases"));
+            }
+            if options.ttl.is_some() {
+                return Err(Error::invalid_argument(
+                    "a put takes a TTL or a lease, not both",
+                ));
+            }
+        }
+        options.ttl.map(|ttl| self.check_ttl(ttl)).transpose()
     }
 
     /// Checks a key against this backend's key limit (stricter than [`MAX_KEY_BYTES`] on some).

@@ -94,6 +94,13 @@ pub enum Error {
         /// The lock's key.
         key: String,
     },
+    /// The lease was revoked, expired or could not be renewed: its keys may be gone, and it
+    /// takes no more puts.
+    #[error("lease {id} was lost (revoked, expired or could not be renewed); grant a new one")]
+    LeaseLost {
+        /// The lease's ID.
+        id: String,
+    },
     /// The watch consumer fell behind the watch buffer; the stream ended. Start a new watch
     /// (with `since` where the backend keeps history) to catch up.
     #[error(

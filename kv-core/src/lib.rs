@@ -16,6 +16,7 @@
 mod capabilities;
 mod error;
 mod ext;
+mod grant;
 mod handle;
 mod key;
 mod lease;
@@ -34,6 +35,7 @@ pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use error::{BoxError, Error, Result};
 pub use ext::{StoreExt, UPDATE_ATTEMPTS};
+pub use grant::{Lease, LeaseOps};
 pub use handle::HandleState;
 pub use key::{
     Key, LOCK_AREA, MAX_KEY_BYTES, Prefix, check_outside_lock_area, covers, normalize,

@@ -211,6 +211,10 @@ impl Store for PrefixStore {
             .await
     }
 
+    async fn grant(&self, ttl: std::time::Duration) -> Result<crate::Lease> {
+        self.inner.grant(ttl).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         let txn = txn.map_keys(|key| self.outer_key(key))?;
         self.inner.txn(txn).await.map_err(|error| match error {

@@ -69,6 +69,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Error::Conflict`](crate::Error::Conflict) and nothing changes.
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()>;
 
+    /// Grants a lease of `ttl` (checked like a TTL), renewed in the background by this handle
+    /// until it is revoked, every clone of it is dropped, or the handle closes. Keys put with
+    /// it ([`PutOptions::lease`](crate::PutOptions::lease)) live as long as it does.
+    /// `Unsupported("leases")` where [`Capabilities::leases`] is false.
+    async fn grant(&self, ttl: std::time::Duration) -> Result<crate::Lease>;
+
     /// Applies the transaction's puts and deletes all together if every condition holds, else
     /// fails with [`Error::Conflict`](crate::Error::Conflict) naming the first condition that
     /// failed and changes nothing. Returns what each operation did, in order: the version a put
@@ -146,6 +152,10 @@ macro_rules! forward_store {
 
             async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
                 (**self).atomic_delete(key, version).await
+            }
+
+            async fn grant(&self, ttl: std::time::Duration) -> Result<crate::Lease> {
+                (**self).grant(ttl).await
             }
 
             async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {

@@ -108,6 +108,10 @@ impl Store for TracedStore {
             .await
     }
 
+    async fn grant(&self, ttl: std::time::Duration) -> Result<crate::Lease> {
+        self.traced("grant", "", self.inner.grant(ttl)).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         let key = txn.first_key().to_owned();
         self.traced("txn", &key, self.inner.txn(txn)).await

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::grant::Lease;
 use crate::key::Key;
 
 /// A stored key, its value and its version.
@@ -72,12 +73,21 @@ pub struct PutOptions {
     /// The key disappears this long after the write (a `Delete` event is emitted). Backends
     /// declare their minimum and granularity in [`crate::Capabilities::ttl`].
     pub ttl: Option<Duration>,
+    /// The key lives as long as this lease ([`Store::grant`](crate::Store::grant)); not with
+    /// a `ttl`. A later put without it detaches the key.
+    pub lease: Option<Lease>,
 }
 
 impl PutOptions {
     /// Sets the time to live.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Attaches the key to a lease.
+    pub fn lease(mut self, lease: &Lease) -> Self {
+        self.lease = Some(lease.clone());
         self
     }
 }

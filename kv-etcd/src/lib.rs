@@ -16,6 +16,7 @@
 //!   subtree locks and the whole range of locks below.
 
 mod layout;
+mod lease;
 mod lock;
 mod watch;
 
@@ -367,13 +368,13 @@ impl Inner {
     ) -> Result<u64> {
         let key = self.key(key)?;
         self.capabilities.check_value(value.len())?;
-        let ttl = options
-            .ttl
-            .map(|ttl| self.capabilities.check_ttl(ttl))
-            .transpose()?;
+        let ttl = self.capabilities.check_put(options)?;
         let mut put = EtcdPut::new();
         if let Some(ttl) = ttl {
             put = put.with_lease(self.grant_lease(ttl).await?.0);
+        }
+        if let Some(lease) = &options.lease {
+            put = put.with_lease(lease::id_of(lease)?);
         }
         let etcd_key = self.layout.data_key(key);
         if precondition.is_none() {
@@ -799,6 +800,12 @@ impl Store for EtcdStore {
             ));
         }
         Ok(())
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
+        self.inner.closed.check_open()?;
+        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        lease::grant(&self.inner, ttl).await
     }
 
     async fn txn(&self, txn: kv_core::Txn) -> Result<Vec<TxnOpResult>> {

@@ -239,7 +239,7 @@ impl Lock for EtcdLock {
 /// Renews the lease through the shared keep-alive ([`kv_core::keep_alive`]): `lost` fires when
 /// etcd says the lease expired, or at the lease deadline (counted from the last renewal *sent*,
 /// less the safety margin) without waiting for a renewal that hangs.
-async fn keep_alive(
+pub(crate) async fn keep_alive(
     inner: Arc<Inner>,
     lease: i64,
     ttl: Duration,

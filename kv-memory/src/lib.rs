@@ -19,6 +19,7 @@
 
 mod history;
 pub mod journal;
+mod lease;
 mod lock;
 mod namespace;
 mod state;
@@ -28,13 +29,14 @@ mod watch;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lease, Lock,
+    LockOptions, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 
 use crate::lock::MemoryLock;
@@ -153,10 +155,14 @@ impl MemoryStore {
         let key = self.closed.key(key)?;
         let caps = &self.namespace.capabilities;
         caps.check_value(value.len())?;
-        let expires_at = options
-            .ttl
+        let lease = options
+            .lease
+            .as_ref()
+            .map(|lease| lease::own(lease, &self.namespace))
+            .transpose()?;
+        let expires_at = caps
+            .check_put(options)?
             .map(|ttl| {
-                let ttl = caps.check_ttl(ttl)?;
                 Instant::now()
                     .checked_add(ttl)
                     .ok_or_else(|| Error::invalid_argument(format!("TTL {ttl:?} is too large")))
@@ -166,6 +172,7 @@ impl MemoryStore {
             key,
             Bytes::copy_from_slice(value),
             expires_at,
+            lease,
             precondition,
             &Now::lazy(),
         )?;
@@ -276,6 +283,12 @@ impl Store for MemoryStore {
             .map(drop)
     }
 
+    async fn grant(&self, ttl: Duration) -> Result<Lease> {
+        self.closed.check_open()?;
+        let ttl = self.namespace.capabilities.check_ttl(ttl)?;
+        lease::grant(&self.namespace, self.id, ttl)
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         self.closed.check_open()?;
         let txn = txn.check(&self.namespace.capabilities)?;
@@ -314,6 +327,7 @@ impl Store for MemoryStore {
         if state.release_owner(self.id) {
             self.namespace.lock_freed.notify_waiters();
         }
+        state.revoke_owner(self.id)?;
         state.flush()
     }
 }

@@ -23,6 +23,8 @@ use crate::tree::{Entry, Holder, Node, Now, Watcher, segments};
 enum Timer {
     /// Remove `key` if it still holds `version` and has expired.
     Expire { key: Key, version: u64 },
+    /// End a key lease (deleting its keys) if it has not been renewed.
+    KeyLease { id: u64 },
     /// Expire the lease if it has not been renewed.
     Lease { lease: u64 },
 }
@@ -31,6 +33,16 @@ enum Timer {
 struct LeaseInfo {
     key: Key,
     owner: u64,
+}
+
+/// A lease keys share (`Store::grant`): its keys' expiry follows its renewals.
+struct KeyLease {
+    ttl: Duration,
+    expires_at: Instant,
+    keys: hashbrown::HashSet<Key>,
+    /// The handle that granted it (its leases are revoked when it closes).
+    owner: u64,
+    lost: CancellationToken,
 }
 
 /// A new watch's receiving end and its initial events.
@@ -69,6 +81,7 @@ pub(crate) struct State {
     timers: BTreeMap<(Instant, u64), Timer>,
     next_id: u64,
     leases: HashMap<u64, LeaseInfo>,
+    key_leases: HashMap<u64, KeyLease>,
     /// Registered watches (some may have ended; they are dropped on their next event or when
     /// their stream is dropped). Zero means writes need not walk the tree for watchers.
     watchers: usize,
@@ -86,6 +99,7 @@ impl State {
             timers: BTreeMap::new(),
             next_id: 0,
             leases: HashMap::new(),
+            key_leases: HashMap::new(),
             watchers: 0,
             journal: None,
         }
@@ -116,6 +130,8 @@ impl State {
                     value: entry.value,
                     version: entry.version,
                     expires_at,
+                    // A recovered lease key is a TTL key: its lease ended with its process.
+                    lease: None,
                 },
             );
         }
@@ -212,9 +228,14 @@ impl State {
         key: &str,
         value: Bytes,
         expires_at: Option<Instant>,
+        lease: Option<u64>,
         precondition: Option<Precondition>,
         now: &Now,
     ) -> Result<u64> {
+        let expires_at = match lease {
+            Some(id) => Some(self.live_lease(id, now)?),
+            None => expires_at,
+        };
         let current = self.current_version(key, now)?;
         let failed = match (precondition, current) {
             (Some(Precondition::MustNotExist), Some(v)) => {
@@ -240,8 +261,110 @@ impl State {
             journal.put(&stored, &value, version, expires_at.map(to_system_time))?;
         }
         self.revision = version;
-        self.set_entry(key, value, version, expires_at);
+        self.set_entry(key, value, version, expires_at, lease);
         Ok(version)
+    }
+
+    /// The expiry of key lease `id`, or `LeaseLost` if it has ended.
+    fn live_lease(&self, id: u64, now: &Now) -> Result<Instant> {
+        self.key_leases
+            .get(&id)
+            .map(|lease| lease.expires_at)
+            .filter(|at| *at > now.get())
+            .ok_or_else(|| Error::LeaseLost { id: id.to_string() })
+    }
+
+    /// Grants a key lease of `ttl` to handle `owner`.
+    pub fn grant(
+        &mut self,
+        ttl: Duration,
+        owner: u64,
+        now: Instant,
+    ) -> Result<(u64, CancellationToken)> {
+        let expires_at = now
+            .checked_add(ttl)
+            .ok_or_else(|| Error::invalid_argument(format!("lease TTL {ttl:?} is too large")))?;
+        let id = self.next_id();
+        let lost = CancellationToken::new();
+        self.key_leases.insert(
+            id,
+            KeyLease {
+                ttl,
+                expires_at,
+                keys: hashbrown::HashSet::new(),
+                owner,
+                lost: lost.clone(),
+            },
+        );
+        self.add_timer(expires_at, Timer::KeyLease { id });
+        Ok((id, lost))
+    }
+
+    /// Extends key lease `id` and its keys by its TTL; false if it has ended (it is then
+    /// revoked: its keys go and `lost` fires).
+    pub fn renew_key_lease(&mut self, id: u64, now: Instant) -> Result<bool> {
+        let Some(lease) = self.key_leases.get_mut(&id) else {
+            return Ok(false);
+        };
+        if lease.expires_at <= now {
+            self.revoke(id)?;
+            return Ok(false);
+        }
+        let Some(expires_at) = now.checked_add(lease.ttl) else {
+            return Ok(true);
+        };
+        let keys: Vec<Key> = lease.keys.iter().cloned().collect();
+        for key in &keys {
+            if let (Some(journal), Some(entry)) = (&self.journal, self.entries.get(key)) {
+                journal.put(
+                    key,
+                    &entry.value,
+                    entry.version,
+                    Some(to_system_time(expires_at)),
+                )?;
+            }
+        }
+        for key in &keys {
+            if let Some(entry) = self.entries.get_mut(key) {
+                entry.expires_at = Some(expires_at);
+            }
+        }
+        if let Some(lease) = self.key_leases.get_mut(&id) {
+            lease.expires_at = expires_at;
+        }
+        self.add_timer(expires_at, Timer::KeyLease { id });
+        Ok(true)
+    }
+
+    /// Ends key lease `id`: `lost` fires, then its keys are deleted (Delete events). False if
+    /// it had already ended.
+    pub fn revoke(&mut self, id: u64) -> Result<bool> {
+        let Some(lease) = self.key_leases.remove(&id) else {
+            return Ok(false);
+        };
+        lease.lost.cancel();
+        let mut keys: Vec<Key> = lease.keys.into_iter().collect();
+        keys.sort();
+        for key in keys {
+            if self.entries.get(&key).is_some_and(|e| e.lease == Some(id)) {
+                self.remove_entry(key.as_str())?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Revokes every key lease granted through handle `owner` (which is closing).
+    pub fn revoke_owner(&mut self, owner: u64) -> Result<()> {
+        let ids: Vec<u64> = self
+            .key_leases
+            .iter()
+            .filter(|(_, lease)| lease.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.revoke(id)?;
+        }
+        Ok(())
     }
 
     /// Applies a transaction checked by [`CheckedTxn`]'s rules: every condition is evaluated
@@ -288,7 +411,7 @@ impl State {
         for op in &txn.ops {
             versions.push(match op {
                 TxnOp::Put { key, value } => {
-                    self.set_entry(key.as_str(), value.clone(), version, None);
+                    self.set_entry(key.as_str(), value.clone(), version, None, None);
                     TxnOpResult::Put { version }
                 }
                 TxnOp::Delete { key } => TxnOpResult::Delete {
@@ -301,11 +424,25 @@ impl State {
 
     /// Stores `value` at `version` (the caller has advanced the revision and journaled it),
     /// schedules its expiry and publishes the Put event.
-    fn set_entry(&mut self, key: &str, value: Bytes, version: u64, expires_at: Option<Instant>) {
+    fn set_entry(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        version: u64,
+        expires_at: Option<Instant>,
+        lease: Option<u64>,
+    ) {
+        let previous = self.entries.get(key).and_then(|e| e.lease);
+        if let Some(old) = previous.filter(|old| Some(*old) != lease)
+            && let Some(old) = self.key_leases.get_mut(&old)
+        {
+            old.keys.remove(key);
+        }
         let entry = Entry {
             value: value.clone(),
             version,
             expires_at,
+            lease,
         };
         let key = match self.entries.get_key_value_mut(key) {
             Some((stored, slot)) => {
@@ -319,6 +456,9 @@ impl State {
                 stored
             }
         };
+        if let Some(lease) = lease.and_then(|id| self.key_leases.get_mut(&id)) {
+            lease.keys.insert(key.clone());
+        }
         if let Some(at) = expires_at {
             self.add_timer(
                 at,
@@ -411,6 +551,9 @@ impl State {
     /// journaled it) and publishes the Delete event.
     fn drop_entry(&mut self, key: &str, version: u64) -> Option<Entry> {
         let (key, entry) = self.entries.remove_entry(key)?;
+        if let Some(lease) = entry.lease.and_then(|id| self.key_leases.get_mut(&id)) {
+            lease.keys.remove(&key);
+        }
         if let Some(node) = self.root.find_mut(key.as_str()) {
             node.key = None;
         }
@@ -706,6 +849,16 @@ impl State {
                         // and try again shortly.
                         let retry = now + std::time::Duration::from_secs(1);
                         self.add_timer(retry, Timer::Expire { key, version });
+                    }
+                }
+                Timer::KeyLease { id } => {
+                    let due = self
+                        .key_leases
+                        .get(&id)
+                        .is_some_and(|l| l.expires_at <= now);
+                    if due && self.revoke(id).is_err() {
+                        // The journal failed: the remaining keys stay invisible to reads (their
+                        // expiry passed); their timers, or the next write, remove them.
                     }
                 }
                 Timer::Lease { lease } => {

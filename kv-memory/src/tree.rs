@@ -53,6 +53,8 @@ pub(crate) struct Entry {
     pub value: Bytes,
     pub version: u64,
     pub expires_at: Option<Instant>,
+    /// The lease the value lives by (its `expires_at` follows the lease's renewals).
+    pub lease: Option<u64>,
 }
 
 impl Entry {

@@ -133,6 +133,13 @@ mod restricted {
         });
     }
 
+    mod without_leases {
+        conformance::conformance_tests!(super::Restricted {
+            name: "memory-without-leases",
+            restrict: |c| c.leases = false,
+        });
+    }
+
     mod without_transactions {
         conformance::conformance_tests!(super::Restricted {
             name: "memory-without-transactions",

@@ -193,6 +193,8 @@ impl RedisStore {
             granularity: Duration::from_millis(1),
         });
         capabilities.max_txn_ops = MAX_TXN_OPS;
+        // Not yet: a lease needs its keys' expiry renewed together.
+        capabilities.leases = false;
         let native = match url.choice_option("layout", &["native"])? {
             Some(_) => {
                 let poll = url
@@ -274,10 +276,7 @@ impl Inner {
             None => (&*scripts::PUT, key.to_owned()),
         };
         self.capabilities.check_value(value.len())?;
-        let ttl = options
-            .ttl
-            .map(|ttl| self.capabilities.check_ttl(ttl))
-            .transpose()?;
+        let ttl = self.capabilities.check_put(options)?;
         let (mode, expected) = match precondition {
             None => ("-", 0),
             Some(Precondition::MustNotExist) => ("absent", 0),
@@ -615,6 +614,11 @@ impl Store for RedisStore {
                 None => format!("the key does not exist (expected version {version})"),
             },
         ))
+    }
+
+    async fn grant(&self, _ttl: Duration) -> Result<kv_core::Lease> {
+        self.inner.closed.check_open()?;
+        Err(self.inner.capabilities.unsupported("leases"))
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {

@@ -294,6 +294,10 @@ impl Store for SledStore {
         self.inner.atomic_delete(key, version).await
     }
 
+    async fn grant(&self, ttl: std::time::Duration) -> Result<kv_core::Lease> {
+        self.inner.grant(ttl).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         self.inner.txn(txn).await
     }

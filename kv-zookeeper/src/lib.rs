@@ -231,6 +231,8 @@ impl ZooKeeperStore {
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.max_txn_ops = MAX_TXN_OPS;
+        // Not yet: a lease would be a session of its own holding ephemeral value nodes.
+        capabilities.leases = false;
         capabilities.ttl = Some(TtlSupport {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
@@ -519,6 +521,7 @@ impl Store for ZooKeeperStore {
 
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
+        self.inner.capabilities.check_put(&options)?;
         self.inner.write(key, value, None, options.ttl).await
     }
 
@@ -600,6 +603,7 @@ impl Store for ZooKeeperStore {
         options: PutOptions,
     ) -> Result<u64> {
         let key = self.inner.key(key)?;
+        self.inner.capabilities.check_put(&options)?;
         self.inner
             .write(key, value, Some(precondition), options.ttl)
             .await
@@ -608,6 +612,11 @@ impl Store for ZooKeeperStore {
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         let key = self.inner.key(key)?;
         self.inner.remove(key, Some(version)).await.map(drop)
+    }
+
+    async fn grant(&self, _ttl: Duration) -> Result<kv_core::Lease> {
+        self.inner.closed.check_open()?;
+        Err(self.inner.capabilities.unsupported("leases"))
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {

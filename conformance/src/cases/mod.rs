@@ -3,6 +3,7 @@
 
 mod cas;
 mod keys;
+mod leases;
 mod lifecycle;
 mod locks;
 mod tree;
@@ -51,6 +52,8 @@ macro_rules! __with_cases {
             watch::watch_ends_with_an_error_on_close
             watch::slow_watchers_lag_and_never_block_writers
             watch::watch_since_resumes_from_history
+            leases::lease_keys_live_until_revoked
+            leases::lease_keys_go_when_the_holder_stops
             locks::lock_excludes_under_contention
             locks::lock_ttls_below_the_minimum_are_refused
             locks::try_acquire_and_holder

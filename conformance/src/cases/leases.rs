@@ -1,0 +1,142 @@
+//! Leases shared by keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kv_core::{Error, EventKind, Lease, PutOptions, Store, WatchOptions};
+
+use crate::support::{PATIENCE, assert_delete, next_event};
+use crate::{Ctx, Outcome, assert_err};
+
+/// `Some(outcome)` if the backend has no leases (after checking that it says so).
+async fn gated(store: &Arc<dyn Store>) -> Option<Outcome> {
+    if store.capabilities().leases {
+        return None;
+    }
+    assert_err!(
+        store.grant(Duration::from_secs(30)).await,
+        Error::Unsupported {
+            capability: "leases",
+            ..
+        },
+        "grant without leases"
+    );
+    Some(Outcome::Gated("leases"))
+}
+
+/// A lease TTL every backend accepts that keeps the cases short: the backend's minimum TTL,
+/// at least a second.
+fn lease_ttl(store: &Arc<dyn Store>) -> Duration {
+    let min = store.capabilities().ttl.map_or(Duration::ZERO, |t| t.min);
+    min.max(Duration::from_secs(1))
+}
+
+/// Keys put with a lease live while it is renewed, well past its TTL; `revoke` deletes them
+/// all at once (Delete events) and fires `lost`; a key rewritten without the lease leaves it.
+/// A put with a revoked lease, or with a lease and a TTL, changes nothing.
+pub async fn lease_keys_live_until_revoked(ctx: Ctx) -> Outcome {
+    let store = ctx.store();
+    if let Some(outcome) = gated(store).await {
+        return outcome;
+    }
+    let ttl = lease_ttl(store);
+    let lease = store.grant(ttl).await.unwrap();
+    let with = || PutOptions::default().lease(&lease);
+    store.put("svc/a", b"1", with()).await.unwrap();
+    store.put("svc/b", b"2", with()).await.unwrap();
+    store.put("svc/c", b"3", with()).await.unwrap();
+    store
+        .put("svc/c", b"plain", PutOptions::default())
+        .await
+        .unwrap();
+    assert_err!(
+        store
+            .put("svc/d", b"x", with().ttl(Duration::from_secs(60)))
+            .await,
+        Error::InvalidArgument { .. },
+        "a lease and a TTL together"
+    );
+    tokio::time::sleep(ttl * 2 + ttl / 2).await;
+    assert!(!lease.is_lost(), "a renewed lease is not lost");
+    let keys = |pairs: Vec<kv_core::KvPair>| -> Vec<String> {
+        pairs.iter().map(|p| p.key.to_string()).collect()
+    };
+    assert_eq!(
+        keys(store.list("svc").await.unwrap()),
+        ["svc/a", "svc/b", "svc/c"],
+        "leased keys outlive the TTL while the lease is renewed"
+    );
+    let mut watch = store
+        .watch_tree("svc", WatchOptions::default().synced())
+        .await
+        .unwrap();
+    while next_event(&mut watch, "the initial state").await.kind != EventKind::Synced {}
+    lease.revoke().await.unwrap();
+    let first = next_event(&mut watch, "the revoke's first delete").await;
+    let second = next_event(&mut watch, "the revoke's second delete").await;
+    let mut deleted = [first, second];
+    deleted.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_delete(&deleted[0], "svc/a");
+    assert_delete(&deleted[1], "svc/b");
+    assert_eq!(
+        keys(store.list("svc").await.unwrap()),
+        ["svc/c"],
+        "revoke deleted the lease's keys, not the one rewritten without it"
+    );
+    tokio::time::timeout(PATIENCE, lease.lost().cancelled())
+        .await
+        .expect("lost() fires on revoke");
+    assert_err!(
+        store.put("svc/e", b"x", with()).await,
+        Error::LeaseLost { .. },
+        "a put with a revoked lease"
+    );
+    assert!(!store.exists("svc/e").await.unwrap());
+    lease.revoke().await.expect("revoking twice is harmless");
+    Outcome::Passed
+}
+
+/// When the holder stops renewing (every clone of the lease dropped), its keys go once the TTL
+/// has run out, with Delete events seen by other handles; closing the granting handle revokes
+/// its leases at once.
+pub async fn lease_keys_go_when_the_holder_stops(ctx: Ctx) -> Outcome {
+    let store = ctx.store();
+    if let Some(outcome) = gated(store).await {
+        return outcome;
+    }
+    let ttl = lease_ttl(store);
+    let holder = ctx.another().await;
+    let mut watch = store
+        .watch_tree("svc", WatchOptions::default())
+        .await
+        .unwrap();
+    let lease: Lease = holder.grant(ttl).await.unwrap();
+    holder
+        .put("svc/dropped", b"x", PutOptions::default().lease(&lease))
+        .await
+        .unwrap();
+    let put = next_event(&mut watch, "the leased put").await;
+    assert_eq!(put.kind, EventKind::Put);
+    drop(lease);
+    let started = std::time::Instant::now();
+    let gone = next_event(&mut watch, "the expiry of an abandoned lease").await;
+    assert_delete(&gone, "svc/dropped");
+    assert!(
+        started.elapsed() >= ttl / 2,
+        "the key went {:?} after the lease was dropped, before its TTL of {ttl:?}",
+        started.elapsed()
+    );
+    assert!(!store.exists("svc/dropped").await.unwrap());
+
+    let lease = holder.grant(ttl * 30).await.unwrap();
+    holder
+        .put("svc/closed", b"x", PutOptions::default().lease(&lease))
+        .await
+        .unwrap();
+    next_event(&mut watch, "the second leased put").await;
+    holder.close().await.unwrap();
+    let gone = next_event(&mut watch, "the delete when the granting handle closes").await;
+    assert_delete(&gone, "svc/closed");
+    assert!(lease.is_lost(), "closing the handle ends its leases");
+    Outcome::Passed
+}

@@ -1,0 +1,117 @@
+//! Leases shared by keys ([`Store::grant`](crate::Store::grant)): "these keys live while my
+//! process lives".
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+
+/// The backend's side of a granted [`Lease`].
+#[async_trait]
+pub trait LeaseOps: Send + Sync + fmt::Debug + 'static {
+    /// Deletes every key put with the lease at once (Delete events) and ends it; renewal
+    /// stops and `lost` fires. Revoking a lease that is already gone is not an error.
+    async fn revoke(&self) -> Result<()>;
+
+    /// Stops renewing without revoking (every [`Lease`] clone was dropped): the keys go when
+    /// the lease's TTL runs out.
+    fn stop(&self);
+
+    /// The backend's own type, for [`Lease::ops`].
+    fn as_any(&self) -> &dyn Any;
+}
+
+struct Granted {
+    id: String,
+    ttl: Duration,
+    lost: CancellationToken,
+    ops: Box<dyn LeaseOps>,
+}
+
+impl Drop for Granted {
+    fn drop(&mut self) {
+        self.ops.stop();
+    }
+}
+
+/// A lease from [`Store::grant`](crate::Store::grant), kept alive in the background by the
+/// handle that granted it. Keys put with [`PutOptions::lease`](crate::PutOptions::lease) live
+/// as long as it does: [`Lease::revoke`] deletes them at once; if the lease cannot be renewed
+/// ([`Lease::lost`] fires first) or every clone is dropped, they go once its TTL runs out, each
+/// with a Delete event. Closing the granting handle revokes its leases.
+///
+/// Cheap to clone; clones are the same lease.
+#[derive(Clone)]
+pub struct Lease {
+    granted: Arc<Granted>,
+}
+
+impl Lease {
+    /// For backends: a granted lease named `id`, whose `lost` the backend fires when it ends.
+    pub fn new(id: String, ttl: Duration, lost: CancellationToken, ops: impl LeaseOps) -> Lease {
+        Lease {
+            granted: Arc::new(Granted {
+                id,
+                ttl,
+                lost,
+                ops: Box::new(ops),
+            }),
+        }
+    }
+
+    /// The backend's name for the lease (etcd's lease ID, ...), for logs.
+    pub fn id(&self) -> &str {
+        &self.granted.id
+    }
+
+    /// The lease's time to live: how long its keys outlive the last renewal.
+    pub fn ttl(&self) -> Duration {
+        self.granted.ttl
+    }
+
+    /// Fires when the lease can no longer be guaranteed (revoked, expired, renewal failed,
+    /// handle closed): from then on its keys may be gone. It fires before the server can
+    /// remove them for lack of renewal (docs/SEMANTICS.md, "Leases").
+    pub fn lost(&self) -> CancellationToken {
+        self.granted.lost.clone()
+    }
+
+    /// True once [`Lease::lost`] has fired.
+    pub fn is_lost(&self) -> bool {
+        self.granted.lost.is_cancelled()
+    }
+
+    /// Deletes every key put with the lease, at once, and ends it.
+    pub async fn revoke(&self) -> Result<()> {
+        self.granted.ops.revoke().await
+    }
+
+    /// For backends: the lease's own state, if this lease is of type `T` (a lease of another
+    /// backend is not).
+    pub fn ops<T: LeaseOps>(&self) -> Option<&T> {
+        self.granted.ops.as_any().downcast_ref()
+    }
+}
+
+impl PartialEq for Lease {
+    fn eq(&self, other: &Lease) -> bool {
+        Arc::ptr_eq(&self.granted, &other.granted)
+    }
+}
+
+impl Eq for Lease {}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.granted.id)
+            .field("ttl", &self.granted.ttl)
+            .field("lost", &self.granted.lost.is_cancelled())
+            .finish()
+    }
+}
