@@ -17,11 +17,20 @@ pub fn random_name() -> String {
 
 /// The next event of `stream`; panics on an error item, the end of the stream, or a timeout.
 pub(crate) async fn next_event(stream: &mut WatchStream, what: &str) -> WatchEvent {
-    match tokio::time::timeout(PATIENCE, stream.next()).await {
+    next_event_within(stream, PATIENCE, what).await
+}
+
+/// [`next_event`] waiting up to `within`.
+pub(crate) async fn next_event_within(
+    stream: &mut WatchStream,
+    within: Duration,
+    what: &str,
+) -> WatchEvent {
+    match tokio::time::timeout(within, stream.next()).await {
         Ok(Some(Ok(event))) => event,
         Ok(Some(Err(e))) => panic!("{what}: the watch failed: {e}"),
         Ok(None) => panic!("{what}: the watch ended without an error"),
-        Err(_) => panic!("{what}: no event within {PATIENCE:?}"),
+        Err(_) => panic!("{what}: no event within {within:?}"),
     }
 }
 

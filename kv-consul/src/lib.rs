@@ -26,6 +26,7 @@
 
 mod api;
 mod layout;
+mod lease;
 mod lock;
 mod watch;
 
@@ -151,8 +152,6 @@ impl ConsulStore {
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.max_txn_ops = MAX_TXN_OPS;
-        // Not yet: a lease would be a session its keys are acquired with.
-        capabilities.leases = false;
         capabilities.ttl = Some(TtlSupport {
             min: session_ttl_min,
             granularity: Duration::from_millis(1),
@@ -251,10 +250,10 @@ impl Inner {
         key: &str,
         value: &[u8],
         precondition: Option<Precondition>,
-        ttl: Option<Duration>,
+        options: &PutOptions,
     ) -> Result<u64> {
         self.capabilities.check_value(value.len())?;
-        let ttl = ttl.map(|t| self.capabilities.check_ttl(t)).transpose()?;
+        let ttl = self.capabilities.check_put(options)?;
         if let Some(ttl) = ttl
             && self.session_ttl(ttl) > MAX_SESSION_TTL
         {
@@ -265,6 +264,12 @@ impl Inner {
         }
         if precondition == Some(Precondition::Version(0)) {
             return Err(Error::conflict(key, "no key has version 0"));
+        }
+        if let Some(lease) = &options.lease {
+            let session = lease::session_of(lease)?;
+            return self
+                .write_with(key, value, precondition, None, Some(session))
+                .await;
         }
         let session = match ttl {
             Some(ttl) => Some(
@@ -463,7 +468,7 @@ impl Store for ConsulStore {
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
-        self.inner.write(key, value, None, options.ttl).await
+        self.inner.write(key, value, None, &options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -566,7 +571,7 @@ impl Store for ConsulStore {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
         self.inner
-            .write(key, value, Some(precondition), options.ttl)
+            .write(key, value, Some(precondition), &options)
             .await
     }
 
@@ -588,9 +593,10 @@ impl Store for ConsulStore {
         }
     }
 
-    async fn grant(&self, _ttl: Duration) -> Result<kv_core::Lease> {
+    async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        Err(self.inner.capabilities.unsupported("leases"))
+        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        lease::grant(&self.inner, ttl).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
