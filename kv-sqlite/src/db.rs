@@ -7,6 +7,10 @@
 //!   lock taken: its fencing token), the
 //!   history watches tail and `since` resumes from; trimmed to `history` records.
 //! - `kv_locks(key, subtree, token, value, expires_at)`: held locks with their lease.
+//! - `kv_leases(id, ttl_ms, expires_at)`: leases keys share; a key put with one carries its
+//!   id in `kv_data.lease` and its expiry in `expires_at`, which each renewal moves for all of
+//!   them (so readers and the reaper treat them as TTL keys). `kv_data.lease` was added after
+//!   layout 1 shipped: opening adds it to older files.
 //! - `kv_meta(name, value)`: `floor` (the last revision trimmed from the log), `layout`.
 //!
 //! The store-wide revision, which every version and fencing token comes from, is the log's last
@@ -49,7 +53,8 @@ pub const LOCK: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv_meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv_data(
-    key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER,
+    lease INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_data_expiry ON kv_data(expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS kv_log(
@@ -59,8 +64,17 @@ CREATE TABLE IF NOT EXISTS kv_locks(
     key TEXT NOT NULL, subtree INTEGER NOT NULL, token INTEGER NOT NULL, value BLOB NOT NULL,
     expires_at INTEGER NOT NULL, PRIMARY KEY(key, subtree)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv_leases(
+    id INTEGER PRIMARY KEY, ttl_ms INTEGER NOT NULL, expires_at INTEGER NOT NULL
+);
 INSERT OR IGNORE INTO kv_meta VALUES ('floor', 0), ('layout', 1);
 ";
+
+/// What opening adds to a file created before leases (same layout version: readers of layout
+/// 1 ignore the column), then the index every file gets.
+const LEASE_COLUMN: &str = "ALTER TABLE kv_data ADD COLUMN lease INTEGER;";
+const LEASE_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS kv_data_lease ON kv_data(lease) WHERE lease IS NOT NULL;";
 
 /// How the database is opened.
 #[derive(Debug, Clone)]
@@ -117,6 +131,24 @@ impl Db {
         let conn = db.connect()?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| sql_error("create the tables", e))?;
+        let has_lease: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('kv_data') WHERE name = 'lease'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| sql_error("read the table layout", e))?;
+        if !has_lease {
+            match conn.execute_batch(LEASE_COLUMN) {
+                Ok(()) => {}
+                // Another process added it first.
+                Err(e) if e.to_string().contains("duplicate column") => {}
+                Err(e) => return Err(sql_error("add the lease column", e)),
+            }
+        }
+        conn.execute_batch(LEASE_INDEX)
+            .map_err(|e| sql_error("create the lease index", e))?;
         let layout: i64 = conn
             .query_row("SELECT value FROM kv_meta WHERE name = 'layout'", [], |r| {
                 r.get(0)
@@ -282,17 +314,26 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes a value with a new revision; returns it.
-    pub fn put(&mut self, key: &str, value: &[u8], expires_at: Option<i64>) -> Result<u64> {
+    /// Writes a value with a new revision (expiring at `expires_at`, bound to `lease`); returns
+    /// it.
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<i64>,
+        lease: Option<i64>,
+    ) -> Result<u64> {
         let revision = self.next_revision()?;
         let version = i64::try_from(revision).unwrap_or(i64::MAX);
         self.tx
             .prepare_cached(
-                "INSERT INTO kv_data(key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO kv_data(key, value, version, expires_at, lease)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value,
-                     version = excluded.version, expires_at = excluded.expires_at",
+                     version = excluded.version, expires_at = excluded.expires_at,
+                     lease = excluded.lease",
             )
-            .and_then(|mut s| s.execute(params![key, value, version, expires_at]))
+            .and_then(|mut s| s.execute(params![key, value, version, expires_at, lease]))
             .map_err(|e| self.err(e))?;
         self.log(version, key, PUT, Some(value))?;
         Ok(revision)
@@ -364,8 +405,72 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Grants a lease of `ttl_ms`; returns its id.
+    pub fn grant(&mut self, ttl_ms: i64) -> Result<i64> {
+        self.tx
+            .prepare_cached("INSERT INTO kv_leases(ttl_ms, expires_at) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![ttl_ms, self.now.saturating_add(ttl_ms)]))
+            .map_err(|e| self.err(e))?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// The expiry of a live lease; `None` if it has ended.
+    pub fn lease_expiry(&self, id: i64) -> Result<Option<i64>> {
+        self.tx
+            .prepare_cached("SELECT expires_at FROM kv_leases WHERE id = ?1 AND expires_at > ?2")
+            .and_then(|mut s| s.query_row(params![id, self.now], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Extends a live lease and its keys by its TTL; false if it has ended.
+    pub fn renew(&mut self, id: i64) -> Result<bool> {
+        let renewed = self
+            .tx
+            .prepare_cached(
+                "UPDATE kv_leases SET expires_at = ?2 + ttl_ms WHERE id = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, self.now]))
+            .map_err(|e| self.err(e))?;
+        if renewed == 0 {
+            return Ok(false);
+        }
+        self.tx
+            .prepare_cached(
+                "UPDATE kv_data SET expires_at = (SELECT expires_at FROM kv_leases WHERE id = ?1)
+                 WHERE lease = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, self.now]))
+            .map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Ends a lease and removes its live keys (Delete records); false if it had ended.
+    pub fn revoke(&mut self, id: i64) -> Result<bool> {
+        let ended = self
+            .tx
+            .prepare_cached("DELETE FROM kv_leases WHERE id = ?1")
+            .and_then(|mut s| s.execute([id]))
+            .map_err(|e| self.err(e))?;
+        let keys: Vec<String> = self
+            .tx
+            .prepare_cached("SELECT key FROM kv_data WHERE lease = ?1 ORDER BY key")
+            .and_then(|mut s| {
+                s.query_map([id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(|e| self.err(e))?;
+        for key in keys {
+            self.delete(&key)?;
+        }
+        Ok(ended > 0)
+    }
+
     /// Removes values whose TTL has passed, each with a Delete record (the reaper's job).
     pub fn reap(&mut self) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM kv_leases WHERE expires_at <= ?1")
+            .and_then(|mut s| s.execute([self.now]))
+            .map_err(|e| self.err(e))?;
         let expired: Vec<String> = {
             let mut statement = self
                 .tx

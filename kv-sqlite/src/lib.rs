@@ -32,6 +32,7 @@
 //! ```
 
 mod db;
+mod lease;
 mod lock;
 mod watch;
 
@@ -60,12 +61,6 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HISTORY: u64 = 10_000;
 /// Default `poll`.
 pub const DEFAULT_POLL: Duration = Duration::from_millis(10);
-/// Not yet: a lease needs its keys' expiry renewed together.
-fn without_leases(mut capabilities: Capabilities) -> Capabilities {
-    capabilities.leases = false;
-    capabilities
-}
-
 /// Default `max_value_bytes`.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -86,6 +81,8 @@ pub(crate) struct Inner {
     poll: Duration,
     /// Locks held through this handle (key, subtree, token, lost), released on close.
     pub held: Mutex<Vec<(Key, bool, u64, CancellationToken)>>,
+    /// Leases granted through this handle (id, lost), revoked on close.
+    pub leases: Mutex<Vec<(i64, CancellationToken)>>,
     shown: String,
 }
 
@@ -157,12 +154,13 @@ impl SqliteStore {
         let (changed, _) = tokio::sync::watch::channel(0);
         let inner = Arc::new(Inner {
             db: Arc::new(db),
-            capabilities: without_leases(Capabilities::full("sqlite", max_value_bytes)),
+            capabilities: Capabilities::full("sqlite", max_value_bytes),
             closed: HandleState::default(),
             changed,
             reaper: Notify::new(),
             poll,
             held: Mutex::new(Vec::new()),
+            leases: Mutex::new(Vec::new()),
             shown,
         });
         tokio::spawn(poll_for_changes(Arc::downgrade(&inner)));
@@ -282,10 +280,25 @@ impl Inner {
         let key = self.closed.key(key)?.to_owned();
         self.capabilities.check_value(value.len())?;
         let ttl = self.capabilities.check_put(options)?;
+        let lease = options
+            .lease
+            .as_ref()
+            .map(|lease| Ok::<_, Error>((lease::id_of(lease, self)?, lease::lost(lease))))
+            .transpose()?;
         let value = value.to_vec();
         let written = self
             .db
             .write("put", move |w| {
+                let (expires_at, lease) = match lease {
+                    Some((id, lost)) => match w.lease_expiry(id)? {
+                        Some(at) => (Some(at), Some(id)),
+                        None => return Ok(Err(lost)),
+                    },
+                    None => (
+                        ttl.map(|t| w.now + i64::try_from(t.as_millis()).unwrap_or(i64::MAX / 2)),
+                        None,
+                    ),
+                };
                 let current = w.version(&key)?;
                 let refused = match (precondition, current) {
                     (None, _) => None,
@@ -304,13 +317,11 @@ impl Inner {
                 if let Some(reason) = refused {
                     return Ok(Err(Error::conflict(&key, reason)));
                 }
-                let expires_at =
-                    ttl.map(|ttl| w.now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2));
-                w.put(&key, &value, expires_at).map(Ok)
+                w.put(&key, &value, expires_at, lease).map(Ok)
             })
             .await??;
         self.signal();
-        if ttl.is_some() {
+        if ttl.is_some() || options.lease.is_some() {
             self.reaper.notify_one();
         }
         Ok(written)
@@ -337,7 +348,7 @@ impl Inner {
                     .iter()
                     .map(|op| match op {
                         TxnOp::Put { key, value } => w
-                            .put(key.as_str(), value, None)
+                            .put(key.as_str(), value, None, None)
                             .map(|version| TxnOpResult::Put { version }),
                         TxnOp::Delete { key } => w
                             .delete(key.as_str())
@@ -528,9 +539,10 @@ impl Store for SqliteStore {
         self.inner.remove(key, Some(version)).await.map(drop)
     }
 
-    async fn grant(&self, _ttl: Duration) -> Result<kv_core::Lease> {
+    async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        Err(self.inner.capabilities.unsupported("leases"))
+        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        lease::grant(&self.inner, ttl).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
@@ -568,6 +580,11 @@ impl Store for SqliteStore {
         for (key, subtree, token, lost) in held {
             lost.cancel();
             let _ = lock::renew_or_release(&self.inner, &key, subtree, token, Duration::ZERO).await;
+        }
+        let leases =
+            std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, lost) in leases {
+            let _ = lease::revoke(&self.inner, id, &lost).await;
         }
         Ok(())
     }
