@@ -20,6 +20,7 @@
 //! - `layout=native` (`poll=100ms`): values as plain strings at `<root>/<key>` where
 //!   `redis-cli` and other programs read and write them; the `native` module has the details.
 
+mod lease;
 mod lock;
 mod native;
 mod node;
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     pub closed: HandleState,
     /// Locks held through this handle (key, subtree, token), released on close.
     pub held: Mutex<Vec<(Key, bool, u64, CancellationToken)>>,
+    /// Leases granted through this handle (id, lost), revoked on close.
+    pub leases: Mutex<Vec<(u64, CancellationToken)>>,
     /// Wakes the reaper after a TTL write.
     pub reaper: Notify,
     /// `layout=native`: values as plain strings where Redis's tools look.
@@ -193,8 +196,6 @@ impl RedisStore {
             granularity: Duration::from_millis(1),
         });
         capabilities.max_txn_ops = MAX_TXN_OPS;
-        // Not yet: a lease needs its keys' expiry renewed together.
-        capabilities.leases = false;
         let native = match url.choice_option("layout", &["native"])? {
             Some(_) => {
                 let poll = url
@@ -206,6 +207,8 @@ impl RedisStore {
                 capabilities.atomic_delete_tree = false;
                 // Plain strings have no version to check in a script; not yet.
                 capabilities.max_txn_ops = 0;
+                // Not yet: a lease would need its keys' Redis expiry moved together.
+                capabilities.leases = false;
                 Some(native::Native::new(root.as_str(), db, poll))
             }
             None => None,
@@ -221,6 +224,7 @@ impl RedisStore {
             capabilities,
             closed: HandleState::default(),
             held: Mutex::new(Vec::new()),
+            leases: Mutex::new(Vec::new()),
             reaper: Notify::new(),
             native,
             shown: url.to_string(),
@@ -277,6 +281,11 @@ impl Inner {
         };
         self.capabilities.check_value(value.len())?;
         let ttl = self.capabilities.check_put(options)?;
+        let lease = options
+            .lease
+            .as_ref()
+            .map(|lease| lease::id_of(lease, self))
+            .transpose()?;
         let (mode, expected) = match precondition {
             None => ("-", 0),
             Some(Precondition::MustNotExist) => ("absent", 0),
@@ -290,9 +299,21 @@ impl Inner {
             .arg(ttl_ms)
             .arg(mode)
             .arg(expected);
-        let (written, version): (i64, u64) = self.invoke("put", invocation).await?;
+        if let Some(id) = lease {
+            invocation.arg(id);
+        }
+        let outcome: Vec<i64> = self.invoke("put", invocation).await?;
+        let (written, version) = match outcome.as_slice() {
+            [written, version] => (*written, u64::try_from(*version).unwrap_or(0)),
+            _ => {
+                return Err(options.lease.as_ref().map_or_else(
+                    || Error::Backend("unexpected answer of the put script".into()),
+                    lease::lost,
+                ));
+            }
+        };
         if written == 1 {
-            if ttl.is_some() && self.native.is_none() {
+            if (ttl.is_some() || lease.is_some()) && self.native.is_none() {
                 self.reaper.notify_one();
             }
             return Ok(version);
@@ -616,9 +637,13 @@ impl Store for RedisStore {
         ))
     }
 
-    async fn grant(&self, _ttl: Duration) -> Result<kv_core::Lease> {
+    async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        Err(self.inner.capabilities.unsupported("leases"))
+        if !self.inner.capabilities.leases {
+            return Err(self.inner.capabilities.unsupported("leases"));
+        }
+        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        lease::grant(&self.inner, ttl).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
@@ -659,6 +684,11 @@ impl Store for RedisStore {
         for (key, subtree, token, lost) in held {
             lost.cancel();
             let _ = lock::renew_or_release(&self.inner, &key, subtree, token, Duration::ZERO).await;
+        }
+        let leases =
+            std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, lost) in leases {
+            let _ = lease::revoke(&self.inner, id, &lost).await;
         }
         Ok(())
     }

@@ -12,6 +12,13 @@
 //! | `P:floor` | string | id of the last record trimmed from the log |
 //! | `P:lk:<key>`, `P:ls:<key>` | hash | key / subtree lock: `t` token, `v` holder value (PEXPIRE) |
 //! | `P:lki`, `P:lsi` | sorted set | keys of held key / subtree locks, for subtree checks |
+//! | `P:leases` | sorted set | live leases (`Store::grant`) by id, scored by expiry |
+//! | `P:lttl` | hash | each lease's TTL (ms) |
+//! | `P:leaseid` | string | the last lease id handed out |
+//! | `P:lease:<id>` | set | keys put with the lease (each also has `lease` = id in its hash) |
+//!
+//! A key put with a lease is a TTL key (`exp`, `PEXPIREAT`, `P:exp`) whose expiry every renewal
+//! of the lease moves; a later put without the lease drops the `lease` field (with `exp`).
 //!
 //! A value with a TTL also carries Redis's own expiry (`PEXPIREAT` on `P:d:<key>`), so Redis
 //! frees it even when no kv client runs. Expired values are invisible at once: point reads
@@ -111,27 +118,40 @@ fn script(body: &str) -> Script {
 }
 
 /// ARGV[3] key, ARGV[4] value, ARGV[5] ttl ms (0: none), ARGV[6] mode (`-`, `absent`,
-/// `version`), ARGV[7] expected version. Returns `{1, version}` or `{0, current version or 0}`.
+/// `version`), ARGV[7] expected version, ARGV[8] lease id (optional; then no ttl). Returns
+/// `{1, version}`, `{0, current version or 0}`, or `{-1}` if the lease has ended.
 pub static PUT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local k, ttl, mode = ARGV[3], tonumber(ARGV[5]), ARGV[6]
+local k, ttl, mode, lease = ARGV[3], tonumber(ARGV[5]), ARGV[6], ARGV[8]
+local lease_at
+if lease then
+  lease_at = tonumber(redis.call('ZSCORE', P .. ':leases', lease))
+  if not lease_at or lease_at <= now_ms() then return {-1} end
+end
 local cur = live(k)
 local ver = cur and tonumber(cur[1])
 if mode == 'absent' and ver then return {0, ver} end
 if mode == 'version' and ver ~= tonumber(ARGV[7]) then return {0, ver or 0} end
 local rev = next_rev()
 local d = dkey(k)
-if ttl > 0 then
+if lease then
+  redis.call('HSET', d, 'v', ARGV[4], 'ver', rev, 'exp', lease_at, 'lease', lease)
+  redis.call('PEXPIREAT', d, lease_at)
+  redis.call('ZADD', P .. ':exp', lease_at, k)
+  redis.call('SADD', P .. ':lease:' .. lease, k)
+elseif ttl > 0 then
   local at = now_ms() + ttl
   redis.call('HSET', d, 'v', ARGV[4], 'ver', rev, 'exp', at)
+  -- A value that had a TTL may have had a lease: no more.
+  if cur and cur[2] then redis.call('HDEL', d, 'lease') end
   redis.call('PEXPIREAT', d, at)
   redis.call('ZADD', P .. ':exp', at, k)
 else
   redis.call('HSET', d, 'v', ARGV[4], 'ver', rev)
   if cur and cur[2] then
-    -- The old value had a TTL, the new one has none.
-    redis.call('HDEL', d, 'exp')
+    -- The old value had a TTL (or a lease), the new one has none.
+    redis.call('HDEL', d, 'exp', 'lease')
     redis.call('PERSIST', d)
     redis.call('ZREM', P .. ':exp', k)
   end
@@ -201,7 +221,7 @@ for i = first, #ARGV, 3 do
       local d = dkey(k)
       redis.call('HSET', d, 'v', v, 'ver', rev)
       if cur and cur[2] then
-        redis.call('HDEL', d, 'exp')
+        redis.call('HDEL', d, 'exp', 'lease')
         redis.call('PERSIST', d)
         redis.call('ZREM', P .. ':exp', k)
       end
@@ -328,12 +348,69 @@ return {last and last[1] or '0-0', out, redis.call('GET', P .. ':epoch') or ''}
     )
 });
 
-/// Removes expired values (up to 100) with Delete records. Returns `{removed, ms until the next
-/// expiry or -1}`.
+/// ARGV[3] TTL in ms. Grants a lease; returns its id.
+pub static GRANT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local id = redis.call('INCR', P .. ':leaseid')
+redis.call('ZADD', P .. ':leases', now_ms() + tonumber(ARGV[3]), id)
+redis.call('HSET', P .. ':lttl', id, ARGV[3])
+return id
+"#,
+    )
+});
+
+/// ARGV[3] lease id, ARGV[4] `renew` or `revoke`. Renew: moves the expiry of the lease and of
+/// every key still bound to it one TTL from now; returns 1, or 0 if the lease has ended.
+/// Revoke: ends the lease and removes its keys (Delete records); returns 1, or 0 if it had
+/// ended.
+pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local id, action = ARGV[3], ARGV[4]
+local leases, set = P .. ':leases', P .. ':lease:' .. id
+local at = tonumber(redis.call('ZSCORE', leases, id))
+local alive = at and at > now_ms()
+local function bound(k) return redis.call('HGET', dkey(k), 'lease') == id end
+if action == 'revoke' or not alive then
+  redis.call('ZREM', leases, id)
+  redis.call('HDEL', P .. ':lttl', id)
+  if action == 'revoke' then
+    for _, k in ipairs(redis.call('SMEMBERS', set)) do
+      if bound(k) then remove(k) end
+    end
+  end
+  redis.call('DEL', set)
+  return alive and 1 or 0
+end
+local new = now_ms() + tonumber(redis.call('HGET', P .. ':lttl', id))
+redis.call('ZADD', leases, new, id)
+for _, k in ipairs(redis.call('SMEMBERS', set)) do
+  if bound(k) then
+    local d = dkey(k)
+    redis.call('HSET', d, 'exp', new)
+    redis.call('PEXPIREAT', d, new)
+    redis.call('ZADD', P .. ':exp', new, k)
+  else
+    redis.call('SREM', set, k)
+  end
+end
+return 1
+"#,
+    )
+});
+
+/// Removes expired values (up to 100) with Delete records, and forgets ended leases. Returns
+/// `{removed, ms until the next expiry or -1}`.
 pub static REAP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local now = now_ms()
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':leases', '-inf', now, 'LIMIT', 0, 100)) do
+  redis.call('ZREM', P .. ':leases', id)
+  redis.call('HDEL', P .. ':lttl', id)
+  redis.call('DEL', P .. ':lease:' .. id)
+end
 local due = redis.call('ZRANGEBYSCORE', P .. ':exp', '-inf', now, 'LIMIT', 0, 100)
 local removed = 0
 for _, k in ipairs(due) do

@@ -173,7 +173,8 @@ async fn drop_redis_bookkeeping(namespace: &str) {
     };
     let prefix = format!("kv{{{root}}}");
     let keys: Vec<String> = [
-        "idx", "exp", "rev", "epoch", "log", "floor", "lki", "lsi", "nv",
+        "idx", "exp", "rev", "epoch", "log", "floor", "lki", "lsi", "nv", "leases", "lttl",
+        "leaseid",
     ]
     .iter()
     .map(|name| format!("{prefix}:{name}"))
