@@ -26,6 +26,7 @@
 //!   ZooKeeper session of its own whose timeout is the lock's TTL.
 
 mod layout;
+mod lease;
 mod lock;
 mod tree;
 mod txn;
@@ -91,6 +92,8 @@ pub(crate) struct Inner {
     sync_reads: bool,
     /// Lock nodes held through this handle (path → holder session and `lost`), freed on close.
     pub held: Mutex<HashMap<String, (zk::Client, CancellationToken)>>,
+    /// Lease sessions granted through this handle, ended on close.
+    pub leases: Mutex<Vec<Arc<lease::LeaseSession>>>,
     shown: String,
 }
 
@@ -231,8 +234,6 @@ impl ZooKeeperStore {
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.max_txn_ops = MAX_TXN_OPS;
-        // Not yet: a lease would be a session of its own holding ephemeral value nodes.
-        capabilities.leases = false;
         capabilities.ttl = Some(TtlSupport {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
@@ -243,6 +244,8 @@ impl ZooKeeperStore {
             capabilities.ttl = None;
             // A node's data version restarts with the node: not yet.
             capabilities.max_txn_ops = 0;
+            // Not yet: a key's own node cannot turn ephemeral.
+            capabilities.leases = false;
         }
         Ok(ZooKeeperStore {
             inner: Arc::new(Inner {
@@ -255,6 +258,7 @@ impl ZooKeeperStore {
                 timeout,
                 sync_reads,
                 held: Mutex::new(HashMap::new()),
+                leases: Mutex::new(Vec::new()),
                 shown: url.to_string(),
             }),
         })
@@ -402,6 +406,11 @@ impl Inner {
         self.closed.key(key)
     }
 
+    /// Options for a lease's value node: ephemeral (its session is the lease).
+    fn ephemeral_options(&self) -> zk::CreateOptions<'static> {
+        zk::CreateMode::Ephemeral.with_acls(self.connection.acls())
+    }
+
     /// Options for a value node: persistent, or a TTL node.
     fn value_options(&self, ttl: Option<Duration>) -> zk::CreateOptions<'static> {
         let options = zk::CreateMode::Persistent.with_acls(self.connection.acls());
@@ -430,7 +439,7 @@ impl Inner {
     /// stays, and so do its parents). In the native layout, whose directories are persistent
     /// nodes that no reaper removes, only empty path segments and hollow keys go, one level at
     /// a time: a parent that is a key stays.
-    async fn prune(&self, client: &zk::Client, dir: String) {
+    pub(crate) async fn prune(&self, client: &zk::Client, dir: String) {
         if self.layout.native() {
             return self.prune_native(client, dir).await;
         }
@@ -522,7 +531,7 @@ impl Store for ZooKeeperStore {
     async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
-        self.inner.write(key, value, None, options.ttl).await
+        self.inner.write(key, value, None, &options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -605,7 +614,7 @@ impl Store for ZooKeeperStore {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
         self.inner
-            .write(key, value, Some(precondition), options.ttl)
+            .write(key, value, Some(precondition), &options)
             .await
     }
 
@@ -614,9 +623,13 @@ impl Store for ZooKeeperStore {
         self.inner.remove(key, Some(version)).await.map(drop)
     }
 
-    async fn grant(&self, _ttl: Duration) -> Result<kv_core::Lease> {
+    async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        Err(self.inner.capabilities.unsupported("leases"))
+        if !self.inner.capabilities.leases {
+            return Err(self.inner.capabilities.unsupported("leases"));
+        }
+        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        lease::grant(&self.inner, ttl).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
@@ -660,6 +673,11 @@ impl Store for ZooKeeperStore {
         for (path, (client, lost)) in held {
             lost.cancel();
             let _ = timed("unlock", self.inner.timeout, client.delete(&path, None)).await;
+        }
+        let leases =
+            std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
+        for session in leases {
+            session.end(&self.inner).await;
         }
         Ok(())
     }

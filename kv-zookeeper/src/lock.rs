@@ -255,7 +255,7 @@ impl Lock for ZooKeeperLock {
 }
 
 /// Fires `lost` when the holder's session is disconnected or ends.
-async fn watch_session(
+pub(crate) async fn watch_session(
     mut session: zk::StateWatcher,
     stop: CancellationToken,
     lost: CancellationToken,

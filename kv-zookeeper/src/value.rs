@@ -9,6 +9,7 @@ use zookeeper_client as zk;
 use std::collections::HashSet;
 
 use crate::layout::{Stored, hollow_mark, now_ms};
+use crate::lease::{self, LeaseSession};
 use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
 /// Attempts before a write that keeps losing races gives up.
@@ -170,9 +171,15 @@ impl Inner {
         key: &str,
         value: &[u8],
         precondition: Option<Precondition>,
-        ttl: Option<Duration>,
+        options: &kv_core::PutOptions,
     ) -> Result<u64> {
-        let written = self.try_write(key, value, precondition, ttl).await;
+        let lease = options.lease.as_ref().map(lease::session_of).transpose()?;
+        if let Some(lease) = &lease {
+            lease.client()?;
+        }
+        let written = self
+            .try_write(key, value, precondition, options.ttl, lease.as_deref())
+            .await;
         if let Err(error) = &written
             && !matches!(error, Error::Conflict { .. })
             && let Ok(client) = self.client().await
@@ -183,12 +190,15 @@ impl Inner {
         written
     }
 
+    /// A write; with `lease`, the value node is an ephemeral node of the lease's session, at
+    /// the second value name (as a TTL value).
     async fn try_write(
         &self,
         key: &str,
         value: &[u8],
         precondition: Option<Precondition>,
         ttl: Option<Duration>,
+        lease: Option<&LeaseSession>,
     ) -> Result<u64> {
         self.capabilities.check_value(value.len())?;
         let ttl = ttl.map(|t| self.checked_ttl(t)).transpose()?;
@@ -196,10 +206,12 @@ impl Inner {
         if self.layout.native() {
             return self.write_node(&client, key, value, precondition).await;
         }
-        let target = self.layout.value(key, ttl.is_some());
+        let target = self.layout.value(key, ttl.is_some() || lease.is_some());
         let expires_ms = ttl.map(|t| now_ms().saturating_add(t.as_millis() as u64));
         let data = Stored::encode(value, expires_ms);
-        if precondition.is_none() && ttl.is_none() {
+        // The node's owner: the lease's session (ephemeral), else none.
+        let owner = lease.map_or(0, |l| l.session_id);
+        if precondition.is_none() && ttl.is_none() && lease.is_none() {
             match timed_raw("put", self.timeout, client.set_data(&target, &data, None)).await? {
                 Ok(stat) => return Ok(version_of(stat.mzxid)),
                 Err(zk::Error::NoNode) => {}
@@ -220,7 +232,12 @@ impl Inner {
                 _ => {}
             }
             let written = match state.nodes.as_slice() {
-                [only] if only.path == target && ttl.is_none() => {
+                // Rewritten in place: same node, same owner (a write keeps the node's owner).
+                [only]
+                    if only.path == target
+                        && ttl.is_none()
+                        && only.stat.ephemeral_owner == owner =>
+                {
                     let set = client.set_data(&target, &data, Some(only.stat.version));
                     match timed_raw("put", self.timeout, set).await? {
                         Ok(stat) => Some(version_of(stat.mzxid)),
@@ -228,10 +245,24 @@ impl Inner {
                         Err(error) => return Err(map_write_error("put", error)),
                     }
                 }
-                nodes => {
-                    self.replace(&client, key, dir.version, nodes, &target, &data, ttl)
-                        .await?
-                }
+                nodes => match lease {
+                    Some(lease) => {
+                        let options = self.ephemeral_options();
+                        let on = lease.client()?;
+                        let replaced = self
+                            .replace(&on, key, dir.version, nodes, &target, &data, &options)
+                            .await?;
+                        if replaced.is_some() {
+                            lease.created(target.clone());
+                        }
+                        replaced
+                    }
+                    None => {
+                        let options = self.value_options(ttl);
+                        self.replace(&client, key, dir.version, nodes, &target, &data, &options)
+                            .await?
+                    }
+                },
             };
             if let Some(version) = written {
                 return Ok(version);
@@ -256,17 +287,16 @@ impl Inner {
         nodes: &[Node],
         target: &str,
         data: &[u8],
-        ttl: Option<Duration>,
+        options: &zk::CreateOptions<'_>,
     ) -> Result<Option<u64>> {
         let dir = self.layout.dir(key);
-        let options = self.value_options(ttl);
         let mut multi = client.new_multi_writer();
         let mut add = || -> std::result::Result<(), zk::Error> {
             multi.add_set_data(&dir, &[], Some(dir_version))?;
             for node in nodes {
                 multi.add_delete(&node.path, Some(node.stat.version))?;
             }
-            multi.add_create(target, data, &options)
+            multi.add_create(target, data, options)
         };
         add().map_err(|e| map_error("put", e))?;
         let results = match timed_raw("put", self.timeout, multi.commit())
