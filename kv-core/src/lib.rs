@@ -14,6 +14,7 @@
 //! ```
 
 mod capabilities;
+mod election;
 mod error;
 mod ext;
 mod grant;
@@ -33,6 +34,7 @@ mod watch_view;
 
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
+pub use election::{DEFAULT_RECIPE_TTL, Election, LeaderStream, Leadership, Limiter, Permit};
 pub use error::{BoxError, Error, Result};
 pub use ext::{StoreExt, UPDATE_ATTEMPTS};
 pub use grant::{Lease, LeaseOps};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::{Error, EventKind, Lease, PutOptions, Store, WatchOptions};
+use kv_core::{Election, Error, EventKind, Lease, Limiter, PutOptions, Store, WatchOptions};
 
 use crate::support::{PATIENCE, assert_delete, next_event, next_event_within};
 use crate::{Ctx, Outcome, assert_err};
@@ -140,5 +140,115 @@ pub async fn lease_keys_go_when_the_holder_stops(ctx: Ctx) -> Outcome {
     let gone = next_event(&mut watch, "the delete when the granting handle closes").await;
     assert_delete(&gone, "svc/closed");
     assert!(lease.is_lost(), "closing the handle ends its leases");
+    Outcome::Passed
+}
+
+/// An election on any store with leases: one leader at a time; a second candidate waits and
+/// is elected when the first resigns; observers see each leader; leaders' versions increase;
+/// the resigned leader's `lost()` fires.
+pub async fn election_has_one_leader_at_a_time(ctx: Ctx) -> Outcome {
+    let store = ctx.store().clone();
+    if let Some(outcome) = gated(&store).await {
+        return outcome;
+    }
+    let ttl = lease_ttl(&store);
+    let other = ctx.another().await;
+    let first = Election::new(store.clone(), "elect/leader")
+        .unwrap()
+        .ttl(ttl);
+    let second = Election::new(other.clone(), "elect/leader")
+        .unwrap()
+        .ttl(ttl);
+    let mut observed = first.observe().await.unwrap();
+    assert_eq!(next_leader(&mut observed).await, None, "no leader at first");
+    let mut one = first.campaign("one").await.unwrap();
+    assert_eq!(
+        next_leader(&mut observed).await.as_deref(),
+        Some(&b"one"[..])
+    );
+    let waiting = tokio::spawn(async move { second.campaign("two").await });
+    tokio::time::sleep(ttl * 2).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second leader was elected while the first leads"
+    );
+    one.proclaim("one, again").await.unwrap();
+    assert_eq!(
+        next_leader(&mut observed).await.as_deref(),
+        Some(&b"one, again"[..])
+    );
+    let lost = one.lost();
+    let version = one.version();
+    one.resign().await.unwrap();
+    assert!(lost.is_cancelled(), "resigning ends the leadership");
+    let two = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("the waiting candidate is elected after the resignation")
+        .unwrap()
+        .unwrap();
+    assert!(two.version() > version, "leader versions increase");
+    let mut seen = next_leader(&mut observed).await;
+    if seen.is_none() {
+        seen = next_leader(&mut observed).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        Some(&b"two"[..]),
+        "observers see the new leader"
+    );
+    assert_eq!(first.leader().await.unwrap().as_deref(), Some(&b"two"[..]));
+    two.resign().await.unwrap();
+    Outcome::Passed
+}
+
+async fn next_leader(stream: &mut kv_core::LeaderStream) -> Option<bytes::Bytes> {
+    use futures::StreamExt;
+    match tokio::time::timeout(PATIENCE, stream.next()).await {
+        Ok(Some(Ok(leader))) => leader,
+        other => panic!("observing the election: {other:?}"),
+    }
+}
+
+/// A limiter admits at most N holders; a waiter gets a slot when a holder releases it.
+pub async fn limiter_admits_at_most_n(ctx: Ctx) -> Outcome {
+    let store = ctx.store().clone();
+    if let Some(outcome) = gated(&store).await {
+        return outcome;
+    }
+    let ttl = lease_ttl(&store);
+    let other = ctx.another().await;
+    let limiter = Limiter::new(store.clone(), "limits/jobs", 2)
+        .unwrap()
+        .ttl(ttl);
+    let a = limiter.acquire("a").await.unwrap();
+    let b = Limiter::new(other.clone(), "limits/jobs", 2)
+        .unwrap()
+        .ttl(ttl)
+        .acquire("b")
+        .await
+        .unwrap();
+    assert_ne!(a.slot(), b.slot());
+    assert!(
+        limiter.try_acquire("c").await.unwrap().is_none(),
+        "a third holder while two hold the limit"
+    );
+    let waiter = limiter.clone();
+    let waiting = tokio::spawn(async move { waiter.acquire("c").await });
+    tokio::time::sleep(ttl * 2).await;
+    assert!(!waiting.is_finished(), "a third holder got in");
+    let freed = a.slot();
+    a.release().await.unwrap();
+    let c = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("the waiter gets the freed slot")
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.slot(), freed);
+    let mut holders = limiter.holders().await.unwrap();
+    holders.sort();
+    assert_eq!(holders, [&b"b"[..], &b"c"[..]]);
+    b.release().await.unwrap();
+    c.release().await.unwrap();
+    assert!(limiter.holders().await.unwrap().is_empty());
     Outcome::Passed
 }

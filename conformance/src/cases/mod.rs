@@ -54,6 +54,8 @@ macro_rules! __with_cases {
             watch::watch_since_resumes_from_history
             leases::lease_keys_live_until_revoked
             leases::lease_keys_go_when_the_holder_stops
+            leases::election_has_one_leader_at_a_time
+            leases::limiter_admits_at_most_n
             locks::lock_excludes_under_contention
             locks::lock_ttls_below_the_minimum_are_refused
             locks::try_acquire_and_holder
