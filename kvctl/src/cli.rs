@@ -135,7 +135,8 @@ pub enum Command {
         after_help = "Examples:\n  kvctl check --store etcd://10.0.0.1:2379/app\n  kvctl check --store redis://cache:6379 --only watch,locks"
     )]
     Check {
-        /// Only these areas (keys, values, tree, cas, txn, ttl, watch, locks, lifecycle) or cases.
+        /// Only these areas (keys, values, tree, cas, txn, ttl, watch, leases, locks, lifecycle) or
+        /// cases.
         #[arg(long, value_delimiter = ',', value_name = "AREAS")]
         only: Vec<String>,
     },
@@ -152,6 +153,22 @@ pub enum Command {
         after_help = "Examples:\n  kvctl lock jobs/backup -- ./backup.sh\n  kvctl lock --subtree --ttl 30s app -- ./migrate.sh --all"
     )]
     Lock(LockArgs),
+
+    /// Put keys bound to a lease and keep it alive while a command runs (or until Ctrl-C or
+    /// SIGTERM), then revoke it: the keys go at once, or one TTL after kvctl dies. Exit code
+    /// 4 if the lease is lost. Service registration for scripts.
+    #[command(
+        after_help = "Examples:\n  kvctl lease services/api/node-1=10.0.0.1:8080 -- ./serve.sh\n  kvctl lease --ttl 5s services/api/node-1=10.0.0.1:8080    # until Ctrl-C"
+    )]
+    Lease(LeaseArgs),
+
+    /// Campaign to lead NAME with VALUE and hold the office while a command runs (or until
+    /// Ctrl-C or SIGTERM), then resign; or with --observe print the leader as it changes.
+    /// Exit code 4 if leadership is lost.
+    #[command(
+        after_help = "Examples:\n  kvctl elect services/scheduler node-1 -- ./schedule.sh\n  kvctl elect services/scheduler --observe"
+    )]
+    Elect(ElectArgs),
 
     /// Write every key below a prefix to stdout as JSON lines (key, value, encoding), in key
     /// order, for `import` into any store. TTLs are not exported.
@@ -181,6 +198,43 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `lease`.
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// The keys to hold, as KEY=VALUE.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub keys: Vec<String>,
+    /// The lease's TTL: how long the keys outlive a kvctl that died (a bare number is seconds).
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub ttl: Duration,
+    /// The command to run while the keys are held, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `elect`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("role").required(true).args(["value", "observe"])))]
+pub struct ElectArgs {
+    /// The election's key.
+    pub name: String,
+    /// What the leader announces (an address, a node name).
+    pub value: Option<String>,
+    /// Print the current leader and every change instead of campaigning (`(none)` when there
+    /// is no leader).
+    #[arg(long)]
+    pub observe: bool,
+    /// With --observe: stop after this many lines.
+    #[arg(long, requires = "observe")]
+    pub count: Option<usize>,
+    /// The leader's lease TTL: how long a leader that died keeps the office.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub ttl: Duration,
+    /// The command to run while leading, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `put`.

@@ -1,4 +1,5 @@
-//! `kvctl lock`: run a command while holding a lock.
+//! `kvctl lock`, `kvctl lease`, `kvctl elect`: run a command (or wait for a signal) while
+//! holding a lock, a lease or the leadership; what is held is given up when it ends.
 
 use std::time::Duration;
 
@@ -29,46 +30,77 @@ pub async fn run(store: &dyn Store, args: LockArgs) -> Result<u8, Failure> {
         guard = lock.acquire() => guard?,
         _ = tokio::signal::ctrl_c() => return Err(Failure::new(130, "interrupted while waiting for the lock")),
     };
-    let (program, arguments) = args
-        .command
-        .split_first()
-        .ok_or_else(|| Failure::new(code::USAGE, "no command given after --"))?;
     // On stderr: stdout belongs to the command.
     eprintln!(
-        "kvctl: holding the lock on {} with fencing token {}; running {program}",
+        "kvctl: holding the lock on {} with fencing token {}",
         guard.key(),
         guard.fencing_token()
     );
+    let env = [
+        ("KV_LOCK_KEY", guard.key().to_string()),
+        ("KV_FENCING_TOKEN", guard.fencing_token().to_string()),
+    ];
+    let held = hold(&args.command, &env, guard.lost()).await?;
+    match held {
+        Held::Exited(status) => {
+            guard.release().await?;
+            Ok(status)
+        }
+        Held::Lost(what) => Err(Failure::new(
+            code::LOCK_LOST,
+            format!("the lock on {} was lost {what}", args.key),
+        )),
+    }
+}
+
+/// How holding something ended.
+pub enum Held {
+    /// The command exited with this status (or, without a command, a signal asked kvctl to
+    /// stop: 0); give up what is held.
+    Exited(u8),
+    /// It was lost; the message says while what.
+    Lost(String),
+}
+
+/// Runs `command` (with `env`) until it exits, or without a command waits for SIGTERM,
+/// SIGINT or SIGHUP; if `lost` fires first the command gets SIGTERM (then SIGKILL after a
+/// grace period). Signals to kvctl are forwarded to the command, which decides how to stop.
+pub async fn hold(
+    command: &[String],
+    env: &[(&str, String)],
+    lost: kv::CancellationToken,
+) -> Result<Held, Failure> {
+    let mut signals = Signals::new()?;
+    let Some((program, arguments)) = command.split_first() else {
+        return Ok(tokio::select! {
+            _ = signals.next() => Held::Exited(0),
+            _ = lost.cancelled() => Held::Lost("while kvctl held it".into()),
+        });
+    };
+    eprintln!("kvctl: running {program}");
     let mut command = Command::new(program);
     command
         .args(arguments)
-        .env("KV_LOCK_KEY", guard.key().as_str())
-        .env("KV_FENCING_TOKEN", guard.fencing_token().to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         // Its own process group: a terminal's Ctrl-C reaches kvctl, which forwards it once.
         .process_group(0);
     die_with_parent(&mut command);
     let mut child = command
         .spawn()
         .map_err(|e| Failure::new(code::USAGE, format!("cannot run {program}: {e}")))?;
-    let lost = guard.lost();
-    let mut signals = Signals::new()?;
     loop {
         tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(|e| Failure::new(code::OTHER, format!("waiting for {program}: {e}")))?;
-                guard.release().await?;
-                return Ok(exit_status(status));
+                return Ok(Held::Exited(exit_status(status)));
             }
             _ = lost.cancelled() => {
                 stop(&mut child).await;
-                return Err(Failure::new(
-                    code::LOCK_LOST,
-                    format!("the lock on {} was lost while {program} ran; it was sent SIGTERM", args.key),
-                ));
+                return Ok(Held::Lost(format!("while {program} ran; it was sent SIGTERM")));
             }
             signal = signals.next() => {
-                // Forward, then keep waiting: the command decides how to stop, and the lock is
-                // released only once it has.
+                // Forward, then keep waiting: the command decides how to stop, and what is
+                // held is given up only once it has.
                 if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
                     let _ = killpg(Pid::from_raw(pid), signal);
                 }

@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod cli;
+mod coord;
 mod lock;
 mod output;
 mod transfer;
@@ -11,6 +12,7 @@ mod txn;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
 use futures::StreamExt;
@@ -91,7 +93,7 @@ async fn run(cli: Cli, format: Output) -> Result<u8, Failure> {
             .await
             .map_err(|e| busy_hint(&parsed, e))?
     };
-    let status = execute(cli.command, store.as_ref(), &printer).await;
+    let status = execute(cli.command, &store, &printer).await;
     // Flush what an embedded store buffered, whatever the outcome.
     let closed = store.close().await;
     let status = status?;
@@ -165,7 +167,8 @@ fn default_store() -> Result<String, Failure> {
     Ok(format!("sqlite://{}", database.display()))
 }
 
-async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u8, Failure> {
+async fn execute(command: Command, shared: &Arc<dyn Store>, out: &Printer) -> Result<u8, Failure> {
+    let store = shared.as_ref();
     match command {
         Command::Put(args) => put(store, out, args).await,
         Command::Get { key, version } => {
@@ -225,6 +228,8 @@ async fn execute(command: Command, store: &dyn Store, out: &Printer) -> Result<u
         Command::Txn => txn::run(store, out).await,
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
+        Command::Lease(args) => coord::lease(store, args).await,
+        Command::Elect(args) => coord::elect(shared.clone(), out, args).await,
         Command::Export { prefix } => transfer::export(store, out, &prefix).await,
         Command::Import => transfer::import(store, out).await,
         // Handled before a store is opened: check and bench open their own.

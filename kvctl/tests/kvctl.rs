@@ -1,7 +1,7 @@
 //! kvctl end to end: the built binary, every verb, JSON output, exit codes, `lock`.
 #![allow(clippy::unwrap_used)] // test helpers: a failed step panics with its context
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -238,6 +238,66 @@ fn txn_applies_stdin_all_or_nothing() {
     assert_status(&bad, 2, &["txn", "bad line"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("line 2"));
     kv.expect(&["get", "a"], 1);
+}
+
+#[test]
+fn lease_holds_keys_while_the_command_runs() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["put", "boot", "x"], 0);
+    let kvctl = env!("CARGO_BIN_EXE_kvctl");
+    let inside = format!("{kvctl} get svc/nodes/a && {kvctl} get svc/nodes/b && exit 3");
+    let output = kv.run(&[
+        "lease",
+        "--ttl",
+        "5s",
+        "svc/nodes/a=10.0.0.1",
+        "svc/nodes/b=10.0.0.2",
+        "--",
+        "sh",
+        "-c",
+        &inside,
+    ]);
+    assert_status(&output, 3, &["lease"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "10.0.0.110.0.0.2");
+    kv.expect(&["get", "svc/nodes/a"], 1);
+    kv.expect(&["lease", "novalue"], 2);
+}
+
+#[test]
+fn elect_observes_and_holds_the_office_across_processes() {
+    let kv = Kvctl::embedded();
+    kv.expect(&["put", "boot", "x"], 0);
+    let mut observer = kv
+        .command(&[
+            "elect",
+            "svc/leader",
+            "--observe",
+            "--count",
+            "3",
+            "-o",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(observer.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["leader"], Value::Null, "no leader yet");
+    let kvctl = env!("CARGO_BIN_EXE_kvctl");
+    let inside = format!("{kvctl} get svc/leader");
+    let output = kv.run(&["elect", "svc/leader", "node-1", "--", "sh", "-c", &inside]);
+    assert_status(&output, 0, &["elect"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "node-1");
+    let rest: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        rest.iter().map(|l| l["leader"].clone()).collect::<Vec<_>>(),
+        [json!("node-1"), Value::Null],
+        "the observer saw the leader, then its resignation"
+    );
+    assert!(observer.wait().unwrap().success());
 }
 
 #[test]
