@@ -314,9 +314,14 @@ impl Api {
     /// Makes the agent after `failed` the one in use (unless another call already moved on).
     fn move_on(&self, failed: usize) {
         let next = (failed + 1) % self.bases.len();
-        let _ = self
+        if self
             .current
-            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && self.bases.len() > 1
+        {
+            tracing::warn!(target: "kv", backend = "consul", failed, next, "an agent did not answer; moving to the next one of the URL");
+        }
     }
 
     /// Reads one key, or every key with a raw prefix (`recurse`); `None` when nothing matches.

@@ -64,6 +64,7 @@ pub async fn keep_alive<F, Fut>(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = sleep_until(deadline) => {
+                tracing::warn!(target: "kv", ?ttl, "lease renewal unanswered at the deadline: lost");
                 lost.cancel();
                 return;
             }
@@ -73,10 +74,14 @@ pub async fn keep_alive<F, Fut>(
                     next = sent + every;
                 }
                 Ok(false) => {
+                    tracing::warn!(target: "kv", ?ttl, "the server no longer holds the lease: lost");
                     lost.cancel();
                     return;
                 }
-                Err(_) => next = Instant::now() + retry,
+                Err(error) => {
+                    tracing::warn!(target: "kv", %error, ?ttl, "lease renewal failed; retrying until the deadline");
+                    next = Instant::now() + retry;
+                }
             },
         }
     }

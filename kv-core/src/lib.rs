@@ -49,7 +49,7 @@ pub use prefix_store::PrefixStore;
 pub use retry::{Budget, retry_idempotent};
 pub use store::{Store, WatchStream};
 pub use tokio_util::sync::CancellationToken;
-pub use traced::TracedStore;
+pub use traced::{CallRecord, MetricsHook, TracedStore};
 pub use txn::{CheckedTxn, Condition, Txn, TxnOp, TxnOpResult};
 pub use types::{
     Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,

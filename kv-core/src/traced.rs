@@ -3,12 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tracing::Instrument;
 
 use crate::capabilities::Capabilities;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::store::{Store, WatchStream};
 use crate::txn::{Txn, TxnOpResult};
@@ -19,14 +20,60 @@ use crate::types::{Child, KvPair, LockOptions, Precondition, PutOptions, WatchOp
 /// (whose messages never hold secrets) as a `debug` event in the span. `kv::open` returns stores
 /// wrapped this way: `RUST_LOG=kv=debug` shows them with any `tracing` subscriber. Costs a
 /// callsite check per call when nothing listens.
+///
+/// [`TracedStore::with_metrics`] adds a hook called after every call with its backend,
+/// operation, duration and outcome: feed it to any metrics library.
+///
+/// ```
+/// # fn demo(store: std::sync::Arc<dyn kv_core::Store>) {
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// let failures = std::sync::Arc::new(AtomicU64::new(0));
+/// let counted = failures.clone();
+/// let store = kv_core::TracedStore::new(store).with_metrics(move |call| {
+///     if call.error.is_some() {
+///         counted.fetch_add(1, Ordering::Relaxed);
+///     }
+/// });
+/// # }
+/// ```
 pub struct TracedStore {
     inner: Arc<dyn Store>,
+    metrics: Option<MetricsHook>,
 }
+
+/// One finished call of a [`TracedStore`], for its metrics hook.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct CallRecord<'a> {
+    /// The backend's name.
+    pub backend: &'static str,
+    /// The operation (`put`, `get`, `txn`, `watch`, ...).
+    pub op: &'static str,
+    /// How long the call took.
+    pub elapsed: Duration,
+    /// Its error, if it failed.
+    pub error: Option<&'a Error>,
+}
+
+/// A metrics hook: called after every call of a [`TracedStore`].
+pub type MetricsHook = Arc<dyn Fn(&CallRecord<'_>) + Send + Sync>;
 
 impl TracedStore {
     /// Traces the calls of `inner`.
     pub fn new(inner: Arc<dyn Store>) -> TracedStore {
-        TracedStore { inner }
+        TracedStore {
+            inner,
+            metrics: None,
+        }
+    }
+
+    /// Also calls `hook` after every call (on the caller's task: keep it quick).
+    pub fn with_metrics(
+        mut self,
+        hook: impl Fn(&CallRecord<'_>) + Send + Sync + 'static,
+    ) -> TracedStore {
+        self.metrics = Some(Arc::new(hook));
+        self
     }
 
     async fn traced<T>(
@@ -37,10 +84,19 @@ impl TracedStore {
     ) -> Result<T> {
         let backend = self.inner.capabilities().backend;
         let span = tracing::debug_span!(target: "kv", "kv", backend, op, key);
+        let started = self.metrics.as_ref().map(|_| Instant::now());
         async move {
             let result = call.await;
             if let Err(error) = &result {
                 tracing::debug!(target: "kv", %error, "failed");
+            }
+            if let (Some(hook), Some(started)) = (&self.metrics, started) {
+                hook(&CallRecord {
+                    backend,
+                    op,
+                    elapsed: started.elapsed(),
+                    error: result.as_ref().err(),
+                });
             }
             result
         }

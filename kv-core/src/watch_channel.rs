@@ -192,15 +192,20 @@ where
             return Err(Error::Closed);
         }
         match connect().await {
-            Ok(connection) => return Ok(connection),
+            Ok(connection) => {
+                tracing::debug!(target: "kv", "watch resumed");
+                return Ok(connection);
+            }
             Err(error) if !error.is_retryable() => return Err(error),
             Err(error) if tokio::time::Instant::now() >= deadline || sender.is_closed() => {
+                tracing::warn!(target: "kv", %error, "watch lost: could not be resumed in time");
                 return Err(Error::unavailable(
                     format!("the watch was lost and could not be resumed: {error}"),
                     None,
                 ));
             }
-            Err(_) => {
+            Err(error) => {
+                tracing::debug!(target: "kv", %error, "watch connection lost; resuming");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(1));
             }

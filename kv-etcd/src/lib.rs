@@ -496,12 +496,15 @@ impl Members {
     /// `member` did not answer: prefer the next one (unless another call moved on already).
     fn failed(&self, member: usize) {
         let next = (member + 1) % self.len();
-        let _ = self.preferred.compare_exchange(
+        let moved = self.preferred.compare_exchange(
             member,
             next,
             std::sync::atomic::Ordering::AcqRel,
             std::sync::atomic::Ordering::Acquire,
         );
+        if moved.is_ok() && self.len() > 1 {
+            tracing::warn!(target: "kv", backend = "etcd", member, next, "a member did not answer; moving to the next one");
+        }
     }
 }
 

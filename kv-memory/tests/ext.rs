@@ -160,3 +160,26 @@ async fn a_prefix_store_sees_and_touches_only_its_subtree() {
         assert!(shared.exists(key).await.unwrap(), "{key} was touched");
     }
 }
+
+#[tokio::test]
+async fn the_metrics_hook_sees_every_call_and_its_outcome() {
+    use std::sync::Mutex;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let store = kv_core::TracedStore::new(store()).with_metrics(move |call| {
+        seen.lock()
+            .unwrap()
+            .push((call.backend, call.op, call.error.is_some()));
+    });
+    store.put("k", b"v", PutOptions::default()).await.unwrap();
+    store.get("k").await.unwrap();
+    store.get("a//b").await.unwrap_err();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [
+            ("memory", "put", false),
+            ("memory", "get", false),
+            ("memory", "get", true)
+        ]
+    );
+}

@@ -472,7 +472,11 @@ async fn reap(inner: std::sync::Weak<Inner>) {
             .await
         {
             Ok((_, next)) if next >= 0 => Duration::from_millis(u64::try_from(next).unwrap_or(0)),
-            _ => Duration::from_secs(1),
+            Ok(_) => Duration::from_secs(1),
+            Err(error) => {
+                tracing::warn!(target: "kv", backend = "redis", %error, "the TTL reaper failed; retrying in 1 s");
+                Duration::from_secs(1)
+            }
         };
         let wait = next.clamp(Duration::from_millis(5), Duration::from_secs(1));
         let closed = store.closed.clone();

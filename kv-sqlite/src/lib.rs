@@ -251,8 +251,11 @@ async fn reap(inner: std::sync::Weak<Inner>) {
             .run(|conn| db::next_expiry(conn).map_err(|e| db::sql_error("reap", e)));
         let wait = match next.await {
             Ok(Some(at)) if at <= now_ms() => {
-                if store.db.write("reap", |w| w.reap()).await.is_ok() {
-                    store.signal();
+                match store.db.write("reap", |w| w.reap()).await {
+                    Ok(()) => store.signal(),
+                    Err(error) => {
+                        tracing::warn!(target: "kv", backend = "sqlite", %error, "the TTL reaper failed; retrying");
+                    }
                 }
                 continue;
             }

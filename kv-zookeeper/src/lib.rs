@@ -361,6 +361,7 @@ impl Inner {
         if !current.state().is_terminated() {
             return Ok(current);
         }
+        tracing::warn!(target: "kv", backend = "zookeeper", "the store's session ended; opening a new one");
         let fresh = self.connection.connect(self.session_timeout).await?;
         *self.client.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         Ok(fresh)
