@@ -229,7 +229,7 @@ impl Api {
     /// Sends a request to the agent in use, within `timeout`. Consul answers 500 while its
     /// servers elect a leader (and, just after an agent starts, before its node is
     /// registered): such an answer means nothing was applied, so the request is sent again,
-    /// with backoff, within the call's budget ([`kv_core::Budget`]). With several agents, one
+    /// with backoff, within the call's budget ([`kv_core::backend::Budget`]). With several agents, one
     /// that cannot be reached, cannot reach a server, or does not answer a read within half of
     /// what is left is left for the next one; a write moves on only when it cannot have been
     /// applied (no connection, or "nothing done"), and a write that timed out makes the next
@@ -243,7 +243,7 @@ impl Api {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Response> {
-        let mut budget = kv_core::Budget::new(timeout);
+        let mut budget = kv_core::backend::Budget::new(timeout);
         let read = method == Method::GET;
         // A blocking query takes its `wait` by design: never cut short for another agent.
         let blocking = query.iter().any(|(name, _)| *name == "index");

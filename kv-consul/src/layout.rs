@@ -17,7 +17,7 @@ use kv_core::Result;
 use crate::api::Entry;
 
 /// The lock area's name beside the root.
-const LOCKS: &str = kv_core::LOCK_AREA;
+const LOCKS: &str = kv_core::backend::LOCK_AREA;
 
 /// Maps kv keys and prefixes to Consul keys under one root.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl Layout {
     /// Refuses the key reserved for locks when there is no root.
     pub fn check_key(&self, key: &str) -> Result<()> {
         if self.root.is_empty() {
-            kv_core::check_outside_lock_area(key)?;
+            kv_core::backend::check_outside_lock_area(key)?;
         }
         Ok(())
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kv_core::CancellationToken;
-use kv_core::{Error, Lease, LeaseOps, Result};
+use kv_core::backend::LeaseOps;
+use kv_core::{Error, Lease, Result};
 use tokio::time::Instant;
 
 use crate::Inner;

@@ -36,10 +36,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kv_core::backend::{HandleState, TxnOp as TxnOpKind};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn,
-    TxnOp as TxnOpKind, TxnOpResult, WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 
 use crate::api::{Api, Entry, SessionSpec, TxnOp};

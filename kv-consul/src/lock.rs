@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kv_core::{
-    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
-};
+use kv_core::backend::ReleaseWith;
+use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 
 use crate::Inner;
 use crate::api::{MAX_TXN_OPS, SessionSpec, TxnOp};
@@ -279,7 +278,7 @@ impl Lock for ConsulLock {
     }
 }
 
-/// Renews the session through the shared keep-alive ([`kv_core::keep_alive`]): `lost` fires
+/// Renews the session through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires
 /// when Consul no longer knows the session, or at the lease deadline (`lease` from the last
 /// renewal sent, less the safety margin) without waiting for a renewal that hangs.
 pub(crate) async fn keep_alive(
@@ -290,7 +289,7 @@ pub(crate) async fn keep_alive(
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
-    kv_core::keep_alive(lease, renewed_sent.into(), stop, lost, || {
+    kv_core::backend::keep_alive(lease, renewed_sent.into(), stop, lost, || {
         let (inner, session) = (inner.clone(), session.clone());
         async move { inner.api.renew_session(&session).await }
     })

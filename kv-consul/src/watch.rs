@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::{
-    Error, Key, Observed, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, WatchView,
-    resume_watch, watch_channel,
-};
+use kv_core::backend::{Observed, WatchSender, WatchView, resume_watch, watch_channel};
+use kv_core::{Error, Key, Result, WatchEvent, WatchOptions, WatchStream};
 
 use crate::Inner;
 use crate::api::{Entry, Read};

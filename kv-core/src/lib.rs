@@ -32,29 +32,36 @@ mod url;
 mod watch_channel;
 mod watch_view;
 
+/// What a backend crate needs beyond the user-facing API: handle state, watch plumbing, the
+/// shared lease keep-alive and retries, lock and lease handles, checked transactions. Users of
+/// stores never need it; the `kv` facade re-exports it only as `kv::backend`.
+pub mod backend {
+    pub use crate::grant::LeaseOps;
+    pub use crate::handle::HandleState;
+    pub use crate::key::{LOCK_AREA, check_outside_lock_area};
+    pub use crate::lease::{keep_alive, lease_deadline, safety_margin};
+    pub use crate::lock::{LeaseHandle, ReleaseWith};
+    pub use crate::retry::{Budget, retry_idempotent};
+    pub use crate::txn::{CheckedTxn, TxnOp};
+    pub use crate::watch_channel::{WatchSender, initial_events, resume_watch, watch_channel};
+    pub use crate::watch_view::{Observed, WatchView};
+}
+
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use election::{DEFAULT_RECIPE_TTL, Election, LeaderStream, Leadership, Limiter, Permit};
 pub use error::{BoxError, Error, Result};
 pub use ext::{StoreExt, UPDATE_ATTEMPTS};
-pub use grant::{Lease, LeaseOps};
-pub use handle::HandleState;
-pub use key::{
-    Key, LOCK_AREA, MAX_KEY_BYTES, Prefix, check_outside_lock_area, covers, normalize,
-    normalize_key,
-};
-pub use lease::{keep_alive, lease_deadline, safety_margin};
-pub use lock::{LeaseHandle, Lock, LockGuard, LockHolder, ReleaseWith};
+pub use grant::Lease;
+pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize, normalize_key};
+pub use lock::{Lock, LockGuard, LockHolder};
 pub use prefix_store::PrefixStore;
-pub use retry::{Budget, retry_idempotent};
 pub use store::{Store, WatchStream};
 pub use tokio_util::sync::CancellationToken;
 pub use traced::{CallRecord, MetricsHook, TracedStore};
-pub use txn::{CheckedTxn, Condition, Txn, TxnOp, TxnOpResult};
+pub use txn::{Condition, Txn, TxnOpResult};
 pub use types::{
     Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,
     WatchOptions,
 };
 pub use url::{HostPort, Secret, StoreUrl, TlsFiles};
-pub use watch_channel::{WatchSender, initial_events, resume_watch, watch_channel};
-pub use watch_view::{Observed, WatchView};

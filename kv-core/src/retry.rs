@@ -24,7 +24,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::time::Duration;
-/// let mut budget = kv_core::Budget::new(Duration::from_millis(200));
+/// let mut budget = kv_core::backend::Budget::new(Duration::from_millis(200));
 /// let mut attempts = 0;
 /// loop {
 ///     attempts += 1; // ... try; on a retryable error:

@@ -45,7 +45,8 @@ pub fn initial_events(
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;
-/// use kv_core::{Error, EventKind, Key, WatchEvent, WatchOptions, watch_channel};
+/// use kv_core::backend::watch_channel;
+/// use kv_core::{Error, EventKind, Key, WatchEvent, WatchOptions};
 /// let event = WatchEvent { kind: EventKind::Put, key: Key::parse("k").unwrap(), value: "v".into(), version: 1 };
 /// let options = WatchOptions::default().buffer(1);
 /// let (mut sender, mut stream) = watch_channel(vec![event.clone()], "k", &options);

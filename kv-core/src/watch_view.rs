@@ -23,7 +23,8 @@ pub struct Observed {
 /// The keys a watch has reported as present, with their versions and expiry times.
 ///
 /// ```
-/// use kv_core::{EventKind, Key, Observed, WatchView};
+/// use kv_core::backend::{Observed, WatchView};
+/// use kv_core::{EventKind, Key};
 /// let mut view = WatchView::default();
 /// let key = Key::parse("k").unwrap();
 /// let put = view.update(key.clone(), Some(Observed { value: "v".into(), version: 5, expires_ms: Some(1_000) }), None);

@@ -11,7 +11,8 @@
 //! `layout=slash` keeps the layout kv used before 0.2 for stores without a root: `a/b` is the
 //! etcd key `/a/b`.
 
-use kv_core::{LOCK_AREA, Result};
+use kv_core::Result;
+use kv_core::backend::LOCK_AREA;
 
 /// Maps kv keys and prefixes to etcd keys and ranges under one root.
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ impl Layout {
     /// Refuses the keys and prefixes reserved for locks in a store without a root.
     pub fn check_key(&self, key: &str) -> Result<()> {
         if self.bare() {
-            kv_core::check_outside_lock_area(key)?;
+            kv_core::backend::check_outside_lock_area(key)?;
         }
         Ok(())
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::{Error, Lease, LeaseOps, Result};
+use kv_core::backend::LeaseOps;
+use kv_core::{Error, Lease, Result};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -30,10 +30,11 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue,
     PutOptions as EtcdPut, Txn, TxnOp, TxnOpResponse,
 };
+use kv_core::backend::{HandleState, TxnOp as KvTxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Condition, Error, HandleState, Key, KvPair, Lock,
-    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport,
-    TxnOp as KvTxnOp, TxnOpResult, WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, Condition, Error, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, TxnOpResult,
+    WatchOptions, WatchStream,
 };
 
 use crate::layout::{Layout, Range};

@@ -9,9 +9,8 @@ use async_trait::async_trait;
 use etcd_client::{
     Compare, CompareOp, EventType, PutOptions as EtcdPut, Txn, TxnOp, WatchOptions as EtcdWatch,
 };
-use kv_core::{
-    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
-};
+use kv_core::backend::ReleaseWith;
+use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 
 use crate::{Inner, revision_of};
 
@@ -236,7 +235,7 @@ impl Lock for EtcdLock {
     }
 }
 
-/// Renews the lease through the shared keep-alive ([`kv_core::keep_alive`]): `lost` fires when
+/// Renews the lease through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires when
 /// etcd says the lease expired, or at the lease deadline (counted from the last renewal *sent*,
 /// less the safety margin) without waiting for a renewal that hangs.
 pub(crate) async fn keep_alive(
@@ -249,7 +248,7 @@ pub(crate) async fn keep_alive(
 ) {
     // One keep-alive stream per lease, reopened after a failure.
     let channel = Arc::new(tokio::sync::Mutex::new(None));
-    kv_core::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
+    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
         let (inner, channel) = (inner.clone(), channel.clone());
         async move {
             let mut channel = channel.lock().await;

@@ -4,10 +4,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use etcd_client::{EventType, WatchOptions as EtcdWatch, WatchResponse, WatchStream as EtcdStream};
-use kv_core::{
-    Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    resume_watch, watch_channel,
-};
+use kv_core::backend::{WatchSender, resume_watch, watch_channel};
+use kv_core::{Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchStream, covers};
 
 use crate::Inner;
 

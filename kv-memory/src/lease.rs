@@ -5,7 +5,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::{Error, Lease, LeaseOps, Result};
+use kv_core::backend::LeaseOps;
+use kv_core::{Error, Lease, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::namespace::Namespace;
@@ -28,7 +29,7 @@ pub(crate) fn grant(namespace: &Arc<Namespace>, owner: u64, ttl: Duration) -> Re
     let stop = CancellationToken::new();
     let weak = Arc::downgrade(namespace);
     let renewing = weak.clone();
-    namespace.spawn_renewal(kv_core::keep_alive(
+    namespace.spawn_renewal(kv_core::backend::keep_alive(
         ttl,
         tokio::time::Instant::now(),
         stop.clone(),

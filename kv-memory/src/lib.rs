@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kv_core::backend::HandleState;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lease, Lock,
-    LockOptions, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
-    WatchStream,
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lease, Lock, LockOptions,
+    Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 
 use crate::lock::MemoryLock;
@@ -196,8 +196,11 @@ impl MemoryStore {
             options.buffer,
             &Now::lazy(),
         )?;
-        registration.initial =
-            kv_core::initial_events(std::mem::take(&mut registration.initial), path, &options);
+        registration.initial = kv_core::backend::initial_events(
+            std::mem::take(&mut registration.initial),
+            path,
+            &options,
+        );
         Ok(Box::pin(MemoryWatch::new(
             self.namespace.clone(),
             path.to_owned(),

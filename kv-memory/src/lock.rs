@@ -5,7 +5,8 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use kv_core::{Error, Key, LeaseHandle, Lock, LockGuard, LockHolder, LockOptions, Result};
+use kv_core::backend::LeaseHandle;
+use kv_core::{Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::namespace::Namespace;

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hashbrown::HashMap;
+use kv_core::backend::{CheckedTxn, TxnOp};
 use kv_core::{
-    CheckedTxn, Child, Error, EventKind, Key, KvPair, LockHolder, LockScope, Precondition, Result,
-    TxnOp, TxnOpResult, WatchEvent, covers,
+    Child, Error, EventKind, Key, KvPair, LockHolder, LockScope, Precondition, Result, TxnOpResult,
+    WatchEvent, covers,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

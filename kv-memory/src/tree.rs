@@ -73,7 +73,7 @@ impl Entry {
 
 /// A registered watch: its end of a bounded channel.
 ///
-/// kv-memory keeps its own sender and lag flag rather than `kv_core::WatchSender`: with the
+/// kv-memory keeps its own sender and lag flag rather than `kv_core::backend::WatchSender`: with the
 /// shared one, one put fanned out to 10,000 watchers measured ~1.9 ms against ~1.0 ms here
 /// (same run, `cargo bench -p coordkv-memory --bench memory -- fan_out`), and this is the hot path.
 pub(crate) struct Watcher {

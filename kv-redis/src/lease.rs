@@ -6,7 +6,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::{CancellationToken, Error, Lease, LeaseOps, Result};
+use kv_core::backend::LeaseOps;
+use kv_core::{CancellationToken, Error, Lease, Result};
 
 use crate::{Inner, scripts};
 
@@ -50,7 +51,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
         .unwrap_or_else(|p| p.into_inner())
         .push((id, lost.clone()));
     let weak = Arc::downgrade(inner);
-    tokio::spawn(kv_core::keep_alive(
+    tokio::spawn(kv_core::backend::keep_alive(
         ttl,
         sent,
         stop.clone(),

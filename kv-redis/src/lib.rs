@@ -33,10 +33,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kv_core::backend::{HandleState, TxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Condition, Error, HandleState, Key, KvPair, Lock,
-    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn,
-    TxnOp, TxnOpResult, WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, Condition, Error, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult,
+    WatchOptions, WatchStream,
 };
 use node::Call;
 use redis::{RedisConnectionInfo, Script};

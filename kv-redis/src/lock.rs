@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::{
-    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
-};
+use kv_core::backend::ReleaseWith;
+use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 
 use crate::{Inner, scripts};
 
@@ -152,7 +151,7 @@ impl Lock for RedisLock {
     }
 }
 
-/// Renews through the shared keep-alive ([`kv_core::keep_alive`]): `lost` fires when the token
+/// Renews through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires when the token
 /// no longer holds the lock, or at the lease deadline counted from the last renewal *sent*,
 /// without waiting for a renewal that hangs.
 #[allow(clippy::too_many_arguments)]
@@ -166,7 +165,7 @@ async fn keep_alive(
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
-    kv_core::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
+    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
         let (inner, key) = (inner.clone(), key.clone());
         async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
     })

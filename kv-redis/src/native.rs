@@ -22,10 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kv_core::{
-    Child, Error, Key, KvPair, Observed, Result, WatchOptions, WatchSender, WatchStream, WatchView,
-    covers, watch_channel,
-};
+use kv_core::backend::{Observed, WatchSender, WatchView, watch_channel};
+use kv_core::{Child, Error, Key, KvPair, Result, WatchOptions, WatchStream, covers};
 use redis::Script;
 
 use crate::Inner;
@@ -533,7 +531,7 @@ impl Watcher {
         patience: Duration,
     ) -> Result<Vec<kv_core::WatchEvent>> {
         let had_notifications = notifications.is_some();
-        let recovered = kv_core::retry_idempotent("watch", patience, || async {
+        let recovered = kv_core::backend::retry_idempotent("watch", patience, || async {
             let fresh = if had_notifications {
                 self.subscribe().await?
             } else {

@@ -1,13 +1,14 @@
 //! Where calls go and how they are made: one Redis server (`redis://`), or the primary that
 //! Redis Sentinel names (`redis+sentinel://`), followed through failovers; scripts sent by
 //! `EVALSHA` (loaded on `NOSCRIPT`), optionally followed by `WAIT` for replicas; retries within
-//! the call's budget ([`kv_core::Budget`]) where nothing can have been applied twice.
+//! the call's budget ([`kv_core::backend::Budget`]) where nothing can have been applied twice.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kv_core::{Budget, Error, Result, TlsFiles};
+use kv_core::backend::Budget;
+use kv_core::{Error, Result, TlsFiles};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo,

@@ -4,10 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kv_core::{
-    Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    resume_watch, watch_channel,
-};
+use kv_core::backend::{WatchSender, resume_watch, watch_channel};
+use kv_core::{Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchStream, covers};
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 

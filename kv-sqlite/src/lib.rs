@@ -44,10 +44,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use kv_core::backend::{HandleState, TxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOp, TxnOpResult,
-    WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 use tokio::sync::Notify;
 

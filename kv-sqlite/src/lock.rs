@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::{
-    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
-};
+use kv_core::backend::ReleaseWith;
+use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 use rusqlite::{OptionalExtension, params};
 
 use crate::Inner;
@@ -155,7 +154,7 @@ impl SqliteLock {
             .unwrap_or_else(|p| p.into_inner())
             .push((self.key.clone(), self.subtree, token, lost.clone()));
         let (inner, key) = (self.inner.clone(), self.key.clone());
-        tokio::spawn(kv_core::keep_alive(
+        tokio::spawn(kv_core::backend::keep_alive(
             ttl,
             sent,
             stop.clone(),

@@ -5,10 +5,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kv_core::{
-    Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, covers,
-    watch_channel,
-};
+use kv_core::backend::{WatchSender, watch_channel};
+use kv_core::{Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchStream, covers};
 
 use crate::Inner;
 use crate::db::{self, DELETE, LOCK, floor_and_revision, now_ms, read_covered, read_key, read_log};

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::{CancellationToken, Error, Lease, LeaseOps, Result};
+use kv_core::backend::LeaseOps;
+use kv_core::{CancellationToken, Error, Lease, Result};
 use zookeeper_client as zk;
 
 use crate::{Inner, timed_raw};

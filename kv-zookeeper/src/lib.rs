@@ -39,10 +39,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kv_core::backend::HandleState;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, HandleState, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport, Txn,
-    TxnOpResult, WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport, Txn, TxnOpResult,
+    WatchOptions, WatchStream,
 };
 use zookeeper_client as zk;
 
@@ -105,7 +106,7 @@ impl Connection {
         if !self.cluster.contains(',') {
             return self.connect_once(session_timeout).await;
         }
-        kv_core::retry_idempotent("connect", self.timeout * 2, || {
+        kv_core::backend::retry_idempotent("connect", self.timeout * 2, || {
             self.connect_once(session_timeout)
         })
         .await
@@ -390,7 +391,7 @@ impl Inner {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        kv_core::retry_idempotent(operation, self.timeout, read).await
+        kv_core::backend::retry_idempotent(operation, self.timeout, read).await
     }
 
     /// Runs a call with the store's timeout.

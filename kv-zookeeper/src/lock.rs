@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::{
-    CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, ReleaseWith, Result,
-};
+use kv_core::backend::ReleaseWith;
+use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 use zookeeper_client as zk;
 
 use crate::layout::{Layout, LockNode};

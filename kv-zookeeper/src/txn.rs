@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use kv_core::{CheckedTxn, Error, Key, Result, TxnOp, TxnOpResult};
+use kv_core::backend::{CheckedTxn, TxnOp};
+use kv_core::{Error, Key, Result, TxnOpResult};
 use zookeeper_client as zk;
 
 use crate::layout::Stored;

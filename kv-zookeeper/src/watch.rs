@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::{
-    Error, Key, Observed, Result, WatchEvent, WatchOptions, WatchSender, WatchStream, WatchView,
-    watch_channel,
-};
+use kv_core::backend::{Observed, WatchSender, WatchView, watch_channel};
+use kv_core::{Error, Key, Result, WatchEvent, WatchOptions, WatchStream};
 use tokio::time::Instant;
 use zookeeper_client as zk;
 

@@ -35,9 +35,71 @@
 //! | `consul://host:8500[/root][?token=...]`, `consuls://` | `consul` | Consul 1.8+ |
 //! | `zookeeper://[user:pass@]host:2181[,host...][/base]` | `zookeeper` | ZooKeeper 3.6+ (TTL nodes on) |
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, RwLock};
 
-pub use kv_core::*;
+// The user-facing API; backend-author plumbing stays in `kv::backend`.
+pub use kv_core::{
+    BoxError, Bytes, CallRecord, CancellationToken, Capabilities, Child, Condition,
+    DEFAULT_RECIPE_TTL, Election, Error, EventKind, HostPort, Key, KvPair, LeaderStream,
+    Leadership, Lease, Limiter, Lock, LockGuard, LockHolder, LockOptions, LockScope, MAX_KEY_BYTES,
+    MetricsHook, Permit, Precondition, Prefix, PrefixStore, PutOptions, Result, Secret, Store,
+    StoreExt, StoreUrl, TlsFiles, TracedStore, TtlSupport, Txn, TxnOpResult, UPDATE_ATTEMPTS,
+    WatchEvent, WatchOptions, WatchStream, backend, covers, normalize, normalize_key,
+};
+
+/// The future an [`Opener`] returns.
+pub type Opening = Pin<Box<dyn Future<Output = Result<Arc<dyn Store>>> + Send + 'static>>;
+
+/// What [`register`] takes: opens a store for a parsed URL of the registered scheme.
+pub type Opener = fn(StoreUrl) -> Opening;
+
+/// Schemes registered by other crates, and how to open them.
+static REGISTERED: LazyLock<RwLock<HashMap<String, Opener>>> = LazyLock::new(Default::default);
+
+/// Makes [`open`] open `scheme://` URLs with `opener`: how a backend crate outside this
+/// workspace joins `kv::open` (call it once at startup). The built-in schemes cannot be
+/// replaced (`InvalidArgument`); registering a scheme again replaces its opener.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> kv::Result<()> {
+/// use std::sync::Arc;
+/// fn open_mine(url: kv::StoreUrl) -> kv::Opening {
+///     // A real backend would connect to url.hosts here.
+///     Box::pin(async move { kv::open(&format!("memory://{}", url.hosts[0].host)).await })
+/// }
+/// kv::register("mine", open_mine)?;
+/// let store = kv::open("mine://demo").await?;
+/// # Ok(()) }
+/// ```
+pub fn register(scheme: &str, opener: Opener) -> Result<()> {
+    if SCHEMES.iter().any(|(s, _)| *s == scheme) {
+        return Err(Error::invalid_argument(format!(
+            "{scheme}:// is a built-in scheme of kv and cannot be registered again"
+        )));
+    }
+    StoreUrl::parse(&format!("{scheme}://x"))?;
+    REGISTERED
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(scheme.to_owned(), opener);
+    Ok(())
+}
+
+/// The schemes registered with [`register`].
+pub fn registered_schemes() -> Vec<String> {
+    let mut schemes: Vec<String> = REGISTERED
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .keys()
+        .cloned()
+        .collect();
+    schemes.sort();
+    schemes
+}
 
 /// URL schemes of every backend, with the Cargo feature that compiles it in.
 const SCHEMES: &[(&str, &str)] = &[
@@ -93,14 +155,25 @@ async fn open_backend(url: &StoreUrl) -> Result<Arc<dyn Store>> {
         Some(feature) => Err(Error::invalid_url(format!(
             "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate (package `coordkv`)"
         ))),
-        None => Err(Error::invalid_url(format!(
-            "unknown scheme {scheme}://; known schemes: {}",
-            SCHEMES
-                .iter()
-                .map(|(s, _)| *s)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        None => {
+            let opener = REGISTERED
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(scheme)
+                .copied();
+            match opener {
+                Some(opener) => opener(url.clone()).await,
+                None => Err(Error::invalid_url(format!(
+                    "unknown scheme {scheme}://; known schemes: {}",
+                    SCHEMES
+                        .iter()
+                        .map(|(s, _)| (*s).to_owned())
+                        .chain(registered_schemes())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
     }
 }
 
@@ -128,6 +201,32 @@ pub fn compiled_schemes() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn registered_schemes_open_through_kv_open() {
+        fn open_tenant(url: StoreUrl) -> Opening {
+            Box::pin(async move {
+                let name = url.hosts.first().map_or("", |h| h.host.as_str()).to_owned();
+                let store: Arc<dyn Store> = Arc::new(kv_memory::MemoryStore::open(&format!(
+                    "memory://tenant-{name}"
+                ))?);
+                Ok(store)
+            })
+        }
+        let err = open("tenant://acme").await.unwrap_err().to_string();
+        assert!(err.contains("unknown scheme"), "{err}");
+        register("tenant", open_tenant).unwrap();
+        assert!(registered_schemes().contains(&"tenant".to_owned()));
+        let store = open("tenant://acme").await.unwrap();
+        store.put("k", b"v", PutOptions::default()).await.unwrap();
+        let again = open("tenant://acme").await.unwrap();
+        assert_eq!(again.get("k").await.unwrap().unwrap().value, "v");
+        assert!(matches!(
+            register("etcd", open_tenant),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
 
     #[tokio::test]
     async fn unknown_and_missing_backends_say_what_to_do() {
