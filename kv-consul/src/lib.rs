@@ -229,6 +229,14 @@ impl Inner {
         Ok(prefix)
     }
 
+    /// Drops a session from the handle's list of those to end on close.
+    pub fn forget(&self, session: &str) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(session);
+    }
+
     /// The session TTL that makes Consul delete a key `ttl` after its write: Consul ends a
     /// session between one and two session TTLs after its last renewal.
     pub fn session_ttl(&self, ttl: Duration) -> Duration {
@@ -596,7 +604,7 @@ impl Store for ConsulStore {
 
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        let ttl = self.inner.capabilities.check_grant(ttl)?;
         lease::grant(&self.inner, ttl).await
     }
 

@@ -281,7 +281,7 @@ impl Lock for ConsulLock {
 /// Renews the session through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires
 /// when Consul no longer knows the session, or at the lease deadline (`lease` from the last
 /// renewal sent, less the safety margin) without waiting for a renewal that hangs.
-pub(crate) async fn keep_alive(
+async fn keep_alive(
     inner: Arc<Inner>,
     session: String,
     lease: Duration,

@@ -115,6 +115,15 @@ impl Capabilities {
         options.ttl.map(|ttl| self.check_ttl(ttl)).transpose()
     }
 
+    /// Checks a lease TTL for [`Store::grant`](crate::Store::grant): `Unsupported("leases")`
+    /// without leases, else as a put's TTL ([`Capabilities::check_ttl`]).
+    pub fn check_grant(&self, ttl: Duration) -> Result<Duration> {
+        if !self.leases {
+            return Err(self.unsupported("leases"));
+        }
+        self.check_ttl(ttl)
+    }
+
     /// Checks a key against this backend's key limit (stricter than [`MAX_KEY_BYTES`] on some).
     pub fn check_key(&self, key: &str) -> Result<()> {
         if key.len() > self.max_key_bytes {

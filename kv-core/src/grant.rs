@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The backend's side of a granted [`Lease`].
 #[async_trait]
@@ -113,5 +113,104 @@ impl fmt::Debug for Lease {
             .field("ttl", &self.granted.ttl)
             .field("lost", &self.granted.lost.is_cancelled())
             .finish()
+    }
+}
+
+/// A [`LeaseOps`] for backends whose lease is renewed and revoked by one call each (etcd,
+/// Consul, Redis, SQLite): [`renewed_lease`] runs the shared keep-alive and fires `lost`; the
+/// backend finds its own `tag` (the lease's ID, the store it belongs to) with
+/// `lease.ops::<Renewed<T>>()`.
+pub struct Renewed<T> {
+    /// What the backend needs to put a key with the lease.
+    pub tag: T,
+    stop: CancellationToken,
+    lost: CancellationToken,
+    revoke: Box<dyn Fn() -> BoxFuture<Result<()>> + Send + Sync>,
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<T: fmt::Debug> fmt::Debug for Renewed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Renewed").field("tag", &self.tag).finish()
+    }
+}
+
+/// A granted lease kept alive by `renew` (`Ok(false)`: the server no longer holds it) every
+/// third of `ttl` from `sent` (when the grant was sent), until revoked (`revoke`, then `lost`
+/// fires), every clone is dropped, or `closed` fires. Returns the lease and its `lost` token
+/// (for the handle's list of leases to revoke on close).
+pub fn renewed_lease<T, R, RF, V, VF>(
+    id: String,
+    ttl: Duration,
+    sent: tokio::time::Instant,
+    closed: &CancellationToken,
+    tag: T,
+    renew: R,
+    revoke: V,
+) -> Lease
+where
+    T: fmt::Debug + Send + Sync + 'static,
+    R: FnMut() -> RF + Send + 'static,
+    RF: std::future::Future<Output = Result<bool>> + Send + 'static,
+    V: Fn() -> VF + Send + Sync + 'static,
+    VF: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let lost = CancellationToken::new();
+    let stop = closed.child_token();
+    tokio::spawn(crate::lease::keep_alive(
+        ttl,
+        sent,
+        stop.clone(),
+        lost.clone(),
+        renew,
+    ));
+    let ops = Renewed {
+        tag,
+        stop,
+        lost: lost.clone(),
+        revoke: Box::new(move || Box::pin(revoke())),
+    };
+    Lease::new(id, ttl, lost, ops)
+}
+
+#[async_trait]
+impl<T: fmt::Debug + Send + Sync + 'static> LeaseOps for Renewed<T> {
+    async fn revoke(&self) -> Result<()> {
+        self.stop.cancel();
+        let revoked = (self.revoke)().await;
+        self.lost.cancel();
+        revoked
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> Renewed<T> {
+    /// The tag of `lease` if it is a `Renewed<T>` lease that `ours` accepts (else
+    /// `InvalidArgument`: a lease of another store), while it lasts (else `LeaseLost`).
+    pub fn tag_of(lease: &Lease, ours: impl Fn(&T) -> bool) -> Result<&T> {
+        let tag = lease
+            .ops::<Renewed<T>>()
+            .map(|ops| &ops.tag)
+            .filter(|tag| ours(tag))
+            .ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "lease {} was granted by another store; use a lease from this one",
+                    lease.id()
+                ))
+            })?;
+        if lease.is_lost() {
+            return Err(Error::LeaseLost {
+                id: lease.id().to_owned(),
+            });
+        }
+        Ok(tag)
     }
 }

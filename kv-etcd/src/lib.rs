@@ -808,7 +808,7 @@ impl Store for EtcdStore {
 
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        let ttl = self.inner.capabilities.check_grant(ttl)?;
         lease::grant(&self.inner, ttl).await
     }
 

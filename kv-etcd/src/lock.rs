@@ -238,7 +238,7 @@ impl Lock for EtcdLock {
 /// Renews the lease through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires when
 /// etcd says the lease expired, or at the lease deadline (counted from the last renewal *sent*,
 /// less the safety margin) without waiting for a renewal that hangs.
-pub(crate) async fn keep_alive(
+async fn keep_alive(
     inner: Arc<Inner>,
     lease: i64,
     ttl: Duration,
@@ -246,11 +246,21 @@ pub(crate) async fn keep_alive(
     stop: CancellationToken,
     lost: CancellationToken,
 ) {
-    // One keep-alive stream per lease, reopened after a failure.
+    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, renewer(inner, lease)).await;
+}
+
+/// One renewal of `lease` per call, on a keep-alive stream opened at the first call and
+/// reopened after a failure: `Ok(false)` once etcd says the lease is gone.
+pub(crate) fn renewer(
+    inner: Arc<Inner>,
+    lease: i64,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>
++ Send
++ 'static {
     let channel = Arc::new(tokio::sync::Mutex::new(None));
-    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
+    move || {
         let (inner, channel) = (inner.clone(), channel.clone());
-        async move {
+        Box::pin(async move {
             let mut channel = channel.lock().await;
             let renewal = async {
                 if channel.is_none() {
@@ -270,9 +280,8 @@ pub(crate) async fn keep_alive(
                     })
                 }
             }
-        }
-    })
-    .await;
+        })
+    }
 }
 
 /// A lease for one lock attempt: its id, the TTL etcd granted, and when the grant was sent.

@@ -288,7 +288,7 @@ impl Store for MemoryStore {
 
     async fn grant(&self, ttl: Duration) -> Result<Lease> {
         self.closed.check_open()?;
-        let ttl = self.namespace.capabilities.check_ttl(ttl)?;
+        let ttl = self.namespace.capabilities.check_grant(ttl)?;
         lease::grant(&self.namespace, self.id, ttl)
     }
 

@@ -644,10 +644,7 @@ impl Store for RedisStore {
 
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        if !self.inner.capabilities.leases {
-            return Err(self.inner.capabilities.unsupported("leases"));
-        }
-        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        let ttl = self.inner.capabilities.check_grant(ttl)?;
         lease::grant(&self.inner, ttl).await
     }
 
@@ -693,7 +690,8 @@ impl Store for RedisStore {
         let leases =
             std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
         for (id, lost) in leases {
-            let _ = lease::revoke(&self.inner, id, &lost).await;
+            lost.cancel();
+            let _ = lease::revoke(&self.inner, id).await;
         }
         Ok(())
     }

@@ -544,7 +544,7 @@ impl Store for SqliteStore {
 
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        let ttl = self.inner.capabilities.check_grant(ttl)?;
         lease::grant(&self.inner, ttl).await
     }
 
@@ -587,7 +587,8 @@ impl Store for SqliteStore {
         let leases =
             std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
         for (id, lost) in leases {
-            let _ = lease::revoke(&self.inner, id, &lost).await;
+            lost.cancel();
+            let _ = lease::revoke(&self.inner, id).await;
         }
         Ok(())
     }

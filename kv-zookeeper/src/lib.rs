@@ -627,10 +627,7 @@ impl Store for ZooKeeperStore {
 
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
-        if !self.inner.capabilities.leases {
-            return Err(self.inner.capabilities.unsupported("leases"));
-        }
-        let ttl = self.inner.capabilities.check_ttl(ttl)?;
+        let ttl = self.inner.capabilities.check_grant(ttl)?;
         lease::grant(&self.inner, ttl).await
     }
 
