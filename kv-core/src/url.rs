@@ -1,4 +1,8 @@
 //! Store URLs: `scheme://[user[:password]@]host[:port][,host[:port]...][/root-prefix][?options]`.
+//!
+//! Secrets need not be in the URL (where `ps` and shell history show them): `password_file=PATH`
+//! or `password_env=VAR` give the password, `token_file=PATH` / `token_env=VAR` (likewise for
+//! every secret option) give that option; they are read when the URL is parsed.
 
 use std::fmt;
 use std::str::FromStr;
@@ -121,7 +125,7 @@ impl StoreUrl {
                 };
                 let user = decode(user, "user name")?;
                 let pass = pass.map(|p| decode(p, "password")).transpose()?;
-                ((!user.is_empty()).then_some(user), pass.map(Secret))
+                ((!user.is_empty()).then_some(user), pass)
             }
         };
         let hosts = if hostlist.is_empty() {
@@ -140,14 +144,64 @@ impl StoreUrl {
             }
             options.push((name, decode(value, "option value")?));
         }
-        Ok(StoreUrl {
+        let mut url = StoreUrl {
             scheme: scheme.to_ascii_lowercase(),
             username,
-            password,
+            password: password.map(Secret),
             hosts,
             path: decode(path, "path")?,
             options,
-        })
+        };
+        url.read_secrets()?;
+        Ok(url)
+    }
+
+    /// Replaces `<secret>_file=PATH` and `<secret>_env=VAR` options (`password`, `token`, ...)
+    /// by the secret they name, read now (a trailing newline is dropped).
+    fn read_secrets(&mut self) -> Result<()> {
+        let mut index = 0;
+        while index < self.options.len() {
+            let (name, source) = &self.options[index];
+            let found = ["_file", "_env"].iter().find_map(|suffix| {
+                let secret = name.strip_suffix(suffix)?;
+                SECRET_OPTIONS
+                    .contains(&secret)
+                    .then_some((secret, *suffix))
+            });
+            let Some((secret, kind)) = found else {
+                index += 1;
+                continue;
+            };
+            let value = match kind {
+                "_file" => std::fs::read_to_string(source).map_err(|e| {
+                    Error::invalid_url(format!("cannot read {name} {source:?}: {e}"))
+                })?,
+                _ => std::env::var(source).map_err(|_| {
+                    Error::invalid_url(format!(
+                        "{name} names the environment variable {source:?}, which is not set"
+                    ))
+                })?,
+            };
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            let value = value.strip_suffix('\r').unwrap_or(value).to_owned();
+            let given_twice = match secret {
+                "password" => self.password.is_some(),
+                _ => self.option(secret).is_some(),
+            };
+            if given_twice {
+                return Err(Error::invalid_url(format!(
+                    "{secret} is given twice (in the URL and by {name})"
+                )));
+            }
+            let secret = secret.to_owned();
+            self.options.remove(index);
+            if secret == "password" {
+                self.password = Some(Secret(value));
+            } else {
+                self.options.push((secret, value));
+            }
+        }
+        Ok(())
     }
 
     /// The path as a key prefix under which every key of this store lives.
@@ -440,6 +494,37 @@ fn parse_host(spec: &str) -> Result<HostPort> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_come_from_files_and_the_environment() {
+        let path = std::env::temp_dir().join(format!("kv-secret-{}", std::process::id()));
+        std::fs::write(&path, "s3cr3t\n").unwrap();
+        let file = path.display();
+        let url = StoreUrl::parse(&format!("etcd://me@h:2379/app?password_file={file}")).unwrap();
+        assert_eq!(url.password.as_ref().unwrap().expose(), "s3cr3t");
+        assert!(url.options.is_empty(), "the _file option is consumed");
+        assert!(!url.to_string().contains("s3cr3t"));
+        let url = StoreUrl::parse(&format!("consul://h:8500?token_file={file}&dc=x")).unwrap();
+        assert_eq!(url.option("token"), Some("s3cr3t"));
+        assert!(!format!("{url:?}").contains("s3cr3t"));
+        let twice = StoreUrl::parse(&format!("etcd://me:pw@h?password_file={file}"));
+        assert!(matches!(twice, Err(Error::InvalidUrl { .. })));
+        let unset = StoreUrl::parse("consul://h?token_env=KV_TEST_SURELY_UNSET_VARIABLE");
+        let message = unset.unwrap_err().to_string();
+        assert!(
+            message.contains("KV_TEST_SURELY_UNSET_VARIABLE"),
+            "{message}"
+        );
+        let missing = StoreUrl::parse("consul://h?token_file=/nonexistent/kv-token");
+        assert!(matches!(missing, Err(Error::InvalidUrl { .. })));
+        // `PATH` is set in every test environment: its value becomes the secret.
+        let env = StoreUrl::parse("redis://h?password_env=PATH").unwrap();
+        assert_eq!(
+            env.password.unwrap().expose(),
+            std::env::var("PATH").unwrap()
+        );
+        std::fs::remove_file(path).unwrap();
+    }
 
     #[test]
     fn parses_everything() {
