@@ -147,6 +147,11 @@ impl Store for Restricted {
         self.inner.new_lock(key, options).await
     }
 
+    async fn purge(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.purge().await
+    }
+
     async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::SeqCst);
         self.inner.close().await

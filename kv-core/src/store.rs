@@ -96,6 +96,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Lock::acquire`] or [`Lock::try_acquire`].
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>>;
 
+    /// Removes everything this store holds under its root — keys and the backend's own
+    /// bookkeeping (revision counters, change logs, indexes) — for throwaway namespaces (tests,
+    /// `kvctl check`). Versions may start over afterwards: never on a namespace others use.
+    /// By default `delete_tree("")`.
+    async fn purge(&self) -> Result<()> {
+        self.delete_tree("").await.map(drop)
+    }
+
     /// Closes this handle: later calls fail with [`Error::Closed`](crate::Error::Closed), its
     /// watches end with that error, its locks are released and their `lost()` fires. Other
     /// handles on the same data are not affected.
@@ -172,6 +180,10 @@ macro_rules! forward_store {
 
             async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
                 (**self).new_lock(key, options).await
+            }
+
+            async fn purge(&self) -> Result<()> {
+                (**self).purge().await
             }
 
             async fn close(&self) -> Result<()> {

@@ -188,6 +188,10 @@ impl Store for TracedStore {
             .await
     }
 
+    async fn purge(&self) -> Result<()> {
+        self.traced("purge", "", self.inner.purge()).await
+    }
+
     async fn close(&self) -> Result<()> {
         self.traced("close", "", self.inner.close()).await
     }

@@ -680,6 +680,15 @@ impl Store for RedisStore {
         }))
     }
 
+    async fn purge(&self) -> Result<()> {
+        self.delete_tree("").await?;
+        let mut del = redis::cmd("DEL");
+        for name in scripts::BOOKKEEPING {
+            del.arg(format!("{}:{name}", self.inner.prefix));
+        }
+        self.inner.run::<u64>("purge", del).await.map(drop)
+    }
+
     async fn close(&self) -> Result<()> {
         self.inner.closed.cancel();
         let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));

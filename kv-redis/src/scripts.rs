@@ -34,6 +34,12 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// The namespace's keys beside the values (`P:<name>`), which `delete_tree` keeps so that
+/// versions never go back; `Store::purge` removes them too.
+pub const BOOKKEEPING: &[&str] = &[
+    "idx", "exp", "rev", "epoch", "log", "floor", "lki", "lsi", "nv", "leases", "lttl", "leaseid",
+];
+
 /// Helpers every script starts with.
 const PRELUDE: &str = r#"
 local P = ARGV[1]

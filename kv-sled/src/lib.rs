@@ -314,6 +314,10 @@ impl Store for SledStore {
         self.inner.new_lock(key, options).await
     }
 
+    async fn purge(&self) -> Result<()> {
+        self.inner.purge().await
+    }
+
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }

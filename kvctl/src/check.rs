@@ -136,7 +136,8 @@ async fn cleanup(deployment: &Deployment) {
         std::mem::take(&mut *deployment.created.lock().unwrap_or_else(|p| p.into_inner()));
     for namespace in created {
         if let Ok(store) = kv::open(&namespace).await {
-            let _ = store.delete_tree("").await;
+            // Keys and the backend's bookkeeping (Redis's counters, indexes and log).
+            let _ = store.purge().await;
             let _ = store.close().await;
         }
         if let Some(dir) = namespace.strip_prefix("sled://") {
@@ -147,39 +148,7 @@ async fn cleanup(deployment: &Deployment) {
         {
             let _ = std::fs::remove_dir_all(dir);
         }
-        if namespace.starts_with("redis://") {
-            drop_redis_bookkeeping(&namespace).await;
-        }
     }
-}
-
-/// kv-redis keeps a namespace's revision counter, indexes and change log beside its keys (they
-/// outlive `delete_tree`, so that versions never go backwards); a throwaway namespace of
-/// `check` takes them along. Plain connections only (best effort).
-async fn drop_redis_bookkeeping(namespace: &str) {
-    let Ok(url) = StoreUrl::parse(namespace) else {
-        return;
-    };
-    let Some(root) = url.option("root") else {
-        return;
-    };
-    let mut plain = url.clone();
-    plain.options.clear();
-    let Ok(client) = redis::Client::open(plain.to_url_string()) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let prefix = format!("kv{{{root}}}");
-    let keys: Vec<String> = [
-        "idx", "exp", "rev", "epoch", "log", "floor", "lki", "lsi", "nv", "leases", "lttl",
-        "leaseid",
-    ]
-    .iter()
-    .map(|name| format!("{prefix}:{name}"))
-    .collect();
-    let _: redis::RedisResult<u64> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
 }
 
 fn dedup(mut items: Vec<&str>) -> Vec<&str> {
