@@ -433,30 +433,30 @@ impl State {
         expires_at: Option<Instant>,
         lease: Option<u64>,
     ) {
-        let previous = self.entries.get(key).and_then(|e| e.lease);
-        if let Some(old) = previous.filter(|old| Some(*old) != lease)
-            && let Some(old) = self.key_leases.get_mut(&old)
-        {
-            old.keys.remove(key);
-        }
         let entry = Entry {
             value: value.clone(),
             version,
             expires_at,
             lease,
         };
-        let key = match self.entries.get_key_value_mut(key) {
+        let (key, previous) = match self.entries.get_key_value_mut(key) {
             Some((stored, slot)) => {
-                *slot = entry;
-                stored.clone()
+                let previous = std::mem::replace(slot, entry).lease;
+                (stored.clone(), previous)
             }
             None => {
                 let stored = Key::from_normalized(key);
                 self.root.find_or_create(key).key = Some(stored.clone());
                 self.entries.insert(stored.clone(), entry);
-                stored
+                (stored, None)
             }
         };
+        // A key rewritten without its lease (or with another) leaves the old one.
+        if let Some(old) = previous.filter(|old| Some(*old) != lease)
+            && let Some(old) = self.key_leases.get_mut(&old)
+        {
+            old.keys.remove(&key);
+        }
         if let Some(lease) = lease.and_then(|id| self.key_leases.get_mut(&id)) {
             lease.keys.insert(key.clone());
         }

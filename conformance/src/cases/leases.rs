@@ -93,6 +93,11 @@ pub async fn lease_keys_live_until_revoked(ctx: Ctx) -> Outcome {
     );
     assert!(!store.exists("svc/e").await.unwrap());
     lease.revoke().await.expect("revoking twice is harmless");
+    tokio::time::sleep(ttl * 2).await;
+    assert!(
+        store.exists("svc/c").await.unwrap(),
+        "a key rewritten without the lease does not expire with it"
+    );
     Outcome::Passed
 }
 
