@@ -126,6 +126,45 @@ impl EtcdStore {
             options = options.with_tls(tls);
         }
         let members = Members::connect(&endpoints, &options, connect_timeout + timeout).await?;
+        Self::over(
+            members,
+            Layout::new(root.as_str(), slash),
+            timeout,
+            url.to_string(),
+        )
+        .await
+    }
+
+    /// A store over an etcd client you configured yourself (TLS from PEM bytes, your own
+    /// interceptors or channel): keys under `root` (a prefix; `""` for the whole keyspace, as
+    /// `etcd://host` without a root), calls limited to `timeout`. Fails, as `open` does, when
+    /// the cluster does not answer.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kv_core::Result<()> {
+    /// let client = etcd_client::Client::connect(["http://127.0.0.1:2379"], None)
+    ///     .await
+    ///     .map_err(|e| kv_core::Error::Backend(Box::new(e)))?;
+    /// let store = kv_etcd::EtcdStore::with_client(client, "app", kv_etcd::DEFAULT_TIMEOUT).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_client(client: Client, root: &str, timeout: Duration) -> Result<EtcdStore> {
+        let root = kv_core::Prefix::parse(root)?;
+        let members = Members {
+            clients: vec![client],
+            preferred: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let shown = format!("etcd (a client given, root {:?})", root.as_str());
+        Self::over(members, Layout::new(root.as_str(), false), timeout, shown).await
+    }
+
+    /// The store over connected members, once one of them answers.
+    async fn over(
+        members: Members,
+        layout: Layout,
+        timeout: Duration,
+        shown: String,
+    ) -> Result<EtcdStore> {
         let mut capabilities = Capabilities::full("etcd", MAX_VALUE_BYTES);
         capabilities.ttl = Some(TtlSupport {
             min: Duration::from_secs(2),
@@ -135,12 +174,12 @@ impl EtcdStore {
         let store = EtcdStore {
             inner: Arc::new(Inner {
                 members,
-                layout: Layout::new(root.as_str(), slash),
+                layout,
                 timeout,
                 capabilities,
                 closed: HandleState::default(),
                 held: Mutex::new(Vec::new()),
-                shown: url.to_string(),
+                shown,
             }),
         };
         // Fail at open, not at the first call, when the cluster is unreachable or refuses us;

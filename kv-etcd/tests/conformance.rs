@@ -46,3 +46,37 @@ impl conformance::Backend for Etcd {
 }
 
 conformance::conformance_tests!(Etcd);
+
+/// The suite again through [`EtcdStore::with_client`]: a store over a client the user built.
+mod with_client {
+    use super::*;
+
+    struct EtcdWithClient;
+
+    #[async_trait]
+    impl conformance::Backend for EtcdWithClient {
+        fn name(&self) -> &str {
+            "etcd-with-client"
+        }
+
+        fn skipped(&self) -> Option<String> {
+            Etcd.skipped()
+        }
+
+        async fn namespace(&self) -> Result<String> {
+            Etcd.namespace().await
+        }
+
+        async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
+            let url = kv_core::StoreUrl::parse(namespace)?;
+            let endpoint = format!("http://{}", url.hosts[0].address(2379));
+            let client = etcd_client::Client::connect([endpoint], None)
+                .await
+                .map_err(|e| kv_core::Error::Backend(Box::new(e)))?;
+            let store = EtcdStore::with_client(client, &url.path, kv_etcd::DEFAULT_TIMEOUT).await?;
+            Ok(Arc::new(store))
+        }
+    }
+
+    conformance::conformance_tests!(EtcdWithClient);
+}
