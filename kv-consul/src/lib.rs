@@ -126,6 +126,59 @@ impl ConsulStore {
             url.option("token"),
             timeout,
         )?;
+        let session_ttl_min = url.duration_option("session_ttl_min")?;
+        Self::over(
+            api,
+            &root,
+            max_value_bytes,
+            session_ttl_min,
+            url.to_string(),
+        )
+        .await
+    }
+
+    /// A store over an HTTP client you configured yourself (TLS from PEM bytes, proxies,
+    /// middleware-free `reqwest`): the agent at `agent` (`http://host:8500`), keys under `root`
+    /// (`""`: no root), the ACL `token` if any, calls limited to `timeout`. Fails, as `open`
+    /// does, when the agent does not answer or refuses the token.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kv_core::Result<()> {
+    /// let http = reqwest::Client::new();
+    /// let store = kv_consul::ConsulStore::with_client(
+    ///     http, "http://127.0.0.1:8500", "app", None, kv_consul::DEFAULT_TIMEOUT,
+    /// ).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_client(
+        http: reqwest::Client,
+        agent: &str,
+        root: &str,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ConsulStore> {
+        let root = kv_core::Prefix::parse(root)?;
+        let api = Api::new(
+            http,
+            vec![agent.trim_end_matches('/').to_owned()],
+            token,
+            timeout,
+        )?;
+        let shown = format!(
+            "consul at {agent} (a client given, root {:?})",
+            root.as_str()
+        );
+        Self::over(api, &root, MAX_VALUE_BYTES, None, shown).await
+    }
+
+    /// The store over `api`, once the agent answers.
+    async fn over(
+        api: Api,
+        root: &kv_core::Prefix,
+        max_value_bytes: usize,
+        session_ttl_min: Option<Duration>,
+        shown: String,
+    ) -> Result<ConsulStore> {
         let layout = Layout::new(root.as_str());
         // Fail at open when the agent is unreachable or refuses the token, with a read any
         // server can answer (no leader needed: an open during an election works).
@@ -136,7 +189,7 @@ impl ConsulStore {
         api.probe(probe.trim_end_matches('/')).await?;
         // The shortest session TTL: from the URL, else the agent's config, else (a token
         // without agent:read) from a 1 ns session the servers refuse.
-        let session_ttl_min = match url.duration_option("session_ttl_min")? {
+        let session_ttl_min = match session_ttl_min {
             Some(min) => min,
             None => match api.agent_session_ttl_min().await? {
                 Some(min) => min,
@@ -165,7 +218,7 @@ impl ConsulStore {
                 closed: HandleState::default(),
                 session_ttl_min,
                 held: Mutex::new(HashMap::new()),
-                shown: url.to_string(),
+                shown,
             }),
         })
     }
