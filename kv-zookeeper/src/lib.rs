@@ -311,13 +311,12 @@ pub(crate) fn map_error(operation: &'static str, error: zk::Error) -> Error {
             Some(Box::new(error)),
         ),
         // The client reports a broken connection (reset, refused) as a custom error around
-        // the io::Error: the call may be retried on another connection.
-        zk::Error::Custom(ref custom) if std::error::Error::source(custom).is_some_and(is_io) => {
-            Error::unavailable(
-                format!("lost the connection to ZooKeeper during {operation}: {error}"),
-                Some(Box::new(error)),
-            )
-        }
+        // the io::Error, and one that stopped answering (a frozen server) as a bare message:
+        // the call may be retried on another connection.
+        zk::Error::Custom(_) if connection_broke(&error) => Error::unavailable(
+            format!("lost the connection to ZooKeeper during {operation}: {error}"),
+            Some(Box::new(error)),
+        ),
         other => Error::Backend(Box::new(other)),
     }
 }
@@ -328,7 +327,7 @@ pub(crate) fn map_error(operation: &'static str, error: zk::Error) -> Error {
 pub(crate) fn map_write_error(operation: &'static str, error: zk::Error) -> Error {
     let in_flight = match &error {
         zk::Error::ConnectionLoss | zk::Error::Timeout => true,
-        zk::Error::Custom(custom) => std::error::Error::source(custom).is_some_and(is_io),
+        zk::Error::Custom(_) => connection_broke(&error),
         _ => false,
     };
     if in_flight {
@@ -342,6 +341,23 @@ pub(crate) fn map_write_error(operation: &'static str, error: zk::Error) -> Erro
 
 /// True for an `io::Error`, bare or as zookeeper-client 0.11 holds it: its `CustomError`
 /// keeps the source in an `Arc<dyn Error>`, and that `Arc` is what `source()` returns.
+/// True for the client's custom errors that mean the connection broke: an io::Error inside,
+/// or its "no response from connection in N ms" when the server stopped answering.
+fn connection_broke(error: &zk::Error) -> bool {
+    match error {
+        zk::Error::Custom(custom) => {
+            std::error::Error::source(custom).is_some_and(is_io)
+                || names_a_silent_connection(&error.to_string())
+        }
+        _ => false,
+    }
+}
+
+/// The client's message for a connection that stopped answering (it carries no io::Error).
+fn names_a_silent_connection(message: &str) -> bool {
+    message.contains("no response from connection")
+}
+
 fn is_io(error: &(dyn std::error::Error + 'static)) -> bool {
     type Shared = Arc<dyn std::error::Error + Send + Sync>;
     error.is::<std::io::Error>()
@@ -692,5 +708,14 @@ mod tests {
             std::sync::Arc::new(reset());
         assert!(super::is_io(&shared));
         assert!(!super::is_io(&std::fmt::Error));
+    }
+
+    #[test]
+    fn a_connection_that_stopped_answering_is_recognized() {
+        // zookeeper-client's words (session/mod.rs) when a frozen server sends nothing.
+        assert!(super::names_a_silent_connection(
+            "no response from connection in 1000ms"
+        ));
+        assert!(!super::names_a_silent_connection("node exists"));
     }
 }
