@@ -214,3 +214,29 @@ impl<T: fmt::Debug + Send + Sync + 'static> Renewed<T> {
         Ok(tag)
     }
 }
+
+/// A call for [`renewed_lease`] made through a weak reference to the backend's shared state:
+/// `call(state)` while it lives, `Ok(gone)` once it was dropped (the store is gone, so is the
+/// need to renew or revoke).
+pub fn upgraded<S, R, F, Fut>(
+    state: std::sync::Weak<S>,
+    gone: R,
+    call: F,
+) -> impl Fn() -> BoxFuture<Result<R>> + Send + Sync + 'static
+where
+    S: Send + Sync + 'static,
+    R: Clone + Send + Sync + 'static,
+    F: Fn(Arc<S>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+{
+    let call = Arc::new(call);
+    move || {
+        let (state, call, gone) = (state.upgrade(), call.clone(), gone.clone());
+        Box::pin(async move {
+            match state {
+                Some(state) => call(state).await,
+                None => Ok(gone),
+            }
+        })
+    }
+}

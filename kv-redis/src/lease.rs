@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::backend::{Renewed, renewed_lease};
+use kv_core::backend::{Renewed, renewed_lease, upgraded};
 use kv_core::{Error, Lease, Result};
 
 use crate::{Inner, scripts};
@@ -23,31 +23,18 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     let mut invocation = inner.writing(&scripts::GRANT);
     invocation.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     let id: u64 = inner.invoke("grant", invocation).await?;
-    let (renewing, revoking) = (Arc::downgrade(inner), Arc::downgrade(inner));
     let lease = renewed_lease(
         id.to_string(),
         ttl,
         sent,
         &inner.closed,
         (inner.prefix.clone(), id),
-        move || {
-            let inner = renewing.upgrade();
-            async move {
-                match inner {
-                    Some(inner) => call(&inner, id, "renew").await,
-                    None => Ok(false),
-                }
-            }
-        },
-        move || {
-            let inner = revoking.upgrade();
-            async move {
-                match inner {
-                    Some(inner) => revoke(&inner, id).await,
-                    None => Ok(()),
-                }
-            }
-        },
+        upgraded(Arc::downgrade(inner), false, move |inner| async move {
+            call(&inner, id, "renew").await
+        }),
+        upgraded(Arc::downgrade(inner), (), move |inner| async move {
+            revoke(&inner, id).await
+        }),
     );
     inner
         .leases

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::backend::{Renewed, renewed_lease};
+use kv_core::backend::{Renewed, renewed_lease, upgraded};
 use kv_core::{Error, Lease, Result};
 
 use crate::Inner;
@@ -15,7 +15,6 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     let sent = tokio::time::Instant::now();
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let id = inner.db.write("grant", move |w| w.grant(ttl_ms)).await?;
-    let (renewing, revoking) = (Arc::downgrade(inner), Arc::downgrade(inner));
     let lease = renewed_lease(
         id.to_string(),
         ttl,
@@ -23,24 +22,12 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
         &inner.closed,
         // The database file tells leases of other stores apart.
         (inner.db.settings.path.clone(), id),
-        move || {
-            let inner = renewing.upgrade();
-            async move {
-                match inner {
-                    Some(inner) => inner.db.write("renew a lease", move |w| w.renew(id)).await,
-                    None => Ok(false),
-                }
-            }
-        },
-        move || {
-            let inner = revoking.upgrade();
-            async move {
-                match inner {
-                    Some(inner) => revoke(&inner, id).await,
-                    None => Ok(()),
-                }
-            }
-        },
+        upgraded(Arc::downgrade(inner), false, move |inner| async move {
+            inner.db.write("renew a lease", move |w| w.renew(id)).await
+        }),
+        upgraded(Arc::downgrade(inner), (), move |inner| async move {
+            revoke(&inner, id).await
+        }),
     );
     inner
         .leases
