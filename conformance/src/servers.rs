@@ -191,7 +191,7 @@ pub fn provision(launcher: &dyn Launcher) -> Provision {
         match std::env::var(&variable) {
             Ok(url) if !url.is_empty() => Ok(Arc::new(Server::existing(url))),
             _ if in_containers(kind) => start_container(kind).map(Arc::new),
-            _ => launcher.start().map(Arc::new),
+            _ => with_port_retries(|| launcher.start()).map(Arc::new),
         }
     });
     match server {
@@ -324,13 +324,21 @@ pub fn wait_ready(
     mut ready: impl FnMut() -> bool,
 ) -> Result<(), String> {
     let started = Instant::now();
+    let log = || std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let mut checked = 0;
     while started.elapsed() < within {
         if ready() {
             return Ok(());
         }
+        // A port taken between `free_port` and the server's bind (by any process's outgoing
+        // connection, say) fails the start at once: say so now, for `with_port_retries`.
+        checked += 1;
+        if checked % 5 == 0 && port_clash(&log()) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let log = log();
     let tail: String = log
         .lines()
         .rev()
@@ -343,6 +351,23 @@ pub fn wait_ready(
     Err(format!(
         "{what} was not ready within {within:?}; its log ends with:\n{tail}"
     ))
+}
+
+/// True if a server log (or a start error quoting it) says a port was taken.
+fn port_clash(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("address already in use")
+}
+
+/// Runs `start` again (with the new free ports it picks) when it failed because a port it
+/// picked was taken before the server bound it; at most three attempts.
+pub fn with_port_retries<T>(mut start: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Err(error) if attempt < 3 && port_clash(&error) => attempt += 1,
+            result => return result,
+        }
+    }
 }
 
 /// Sends `request` to 127.0.0.1:`port` and returns what comes back (up to 64 KiB, 1 s timeouts).
@@ -447,6 +472,10 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `size` members and waits until each is healthy (a leader is elected).
     pub fn start(size: usize) -> Result<EtcdCluster, String> {
+        with_port_retries(|| Self::start_once(size))
+    }
+
+    fn start_once(size: usize) -> Result<EtcdCluster, String> {
         let binary = find_binary("etcd", "apt-get install etcd-server")?;
         let mut ports = Vec::with_capacity(size);
         for _ in 0..size {
@@ -576,6 +605,10 @@ impl RedisSentinelGroup {
     /// Starts a primary, `replicas` replicas and `sentinels` Sentinels, and waits until the
     /// replicas are in sync and every Sentinel knows every replica and every other Sentinel.
     pub fn start(replicas: usize, sentinels: usize) -> Result<RedisSentinelGroup, String> {
+        with_port_retries(|| Self::start_once(replicas, sentinels))
+    }
+
+    fn start_once(replicas: usize, sentinels: usize) -> Result<RedisSentinelGroup, String> {
         let binary = find_binary("redis-server", "apt-get install redis-server")?;
         let mut nodes = Vec::with_capacity(replicas + 1);
         let mut replica_dirs = Vec::with_capacity(replicas);
@@ -842,6 +875,10 @@ pub struct ZooKeeperEnsemble {
 impl ZooKeeperEnsemble {
     /// Starts `size` members and waits until each leads or follows.
     pub fn start(size: usize) -> Result<ZooKeeperEnsemble, String> {
+        with_port_retries(|| Self::start_once(size))
+    }
+
+    fn start_once(size: usize) -> Result<ZooKeeperEnsemble, String> {
         let java = zookeeper_java()?;
         let mut ports = Vec::with_capacity(size);
         for _ in 0..size {
@@ -952,6 +989,10 @@ impl ConsulCluster {
     /// Starts `size` servers and a client agent, and waits until the agent sees a leader and
     /// every node.
     pub fn start(size: usize) -> Result<ConsulCluster, String> {
+        with_port_retries(|| Self::start_once(size))
+    }
+
+    fn start_once(size: usize) -> Result<ConsulCluster, String> {
         let binary = find_binary(
             "consul",
             "scripts/fetch-consul (Debian bullseye's consul 1.8.7)",
@@ -1079,5 +1120,37 @@ impl Launcher for ZooKeeperProcess {
             port,
             dir,
         ))
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn a_port_clash_is_retried_with_new_ports_then_given_up() {
+        let mut calls = 0;
+        let started = with_port_retries(|| {
+            calls += 1;
+            match calls {
+                1 => Err("bind: Address already in use".to_owned()),
+                _ => Ok(calls),
+            }
+        });
+        assert_eq!(started, Ok(2));
+        let mut calls = 0;
+        let failed: Result<(), String> = with_port_retries(|| {
+            calls += 1;
+            Err("listen tcp 127.0.0.1:1: bind: address already in use".to_owned())
+        });
+        assert!(failed.is_err());
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let other: Result<(), String> = with_port_retries(|| {
+            calls += 1;
+            Err("not installed".to_owned())
+        });
+        assert!(other.is_err());
+        assert_eq!(calls, 1, "other failures are not retried");
     }
 }
