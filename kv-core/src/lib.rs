@@ -47,6 +47,8 @@ pub mod backend {
     pub use crate::watch_view::{Observed, WatchView};
 }
 
+#[doc(hidden)]
+pub use async_trait::async_trait as __async_trait;
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use election::{DEFAULT_RECIPE_TTL, Election, LeaderStream, Leadership, Limiter, Permit};

@@ -110,87 +110,111 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn close(&self) -> Result<()>;
 }
 
-/// `Arc<dyn Store>`, `Arc<MyStore>`, `Box<dyn Store>` are stores too: wrappers and helpers that
-/// take `impl Store` accept them.
+/// Implements [`Store`] for a type by forwarding every method to the store that its method
+/// `$to` returns: `forward_store!(impl[T: Store + ?Sized] Arc<T> => deref)`. The pointer impls
+/// below and stores that are another store inside (kv-sled's) use it.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! forward_store {
-    ($($pointer:ident),*) => {$(
-        #[async_trait]
-        impl<T: Store + ?Sized> Store for $pointer<T> {
-            fn capabilities(&self) -> &Capabilities {
-                (**self).capabilities()
+    (impl[$($generics:tt)*] $ty:ty => $to:ident) => {
+        #[$crate::__async_trait]
+        impl<$($generics)*> $crate::Store for $ty {
+            fn capabilities(&self) -> &$crate::Capabilities {
+                self.$to().capabilities()
             }
 
-            async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-                (**self).put(key, value, options).await
+            async fn put(
+                &self,
+                key: &str,
+                value: &[u8],
+                options: $crate::PutOptions,
+            ) -> $crate::Result<u64> {
+                self.$to().put(key, value, options).await
             }
 
-            async fn get(&self, key: &str) -> Result<Option<KvPair>> {
-                (**self).get(key).await
+            async fn get(&self, key: &str) -> $crate::Result<Option<$crate::KvPair>> {
+                self.$to().get(key).await
             }
 
-            async fn delete(&self, key: &str) -> Result<bool> {
-                (**self).delete(key).await
+            async fn delete(&self, key: &str) -> $crate::Result<bool> {
+                self.$to().delete(key).await
             }
 
-            async fn exists(&self, key: &str) -> Result<bool> {
-                (**self).exists(key).await
+            async fn exists(&self, key: &str) -> $crate::Result<bool> {
+                self.$to().exists(key).await
             }
 
-            async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-                (**self).list(prefix).await
+            async fn list(&self, prefix: &str) -> $crate::Result<Vec<$crate::KvPair>> {
+                self.$to().list(prefix).await
             }
 
-            async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
-                (**self).list_children(prefix).await
+            async fn list_children(&self, prefix: &str) -> $crate::Result<Vec<$crate::Child>> {
+                self.$to().list_children(prefix).await
             }
 
-            async fn delete_tree(&self, prefix: &str) -> Result<u64> {
-                (**self).delete_tree(prefix).await
+            async fn delete_tree(&self, prefix: &str) -> $crate::Result<u64> {
+                self.$to().delete_tree(prefix).await
             }
 
             async fn atomic_put(
                 &self,
                 key: &str,
                 value: &[u8],
-                precondition: Precondition,
-                options: PutOptions,
-            ) -> Result<u64> {
-                (**self).atomic_put(key, value, precondition, options).await
+                precondition: $crate::Precondition,
+                options: $crate::PutOptions,
+            ) -> $crate::Result<u64> {
+                self.$to().atomic_put(key, value, precondition, options).await
             }
 
-            async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-                (**self).atomic_delete(key, version).await
+            async fn atomic_delete(&self, key: &str, version: u64) -> $crate::Result<()> {
+                self.$to().atomic_delete(key, version).await
             }
 
-            async fn grant(&self, ttl: std::time::Duration) -> Result<crate::Lease> {
-                (**self).grant(ttl).await
+            async fn grant(&self, ttl: ::std::time::Duration) -> $crate::Result<$crate::Lease> {
+                self.$to().grant(ttl).await
             }
 
-            async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
-                (**self).txn(txn).await
+            async fn txn(&self, txn: $crate::Txn) -> $crate::Result<Vec<$crate::TxnOpResult>> {
+                self.$to().txn(txn).await
             }
 
-            async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-                (**self).watch(key, options).await
+            async fn watch(
+                &self,
+                key: &str,
+                options: $crate::WatchOptions,
+            ) -> $crate::Result<$crate::WatchStream> {
+                self.$to().watch(key, options).await
             }
 
-            async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-                (**self).watch_tree(prefix, options).await
+            async fn watch_tree(
+                &self,
+                prefix: &str,
+                options: $crate::WatchOptions,
+            ) -> $crate::Result<$crate::WatchStream> {
+                self.$to().watch_tree(prefix, options).await
             }
 
-            async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
-                (**self).new_lock(key, options).await
+            async fn new_lock(
+                &self,
+                key: &str,
+                options: $crate::LockOptions,
+            ) -> $crate::Result<::std::boxed::Box<dyn $crate::Lock>> {
+                self.$to().new_lock(key, options).await
             }
 
-            async fn purge(&self) -> Result<()> {
-                (**self).purge().await
+            async fn purge(&self) -> $crate::Result<()> {
+                self.$to().purge().await
             }
 
-            async fn close(&self) -> Result<()> {
-                (**self).close().await
+            async fn close(&self) -> $crate::Result<()> {
+                self.$to().close().await
             }
         }
-    )*};
+    };
 }
 
-forward_store!(Arc, Box);
+// `Arc<dyn Store>`, `Arc<MyStore>`, `Box<dyn Store>` are stores too: wrappers and helpers that
+// take `impl Store` accept them.
+use std::ops::Deref;
+forward_store!(impl[T: Store + ?Sized] Arc<T> => deref);
+forward_store!(impl[T: Store + ?Sized] Box<T> => deref);

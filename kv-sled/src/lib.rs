@@ -43,11 +43,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use kv_core::{
-    Capabilities, Child, Error, KvPair, Lock, LockOptions, Precondition, PutOptions, Result, Store,
-    StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
-};
+use kv_core::{Capabilities, Error, Result, StoreUrl};
 use kv_memory::{DEFAULT_HISTORY, DEFAULT_MAX_VALUE_BYTES, Durable, MemoryStore};
 
 pub use journal::LAYOUT_VERSION;
@@ -243,85 +239,15 @@ impl fmt::Debug for SledStore {
     }
 }
 
-/// Every call is the durable namespace's.
-#[async_trait]
-impl Store for SledStore {
-    fn capabilities(&self) -> &Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner.put(key, value, options).await
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
-        self.inner.get(key).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.inner.exists(key).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        self.inner.list(prefix).await
-    }
-
-    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
-        self.inner.list_children(prefix).await
-    }
-
-    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
-        self.inner.delete_tree(prefix).await
-    }
-
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        self.inner
-            .atomic_put(key, value, precondition, options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        self.inner.atomic_delete(key, version).await
-    }
-
-    async fn grant(&self, ttl: std::time::Duration) -> Result<kv_core::Lease> {
-        self.inner.grant(ttl).await
-    }
-
-    async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
-        self.inner.txn(txn).await
-    }
-
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.inner.watch(key, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.inner.watch_tree(prefix, options).await
-    }
-
-    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
-        self.inner.new_lock(key, options).await
-    }
-
-    async fn purge(&self) -> Result<()> {
-        self.inner.purge().await
-    }
-
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
+impl SledStore {
+    /// The durable namespace every call goes to.
+    fn namespace(&self) -> &MemoryStore {
+        &self.inner
     }
 }
+
+// Every call is the durable namespace's.
+kv_core::forward_store!(impl[] SledStore => namespace);
 
 #[cfg(test)]
 mod tests {
