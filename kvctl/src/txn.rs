@@ -11,9 +11,11 @@ use crate::output::{Failure, Printer, code};
 pub const SYNTAX: &str = "one per line: `if KEY missing`, `if KEY exists`, `if KEY version N`, \
      `if KEY value TEXT`, `put KEY TEXT`, `del KEY` (blank lines and `#` comments are skipped)";
 
-/// Parses the transaction text; a bad line is a usage error naming its number.
-pub fn parse(text: &str) -> Result<Txn, Failure> {
+/// Parses the transaction text, with the keys of its operations in order (to print their
+/// results); a bad line is a usage error naming its number.
+pub fn parse(text: &str) -> Result<(Txn, Vec<&str>), Failure> {
     let mut txn = Txn::new();
+    let mut written = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         let trimmed = line.trim_start();
@@ -32,8 +34,14 @@ pub fn parse(text: &str) -> Result<Txn, Failure> {
             return Err(bad(&format!("`{verb}` needs a key")));
         }
         txn = match verb {
-            "put" => txn.put(key, rest.to_owned()),
-            "del" | "delete" if rest.is_empty() => txn.delete(key),
+            "put" => {
+                written.push(key);
+                txn.put(key, rest.to_owned())
+            }
+            "del" | "delete" if rest.is_empty() => {
+                written.push(key);
+                txn.delete(key)
+            }
             "if" => {
                 let (kind, argument) = split(rest);
                 let condition = match (kind, argument) {
@@ -53,7 +61,7 @@ pub fn parse(text: &str) -> Result<Txn, Failure> {
             _ => return Err(bad(&format!("cannot read `{line}`"))),
         };
     }
-    Ok(txn)
+    Ok((txn, written))
 }
 
 /// The first word and the rest after one space (the rest keeps further spaces: values may
@@ -72,8 +80,7 @@ pub async fn run(store: &dyn Store, out: &Printer) -> Result<u8, Failure> {
     std::io::stdin()
         .read_to_string(&mut text)
         .map_err(|e| Failure::new(code::USAGE, format!("cannot read stdin as text: {e}")))?;
-    let txn = parse(&text)?;
-    let keys = written_keys(&text);
+    let (txn, keys) = parse(&text)?;
     let results = store.txn(txn).await.map_err(Failure::write)?;
     for (key, result) in keys.iter().zip(results) {
         match result {
@@ -96,26 +103,18 @@ pub async fn run(store: &dyn Store, out: &Printer) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// The keys of the operation lines, in order (for printing results; `parse` validated them).
-fn written_keys(text: &str) -> Vec<&str> {
-    text.lines()
-        .map(|line| split(line.trim_end_matches('\r').trim_start()))
-        .filter(|(verb, _)| matches!(*verb, "put" | "del" | "delete"))
-        .map(|(_, rest)| split(rest).0)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn lines_make_a_transaction() {
-        let txn = parse(
+        let (txn, written) = parse(
             "# move a job\nif jobs/1 value queued now\nif jobs/1/owner missing\n\n\
              put jobs/1 running on  w7\nput jobs/1/owner w7\ndel queue/1\n",
         )
         .unwrap();
+        assert_eq!(written, ["jobs/1", "jobs/1/owner", "queue/1"]);
         let expected = Txn::new()
             .when("jobs/1", Condition::Value("queued now".into()))
             .when("jobs/1/owner", Condition::Missing)
@@ -124,7 +123,7 @@ mod tests {
             .delete("queue/1");
         assert_eq!(txn, expected);
         assert_eq!(
-            parse("if a version 7\nput b\n").unwrap(),
+            parse("if a version 7\nput b\n").unwrap().0,
             Txn::new().when("a", Condition::Version(7)).put("b", "")
         );
     }
