@@ -737,6 +737,20 @@ pub struct TestCertificates {
     pub client_key: PathBuf,
 }
 
+impl TestCertificates {
+    /// The client's side as PEM bytes read from the files (the CA to trust and the client
+    /// identity), for the backends' typed options.
+    pub fn client_tls(&self) -> Result<kv_core::Tls, String> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let key = String::from_utf8(read(&self.client_key)?).map_err(|e| e.to_string())?;
+        Ok(kv_core::Tls::new()
+            .ca_pem(read(&self.ca)?)
+            .identity_pem(read(&self.client_cert)?, key))
+    }
+}
+
 /// Writes fresh [`TestCertificates`] into `dir`.
 pub fn test_certificates(dir: &Path) -> Result<TestCertificates, String> {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};

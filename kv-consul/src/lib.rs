@@ -28,6 +28,9 @@ mod api;
 mod layout;
 mod lease;
 mod lock;
+mod options;
+
+pub use options::ConsulOptions;
 mod watch;
 
 use std::collections::HashMap;
@@ -90,51 +93,7 @@ impl ConsulStore {
 
     /// Connects to the agent of a parsed URL.
     pub async fn from_url(url: &StoreUrl) -> Result<ConsulStore> {
-        if url.scheme != "consul" && url.scheme != "consuls" {
-            return Err(Error::invalid_url(format!(
-                "kv-consul opens consul:// and consuls:// URLs, not {}://",
-                url.scheme
-            )));
-        }
-        let mut known = vec!["token", "timeout", "max_value_bytes", "session_ttl_min"];
-        known.extend(StoreUrl::TLS_OPTIONS);
-        url.check_options(&known)?;
-        let tls = url.tls("consuls")?;
-        if url.hosts.is_empty() {
-            return Err(Error::invalid_url(
-                "consul:// takes one or more agent addresses: consul://host:8500[,host:8500...][/root]",
-            ));
-        }
-        let root = url.root()?;
-        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-        let max_value_bytes = url
-            .parse_option("max_value_bytes")?
-            .unwrap_or(MAX_VALUE_BYTES);
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config(tls.as_ref())?)
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Backend(Box::new(e)))?;
-        let api = Api::new(
-            http,
-            url.hosts
-                .iter()
-                .map(|host| format!("{scheme}://{}", host.address(8500)))
-                .collect(),
-            url.option("token"),
-            timeout,
-        )?;
-        let session_ttl_min = url.duration_option("session_ttl_min")?;
-        Self::over(
-            api,
-            &root,
-            max_value_bytes,
-            session_ttl_min,
-            url.to_string(),
-        )
-        .await
+        ConsulOptions::from_url(url)?.connect().await
     }
 
     /// A store over an HTTP client you configured yourself (TLS from PEM bytes, proxies,
@@ -172,7 +131,7 @@ impl ConsulStore {
     }
 
     /// The store over `api`, once the agent answers.
-    async fn over(
+    pub(crate) async fn over(
         api: Api,
         root: &kv_core::Prefix,
         max_value_bytes: usize,
@@ -225,7 +184,7 @@ impl ConsulStore {
 }
 
 /// One rustls provider (aws-lc-rs) for the whole workspace; roots from `ca` or the system.
-fn tls_config(tls: Option<&kv_core::TlsFiles>) -> Result<rustls::ClientConfig> {
+pub(crate) fn tls_config(tls: Option<&kv_core::Tls>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bad = |what: &str, e: &dyn fmt::Display| Error::invalid_url(format!("{what}: {e}"));
@@ -233,10 +192,10 @@ fn tls_config(tls: Option<&kv_core::TlsFiles>) -> Result<rustls::ClientConfig> {
     match tls.and_then(|t| t.ca.as_ref()) {
         Some(ca) => {
             for cert in CertificateDer::pem_slice_iter(ca) {
-                let cert = cert.map_err(|e| bad("the ca file is not PEM", &e))?;
+                let cert = cert.map_err(|e| bad("the CA (ca) is not PEM", &e))?;
                 roots
                     .add(cert)
-                    .map_err(|e| bad("the ca file holds a bad certificate", &e))?;
+                    .map_err(|e| bad("the CA (ca) holds a bad certificate", &e))?;
             }
         }
         None if tls.is_some() => {
@@ -257,9 +216,9 @@ fn tls_config(tls: Option<&kv_core::TlsFiles>) -> Result<rustls::ClientConfig> {
         Some((cert, key)) => {
             let chain = CertificateDer::pem_slice_iter(cert)
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| bad("the cert file is not PEM", &e))?;
+                .map_err(|e| bad("the client certificate (cert) is not PEM", &e))?;
             let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
-                .map_err(|e| bad("the key file is not a PEM private key", &e))?;
+                .map_err(|e| bad("the client key (key) is not a PEM private key", &e))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| bad("the client certificate and key do not match", &e))

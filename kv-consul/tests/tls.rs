@@ -45,6 +45,19 @@ async fn mutual_tls() {
         b"over tls"
     );
 
+    // The same through the typed options, with the PEM as bytes (no files named).
+    let typed = kv_consul::ConsulOptions::new([format!("127.0.0.1:{https}")])
+        .root("tls")
+        .timeout(std::time::Duration::from_secs(3))
+        .tls(certs.client_tls().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        &typed.get("k").await.unwrap().unwrap().value[..],
+        b"over tls"
+    );
+
     let error = ConsulStore::open(&base)
         .await
         .expect_err("the agent requires a client certificate");

@@ -66,4 +66,4 @@ pub use types::{
     Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,
     WatchOptions,
 };
-pub use url::{HostPort, Secret, StoreUrl, TlsFiles};
+pub use url::{HostPort, Secret, StoreUrl, Tls};

@@ -26,6 +26,33 @@ impl Secret {
         Secret(value.into())
     }
 
+    /// The secret in the file at `path` (a trailing newline dropped), read now: keeps it out
+    /// of the URL, the command line and `ps`.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Secret> {
+        let path = path.as_ref();
+        std::fs::read_to_string(path)
+            .map(|text| Secret::trimmed(&text))
+            .map_err(|e| {
+                Error::invalid_argument(format!("cannot read the secret file {path:?}: {e}"))
+            })
+    }
+
+    /// The secret in the environment variable `name` (a trailing newline dropped), read now.
+    pub fn from_env(name: &str) -> Result<Secret> {
+        std::env::var(name)
+            .map(|text| Secret::trimmed(&text))
+            .map_err(|_| {
+                Error::invalid_argument(format!(
+                    "the environment variable {name:?} named for a secret is not set"
+                ))
+            })
+    }
+
+    fn trimmed(text: &str) -> Secret {
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        Secret(text.strip_suffix('\r').unwrap_or(text).to_owned())
+    }
+
     /// The secret itself, for sending to the server. Never log it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -48,6 +75,24 @@ pub struct HostPort {
 }
 
 impl HostPort {
+    /// Parses `host[:port]` (`[v6]:port` for IPv6), as a URL's host list gives it.
+    pub fn parse(spec: &str) -> Result<HostPort> {
+        parse_host(spec)
+    }
+
+    /// A list of `host[:port]` specs as `host:port,host:port` (default port filled in; a spec
+    /// that does not parse shown as given), for showing configured addresses.
+    pub fn join(specs: &[String], default_port: u16) -> String {
+        specs
+            .iter()
+            .map(|spec| match HostPort::parse(spec) {
+                Ok(host) => host.address(default_port),
+                Err(_) => spec.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `host:port`, with the default port if none was given (IPv6 hosts bracketed).
     pub fn address(&self, default_port: u16) -> String {
         let port = self.port.unwrap_or(default_port);
@@ -173,17 +218,10 @@ impl StoreUrl {
                 continue;
             };
             let value = match kind {
-                "_file" => std::fs::read_to_string(source).map_err(|e| {
-                    Error::invalid_url(format!("cannot read {name} {source:?}: {e}"))
-                })?,
-                _ => std::env::var(source).map_err(|_| {
-                    Error::invalid_url(format!(
-                        "{name} names the environment variable {source:?}, which is not set"
-                    ))
-                })?,
-            };
-            let value = value.strip_suffix('\n').unwrap_or(&value);
-            let value = value.strip_suffix('\r').unwrap_or(value).to_owned();
+                "_file" => Secret::from_file(source),
+                _ => Secret::from_env(source),
+            }
+            .map_err(|e| Error::invalid_url(format!("{name}: {e}")))?;
             let given_twice = match secret {
                 "password" => self.password.is_some(),
                 _ => self.option(secret).is_some(),
@@ -196,9 +234,9 @@ impl StoreUrl {
             let secret = secret.to_owned();
             self.options.remove(index);
             if secret == "password" {
-                self.password = Some(Secret(value));
+                self.password = Some(value);
             } else {
-                self.options.push((secret, value));
+                self.options.push((secret, value.0));
             }
         }
         Ok(())
@@ -299,18 +337,46 @@ impl StoreUrl {
     }
 }
 
-/// TLS material named by a URL's `ca`, `cert` and `key` options (PEM files, read at open).
+/// TLS settings of a connection: the certificate authority to trust and the client identity,
+/// as PEM bytes. From a URL's `ca`, `cert` and `key` options (files read at parse,
+/// [`StoreUrl::tls`]) or built from bytes you hold (a secret store, an embedded certificate):
+///
+/// ```
+/// let tls = kv_core::Tls::new()
+///     .ca_pem(b"-----BEGIN CERTIFICATE-----\n...".to_vec())
+///     .identity_pem(b"-----BEGIN CERTIFICATE-----\n...".to_vec(), "-----BEGIN PRIVATE KEY-----\n...");
+/// assert!(!format!("{tls:?}").contains("PRIVATE"));
+/// ```
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
+pub struct Tls {
     /// Certificate authority to trust instead of the system roots.
     pub ca: Option<Vec<u8>>,
     /// Client certificate and key, for mutual TLS.
     pub identity: Option<(Vec<u8>, Secret)>,
 }
 
-impl fmt::Debug for TlsFiles {
+impl Tls {
+    /// TLS trusting the system's roots, without a client certificate.
+    pub fn new() -> Tls {
+        Tls::default()
+    }
+
+    /// Trusts this certificate authority (PEM) instead of the system roots.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Tls {
+        self.ca = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and private key (both PEM), for mutual TLS.
+    pub fn identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<String>) -> Tls {
+        self.identity = Some((cert.into(), Secret::new(key)));
+        self
+    }
+}
+
+impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsFiles")
+        f.debug_struct("Tls")
             .field("ca", &self.ca.is_some())
             .field("identity", &self.identity.is_some())
             .finish()
@@ -324,7 +390,7 @@ impl StoreUrl {
     /// TLS settings: on for `secure_scheme` (e.g. `etcds`) or `?tls=true`, with the PEM files
     /// of `ca=PATH`, `cert=PATH` and `key=PATH`; `None` for plain connections. `cert` and `key`
     /// go together.
-    pub fn tls(&self, secure_scheme: &str) -> Result<Option<TlsFiles>> {
+    pub fn tls(&self, secure_scheme: &str) -> Result<Option<Tls>> {
         let on = self.scheme == secure_scheme || self.bool_option("tls")?.unwrap_or(false);
         let read = |name: &str| -> Result<Option<Vec<u8>>> {
             self.option(name)
@@ -354,7 +420,7 @@ impl StoreUrl {
             (None, None) => None,
             _ => return Err(Error::invalid_url("cert and key must be given together")),
         };
-        Ok(Some(TlsFiles {
+        Ok(Some(Tls {
             ca: read("ca")?,
             identity,
         }))

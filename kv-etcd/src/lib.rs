@@ -18,7 +18,10 @@
 mod layout;
 mod lease;
 mod lock;
+mod options;
 mod watch;
+
+pub use options::EtcdOptions;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -76,63 +79,7 @@ impl EtcdStore {
 
     /// Connects to the cluster of a parsed URL.
     pub async fn from_url(url: &StoreUrl) -> Result<EtcdStore> {
-        if url.scheme != "etcd" && url.scheme != "etcds" {
-            return Err(Error::invalid_url(format!(
-                "kv-etcd opens etcd:// and etcds:// URLs, not {}://",
-                url.scheme
-            )));
-        }
-        let mut known = vec!["timeout", "connect_timeout", "layout"];
-        known.extend(StoreUrl::TLS_OPTIONS);
-        url.check_options(&known)?;
-        if url.hosts.is_empty() {
-            return Err(Error::invalid_url(
-                "etcd:// needs at least one host: etcd://host:2379[/root]",
-            ));
-        }
-        let tls = url.tls("etcds")?;
-        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-        let connect_timeout = url
-            .duration_option("connect_timeout")?
-            .unwrap_or(DEFAULT_TIMEOUT);
-        let root = url.root()?;
-        let slash = url.choice_option("layout", &["slash"])?.is_some();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let endpoints: Vec<String> = url
-            .hosts
-            .iter()
-            .map(|h| format!("{scheme}://{}", h.address(2379)))
-            .collect();
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(connect_timeout)
-            .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(5), timeout);
-        if let Some(user) = &url.username {
-            let password = url
-                .password
-                .as_ref()
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default();
-            options = options.with_user(user.clone(), password);
-        }
-        if let Some(files) = tls {
-            let mut tls = etcd_client::TlsOptions::new();
-            if let Some(ca) = files.ca {
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = files.identity {
-                tls = tls.identity(etcd_client::Identity::from_pem(cert, key.expose()));
-            }
-            options = options.with_tls(tls);
-        }
-        let members = Members::connect(&endpoints, &options, connect_timeout + timeout).await?;
-        Self::over(
-            members,
-            Layout::new(root.as_str(), slash),
-            timeout,
-            url.to_string(),
-        )
-        .await
+        EtcdOptions::from_url(url)?.connect().await
     }
 
     /// A store over an etcd client you configured yourself (TLS from PEM bytes, your own
@@ -159,7 +106,7 @@ impl EtcdStore {
     }
 
     /// The store over connected members, once one of them answers.
-    async fn over(
+    pub(crate) async fn over(
         members: Members,
         layout: Layout,
         timeout: Duration,
@@ -459,7 +406,7 @@ impl Inner {
 /// calls go to. A member that fails to answer hands the role to the next (round robin), so a
 /// hung or dead member is skipped after one failed call instead of being picked again at
 /// random; etcd's own balancer keeps picking it.
-struct Members {
+pub(crate) struct Members {
     clients: Vec<Client>,
     preferred: std::sync::atomic::AtomicUsize,
 }
@@ -467,7 +414,7 @@ struct Members {
 impl Members {
     /// One client per endpoint (connecting is lazy, except for authentication, where the
     /// members that refuse or do not answer are left out); an error only if none is usable.
-    async fn connect(
+    pub(crate) async fn connect(
         endpoints: &[String],
         options: &ConnectOptions,
         within: Duration,

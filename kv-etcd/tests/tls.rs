@@ -74,6 +74,20 @@ async fn mutual_tls() {
         b"over tls"
     );
 
+    // The same through the typed options, with the PEM as bytes (no files named).
+    let typed = kv_etcd::EtcdOptions::new([format!("127.0.0.1:{client}")])
+        .root("tls")
+        .timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(3))
+        .tls(certs.client_tls().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        &typed.get("k").await.unwrap().unwrap().value[..],
+        b"over tls"
+    );
+
     // Without a client certificate the server refuses the connection.
     let without_identity = format!(
         "etcds://127.0.0.1:{client}/tls?timeout=2s&connect_timeout=2s&ca={}",

@@ -24,6 +24,7 @@ mod lease;
 mod lock;
 mod native;
 mod node;
+mod options;
 mod scripts;
 mod watch;
 
@@ -36,11 +37,12 @@ use bytes::Bytes;
 use kv_core::backend::{HandleState, TxnOp};
 use kv_core::{
     CancellationToken, Capabilities, Child, Condition, Error, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult,
-    WatchOptions, WatchStream,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 use node::Call;
-use redis::{RedisConnectionInfo, Script};
+pub use options::RedisOptions;
+use redis::Script;
 use tokio::sync::Notify;
 
 /// Default timeout of every call.
@@ -94,142 +96,11 @@ impl RedisStore {
     /// Connects to the server of a parsed URL (`redis://`, `rediss://`), or asks the Sentinels
     /// of a `redis+sentinel://` URL for the primary.
     pub async fn from_url(url: &StoreUrl) -> Result<RedisStore> {
-        let sentinel = match url.scheme.as_str() {
-            "redis" | "rediss" => false,
-            "redis+sentinel" | "rediss+sentinel" => true,
-            other => {
-                return Err(Error::invalid_url(format!(
-                    "kv-redis opens redis://, rediss://, redis+sentinel:// and rediss+sentinel:// \
-                     URLs, not {other}://"
-                )));
-            }
-        };
-        let mut known = vec![
-            "root",
-            "timeout",
-            "history",
-            "wait_replicas",
-            "layout",
-            "poll",
-        ];
-        if sentinel {
-            known.push("db");
-        }
-        known.extend(StoreUrl::TLS_OPTIONS);
-        url.check_options(&known)?;
-        let tls = url.tls(if sentinel {
-            "rediss+sentinel"
-        } else {
-            "rediss"
-        })?;
-        let number = |what: &str, text: &str| {
-            text.parse::<i64>().map_err(|_| {
-                Error::invalid_url(format!("the database {text:?} is not a number ({what})"))
-            })
-        };
-        let (db, sentinels) = if sentinel {
-            if url.hosts.is_empty() || url.path.is_empty() || url.path.contains('/') {
-                return Err(Error::invalid_url(
-                    "redis+sentinel:// takes the Sentinels and the service name: \
-                     redis+sentinel://host:26379[,host:26379...]/service[?db=N]",
-                ));
-            }
-            let db = url
-                .option("db")
-                .map(|db| number("option db", db))
-                .transpose()?;
-            let addresses = url
-                .hosts
-                .iter()
-                .map(|h| (h.host.clone(), h.port.unwrap_or(node::SENTINEL_PORT)))
-                .collect();
-            (
-                db.unwrap_or(0),
-                Some(node::Sentinels::new(addresses, url.path.clone())),
-            )
-        } else {
-            if url.hosts.len() != 1 {
-                return Err(Error::invalid_url(
-                    "redis:// takes exactly one host: redis://host:6379[/db] (for failover, \
-                     list your Sentinels: redis+sentinel://host:26379,.../service)",
-                ));
-            }
-            let db = match url.path.as_str() {
-                "" => 0,
-                db => number("the URL path", db)?,
-            };
-            (db, None)
-        };
-        let root = kv_core::Prefix::parse(url.option("root").unwrap_or(""))
-            .map_err(|e| Error::invalid_url(format!("option root: {e}")))?;
-        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-        let history = url
-            .parse_option("history")?
-            .unwrap_or(DEFAULT_HISTORY)
-            .max(1);
-        let wait_replicas = url
-            .parse_option::<usize>("wait_replicas")?
-            .filter(|n| *n > 0);
-        let mut settings = RedisConnectionInfo::default().set_db(db);
-        if let Some(user) = &url.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = &url.password {
-            settings = settings.set_password(password.expose());
-        }
-        let connector = node::Connector {
-            settings,
-            tls,
-            timeout,
-        };
-        // Connecting may take two timeouts: asking the Sentinels, then the primary.
-        let address = match &sentinels {
-            Some(sentinels) => sentinels.primary(&connector, timeout).await?,
-            None => {
-                let host = &url.hosts[0];
-                (host.host.clone(), host.port.unwrap_or(6379))
-            }
-        };
-        let node = connector.node(address, timeout * 2).await?;
-        let mut capabilities = Capabilities::full("redis", MAX_VALUE_BYTES);
-        capabilities.ttl = Some(TtlSupport {
-            min: Duration::from_millis(1),
-            granularity: Duration::from_millis(1),
-        });
-        capabilities.max_txn_ops = MAX_TXN_OPS;
-        let native = match url.choice_option("layout", &["native"])? {
-            Some(_) => {
-                let poll = url
-                    .duration_option("poll")?
-                    .unwrap_or(native::DEFAULT_POLL)
-                    .max(Duration::from_millis(1));
-                capabilities.watch_history = false;
-                capabilities.watch_coalesces = true;
-                capabilities.atomic_delete_tree = false;
-                // Plain strings have no version to check in a script; not yet.
-                capabilities.max_txn_ops = 0;
-                // Not yet: a lease would need its keys' Redis expiry moved together.
-                capabilities.leases = false;
-                Some(native::Native::new(root.as_str(), db, poll))
-            }
-            None => None,
-        };
-        let inner = Arc::new(Inner {
-            node: RwLock::new(Arc::new(node)),
-            connector,
-            sentinels,
-            wait_replicas,
-            prefix: format!("kv{{{}}}", root.as_str()),
-            history,
-            timeout,
-            capabilities,
-            closed: HandleState::default(),
-            held: Mutex::new(Vec::new()),
-            leases: Mutex::new(Vec::new()),
-            reaper: Notify::new(),
-            native,
-            shown: url.to_string(),
-        });
+        RedisOptions::from_url(url)?.connect().await
+    }
+
+    /// The store over connected state, once the server proved usable.
+    async fn over(inner: Arc<Inner>) -> Result<RedisStore> {
         // Fail at open, not at the first call, when the server is unreachable, refuses us, or
         // is a Redis Cluster node (each call would hit MOVED or cross-slot errors later).
         let cluster: String = inner

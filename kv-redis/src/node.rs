@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kv_core::backend::Budget;
-use kv_core::{Error, Result, TlsFiles};
+use kv_core::{Error, Result, Tls};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
@@ -24,7 +24,7 @@ pub const SENTINEL_PORT: u16 = 26379;
 /// How to reach a Redis node: credentials, database, TLS, timeouts.
 pub(crate) struct Connector {
     pub settings: RedisConnectionInfo,
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<Tls>,
     pub timeout: Duration,
 }
 
@@ -79,6 +79,19 @@ impl Connector {
     /// Connects to the data node `host:port` within `within`.
     pub async fn node(&self, (host, port): (String, u16), within: Duration) -> Result<Node> {
         let client = self.client(&host, port, self.settings.clone())?;
+        let mut node = self.node_of(client, within).await?;
+        node.address = (host, port);
+        Ok(node)
+    }
+
+    /// Connects to the data node of `client` within `within`.
+    pub async fn node_of(&self, client: redis::Client, within: Duration) -> Result<Node> {
+        let address = match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), *port)
+            }
+            other => (other.to_string(), 0),
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
@@ -92,7 +105,7 @@ impl Connector {
             })?
             .map_err(map_error)?;
         Ok(Node {
-            address: (host, port),
+            address,
             client,
             conn,
         })

@@ -8,4 +8,15 @@ conformance::conformance_tests!(backend::Redis {
     name: "redis",
     options: "",
     notifications: false,
+    with_client: false,
 });
+
+/// The suite again over a `redis::Client` the test built (`RedisOptions::with_client`).
+mod with_client {
+    conformance::conformance_tests!(super::backend::Redis {
+        name: "redis-with-client",
+        options: "",
+        notifications: false,
+        with_client: true,
+    });
+}

@@ -11,6 +11,7 @@ mod notified {
         name: "redis-native",
         options: "&layout=native",
         notifications: true,
+        with_client: false,
     });
 }
 
@@ -19,6 +20,7 @@ mod polled {
         name: "redis-native-polled",
         options: "&layout=native",
         notifications: false,
+        with_client: false,
     });
 }
 

@@ -62,6 +62,19 @@ async fn mutual_tls() {
         b"over tls"
     );
 
+    // The same through the typed options, with the PEM as bytes (no files named).
+    let typed = kv_redis::RedisOptions::new(format!("127.0.0.1:{secure}"))
+        .root("tls")
+        .timeout(Duration::from_secs(3))
+        .tls(certs.client_tls().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        &typed.get("k").await.unwrap().unwrap().value[..],
+        b"over tls"
+    );
+
     // Without a client certificate the server refuses us, with a typed error.
     let without_identity = format!(
         "rediss://127.0.0.1:{secure}?timeout=2s&ca={}",

@@ -64,46 +64,10 @@ impl SledStore {
 
     /// Opens a parsed `sled://` URL.
     pub fn from_url(url: &StoreUrl) -> Result<SledStore> {
-        if url.scheme != "sled" {
-            return Err(Error::invalid_url(format!(
-                "kv-sled opens sled:// URLs, not {}://",
-                url.scheme
-            )));
-        }
-        url.check_options(&["sync", "history", "max_value_bytes", "busy_timeout"])?;
-        let path = path_of(url)?;
-        let settings = Settings {
-            sync: url.bool_option("sync")?.unwrap_or(false),
-            history: url.parse_option("history")?.unwrap_or(DEFAULT_HISTORY),
-            max_value_bytes: url
-                .parse_option("max_value_bytes")?
-                .unwrap_or(DEFAULT_MAX_VALUE_BYTES),
-            busy_timeout: url
-                .duration_option("busy_timeout")?
-                .unwrap_or(DEFAULT_BUSY_TIMEOUT),
-        };
-        Self::open_with(&path, &settings)
+        SledOptions::from_url(url)?.open()
     }
 
-    /// Opens the store at `path` with explicit settings (and the default busy timeout).
-    pub fn open_path(
-        path: &Path,
-        sync: bool,
-        history: usize,
-        max_value_bytes: usize,
-    ) -> Result<SledStore> {
-        Self::open_with(
-            path,
-            &Settings {
-                sync,
-                history,
-                max_value_bytes,
-                busy_timeout: DEFAULT_BUSY_TIMEOUT,
-            },
-        )
-    }
-
-    fn open_with(path: &Path, settings: &Settings) -> Result<SledStore> {
+    fn open_with(path: &Path, settings: &SledOptions) -> Result<SledStore> {
         std::fs::create_dir_all(path).map_err(|e| {
             Error::unavailable(
                 format!(
@@ -175,12 +139,85 @@ fn path_of(url: &StoreUrl) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// The URL options of a store.
-struct Settings {
+/// How to open a sled store: its directory, fsync per write, history kept, largest value,
+/// how long to wait for another process holding it. Built in code or parsed from a `sled://`
+/// URL; [`SledOptions::open`] opens the store.
+///
+/// ```no_run
+/// let store = kv_sled::SledOptions::new("/var/lib/app/kv").sync(true).open()?;
+/// # Ok::<(), kv_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SledOptions {
+    path: PathBuf,
     sync: bool,
     history: usize,
     max_value_bytes: usize,
     busy_timeout: std::time::Duration,
+}
+
+impl SledOptions {
+    /// The store in the directory `path` (created if needed), with the defaults.
+    pub fn new(path: impl Into<PathBuf>) -> SledOptions {
+        SledOptions {
+            path: path.into(),
+            sync: false,
+            history: DEFAULT_HISTORY,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+
+    /// The options a `sled://` URL gives (see the crate docs).
+    pub fn from_url(url: &StoreUrl) -> Result<SledOptions> {
+        if url.scheme != "sled" {
+            return Err(Error::invalid_url(format!(
+                "kv-sled opens sled:// URLs, not {}://",
+                url.scheme
+            )));
+        }
+        url.check_options(&["sync", "history", "max_value_bytes", "busy_timeout"])?;
+        Ok(SledOptions {
+            path: path_of(url)?,
+            sync: url.bool_option("sync")?.unwrap_or(false),
+            history: url.parse_option("history")?.unwrap_or(DEFAULT_HISTORY),
+            max_value_bytes: url
+                .parse_option("max_value_bytes")?
+                .unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+            busy_timeout: url
+                .duration_option("busy_timeout")?
+                .unwrap_or(DEFAULT_BUSY_TIMEOUT),
+        })
+    }
+
+    /// Flushes every write to disk before it returns (default: sled's periodic flush).
+    pub fn sync(mut self, sync: bool) -> SledOptions {
+        self.sync = sync;
+        self
+    }
+
+    /// Changes kept for `since` watches (default 10,000).
+    pub fn history(mut self, changes: usize) -> SledOptions {
+        self.history = changes;
+        self
+    }
+
+    /// The largest value to accept (default 16 MiB).
+    pub fn max_value_bytes(mut self, bytes: usize) -> SledOptions {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// How long opening waits for another process to close the store (default 5 s).
+    pub fn busy_timeout(mut self, timeout: std::time::Duration) -> SledOptions {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Opens the store, creating it if needed.
+    pub fn open(&self) -> Result<SledStore> {
+        SledStore::open_with(&self.path, self)
+    }
 }
 
 /// How long an open waits for another process to close the store (`busy_timeout`), like

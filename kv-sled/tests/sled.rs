@@ -227,3 +227,27 @@ fn a_foreign_layout_is_refused() {
     let err = SledStore::open(&url(&dir)).unwrap_err();
     assert!(err.to_string().contains("layout"), "{err}");
 }
+
+/// Typed options open the same store a URL names, with their settings applied.
+#[tokio::test]
+async fn options_open_the_store_a_url_names() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = kv_sled::SledOptions::new(dir.path())
+            .max_value_bytes(4)
+            .open()
+            .unwrap();
+        store
+            .put("k", b"1234", PutOptions::default())
+            .await
+            .unwrap();
+        let error = store
+            .put("k", b"12345", PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::ValueTooLarge { .. }), "{error:?}");
+        store.close().await.unwrap();
+    }
+    let store = SledStore::open(&url(&dir)).unwrap();
+    assert_eq!(&store.get("k").await.unwrap().unwrap().value[..], b"1234");
+}

@@ -102,42 +102,20 @@ impl SqliteStore {
 
     /// Opens a parsed `sqlite://` URL.
     pub async fn from_url(url: &StoreUrl) -> Result<SqliteStore> {
-        if url.scheme != "sqlite" {
-            return Err(Error::invalid_url(format!(
-                "kv-sqlite opens sqlite:// URLs, not {}://",
-                url.scheme
-            )));
-        }
-        url.check_options(&["sync", "busy_timeout", "history", "poll", "max_value_bytes"])?;
-        let sync_full = match url.option("sync") {
-            None | Some("normal") => false,
-            Some("full") => true,
-            Some(other) => {
-                return Err(Error::invalid_url(format!(
-                    "option sync: {other:?} is not normal or full"
-                )));
-            }
-        };
-        let path = path_of(url)?;
+        SqliteOptions::from_url(url)?.open().await
+    }
+
+    /// Opens the store `options` describe.
+    async fn open_with(options: SqliteOptions) -> Result<SqliteStore> {
+        let shown = format!("sqlite://{}", options.path.display());
+        let poll = options.poll.max(Duration::from_millis(1));
+        let max_value_bytes = options.max_value_bytes;
         let settings = Settings {
-            path,
-            sync_full,
-            busy_timeout: url
-                .duration_option("busy_timeout")?
-                .unwrap_or(DEFAULT_BUSY_TIMEOUT),
-            history: url
-                .parse_option("history")?
-                .unwrap_or(DEFAULT_HISTORY)
-                .max(1),
+            path: options.path,
+            sync_full: options.sync_full,
+            busy_timeout: options.busy_timeout,
+            history: options.history.max(1),
         };
-        let poll = url
-            .duration_option("poll")?
-            .unwrap_or(DEFAULT_POLL)
-            .max(Duration::from_millis(1));
-        let max_value_bytes = url
-            .parse_option("max_value_bytes")?
-            .unwrap_or(DEFAULT_MAX_VALUE_BYTES);
-        let shown = url.to_string();
         let db = tokio::task::spawn_blocking(move || {
             if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -173,6 +151,112 @@ impl SqliteStore {
     /// The database file a `sqlite://` URL names (checking the URL, touching nothing).
     pub fn path_for(url: &StoreUrl) -> Result<PathBuf> {
         path_of(url)
+    }
+}
+
+/// How to open a SQLite store: its file, fsync per commit, how long a write waits for another
+/// process's, history kept, how often other processes' changes are looked for, largest value.
+/// Built in code or parsed from a `sqlite://` URL; [`SqliteOptions::open`] opens the store.
+///
+/// ```no_run
+/// # async fn demo() -> kv_core::Result<()> {
+/// let store = kv_sqlite::SqliteOptions::new("/var/lib/app/kv.db")
+///     .sync_full(true)
+///     .busy_timeout(std::time::Duration::from_secs(10))
+///     .open()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    path: PathBuf,
+    sync_full: bool,
+    busy_timeout: Duration,
+    history: u64,
+    poll: Duration,
+    max_value_bytes: usize,
+}
+
+impl SqliteOptions {
+    /// The database file at `path` (created, with its directory, if needed), with the
+    /// defaults.
+    pub fn new(path: impl Into<PathBuf>) -> SqliteOptions {
+        SqliteOptions {
+            path: path.into(),
+            sync_full: false,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            history: DEFAULT_HISTORY,
+            poll: DEFAULT_POLL,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+
+    /// The options a `sqlite://` URL gives (see the crate docs).
+    pub fn from_url(url: &StoreUrl) -> Result<SqliteOptions> {
+        if url.scheme != "sqlite" {
+            return Err(Error::invalid_url(format!(
+                "kv-sqlite opens sqlite:// URLs, not {}://",
+                url.scheme
+            )));
+        }
+        url.check_options(&["sync", "busy_timeout", "history", "poll", "max_value_bytes"])?;
+        let sync_full = match url.option("sync") {
+            None | Some("normal") => false,
+            Some("full") => true,
+            Some(other) => {
+                return Err(Error::invalid_url(format!(
+                    "option sync: {other:?} is not normal or full"
+                )));
+            }
+        };
+        Ok(SqliteOptions {
+            path: path_of(url)?,
+            sync_full,
+            busy_timeout: url
+                .duration_option("busy_timeout")?
+                .unwrap_or(DEFAULT_BUSY_TIMEOUT),
+            history: url.parse_option("history")?.unwrap_or(DEFAULT_HISTORY),
+            poll: url.duration_option("poll")?.unwrap_or(DEFAULT_POLL),
+            max_value_bytes: url
+                .parse_option("max_value_bytes")?
+                .unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+        })
+    }
+
+    /// `synchronous=FULL`: an fsync per commit (default NORMAL: durable across a process
+    /// crash, not a power loss).
+    pub fn sync_full(mut self, full: bool) -> SqliteOptions {
+        self.sync_full = full;
+        self
+    }
+
+    /// How long a write waits for another process's (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> SqliteOptions {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Changes kept for `since` watches (default 10,000).
+    pub fn history(mut self, changes: u64) -> SqliteOptions {
+        self.history = changes;
+        self
+    }
+
+    /// How often watches look for other processes' changes (default 10 ms).
+    pub fn poll(mut self, every: Duration) -> SqliteOptions {
+        self.poll = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The largest value to accept (default 16 MiB).
+    pub fn max_value_bytes(mut self, bytes: usize) -> SqliteOptions {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Opens the store, creating the database if needed.
+    pub async fn open(self) -> Result<SqliteStore> {
+        SqliteStore::open_with(self).await
     }
 }
 

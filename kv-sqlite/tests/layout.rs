@@ -1,5 +1,5 @@
 //! A database file written before leases (layout 1 without `kv_data.lease`) opens, keeps its
-//! data, and takes leases.
+//! data, and takes leases; typed options open the same file a URL names.
 #![allow(clippy::unwrap_used)] // a failed step panics with its context
 
 use std::time::Duration;
@@ -54,4 +54,33 @@ async fn a_file_from_before_leases_opens_and_takes_leases() {
         .await
         .unwrap();
     assert!(again.exists("app/color").await.unwrap());
+}
+
+/// Typed options open the same database a URL names, with their settings applied.
+#[tokio::test]
+async fn options_open_the_store_a_url_names() {
+    use kv_core::{Error, PutOptions, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    {
+        let store = kv_sqlite::SqliteOptions::new(&path)
+            .max_value_bytes(4)
+            .open()
+            .await
+            .unwrap();
+        store
+            .put("k", b"1234", PutOptions::default())
+            .await
+            .unwrap();
+        let error = store
+            .put("k", b"12345", PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::ValueTooLarge { .. }), "{error:?}");
+        store.close().await.unwrap();
+    }
+    let store = kv_sqlite::SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(&store.get("k").await.unwrap().unwrap().value[..], b"1234");
 }

@@ -28,10 +28,13 @@
 mod layout;
 mod lease;
 mod lock;
+mod options;
 mod tree;
 mod txn;
 mod value;
 mod watch;
+
+pub use options::ZooKeeperOptions;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,8 +45,8 @@ use async_trait::async_trait;
 use kv_core::backend::HandleState;
 use kv_core::{
     CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
-    Precondition, PutOptions, Result, Secret, Store, StoreUrl, TtlSupport, Txn, TxnOpResult,
-    WatchOptions, WatchStream,
+    Precondition, PutOptions, Result, Secret, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 use zookeeper_client as zk;
 
@@ -158,128 +161,24 @@ impl ZooKeeperStore {
 
     /// Connects to the ensemble of a parsed URL.
     pub async fn from_url(url: &StoreUrl) -> Result<ZooKeeperStore> {
-        if url.scheme != "zookeeper" && url.scheme != "zookeepers" {
-            return Err(Error::invalid_url(format!(
-                "kv-zookeeper opens zookeeper:// and zookeepers:// URLs, not {}://",
-                url.scheme
-            )));
-        }
-        let mut known = vec![
-            "timeout",
-            "session_timeout",
-            "max_value_bytes",
-            "sync_reads",
-            "layout",
-        ];
-        known.extend(StoreUrl::TLS_OPTIONS);
-        url.check_options(&known)?;
-        let tls = url.tls("zookeepers")?.map(tls_options).transpose()?;
-        if url.hosts.is_empty() {
-            return Err(Error::invalid_url(
-                "zookeeper:// needs at least one server: zookeeper://host:2181[,host:2181][/base]",
-            ));
-        }
-        let base = match url.root()?.as_str() {
-            "" => DEFAULT_BASE.to_owned(),
-            root => format!("/{root}"),
-        };
-        if base == "/zookeeper" || base.starts_with("/zookeeper/") {
-            return Err(Error::invalid_url(
-                "the base path must not be inside /zookeeper, ZooKeeper's own tree",
-            ));
-        }
-        let timeout = url.duration_option("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-        let session_timeout = url
-            .duration_option("session_timeout")?
-            .unwrap_or(DEFAULT_SESSION_TIMEOUT);
-        let max_value_bytes = url
-            .parse_option("max_value_bytes")?
-            .unwrap_or(MAX_VALUE_BYTES);
-        let auth = match (&url.username, &url.password) {
-            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
-            (None, None) => None,
-            _ => {
-                return Err(Error::invalid_url(
-                    "digest authentication needs both a user and a password: zookeeper://user:password@host",
-                ));
-            }
-        };
-        // One server cannot be behind another; with several, a read syncs first.
-        let sync_reads = url
-            .bool_option("sync_reads")?
-            .unwrap_or(url.hosts.len() > 1);
-        let cluster = url
-            .hosts
-            .iter()
-            .map(|h| h.address(2181))
-            .collect::<Vec<_>>()
-            .join(",");
-        let connection = Connection {
-            cluster,
-            auth,
-            tls,
-            timeout,
-        };
-        let client = connection.connect(session_timeout).await?;
-        let native = url.choice_option("layout", &["native"])?.is_some();
-        let layout = Layout::new(&base, native);
-        // Create the base, then read it: a wrong identity fails here, not at the first call.
-        // It is a container, like every directory: ZooKeeper removes it once the store is
-        // empty again, and the next write recreates it.
-        let options = zk::CreateMode::Container.with_acls(connection.acls());
-        timed("open", timeout, client.mkdir(&base, &options)).await?;
-        timed("open", timeout, client.get_children(&base)).await?;
-        let mut capabilities = Capabilities::full("zookeeper", max_value_bytes);
-        // One `multi` up to 2,000 nodes, batches beyond.
-        capabilities.atomic_delete_tree = false;
-        capabilities.watch_history = false;
-        capabilities.watch_coalesces = true;
-        capabilities.max_txn_ops = MAX_TXN_OPS;
-        capabilities.ttl = Some(TtlSupport {
-            min: Duration::from_millis(1),
-            granularity: Duration::from_millis(1),
-        });
-        if native {
-            // ZooKeeper hides a TTL node's TTL from clients: readers could not hide the key at
-            // its TTL.
-            capabilities.ttl = None;
-            // A node's data version restarts with the node: not yet.
-            capabilities.max_txn_ops = 0;
-            // Not yet: a key's own node cannot turn ephemeral.
-            capabilities.leases = false;
-        }
-        Ok(ZooKeeperStore {
-            inner: Arc::new(Inner {
-                connection,
-                session_timeout,
-                client: Mutex::new(client),
-                layout,
-                capabilities,
-                closed: HandleState::default(),
-                timeout,
-                sync_reads,
-                held: Mutex::new(HashMap::new()),
-                leases: Mutex::new(Vec::new()),
-                shown: url.to_string(),
-            }),
-        })
+        ZooKeeperOptions::from_url(url)?.connect().await
     }
 }
 
-/// The client's TLS settings from the URL's PEM files (the client uses aws-lc-rs, like the
-/// rest of the workspace).
-fn tls_options(files: kv_core::TlsFiles) -> Result<zk::TlsOptions> {
+/// The client's TLS settings from PEM (the client uses aws-lc-rs, like the rest of the
+/// workspace).
+pub(crate) fn tls_options(files: kv_core::Tls) -> Result<zk::TlsOptions> {
     let bad = |what: &str, e: zk::Error| Error::invalid_url(format!("{what}: {e}"));
     let mut options = zk::TlsOptions::new();
     if let Some(ca) = &files.ca {
         options = options
             .with_pem_ca(&String::from_utf8_lossy(ca))
-            .map_err(|e| bad("the ca file", e))?;
+            .map_err(|e| bad("the CA (ca)", e))?;
     }
     if let Some((cert, key)) = &files.identity {
         options = options
             .with_pem_identity(&String::from_utf8_lossy(cert), key.expose())
-            .map_err(|e| bad("the cert and key files", e))?;
+            .map_err(|e| bad("the client certificate and key (cert, key)", e))?;
     }
     Ok(options)
 }

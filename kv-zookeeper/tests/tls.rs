@@ -95,6 +95,19 @@ async fn mutual_tls() {
         b"over tls"
     );
 
+    // The same through the typed options, with the PEM as bytes (no files named).
+    let typed = kv_zookeeper::ZooKeeperOptions::new([format!("127.0.0.1:{secure}")])
+        .base("/tls")
+        .timeout(Duration::from_secs(3))
+        .tls(certs.client_tls().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        &typed.get("k").await.unwrap().unwrap().value[..],
+        b"over tls"
+    );
+
     let error = ZooKeeperStore::open(&base)
         .await
         .expect_err("the server requires a client certificate");

@@ -46,9 +46,33 @@ pub use kv_core::{
     DEFAULT_RECIPE_TTL, Election, Error, EventKind, HostPort, Key, KvPair, LeaderStream,
     Leadership, Lease, Limiter, Lock, LockGuard, LockHolder, LockOptions, LockScope, MAX_KEY_BYTES,
     MetricsHook, Permit, Precondition, Prefix, PrefixStore, PutOptions, Result, Secret, Store,
-    StoreExt, StoreUrl, TlsFiles, TracedStore, TtlSupport, Txn, TxnOpResult, UPDATE_ATTEMPTS,
+    StoreExt, StoreUrl, Tls, TracedStore, TtlSupport, Txn, TxnOpResult, UPDATE_ATTEMPTS,
     WatchEvent, WatchOptions, WatchStream, backend, covers, normalize, normalize_key,
 };
+
+// Each backend's own API, for configuring a store in code instead of a URL (typed options, TLS
+// from PEM bytes, a client of your own): `kv::etcd::EtcdOptions::new([...]).connect()`.
+/// The etcd backend: [`etcd::EtcdOptions`], [`etcd::EtcdStore::with_client`].
+#[cfg(feature = "etcd")]
+pub use kv_etcd as etcd;
+/// The Consul backend: [`consul::ConsulOptions`], [`consul::ConsulStore::with_client`].
+#[cfg(feature = "consul")]
+pub use kv_consul as consul;
+/// The in-memory reference backend.
+#[cfg(feature = "memory")]
+pub use kv_memory as memory;
+/// The Redis backend: [`redis::RedisOptions`] (also over a `redis::Client` of your own).
+#[cfg(feature = "redis")]
+pub use kv_redis as redis;
+/// The embedded SQLite backend: [`sqlite::SqliteOptions`].
+#[cfg(feature = "sqlite")]
+pub use kv_sqlite as sqlite;
+/// The embedded sled backend: [`sled::SledOptions`].
+#[cfg(feature = "sled")]
+pub use kv_sled as sled;
+/// The ZooKeeper backend: [`zookeeper::ZooKeeperOptions`].
+#[cfg(feature = "zookeeper")]
+pub use kv_zookeeper as zookeeper;
 
 /// The future an [`Opener`] returns.
 pub type Opening = Pin<Box<dyn Future<Output = Result<Arc<dyn Store>>> + Send + 'static>>;

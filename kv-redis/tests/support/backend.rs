@@ -9,11 +9,14 @@ use kv_core::{Result, Store};
 use kv_redis::RedisStore;
 
 /// Redis with URL options (`""`, or `"&layout=native"`); `notifications` starts a server of
-/// its own that sends keyspace notifications.
+/// its own that sends keyspace notifications; `with_client` opens the store over a
+/// `redis::Client` the test built ([`kv_redis::RedisOptions::with_client`]; URL options other
+/// than the root do not apply).
 pub struct Redis {
     pub name: &'static str,
     pub options: &'static str,
     pub notifications: bool,
+    pub with_client: bool,
 }
 
 /// The harness's Redis server URL; a missing server fails loudly.
@@ -67,6 +70,16 @@ impl conformance::Backend for Redis {
     }
 
     async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
-        Ok(Arc::new(RedisStore::open(namespace).await?))
+        if !self.with_client {
+            return Ok(Arc::new(RedisStore::open(namespace).await?));
+        }
+        let url = kv_core::StoreUrl::parse(namespace)?;
+        let client = redis::Client::open(format!("redis://{}/", url.hosts[0].address(6379)))
+            .map_err(|e| kv_core::Error::Backend(Box::new(e)))?;
+        let store = kv_redis::RedisOptions::with_client(client)
+            .root(url.option("root").unwrap_or(""))
+            .connect()
+            .await?;
+        Ok(Arc::new(store))
     }
 }
