@@ -118,6 +118,12 @@ impl Store for Restricted {
         self.inner.grant(ttl).await
     }
 
+    async fn attach_lease(&self, id: &str) -> Result<kv_core::Lease> {
+        self.check_open()?;
+        self.capabilities.check_attach()?;
+        self.inner.attach_lease(id).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         self.check_open()?;
         txn.clone().check(&self.capabilities)?;

@@ -463,6 +463,16 @@ impl Api {
 
     /// Renews a session; `false` if Consul no longer knows it (it expired or was destroyed).
     pub async fn renew_session(&self, id: &str) -> Result<bool> {
+        Ok(self.renew_session_ttl(id).await?.is_some())
+    }
+
+    /// Renews a session; its TTL, or `None` if it no longer exists.
+    pub async fn renew_session_ttl(&self, id: &str) -> Result<Option<Duration>> {
+        #[derive(serde::Deserialize)]
+        struct Renewed {
+            #[serde(rename = "TTL")]
+            ttl: String,
+        }
         let url = format!("/v1/session/renew/{id}");
         let response = self
             .send(
@@ -475,10 +485,17 @@ impl Api {
             )
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
-            return Ok(false);
+            return Ok(None);
         }
-        check(response).await?;
-        Ok(true)
+        let sessions: Vec<Renewed> =
+            json("renew a session", self.timeout, check(response).await?).await?;
+        let ttl = sessions.first().map(|s| s.ttl.as_str()).unwrap_or("");
+        humantime::parse_duration(ttl).map(Some).map_err(|e| {
+            Error::unavailable(
+                format!("Consul renewed a session with TTL {ttl:?}: {e}"),
+                None,
+            )
+        })
     }
 
     /// Destroys a session, deleting the keys it holds.

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::backend::{Renewed, renewed_lease};
-use kv_core::{Lease, Result};
+use kv_core::backend::{Renewed, lost_on_close, renewed_lease};
+use kv_core::{Error, Lease, Result};
+use tokio::time::Instant;
 
 use crate::Inner;
 use crate::api::SessionSpec;
@@ -25,8 +26,43 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
             name: "kv lease",
         })
         .await?;
+    let lease = renewing(inner, session, session_ttl, sent);
+    inner
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(lease.id().to_owned(), lease.lost());
+    Ok(lease)
+}
+
+/// Takes up the lease of session `id`: renewed once now, then in the background; not
+/// destroyed when this handle closes.
+pub(crate) async fn attach(inner: &Arc<Inner>, id: &str) -> Result<Lease> {
+    // A session ID is a UUID; anything else must not reach the request path.
+    let uuid = id.len() == 36
+        && id.char_indices().all(|(at, c)| match at {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if !uuid {
+        return Err(Error::invalid_argument(format!(
+            "{id:?} is not a Consul session ID (a UUID)"
+        )));
+    }
+    let sent = tokio::time::Instant::now();
+    let session_ttl = inner
+        .api
+        .renew_session_ttl(id)
+        .await?
+        .ok_or_else(|| Error::LeaseLost { id: id.to_owned() })?;
+    let lease = renewing(inner, id.to_owned(), session_ttl, sent);
+    Ok(lost_on_close(lease, &inner.closed))
+}
+
+/// The lease of `session`, renewed from `sent` on.
+fn renewing(inner: &Arc<Inner>, session: String, session_ttl: Duration, sent: Instant) -> Lease {
     let (renewing, revoking, id) = (inner.clone(), inner.clone(), session.clone());
-    let lease = renewed_lease(
+    renewed_lease(
         session.clone(),
         session_ttl,
         sent,
@@ -43,13 +79,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
                 inner.api.destroy_session(&id).await
             }
         },
-    );
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(lease.id().to_owned(), lease.lost());
-    Ok(lease)
+    )
 }
 
 /// The session of `lease`: `InvalidArgument` for another backend's lease, `LeaseLost` once it

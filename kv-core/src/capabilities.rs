@@ -35,6 +35,9 @@ pub struct Capabilities {
     /// Leases shared by keys ([`Store::grant`](crate::Store::grant),
     /// [`PutOptions::lease`](crate::PutOptions::lease)).
     pub leases: bool,
+    /// A lease can be taken up by ID from another handle or process
+    /// ([`Store::attach_lease`](crate::Store::attach_lease)).
+    pub attach_leases: bool,
     /// [`LockScope::Subtree`](crate::LockScope::Subtree) locks.
     pub subtree_locks: bool,
     /// Locks exclude only holders in the same process (an embedded store).
@@ -63,6 +66,7 @@ impl Capabilities {
             }),
             locks: true,
             leases: true,
+            attach_leases: true,
             subtree_locks: true,
             locks_process_local: false,
             atomic_delete_tree: true,
@@ -122,6 +126,18 @@ impl Capabilities {
             return Err(self.unsupported("leases"));
         }
         self.check_ttl(ttl)
+    }
+
+    /// Checks that [`Store::attach_lease`](crate::Store::attach_lease) is possible:
+    /// `Unsupported("leases")` without leases, `Unsupported("attach_leases")` without that.
+    pub fn check_attach(&self) -> Result<()> {
+        if !self.leases {
+            return Err(self.unsupported("leases"));
+        }
+        if !self.attach_leases {
+            return Err(self.unsupported("attach_leases"));
+        }
+        Ok(())
     }
 
     /// Checks a key against this backend's key limit (stricter than [`MAX_KEY_BYTES`] on some).

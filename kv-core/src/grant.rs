@@ -215,6 +215,20 @@ impl<T: fmt::Debug + Send + Sync + 'static> Renewed<T> {
     }
 }
 
+/// For a lease taken up by a handle that did not grant it (`Store::attach_lease`): closing
+/// the handle stops renewing it without revoking it, so its `lost` fires then (nothing
+/// guarantees it any more). Returns the lease.
+pub fn lost_on_close(lease: Lease, closed: &CancellationToken) -> Lease {
+    let (closed, lost) = (closed.clone(), lease.lost());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = closed.cancelled() => lost.cancel(),
+            _ = lost.cancelled() => {}
+        }
+    });
+    lease
+}
+
 /// A call for [`renewed_lease`] made through a weak reference to the backend's shared state:
 /// `call(state)` while it lives, `Ok(gone)` once it was dropped (the store is gone, so is the
 /// need to renew or revoke).

@@ -215,6 +215,10 @@ impl Store for PrefixStore {
         self.inner.grant(ttl).await
     }
 
+    async fn attach_lease(&self, id: &str) -> Result<crate::Lease> {
+        self.inner.attach_lease(id).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         let txn = txn.map_keys(|key| self.outer_key(key))?;
         self.inner.txn(txn).await.map_err(|error| match error {

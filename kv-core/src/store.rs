@@ -75,6 +75,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `Unsupported("leases")` where [`Capabilities::leases`] is false.
     async fn grant(&self, ttl: std::time::Duration) -> Result<crate::Lease>;
 
+    /// Takes up renewing the lease `id` ([`Lease::id`](crate::Lease::id) of a lease granted
+    /// by another handle or process; `kvctl lease grant` prints one): renews it at once, then
+    /// in the background until it is revoked, every clone is dropped or this handle closes —
+    /// closing does not revoke a lease this handle did not grant. Keys can be put with it and
+    /// [`Lease::revoke`](crate::Lease::revoke) ends it for everyone. `LeaseLost` if the lease
+    /// has ended, `InvalidArgument` if `id` cannot name one of this backend's leases,
+    /// `Unsupported("attach_leases")` where [`Capabilities::attach_leases`] is false.
+    async fn attach_lease(&self, id: &str) -> Result<crate::Lease>;
+
     /// Applies the transaction's puts and deletes all together if every condition holds, else
     /// fails with [`Error::Conflict`](crate::Error::Conflict) naming the first condition that
     /// failed and changes nothing. Returns what each operation did, in order: the version a put
@@ -172,6 +181,10 @@ macro_rules! forward_store {
 
             async fn grant(&self, ttl: ::std::time::Duration) -> $crate::Result<$crate::Lease> {
                 self.$to().grant(ttl).await
+            }
+
+            async fn attach_lease(&self, id: &str) -> $crate::Result<$crate::Lease> {
+                self.$to().attach_lease(id).await
             }
 
             async fn txn(&self, txn: $crate::Txn) -> $crate::Result<Vec<$crate::TxnOpResult>> {

@@ -168,6 +168,11 @@ impl Store for TracedStore {
         self.traced("grant", "", self.inner.grant(ttl)).await
     }
 
+    async fn attach_lease(&self, id: &str) -> Result<crate::Lease> {
+        self.traced("attach_lease", "", self.inner.attach_lease(id))
+            .await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         let key = txn.first_key().to_owned();
         self.traced("txn", &key, self.inner.txn(txn)).await

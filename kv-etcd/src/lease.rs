@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::backend::{Renewed, renewed_lease};
+use kv_core::backend::{Renewed, lost_on_close, renewed_lease};
 use kv_core::{Error, Lease, Result};
 
 use crate::Inner;
@@ -15,14 +15,63 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     let (id, granted) = inner.grant_lease(ttl).await?;
     // etcd grants whole seconds, possibly more than asked: renew within what was asked.
     let ttl = granted.min(ttl.max(Duration::from_secs(1)));
+    let lease = renewing(
+        inner,
+        id,
+        ttl,
+        sent,
+        crate::lock::renewer(inner.clone(), id),
+    );
+    inner
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((id, lease.lost()));
+    Ok(lease)
+}
+
+/// Takes up lease `id` (hexadecimal, as [`Lease::id`] shows it): renewed once now, then in
+/// the background; not revoked when this handle closes.
+pub(crate) async fn attach(inner: &Arc<Inner>, id: &str) -> Result<Lease> {
+    let number = i64::from_str_radix(id, 16).map_err(|_| {
+        Error::invalid_argument(format!("{id:?} is not an etcd lease ID (hexadecimal)"))
+    })?;
+    let lost = || Error::LeaseLost { id: id.to_owned() };
+    let sent = tokio::time::Instant::now();
+    let mut renew = crate::lock::renewer(inner.clone(), number);
+    if !renew().await? {
+        return Err(lost());
+    }
+    let granted = inner
+        .call(
+            "lease time-to-live",
+            inner.client().lease_client().time_to_live(number, None),
+        )
+        .await?
+        .granted_ttl();
+    let ttl = Duration::from_secs(u64::try_from(granted).map_err(|_| lost())?);
+    let lease = renewing(inner, number, ttl, sent, renew);
+    Ok(lost_on_close(lease, &inner.closed))
+}
+
+/// Lease `id`, renewed by `renew` from `sent` on.
+fn renewing(
+    inner: &Arc<Inner>,
+    id: i64,
+    ttl: Duration,
+    sent: tokio::time::Instant,
+    renew: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>
+    + Send
+    + 'static,
+) -> Lease {
     let revoking = inner.clone();
-    let lease = renewed_lease(
+    renewed_lease(
         format!("{id:x}"),
         ttl,
         sent,
         &inner.closed,
         id,
-        crate::lock::renewer(inner.clone(), id),
+        renew,
         move || {
             let inner = revoking.clone();
             async move {
@@ -41,13 +90,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
                 }
             }
         },
-    );
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, lease.lost()));
-    Ok(lease)
+    )
 }
 
 /// The etcd lease ID of `lease`: `InvalidArgument` for another backend's lease, `LeaseLost`

@@ -798,6 +798,12 @@ impl Store for EtcdStore {
         lease::grant(&self.inner, ttl).await
     }
 
+    async fn attach_lease(&self, id: &str) -> Result<kv_core::Lease> {
+        self.inner.closed.check_open()?;
+        self.inner.capabilities.check_attach()?;
+        lease::attach(&self.inner, id).await
+    }
+
     async fn txn(&self, txn: kv_core::Txn) -> Result<Vec<TxnOpResult>> {
         let inner = &self.inner;
         inner.closed.check_open()?;

@@ -272,6 +272,11 @@ pub(crate) fn renewer(
             };
             match tokio::time::timeout(inner.timeout, renewal).await {
                 Ok(Ok(Some(response))) => Ok(response.ttl() > 0),
+                // The server no longer has the lease (revoked, expired): lost at once.
+                Ok(Err(e)) if e.to_string().contains("lease not found") => {
+                    *channel = None;
+                    Ok(false)
+                }
                 failed => {
                     *channel = None;
                     Err(match failed {

@@ -25,8 +25,37 @@ pub(crate) fn grant(namespace: &Arc<Namespace>, owner: u64, ttl: Duration) -> Re
         .state
         .write()
         .grant(ttl, owner, std::time::Instant::now())?;
+    Ok(renewing(namespace, id, ttl, lost, CancellationToken::new()))
+}
+
+/// Takes up lease `id` (granted by any handle of `namespace`), renewed until `stop` fires.
+pub(crate) fn attach(
+    namespace: &Arc<Namespace>,
+    id: &str,
+    stop: CancellationToken,
+) -> Result<Lease> {
+    let lost = || Error::LeaseLost { id: id.to_owned() };
+    let number: u64 = id.parse().map_err(|_| {
+        Error::invalid_argument(format!("{id:?} is not a lease ID of this store (a number)"))
+    })?;
+    let (ttl, token) = namespace
+        .state
+        .write()
+        .attach(number, std::time::Instant::now())?
+        .ok_or_else(lost)?;
+    // Its own `lost`, fired with the lease's: closing this handle must not tell the granter.
+    Ok(renewing(namespace, number, ttl, token.child_token(), stop))
+}
+
+/// Lease `id` of `namespace`, renewed in the background from now until `stop` fires.
+fn renewing(
+    namespace: &Arc<Namespace>,
+    id: u64,
+    ttl: Duration,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) -> Lease {
     namespace.wake_timers();
-    let stop = CancellationToken::new();
     let weak = Arc::downgrade(namespace);
     let renewing = weak.clone();
     namespace.spawn_renewal(kv_core::backend::keep_alive(
@@ -54,7 +83,7 @@ pub(crate) fn grant(namespace: &Arc<Namespace>, owner: u64, ttl: Duration) -> Re
         id,
         stop,
     };
-    Ok(Lease::new(id.to_string(), ttl, lost, ops))
+    Lease::new(id.to_string(), ttl, lost, ops)
 }
 
 /// The id of `lease` if it was granted on `namespace`; `InvalidArgument` otherwise.

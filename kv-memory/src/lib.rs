@@ -292,6 +292,13 @@ impl Store for MemoryStore {
         lease::grant(&self.namespace, self.id, ttl)
     }
 
+    async fn attach_lease(&self, id: &str) -> Result<Lease> {
+        self.closed.check_open()?;
+        self.namespace.capabilities.check_attach()?;
+        let lease = lease::attach(&self.namespace, id, self.closed.child_token())?;
+        Ok(kv_core::backend::lost_on_close(lease, &self.closed))
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         self.closed.check_open()?;
         let txn = txn.check(&self.namespace.capabilities)?;

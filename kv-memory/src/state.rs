@@ -337,6 +337,22 @@ impl State {
         Ok(true)
     }
 
+    /// Renews key lease `id` for a handle that takes it up: its TTL and `lost`, or `None` if
+    /// it has ended.
+    pub fn attach(
+        &mut self,
+        id: u64,
+        now: Instant,
+    ) -> Result<Option<(Duration, CancellationToken)>> {
+        if !self.renew_key_lease(id, now)? {
+            return Ok(None);
+        }
+        Ok(self
+            .key_leases
+            .get(&id)
+            .map(|lease| (lease.ttl, lease.lost.clone())))
+    }
+
     /// Ends key lease `id`: `lost` fires, then its keys are deleted (Delete events). False if
     /// it had already ended.
     pub fn revoke(&mut self, id: u64) -> Result<bool> {

@@ -4,17 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::backend::{Renewed, renewed_lease, upgraded};
+use kv_core::backend::{Renewed, lost_on_close, renewed_lease, upgraded};
 use kv_core::{Error, Lease, Result};
 
 use crate::{Inner, scripts};
 
 /// Renews (or revokes) lease `id`: true if it was still alive.
 async fn call(inner: &Inner, id: u64, action: &'static str) -> Result<bool> {
+    Ok(ttl_ms(inner, id, action).await? > 0)
+}
+
+/// Renews (or revokes) lease `id`: its TTL in ms if it was still alive (renewed), else 0.
+async fn ttl_ms(inner: &Inner, id: u64, action: &'static str) -> Result<u64> {
     let mut invocation = inner.writing(&scripts::LEASE);
     invocation.arg(id).arg(action);
-    let alive: i64 = inner.invoke(action, invocation).await?;
-    Ok(alive == 1)
+    inner.invoke(action, invocation).await
 }
 
 /// Grants a lease and keeps it alive until it is revoked, dropped or the handle closes.
@@ -23,7 +27,34 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     let mut invocation = inner.writing(&scripts::GRANT);
     invocation.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     let id: u64 = inner.invoke("grant", invocation).await?;
-    let lease = renewed_lease(
+    let lease = renewing(inner, id, ttl, sent);
+    inner
+        .leases
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((id, lease.lost()));
+    Ok(lease)
+}
+
+/// Takes up lease `id` of this namespace: renewed once now, then in the background; not
+/// revoked when this handle closes.
+pub(crate) async fn attach(inner: &Arc<Inner>, id: &str) -> Result<Lease> {
+    let number: u64 = id.parse().map_err(|_| {
+        Error::invalid_argument(format!("{id:?} is not a lease ID of this store (a number)"))
+    })?;
+    let sent = tokio::time::Instant::now();
+    match ttl_ms(inner, number, "renew").await? {
+        0 => Err(Error::LeaseLost { id: id.to_owned() }),
+        ms => Ok(lost_on_close(
+            renewing(inner, number, Duration::from_millis(ms), sent),
+            &inner.closed,
+        )),
+    }
+}
+
+/// Lease `id`, renewed from `sent` on.
+fn renewing(inner: &Arc<Inner>, id: u64, ttl: Duration, sent: tokio::time::Instant) -> Lease {
+    renewed_lease(
         id.to_string(),
         ttl,
         sent,
@@ -35,13 +66,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
         upgraded(Arc::downgrade(inner), (), move |inner| async move {
             revoke(&inner, id).await
         }),
-    );
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, lease.lost()));
-    Ok(lease)
+    )
 }
 
 /// The id of `lease` if it was granted in this namespace; `InvalidArgument` otherwise,

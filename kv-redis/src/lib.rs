@@ -519,6 +519,12 @@ impl Store for RedisStore {
         lease::grant(&self.inner, ttl).await
     }
 
+    async fn attach_lease(&self, id: &str) -> Result<kv_core::Lease> {
+        self.inner.closed.check_open()?;
+        self.inner.capabilities.check_attach()?;
+        lease::attach(&self.inner, id).await
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         self.inner.txn(txn).await
     }

@@ -317,6 +317,7 @@ impl RedisOptions {
             capabilities.max_txn_ops = 0;
             // Not yet: a lease would need its keys' Redis expiry moved together.
             capabilities.leases = false;
+            capabilities.attach_leases = false;
             native::Native::new(root.as_str(), self.db, poll.max(Duration::from_millis(1)))
         });
         let inner = Arc::new(Inner {

@@ -367,7 +367,8 @@ return id
 });
 
 /// ARGV[3] lease id, ARGV[4] `renew` or `revoke`. Renew: moves the expiry of the lease and of
-/// every key still bound to it one TTL from now; returns 1, or 0 if the lease has ended.
+/// every key still bound to it one TTL from now; returns the TTL in ms, or 0 if the lease has
+/// ended.
 /// Revoke: ends the lease and removes its keys (Delete records); returns 1, or 0 if it had
 /// ended.
 pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -389,7 +390,8 @@ if action == 'revoke' or not alive then
   redis.call('DEL', set)
   return alive and 1 or 0
 end
-local new = now_ms() + tonumber(redis.call('HGET', P .. ':lttl', id))
+local ttl = tonumber(redis.call('HGET', P .. ':lttl', id))
+local new = now_ms() + ttl
 redis.call('ZADD', leases, new, id)
 for _, k in ipairs(redis.call('SMEMBERS', set)) do
   if bound(k) then
@@ -401,7 +403,7 @@ for _, k in ipairs(redis.call('SMEMBERS', set)) do
     redis.call('SREM', set, k)
   end
 end
-return 1
+return ttl
 "#,
     )
 });

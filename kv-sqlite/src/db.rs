@@ -11,7 +11,8 @@
 //!   id in `kv_data.lease` and its expiry in `expires_at`, which each renewal moves for all of
 //!   them (so readers and the reaper treat them as TTL keys). `kv_data.lease` was added after
 //!   layout 1 shipped: opening adds it to older files.
-//! - `kv_meta(name, value)`: `floor` (the last revision trimmed from the log), `layout`.
+//! - `kv_meta(name, value)`: `floor` (the last revision trimmed from the log), `layout`,
+//!   `lease_seq` (the last lease ID handed out: IDs are never reused).
 //!
 //! The store-wide revision, which every version and fencing token comes from, is the log's last
 //! record: each revision is logged, and trimming always keeps the last `history` (≥ 1) records,
@@ -408,10 +409,26 @@ impl Writer<'_> {
     /// Grants a lease of `ttl_ms`; returns its id.
     pub fn grant(&mut self, ttl_ms: i64) -> Result<i64> {
         self.tx
-            .prepare_cached("INSERT INTO kv_leases(ttl_ms, expires_at) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute(params![ttl_ms, self.now.saturating_add(ttl_ms)]))
+            // IDs are never reused (rowids would be, after the newest lease ends): a stale ID
+            // held by another process must not name a new lease. `lease_seq` counts them.
+            .prepare_cached(
+                "INSERT INTO kv_meta VALUES ('lease_seq', 1 + max(0,
+                     coalesce((SELECT value FROM kv_meta WHERE name = 'lease_seq'), 0),
+                     coalesce((SELECT max(id) FROM kv_leases), 0)))
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut s| s.execute([]))
             .map_err(|e| self.err(e))?;
-        Ok(self.tx.last_insert_rowid())
+        let id: i64 = self
+            .tx
+            .prepare_cached("SELECT value FROM kv_meta WHERE name = 'lease_seq'")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        self.tx
+            .prepare_cached("INSERT INTO kv_leases(id, ttl_ms, expires_at) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![id, ttl_ms, self.now.saturating_add(ttl_ms)]))
+            .map_err(|e| self.err(e))?;
+        Ok(id)
     }
 
     /// The expiry of a live lease; `None` if it has ended.
@@ -442,6 +459,18 @@ impl Writer<'_> {
             .and_then(|mut s| s.execute(params![id, self.now]))
             .map_err(|e| self.err(e))?;
         Ok(true)
+    }
+
+    /// Renews a live lease for a handle that takes it up: its TTL in ms, or `None` if it has
+    /// ended.
+    pub fn attach(&mut self, id: i64) -> Result<Option<i64>> {
+        if !self.renew(id)? {
+            return Ok(None);
+        }
+        self.tx
+            .prepare_cached("SELECT ttl_ms FROM kv_leases WHERE id = ?1")
+            .and_then(|mut s| s.query_row(params![id], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
     }
 
     /// Ends a lease and removes its live keys (Delete records); false if it had ended.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::backend::{Renewed, renewed_lease, upgraded};
+use kv_core::backend::{Renewed, lost_on_close, renewed_lease, upgraded};
 use kv_core::{Error, Lease, Result};
 
 use crate::Inner;
@@ -15,7 +15,37 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     let sent = tokio::time::Instant::now();
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let id = inner.db.write("grant", move |w| w.grant(ttl_ms)).await?;
-    let lease = renewed_lease(
+    let lease = renewing(inner, id, ttl, sent);
+    inner
+        .leases
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((id, lease.lost()));
+    Ok(lease)
+}
+
+/// Takes up lease `id` of this database (granted by any process): renewed once now, then in
+/// the background; not revoked when this handle closes.
+pub(crate) async fn attach(inner: &Arc<Inner>, id: &str) -> Result<Lease> {
+    let number: i64 = id.parse().map_err(|_| {
+        Error::invalid_argument(format!("{id:?} is not a lease ID of this store (a number)"))
+    })?;
+    let sent = tokio::time::Instant::now();
+    let ttl_ms = inner
+        .db
+        .write("attach a lease", move |w| w.attach(number))
+        .await?
+        .ok_or_else(|| Error::LeaseLost { id: id.to_owned() })?;
+    let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+    Ok(lost_on_close(
+        renewing(inner, number, ttl, sent),
+        &inner.closed,
+    ))
+}
+
+/// Lease `id`, renewed from `sent` on.
+fn renewing(inner: &Arc<Inner>, id: i64, ttl: Duration, sent: tokio::time::Instant) -> Lease {
+    renewed_lease(
         id.to_string(),
         ttl,
         sent,
@@ -28,13 +58,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
         upgraded(Arc::downgrade(inner), (), move |inner| async move {
             revoke(&inner, id).await
         }),
-    );
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, lease.lost()));
-    Ok(lease)
+    )
 }
 
 /// The id of `lease` if it was granted on this database; `InvalidArgument` otherwise,

@@ -546,6 +546,12 @@ impl Store for ZooKeeperStore {
         lease::grant(&self.inner, ttl).await
     }
 
+    async fn attach_lease(&self, _id: &str) -> Result<kv_core::Lease> {
+        self.inner.closed.check_open()?;
+        self.inner.capabilities.check_attach()?;
+        Err(self.inner.capabilities.unsupported("attach_leases"))
+    }
+
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         self.inner.closed.check_open()?;
         let txn = txn.check(&self.inner.capabilities)?;

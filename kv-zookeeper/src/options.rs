@@ -204,6 +204,9 @@ impl ZooKeeperOptions {
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.max_txn_ops = MAX_TXN_OPS;
+        // A lease is a session; taking it up elsewhere needs the session's password, which
+        // a lease ID would then carry in the open.
+        capabilities.attach_leases = false;
         capabilities.ttl = Some(TtlSupport {
             min: Duration::from_millis(1),
             granularity: Duration::from_millis(1),
@@ -216,6 +219,7 @@ impl ZooKeeperOptions {
             capabilities.max_txn_ops = 0;
             // Not yet: a key's own node cannot turn ephemeral.
             capabilities.leases = false;
+            capabilities.attach_leases = false;
         }
         Ok(ZooKeeperStore {
             inner: Arc::new(Inner {

@@ -52,24 +52,24 @@ pub use kv_core::{
 
 // Each backend's own API, for configuring a store in code instead of a URL (typed options, TLS
 // from PEM bytes, a client of your own): `kv::etcd::EtcdOptions::new([...]).connect()`.
-/// The etcd backend: [`etcd::EtcdOptions`], [`etcd::EtcdStore::with_client`].
-#[cfg(feature = "etcd")]
-pub use kv_etcd as etcd;
 /// The Consul backend: [`consul::ConsulOptions`], [`consul::ConsulStore::with_client`].
 #[cfg(feature = "consul")]
 pub use kv_consul as consul;
+/// The etcd backend: [`etcd::EtcdOptions`], [`etcd::EtcdStore::with_client`].
+#[cfg(feature = "etcd")]
+pub use kv_etcd as etcd;
 /// The in-memory reference backend.
 #[cfg(feature = "memory")]
 pub use kv_memory as memory;
 /// The Redis backend: [`redis::RedisOptions`] (also over a `redis::Client` of your own).
 #[cfg(feature = "redis")]
 pub use kv_redis as redis;
-/// The embedded SQLite backend: [`sqlite::SqliteOptions`].
-#[cfg(feature = "sqlite")]
-pub use kv_sqlite as sqlite;
 /// The embedded sled backend: [`sled::SledOptions`].
 #[cfg(feature = "sled")]
 pub use kv_sled as sled;
+/// The embedded SQLite backend: [`sqlite::SqliteOptions`].
+#[cfg(feature = "sqlite")]
+pub use kv_sqlite as sqlite;
 /// The ZooKeeper backend: [`zookeeper::ZooKeeperOptions`].
 #[cfg(feature = "zookeeper")]
 pub use kv_zookeeper as zookeeper;

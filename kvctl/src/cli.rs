@@ -156,9 +156,10 @@ pub enum Command {
 
     /// Put keys bound to a lease and keep it alive while a command runs (or until Ctrl-C or
     /// SIGTERM), then revoke it: the keys go at once, or one TTL after kvctl dies. Exit code
-    /// 4 if the lease is lost. Service registration for scripts.
+    /// 4 if the lease is lost. Service registration for scripts. Or, as etcdctl does, manage a
+    /// lease by its ID across commands: `grant`, `put --lease ID`, `keepalive`, `revoke`.
     #[command(
-        after_help = "Examples:\n  kvctl lease services/api/node-1=10.0.0.1:8080 -- ./serve.sh\n  kvctl lease --ttl 5s services/api/node-1=10.0.0.1:8080    # until Ctrl-C"
+        after_help = "Examples:\n  kvctl lease services/api/node-1=10.0.0.1:8080 -- ./serve.sh\n  kvctl lease --ttl 5s services/api/node-1=10.0.0.1:8080    # until Ctrl-C\n  id=$(kvctl lease grant --ttl 30s); kvctl put --lease \"$id\" services/api/node-1 10.0.0.1:8080\n  kvctl lease keepalive \"$id\" &    # renews until stopped\n  kvctl lease revoke \"$id\"         # its keys go at once"
     )]
     Lease(LeaseArgs),
 
@@ -202,7 +203,11 @@ pub enum Command {
 
 /// `lease`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct LeaseArgs {
+    /// Manage a lease by its ID instead.
+    #[command(subcommand)]
+    pub action: Option<LeaseAction>,
     /// The keys to hold, as KEY=VALUE.
     #[arg(required = true, value_name = "KEY=VALUE")]
     pub keys: Vec<String>,
@@ -212,6 +217,32 @@ pub struct LeaseArgs {
     /// The command to run while the keys are held, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `lease grant|keepalive|revoke`: a lease by its ID, across kvctl runs.
+#[derive(Debug, Subcommand)]
+pub enum LeaseAction {
+    /// Grant a lease and print its ID. Nothing renews it: it ends (deleting the keys put with
+    /// it) one TTL later unless `lease keepalive ID` runs.
+    Grant {
+        /// The lease's TTL (a bare number is seconds).
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        ttl: Duration,
+    },
+    /// Renew lease ID until Ctrl-C or SIGTERM (or while a command runs, with KV_LEASE_ID
+    /// set); the lease then lives one more TTL. Exit code 4 if it is lost, 1 if it had ended.
+    Keepalive {
+        /// The lease's ID, as `lease grant` printed it.
+        id: String,
+        /// The command to run while renewing, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Revoke lease ID: the keys put with it are deleted at once. Exit code 1 if it had ended.
+    Revoke {
+        /// The lease's ID.
+        id: String,
+    },
 }
 
 /// `elect`.
@@ -251,6 +282,9 @@ pub struct PutArgs {
     /// Expire the key after this long (e.g. 500ms, 30s, 5m; a bare number is seconds).
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
+    /// Bind the key to lease ID (from `kvctl lease grant`): it goes when the lease ends.
+    #[arg(long, value_name = "ID", conflicts_with = "ttl")]
+    pub lease: Option<String>,
 }
 
 /// `cas`.

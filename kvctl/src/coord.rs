@@ -7,12 +7,34 @@ use futures::StreamExt;
 use kv::{Election, PutOptions, Store};
 use serde_json::json;
 
-use crate::cli::{ElectArgs, LeaseArgs};
+use crate::cli::{ElectArgs, LeaseAction, LeaseArgs};
 use crate::lock::{Held, hold};
 use crate::output::{Failure, Printer, code};
 
-/// Puts the keys with a lease, holds it, revokes it.
-pub async fn lease(store: &dyn Store, args: LeaseArgs) -> Result<u8, Failure> {
+/// Puts the keys with a lease, holds it, revokes it; or runs `lease grant|keepalive|revoke`.
+pub async fn lease(store: &dyn Store, out: &Printer, args: LeaseArgs) -> Result<u8, Failure> {
+    match args.action {
+        Some(LeaseAction::Grant { ttl }) => {
+            let lease = store.grant(ttl).await.map_err(Failure::write)?;
+            let ttl_ms = u64::try_from(lease.ttl().as_millis()).unwrap_or(u64::MAX);
+            out.emit(json!({"id": lease.id(), "ttl_ms": ttl_ms}), || {
+                lease.id().to_owned()
+            });
+            // Left to run out by itself: `main` does not close the handle after a grant
+            // (closing revokes the handle's leases), and nothing renews it from here on.
+            return Ok(0);
+        }
+        Some(LeaseAction::Keepalive { id, command }) => {
+            return keepalive(store, &id, &command).await;
+        }
+        Some(LeaseAction::Revoke { id }) => {
+            let lease = store.attach_lease(&id).await.map_err(lease_failure)?;
+            lease.revoke().await.map_err(Failure::write)?;
+            out.emit(json!({"id": id, "revoked": true}), || "revoked".into());
+            return Ok(0);
+        }
+        None => {}
+    }
     let pairs = args
         .keys
         .iter()
@@ -47,6 +69,31 @@ pub async fn lease(store: &dyn Store, args: LeaseArgs) -> Result<u8, Failure> {
             code::LOCK_LOST,
             format!("lease {} was lost {what}; its keys may be gone", lease.id()),
         )),
+    }
+}
+
+/// Renews lease `id` until a signal (or while `command` runs); the lease is not revoked.
+async fn keepalive(store: &dyn Store, id: &str, command: &[String]) -> Result<u8, Failure> {
+    let lease = store.attach_lease(id).await.map_err(lease_failure)?;
+    eprintln!("kvctl: renewing lease {id} (TTL {:?})", lease.ttl());
+    let env = [("KV_LEASE_ID", id.to_owned())];
+    match hold(command, &env, lease.lost()).await? {
+        Held::Exited(status) => Ok(status),
+        Held::Lost(what) => Err(Failure::new(
+            code::LOCK_LOST,
+            format!("lease {id} was lost {what}; its keys may be gone"),
+        )),
+    }
+}
+
+/// A lease that cannot be taken up: one that ended is "not found" (exit 1).
+pub fn lease_failure(error: kv::Error) -> Failure {
+    match error {
+        kv::Error::LeaseLost { id } => Failure::new(
+            code::NOT_FOUND,
+            format!("lease {id}: not found (revoked or expired)"),
+        ),
+        other => Failure::from(other),
     }
 }
 

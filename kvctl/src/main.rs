@@ -93,7 +93,18 @@ async fn run(cli: Cli, format: Output) -> Result<u8, Failure> {
             .await
             .map_err(|e| busy_hint(&parsed, e))?
     };
+    // A granted lease outlives this kvctl: closing the handle would revoke it.
+    let granting = matches!(
+        &cli.command,
+        Command::Lease(cli::LeaseArgs {
+            action: Some(cli::LeaseAction::Grant { .. }),
+            ..
+        })
+    );
     let status = execute(cli.command, &store, &printer).await;
+    if granting {
+        return status;
+    }
     // Flush what an embedded store buffered, whatever the outcome.
     let closed = store.close().await;
     let status = status?;
@@ -228,7 +239,7 @@ async fn execute(command: Command, shared: &Arc<dyn Store>, out: &Printer) -> Re
         Command::Txn => txn::run(store, out).await,
         Command::Watch(args) => watch(store, out, args).await,
         Command::Lock(args) => lock::run(store, args).await,
-        Command::Lease(args) => coord::lease(store, args).await,
+        Command::Lease(args) => coord::lease(store, out, args).await,
         Command::Elect(args) => coord::elect(shared.clone(), out, args).await,
         Command::Export { prefix } => transfer::export(store, out, &prefix).await,
         Command::Import => transfer::import(store, out).await,
@@ -260,9 +271,15 @@ async fn put(store: &dyn Store, out: &Printer, args: PutArgs) -> Result<u8, Fail
             value
         }
     };
-    let options = args
-        .ttl
-        .map_or_else(PutOptions::default, |ttl| PutOptions::default().ttl(ttl));
+    let lease = match &args.lease {
+        Some(id) => Some(store.attach_lease(id).await.map_err(coord::lease_failure)?),
+        None => None,
+    };
+    let options = match (args.ttl, &lease) {
+        (Some(ttl), _) => PutOptions::default().ttl(ttl),
+        (None, Some(lease)) => PutOptions::default().lease(lease),
+        (None, None) => PutOptions::default(),
+    };
     let version = store
         .put(&args.key, &value, options)
         .await

@@ -263,6 +263,35 @@ fn lease_holds_keys_while_the_command_runs() {
     kv.expect(&["lease", "novalue"], 2);
 }
 
+/// etcdctl's lease verbs across kvctl processes: `grant` prints an ID that outlives it,
+/// `put --lease` binds keys, `keepalive` renews (here while a command runs), and the keys go
+/// once nothing renews; `revoke` deletes at once; an ended lease is exit 1, a bad ID exit 2.
+#[test]
+fn lease_ids_work_across_kvctl_processes() {
+    let kv = Kvctl::embedded();
+    let id = kv.expect(&["lease", "grant", "--ttl", "2s"], 0);
+    let id = id.trim();
+    kv.expect(&["put", "--lease", id, "svc/a", "1"], 0);
+    // Past the TTL while `keepalive` renews: the key stays.
+    kv.expect(&["lease", "keepalive", id, "--", "sleep", "3"], 0);
+    assert_eq!(kv.expect(&["get", "svc/a"], 0), "1");
+    // Nothing renews it now: it goes one TTL later.
+    std::thread::sleep(Duration::from_millis(2600));
+    kv.expect(&["get", "svc/a"], 1);
+    kv.expect(&["lease", "keepalive", id], 1);
+    kv.expect(&["put", "--lease", id, "svc/b", "1"], 1);
+    kv.expect(&["put", "--lease", "not-a-number", "svc/b", "1"], 2);
+
+    let id = kv.expect(&["lease", "grant", "--ttl", "60s"], 0);
+    let id = id.trim();
+    kv.expect(&["put", "--lease", id, "svc/c", "1"], 0);
+    assert_eq!(kv.expect(&["lease", "revoke", id], 0), "revoked\n");
+    kv.expect(&["get", "svc/c"], 1);
+    kv.expect(&["lease", "revoke", id], 1);
+    let json = kv.expect(&["-o", "json", "lease", "grant", "--ttl", "5s"], 0);
+    assert_eq!(json_lines(&json)[0]["ttl_ms"], 5000);
+}
+
 #[test]
 fn elect_observes_and_holds_the_office_across_processes() {
     let kv = Kvctl::embedded();

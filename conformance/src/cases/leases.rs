@@ -148,6 +148,100 @@ pub async fn lease_keys_go_when_the_holder_stops(ctx: Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// Another handle takes a lease up by its ID (`attach_lease`; `kvctl lease keepalive ID` does
+/// it from another process): renewed there, it keeps the keys alive after the granter stopped
+/// renewing, and it can put keys; closing that handle fires its `lost` but revokes nothing;
+/// a revoke through any attached copy ends the lease for everyone. An ended lease's ID is
+/// `LeaseLost` and never names a later lease; an ID that cannot be one is `InvalidArgument`
+/// (or `LeaseLost`).
+pub async fn a_lease_is_taken_up_by_id(ctx: Ctx) -> Outcome {
+    let store = ctx.store();
+    if let Some(outcome) = gated(store).await {
+        return outcome;
+    }
+    if !store.capabilities().attach_leases {
+        assert_err!(
+            store.attach_lease("1").await,
+            Error::Unsupported {
+                capability: "attach_leases",
+                ..
+            },
+            "attach without attach_leases"
+        );
+        return Outcome::Gated("attach_leases");
+    }
+    let ttl = lease_ttl(store);
+    let granter = ctx.another().await;
+    let lease = granter.grant(ttl).await.unwrap();
+    granter
+        .put("svc/a", b"1", PutOptions::default().lease(&lease))
+        .await
+        .unwrap();
+    let keeper = ctx.another().await;
+    let kept = keeper.attach_lease(lease.id()).await.unwrap();
+    assert_eq!(kept.id(), lease.id());
+    assert!(
+        kept.ttl() >= lease.ttl(),
+        "the attached lease's TTL {:?} is the lease's {:?}",
+        kept.ttl(),
+        lease.ttl()
+    );
+    let id = lease.id().to_owned();
+    drop(lease);
+    // Past the point where the keys would go without renewal (Consul: up to twice late).
+    tokio::time::sleep(ttl * 2 + ttl / 2).await;
+    assert!(!kept.is_lost(), "the attached lease is renewed");
+    assert!(
+        store.exists("svc/a").await.unwrap(),
+        "the attached lease keeps the keys alive after the granter stopped renewing"
+    );
+    keeper
+        .put("svc/b", b"2", PutOptions::default().lease(&kept))
+        .await
+        .unwrap();
+    keeper.close().await.unwrap();
+    tokio::time::timeout(PATIENCE, kept.lost().cancelled())
+        .await
+        .expect("closing the attaching handle fires lost()");
+    assert!(
+        store.exists("svc/a").await.unwrap() && store.exists("svc/b").await.unwrap(),
+        "closing the attaching handle revokes nothing"
+    );
+
+    let again = store.attach_lease(&id).await.unwrap();
+    let mut watch = store
+        .watch_tree("svc", WatchOptions::default().synced())
+        .await
+        .unwrap();
+    while next_event(&mut watch, "the initial state").await.kind != EventKind::Synced {}
+    again.revoke().await.unwrap();
+    let mut deleted = [
+        next_event(&mut watch, "the revoke's first delete").await,
+        next_event(&mut watch, "the revoke's second delete").await,
+    ];
+    deleted.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_delete(&deleted[0], "svc/a");
+    assert_delete(&deleted[1], "svc/b");
+    assert_err!(
+        store.attach_lease(&id).await,
+        Error::LeaseLost { .. },
+        "attaching a revoked lease"
+    );
+    let fresh = store.grant(ttl).await.unwrap();
+    assert_ne!(
+        fresh.id(),
+        id,
+        "a new lease reuses the ID of one that ended"
+    );
+    fresh.revoke().await.unwrap();
+    assert_err!(
+        store.attach_lease("no such lease/../x").await,
+        Error::InvalidArgument { .. } | Error::LeaseLost { .. },
+        "attaching what cannot be a lease ID"
+    );
+    Outcome::Passed
+}
+
 /// An election on any store with leases: one leader at a time; a second candidate waits and
 /// is elected when the first resigns; observers see each leader; leaders' versions increase;
 /// the resigned leader's `lost()` fires.

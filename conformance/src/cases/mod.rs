@@ -54,6 +54,7 @@ macro_rules! __with_cases {
             watch::watch_since_resumes_from_history
             leases::lease_keys_live_until_revoked
             leases::lease_keys_go_when_the_holder_stops
+            leases::a_lease_is_taken_up_by_id
             leases::election_has_one_leader_at_a_time
             leases::limiter_admits_at_most_n
             locks::lock_excludes_under_contention
