@@ -215,6 +215,14 @@ impl<T: fmt::Debug + Send + Sync + 'static> Renewed<T> {
     }
 }
 
+/// A numeric lease ID (memory, Redis, SQLite) for `Store::attach_lease`; `InvalidArgument`
+/// when `id` is not one.
+pub fn lease_number<T: std::str::FromStr>(id: &str) -> Result<T> {
+    id.parse().map_err(|_| {
+        Error::invalid_argument(format!("{id:?} is not a lease ID of this store (a number)"))
+    })
+}
+
 /// For a lease taken up by a handle that did not grant it (`Store::attach_lease`): closing
 /// the handle stops renewing it without revoking it, so its `lost` fires then (nothing
 /// guarantees it any more). Returns the lease.

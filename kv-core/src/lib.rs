@@ -36,7 +36,9 @@ mod watch_view;
 /// shared lease keep-alive and retries, lock and lease handles, checked transactions. Users of
 /// stores never need it; the `kv` facade re-exports it only as `kv::backend`.
 pub mod backend {
-    pub use crate::grant::{LeaseOps, Renewed, lost_on_close, renewed_lease, upgraded};
+    pub use crate::grant::{
+        LeaseOps, Renewed, lease_number, lost_on_close, renewed_lease, upgraded,
+    };
     pub use crate::handle::HandleState;
     pub use crate::key::{LOCK_AREA, check_outside_lock_area};
     pub use crate::lease::{keep_alive, lease_deadline, safety_margin};

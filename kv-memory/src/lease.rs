@@ -35,9 +35,7 @@ pub(crate) fn attach(
     stop: CancellationToken,
 ) -> Result<Lease> {
     let lost = || Error::LeaseLost { id: id.to_owned() };
-    let number: u64 = id.parse().map_err(|_| {
-        Error::invalid_argument(format!("{id:?} is not a lease ID of this store (a number)"))
-    })?;
+    let number: u64 = kv_core::backend::lease_number(id)?;
     let (ttl, token) = namespace
         .state
         .write()

@@ -27,9 +27,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
 /// Takes up lease `id` of this database (granted by any process): renewed once now, then in
 /// the background; not revoked when this handle closes.
 pub(crate) async fn attach(inner: &Arc<Inner>, id: &str) -> Result<Lease> {
-    let number: i64 = id.parse().map_err(|_| {
-        Error::invalid_argument(format!("{id:?} is not a lease ID of this store (a number)"))
-    })?;
+    let number: i64 = kv_core::backend::lease_number(id)?;
     let sent = tokio::time::Instant::now();
     let ttl_ms = inner
         .db
