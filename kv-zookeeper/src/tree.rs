@@ -10,9 +10,12 @@ use crate::layout::{VALUE, now_ms};
 use crate::value::Node;
 use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
-/// Reads per multi-read request: values can be large, and ZooKeeper refuses an answer beyond
-/// its `jute.maxbuffer`.
-const READ_BATCH: usize = 64;
+/// Request bytes per multi-read: the server refuses a *request* over its `jute.maxbuffer`
+/// (1 MiB by default; paths can be 1 KiB each). Answers have no such limit (a 6 MB answer was
+/// read fine), and every batch is sent at once, so smaller batches would not hold less in
+/// memory — only cost more requests: ZooKeeper's per-request work made 64-read batches list
+/// at 0.39–0.46× raw, against 0.51–0.60× with 256 (same run).
+const READ_BATCH_BYTES: usize = 256 * 1024;
 /// Deletes per multi-write request; a subtree within one is removed atomically.
 const DELETE_BATCH: usize = 2_000;
 
@@ -66,7 +69,7 @@ enum Read<'a> {
     Data(&'a str),
 }
 
-/// Runs reads as multi-reads of [`READ_BATCH`] operations, all batches sent at once (the
+/// Runs reads as multi-reads of up to [`READ_BATCH_BYTES`] of request, all sent at once (the
 /// client sends in call order; one round trip, not one per batch); one result per read.
 async fn read_batched(
     inner: &Inner,
@@ -74,15 +77,26 @@ async fn read_batched(
     reads: &[Read<'_>],
 ) -> Result<Vec<zk::MultiReadResult>> {
     let mut pending = Vec::new();
-    for batch in reads.chunks(READ_BATCH) {
-        let mut reader = client.new_multi_reader();
-        for read in batch {
-            match read {
-                Read::Children(path) => reader.add_get_children(path),
-                Read::Data(path) => reader.add_get_data(path),
-            }
-            .map_err(|e| map_error("list", e))?;
+    let mut reader = client.new_multi_reader();
+    let mut bytes = 0;
+    for read in reads {
+        let path = match read {
+            Read::Children(path) | Read::Data(path) => path,
+        };
+        // A path and an operation header.
+        let size = path.len() + 16;
+        if bytes > 0 && bytes + size > READ_BATCH_BYTES {
+            pending.push(std::mem::replace(&mut reader, client.new_multi_reader()).commit());
+            bytes = 0;
         }
+        bytes += size;
+        match read {
+            Read::Children(path) => reader.add_get_children(path),
+            Read::Data(path) => reader.add_get_data(path),
+        }
+        .map_err(|e| map_error("list", e))?;
+    }
+    if bytes > 0 {
         pending.push(reader.commit());
     }
     let answers = timed_raw(
