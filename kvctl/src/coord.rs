@@ -15,6 +15,17 @@ use crate::output::{Failure, Printer, code};
 pub async fn lease(store: &dyn Store, out: &Printer, args: LeaseArgs) -> Result<u8, Failure> {
     match args.action {
         Some(LeaseAction::Grant { ttl }) => {
+            let caps = store.capabilities();
+            if !caps.attach_leases || matches!(caps.backend, "memory" | "sled") {
+                return Err(Failure::new(
+                    code::USAGE,
+                    format!(
+                        "a {} lease cannot be used by another kvctl (its ID cannot be taken up \
+                         elsewhere); hold keys with `kvctl lease KEY=VALUE... -- COMMAND` instead",
+                        caps.backend
+                    ),
+                ));
+            }
             let lease = store.grant(ttl).await.map_err(Failure::write)?;
             let ttl_ms = u64::try_from(lease.ttl().as_millis()).unwrap_or(u64::MAX);
             out.emit(json!({"id": lease.id(), "ttl_ms": ttl_ms}), || {

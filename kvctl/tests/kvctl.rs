@@ -290,6 +290,10 @@ fn lease_ids_work_across_kvctl_processes() {
     kv.expect(&["lease", "revoke", id], 1);
     let json = kv.expect(&["-o", "json", "lease", "grant", "--ttl", "5s"], 0);
     assert_eq!(json_lines(&json)[0]["ttl_ms"], 5000);
+    // A lease that lives in one process is refused, with what to do instead.
+    let output = Kvctl::memory().run(&["lease", "grant"]);
+    assert_status(&output, 2, &["lease", "grant"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("kvctl lease KEY=VALUE"));
 }
 
 #[test]
