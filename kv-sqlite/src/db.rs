@@ -568,13 +568,15 @@ pub fn read_covered(
     conn: &Connection,
     prefix: &str,
     now: i64,
-) -> rusqlite::Result<Vec<(String, Vec<u8>, u64)>> {
+) -> rusqlite::Result<Vec<kv_core::KvPair>> {
+    // The pair built from the row as it is (the key borrowed from SQLite's buffer): one
+    // allocation each for key and value, the most a `KvPair` needs.
     let row = |r: &rusqlite::Row<'_>| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-        ))
+        Ok(kv_core::KvPair {
+            key: kv_core::Key::from_normalized(r.get_ref(0)?.as_str()?),
+            value: bytes::Bytes::from(r.get::<_, Vec<u8>>(1)?),
+            version: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        })
     };
     if prefix.is_empty() {
         let mut statement = conn.prepare_cached(

@@ -536,16 +536,7 @@ impl Store for SqliteStore {
         self.inner
             .db
             .run(move |conn| {
-                let pairs =
-                    read_covered(conn, &prefix, now_ms()).map_err(|e| db::sql_error("list", e))?;
-                Ok(pairs
-                    .into_iter()
-                    .map(|(key, value, version)| KvPair {
-                        key: Key::from_normalized(&key),
-                        value: Bytes::from(value),
-                        version,
-                    })
-                    .collect())
+                read_covered(conn, &prefix, now_ms()).map_err(|e| db::sql_error("list", e))
             })
             .await
     }
@@ -558,9 +549,10 @@ impl Store for SqliteStore {
                 let keys = read_covered(conn, &prefix, now_ms())
                     .map_err(|e| db::sql_error("list_children", e))?;
                 let mut children: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-                for (key, _, _) in keys {
+                for pair in keys {
+                    let key = pair.key.as_str();
                     let rest = if prefix.is_empty() {
-                        key.as_str()
+                        key
                     } else if key == prefix {
                         continue;
                     } else {

@@ -45,7 +45,11 @@ pub(crate) async fn open(
             } else {
                 read_key(&tx, &owned, now).map(|found| {
                     found
-                        .map(|(value, version)| (owned.clone(), value, version))
+                        .map(|(value, version)| kv_core::KvPair {
+                            key: Key::from_normalized(&owned),
+                            value: Bytes::from(value),
+                            version,
+                        })
                         .into_iter()
                         .collect()
                 })
@@ -53,11 +57,11 @@ pub(crate) async fn open(
             .map_err(|e| db::sql_error("watch", e))?;
             let events = pairs
                 .into_iter()
-                .map(|(key, value, version)| WatchEvent {
+                .map(|pair| WatchEvent {
                     kind: EventKind::Put,
-                    key: Key::from_normalized(&key),
-                    value: Bytes::from(value),
-                    version,
+                    key: pair.key,
+                    value: pair.value,
+                    version: pair.version,
                 })
                 .collect();
             Ok((events, revision))
