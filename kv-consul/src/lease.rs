@@ -18,7 +18,7 @@ use crate::api::SessionSpec;
 /// session_ttl_min)`, as for TTL keys and locks, and `lost()` counts one session TTL down.
 pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     let session_ttl = inner.session_ttl(ttl);
-    let sent = tokio::time::Instant::now();
+    let sent = Instant::now();
     let session = inner
         .api
         .create_session(&SessionSpec {
@@ -49,7 +49,7 @@ pub(crate) async fn attach(inner: &Arc<Inner>, id: &str) -> Result<Lease> {
             "{id:?} is not a Consul session ID (a UUID)"
         )));
     }
-    let sent = tokio::time::Instant::now();
+    let sent = Instant::now();
     let session_ttl = inner
         .api
         .renew_session_ttl(id)

@@ -138,8 +138,8 @@ impl<T: fmt::Debug> fmt::Debug for Renewed<T> {
 
 /// A granted lease kept alive by `renew` (`Ok(false)`: the server no longer holds it) every
 /// third of `ttl` from `sent` (when the grant was sent), until revoked (`revoke`, then `lost`
-/// fires), every clone is dropped, or `closed` fires. Returns the lease and its `lost` token
-/// (for the handle's list of leases to revoke on close).
+/// fires), every clone is dropped, or `closed` fires. The backend keeps `lease.lost()` in its
+/// handle's list of leases to revoke on close.
 pub fn renewed_lease<T, R, RF, V, VF>(
     id: String,
     ttl: Duration,

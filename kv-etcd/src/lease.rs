@@ -60,9 +60,7 @@ fn renewing(
     id: i64,
     ttl: Duration,
     sent: tokio::time::Instant,
-    renew: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>
-    + Send
-    + 'static,
+    renew: impl FnMut() -> crate::lock::Renewal + Send + 'static,
 ) -> Lease {
     let revoking = inner.clone();
     renewed_lease(
@@ -85,7 +83,7 @@ fn renewing(
                     .await
                 {
                     // Already expired or revoked: its keys are gone.
-                    Err(Error::Backend(e)) if e.to_string().contains("lease not found") => Ok(()),
+                    Err(Error::Backend(e)) if crate::lock::lease_gone(&e) => Ok(()),
                     revoked => revoked.map(drop),
                 }
             }

@@ -249,14 +249,17 @@ async fn keep_alive(
     kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, renewer(inner, lease)).await;
 }
 
+/// One renewal per call (`Ok(false)`: the lease is gone), as [`renewer`] makes them.
+pub(crate) type Renewal = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>;
+
+/// True if etcd's message says it no longer has the lease (revoked or expired).
+pub(crate) fn lease_gone(error: &impl std::fmt::Display) -> bool {
+    error.to_string().contains("lease not found")
+}
+
 /// One renewal of `lease` per call, on a keep-alive stream opened at the first call and
 /// reopened after a failure: `Ok(false)` once etcd says the lease is gone.
-pub(crate) fn renewer(
-    inner: Arc<Inner>,
-    lease: i64,
-) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send>>
-+ Send
-+ 'static {
+pub(crate) fn renewer(inner: Arc<Inner>, lease: i64) -> impl FnMut() -> Renewal + Send + 'static {
     let channel = Arc::new(tokio::sync::Mutex::new(None));
     move || {
         let (inner, channel) = (inner.clone(), channel.clone());
@@ -273,7 +276,7 @@ pub(crate) fn renewer(
             match tokio::time::timeout(inner.timeout, renewal).await {
                 Ok(Ok(Some(response))) => Ok(response.ttl() > 0),
                 // The server no longer has the lease (revoked, expired): lost at once.
-                Ok(Err(e)) if e.to_string().contains("lease not found") => {
+                Ok(Err(e)) if lease_gone(&e) => {
                     *channel = None;
                     Ok(false)
                 }

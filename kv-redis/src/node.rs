@@ -79,9 +79,7 @@ impl Connector {
     /// Connects to the data node `host:port` within `within`.
     pub async fn node(&self, (host, port): (String, u16), within: Duration) -> Result<Node> {
         let client = self.client(&host, port, self.settings.clone())?;
-        let mut node = self.node_of(client, within).await?;
-        node.address = (host, port);
-        Ok(node)
+        self.node_of(client, within).await
     }
 
     /// Connects to the data node of `client` within `within`.

@@ -408,21 +408,18 @@ impl Writer<'_> {
 
     /// Grants a lease of `ttl_ms`; returns its id.
     pub fn grant(&mut self, ttl_ms: i64) -> Result<i64> {
-        self.tx
+        let id = self
+            .tx
             // IDs are never reused (rowids would be, after the newest lease ends): a stale ID
             // held by another process must not name a new lease. `lease_seq` counts them.
             .prepare_cached(
-                "INSERT INTO kv_meta VALUES ('lease_seq', 1 + max(0,
+                "INSERT INTO kv_meta VALUES ('lease_seq', 1 + max(
                      coalesce((SELECT value FROM kv_meta WHERE name = 'lease_seq'), 0),
                      coalesce((SELECT max(id) FROM kv_leases), 0)))
-                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value
+                 RETURNING value",
             )
-            .and_then(|mut s| s.execute([]))
-            .map_err(|e| self.err(e))?;
-        let id: i64 = self
-            .tx
-            .prepare_cached("SELECT value FROM kv_meta WHERE name = 'lease_seq'")
-            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
             .map_err(|e| self.err(e))?;
         self.tx
             .prepare_cached("INSERT INTO kv_leases(id, ttl_ms, expires_at) VALUES (?1, ?2, ?3)")
