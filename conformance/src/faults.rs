@@ -813,8 +813,7 @@ pub fn own_server(launcher: &dyn crate::servers::Launcher) -> Option<crate::serv
         return None;
     }
     Some(
-        launcher
-            .start()
+        crate::servers::with_port_retries(|| launcher.start())
             .unwrap_or_else(|e| panic!("no {kind} server for the fault tests: {e}")),
     )
 }

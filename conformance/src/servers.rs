@@ -238,12 +238,27 @@ fn skipped(kind: &str) -> bool {
         .is_ok_and(|list| list.split(',').any(|k| k.trim().eq_ignore_ascii_case(kind)))
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after), never
+/// one this process was given before: the kernel may hand a just-released port out again, and
+/// a server given the same port for two of its listeners fails to start (seen: a Consul agent
+/// with its HTTP and Serf WAN ports equal).
 pub fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    Err(format!(
+        "no free port on 127.0.0.1 that this process was not given already ({} given)",
+        given.len()
+    ))
 }
 
 /// Finds `binary` on `PATH`, or says how to install it.
@@ -1140,6 +1155,14 @@ impl Launcher for ZooKeeperProcess {
 #[cfg(test)]
 mod port_tests {
     use super::*;
+
+    #[test]
+    fn a_port_is_never_given_twice() {
+        // 2,000 draws from the kernel's ~28,000 ephemeral ports repeat one almost surely.
+        let ports: Vec<u16> = (0..2000).map(|_| free_port().unwrap()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 
     #[test]
     fn a_port_clash_is_retried_with_new_ports_then_given_up() {
