@@ -74,12 +74,17 @@ local function state(k, with_value)
   return cur
 end
 local function id(rev, seq) return string.format('%d-%d', rev, seq) end
--- The log keeps at least HIST records. It is trimmed in batches (up to 128 records, an eighth
--- of HIST at most), so most writes pay one XLEN, and XTRIM frees whole stream nodes where
--- XDEL of the first record one at a time left them to be scanned.
 local function log(rev, seq, k, kind, v)
+  redis.call('XADD', P .. ':log', id(rev, seq), 'k', k, 't', kind, 'v', v)
+end
+-- The log keeps at least HIST records. Its length is checked once every TRIM_EVERY revisions
+-- (whichever call took the revision, so no pattern of writes and lock tokens escapes it), not
+-- on every write; it is trimmed in batches (up to 128 records, an eighth of HIST at most), and
+-- XTRIM frees whole stream nodes where XDEL of the first record one at a time left them to be
+-- scanned.
+local TRIM_EVERY = 32
+local function trim()
   local stream = P .. ':log'
-  redis.call('XADD', stream, id(rev, seq), 'k', k, 't', kind, 'v', v)
   local extra = redis.call('XLEN', stream) - HIST
   if extra > 0 and extra >= math.min(128, math.floor(HIST / 8)) then
     local trimmed = redis.call('XRANGE', stream, '-', '+', 'COUNT', extra)
@@ -95,6 +100,7 @@ local function next_rev()
     local t = redis.call('TIME')
     redis.call('SET', P .. ':epoch', t[1] .. '.' .. t[2])
   end
+  if rev % TRIM_EVERY == 0 then trim() end
   return rev
 end
 -- Removes k's value; `cur`, its state if known, spares the expiry set a value without a TTL.

@@ -248,6 +248,51 @@ async fn native_watches_poll_where_config_is_disabled() {
     assert_eq!((seen[0].0, seen[0].1.as_str()), (EventKind::Put, "app"));
 }
 
+/// The log's length is checked every so many revisions, whichever call took them: a loop that
+/// takes a lock (a revision for its token) before each write, so that every write lands on an
+/// odd revision and every even one is a token, still has its log trimmed.
+#[tokio::test]
+async fn the_log_is_trimmed_whatever_takes_the_revisions() {
+    if skipped() {
+        return;
+    }
+    let server = RedisProcess.start().unwrap();
+    let store = RedisStore::open(&format!("{}?root=trim&history=16", server.url))
+        .await
+        .unwrap();
+    store.put("k", b"first", PutOptions::default()).await.unwrap();
+    let mut versions = Vec::new();
+    for i in 0..200u32 {
+        let lock = store
+            .new_lock("guard", kv_core::LockOptions::default())
+            .await
+            .unwrap();
+        let guard = lock.try_acquire().await.unwrap().expect("nobody else locks");
+        versions.push(
+            store
+                .put("k", i.to_string().as_bytes(), PutOptions::default())
+                .await
+                .unwrap(),
+        );
+        guard.release().await.unwrap();
+    }
+    assert!(
+        versions.iter().all(|v| v % 2 == 1),
+        "each write follows a lock token: {versions:?}"
+    );
+    let length = conformance::native::redis_cli(&server.url, &["XLEN", "kv{trim}:log"]);
+    let length: u64 = String::from_utf8_lossy(&length)
+        .trim()
+        .trim_start_matches("(integer) ")
+        .parse()
+        .unwrap();
+    // 16 kept, plus at most one check interval's records (32 revisions, 16 of them writes).
+    assert!(
+        (16..=48).contains(&length),
+        "201 writes with history=16 left {length} records"
+    );
+}
+
 /// The change log is trimmed in batches but keeps at least `history` records, and the trimmed
 /// point it reports is exact: `since` just below it is `Compacted`, `since` at it resumes with
 /// every later change.
