@@ -342,7 +342,8 @@ impl Inner {
             };
             if transient {
                 // Best effort: if no Sentinel answers, the next attempt says so.
-                let _ = self.follow(&node, &budget).await;
+                // Boxed: the rare path would otherwise make every call's future kilobytes big.
+                let _ = Box::pin(self.follow(&node, &budget)).await;
             }
             if transient && (!write || nothing_applied) && budget.pause().await {
                 continue;
