@@ -263,8 +263,8 @@ impl Inner {
         key: &str,
         with_value: bool,
     ) -> Result<(Option<Vec<u8>>, Option<u64>)> {
-        let mut read = redis::cmd("HMGET");
-        read.arg(format!("{}:d:{key}", self.prefix));
+        let mut read = redis::Cmd::with_capacity(5, self.prefix.len() + key.len() + 24);
+        read.arg("HMGET").arg(format!("{}:d:{key}", self.prefix));
         if with_value {
             read.arg("v");
         }
@@ -412,9 +412,11 @@ impl Store for RedisStore {
             return self.inner.native_get(key).await;
         }
         let (value, version) = self.inner.point_read("get", key, true).await?;
-        version
-            .map(|version| pair(key, value.unwrap_or_default(), version))
-            .transpose()
+        Ok(version.map(|version| KvPair {
+            key: Key::from_normalized(key),
+            value: Bytes::from(value.unwrap_or_default()),
+            version,
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {

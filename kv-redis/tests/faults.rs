@@ -260,14 +260,21 @@ async fn the_log_is_trimmed_whatever_takes_the_revisions() {
     let store = RedisStore::open(&format!("{}?root=trim&history=16", server.url))
         .await
         .unwrap();
-    store.put("k", b"first", PutOptions::default()).await.unwrap();
+    store
+        .put("k", b"first", PutOptions::default())
+        .await
+        .unwrap();
     let mut versions = Vec::new();
     for i in 0..200u32 {
         let lock = store
             .new_lock("guard", kv_core::LockOptions::default())
             .await
             .unwrap();
-        let guard = lock.try_acquire().await.unwrap().expect("nobody else locks");
+        let guard = lock
+            .try_acquire()
+            .await
+            .unwrap()
+            .expect("nobody else locks");
         versions.push(
             store
                 .put("k", i.to_string().as_bytes(), PutOptions::default())
