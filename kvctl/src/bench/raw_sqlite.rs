@@ -7,7 +7,7 @@
 //! | put | `INSERT … ON CONFLICT DO UPDATE` | `BEGIN IMMEDIATE`, reap expired, read the version, bump the revision, upsert, append to the log, trim, `COMMIT` |
 //! | get | `SELECT value` | `SELECT value, version` with the expiry check |
 //! | exists | `SELECT 1` | the same with the expiry check |
-//! | list | range `SELECT` | the same with the expiry check |
+//! | list | range `SELECT`, the rows returned to the caller | the same with the expiry check |
 //! | delete | `DELETE` | a write transaction as for put, with a Delete record |
 //! | cas | `UPDATE … WHERE version = ?` | a write transaction as for put, with the version check |
 
@@ -142,9 +142,11 @@ impl Target for RawSqlite {
                     r.get::<_, i64>(2)?,
                 ))
             })?;
-            Ok(rows.count())
+            // Handed to the caller, as kv's list hands its pairs (and freed there).
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
         .await
+        .map(|rows| rows.len())
     }
 
     async fn delete(&self, key: &str) -> OpResult<()> {
