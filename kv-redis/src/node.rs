@@ -203,32 +203,30 @@ async fn is_primary(conn: &mut ConnectionManager) -> Result<bool> {
     Ok(matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master"))
 }
 
-/// A script call being put together: the script and its arguments, and whether it writes.
+/// A script call being put together: the script, its `EVALSHA` command with the arguments
+/// written straight into it (sent as it is, again after a `NOSCRIPT`), and whether it writes.
 pub(crate) struct Call<'a> {
     script: &'a Script,
-    args: Vec<Vec<u8>>,
+    evalsha: Cmd,
     write: bool,
 }
 
 impl<'a> Call<'a> {
     pub fn new(script: &'a Script, write: bool) -> Call<'a> {
+        // Room for a point write's arguments (a larger value grows it once).
+        let mut evalsha = Cmd::with_capacity(12, 256);
+        evalsha.arg("EVALSHA").arg(script.get_hash()).arg(0);
         Call {
             script,
-            args: Vec::new(),
+            evalsha,
             write,
         }
     }
 
     /// Adds an argument.
     pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        self.args.extend(arg.to_redis_args());
+        self.evalsha.arg(arg);
         self
-    }
-
-    fn evalsha(&self) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash()).arg(0).arg(&self.args);
-        cmd
     }
 }
 
@@ -258,14 +256,14 @@ impl Inner {
                 let send = |mut conn: ConnectionManager| async move {
                     let Some(replicas) = wait else {
                         return call
-                            .evalsha()
+                            .evalsha
                             .query_async::<T>(&mut conn)
                             .await
                             .map(|v| (v, 0));
                     };
                     let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
                     redis::pipe()
-                        .add_command(call.evalsha())
+                        .add_command(call.evalsha.clone())
                         .cmd("WAIT")
                         .arg(replicas)
                         .arg(ms)
