@@ -457,7 +457,7 @@ impl Store for ZooKeeperStore {
             .read("get", || async {
                 let client = self.inner.client().await?;
                 let caught_up = self.inner.catch_up(&client);
-                let state = self.inner.read_key(&client, key).await?;
+                let state = self.inner.read_value(&client, key).await?;
                 caught_up.await?;
                 Ok(state.live().map(|node| KvPair {
                     key: Key::from_normalized(key),
@@ -482,7 +482,7 @@ impl Store for ZooKeeperStore {
             .read("exists", || async {
                 let client = self.inner.client().await?;
                 let caught_up = self.inner.catch_up(&client);
-                let live = self.inner.read_key(&client, key).await?.live().is_some();
+                let live = self.inner.read_value(&client, key).await?.live().is_some();
                 caught_up.await?;
                 Ok(live)
             })

@@ -64,6 +64,16 @@ pub(crate) enum Removal {
 impl Inner {
     /// Reads a key's directory and both value nodes in one round trip.
     pub async fn read_key(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
+        self.read_nodes(client, key, true).await
+    }
+
+    /// Reads both value nodes of a key (not its directory, which a point read does not need)
+    /// in one round trip.
+    pub async fn read_value(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
+        self.read_nodes(client, key, false).await
+    }
+
+    async fn read_nodes(&self, client: &zk::Client, key: &str, with_dir: bool) -> Result<KeyState> {
         if self.layout.native() {
             return self.read_node(client, key).await;
         }
@@ -72,8 +82,9 @@ impl Inner {
             self.layout.value(key, false),
             self.layout.value(key, true),
         ];
+        let first = usize::from(!with_dir);
         let mut reader = client.new_multi_reader();
-        for path in &paths {
+        for path in &paths[first..] {
             reader.add_get_data(path).map_err(|e| map_error("get", e))?;
         }
         let results = match timed_raw("get", self.timeout, reader.commit()).await? {
@@ -84,7 +95,8 @@ impl Inner {
             dir: None,
             nodes: Vec::new(),
         };
-        for (index, (path, result)) in paths.into_iter().zip(results).enumerate() {
+        let asked = paths.into_iter().enumerate().skip(first);
+        for ((index, path), result) in asked.zip(results) {
             match result {
                 zk::MultiReadResult::Data { stat, .. } if index == 0 => state.dir = Some(stat),
                 zk::MultiReadResult::Data { data, stat } => state.nodes.push(Node {
