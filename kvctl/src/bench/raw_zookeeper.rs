@@ -3,7 +3,7 @@
 //! | op | raw (this file) | kv-zookeeper |
 //! |---|---|---|
 //! | put | `setData` (`create` with parents the first time) | `setData` of the key's `=` node |
-//! | get | `getData` | multi-read: directory, `=` and `=t` nodes |
+//! | get | `getData` | multi-read: the `=` and `=t` nodes |
 //! | exists | `exists` | the same multi-read |
 //! | list | `getChildren` + one multi-read of the children's data | a multi-read per tree level + one for the values |
 //! | delete | `delete` | multi-read, then `delete` of the value node, then prune empty directories |
