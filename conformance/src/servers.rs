@@ -472,6 +472,9 @@ fn etcd_args(name: &str, dir: &Path, client: u16, peer: u16, initial: &str) -> V
         initial.to_owned(),
         "--log-level".to_owned(),
         "warn".to_owned(),
+        // The v2 API as well (kv speaks v3 only): scripts/bench-libkv sets kv beside Go libkv,
+        // whose etcd store speaks v2, on the same server.
+        "--enable-v2=true".to_owned(),
     ]
 }
 
