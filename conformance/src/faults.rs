@@ -265,6 +265,54 @@ pub async fn a_write_during_a_partition(
     )
 }
 
+/// A write that reached the server and was applied, whose answer was lost because the
+/// connection was reset on its way back: the error must not say that nothing was applied
+/// (`is_outcome_unknown()`), since it was. `proxied` reaches the server through `proxy`, whose
+/// every chunk of traffic is delayed by `delay` (longer than it takes `direct` to see the
+/// write: its answer is still in the proxy then); the connections are reset as soon as
+/// `direct` reads the written value. Returns the error. Panics with the broken rule.
+pub async fn a_write_whose_answer_is_lost(
+    proxied: &dyn Store,
+    direct: &dyn Store,
+    proxy: &FaultProxy,
+    delay: Duration,
+) -> String {
+    let key = "faults/answer-lost";
+    proxied
+        .put(key, b"before", PutOptions::default())
+        .await
+        .expect("put before the fault");
+    proxy.delay(delay);
+    let write = proxied.put(key, b"during", PutOptions::default());
+    let reset = async {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(pair)) = direct.get(key).await
+                && pair.value == "during"
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        proxy.drop_connections();
+        proxy.heal();
+    };
+    let (result, ()) = tokio::join!(write, reset);
+    let error = result.expect_err("the answer was reset on its way: the write cannot succeed");
+    let stored = direct.get(key).await.expect("read back directly");
+    assert_eq!(
+        stored.map(|p| p.value),
+        Some(bytes::Bytes::from_static(b"during")),
+        "the server never applied the write (nothing tested): {error:?}"
+    );
+    assert!(
+        error.is_outcome_unknown(),
+        "the write was applied, yet its error says the outcome is known (nothing applied): \
+         {error:?}"
+    );
+    format!("{error}")
+}
+
 /// Runs [`a_watch_through_a_partition`] twice against a server at `server_url` (stores opened
 /// as in [`lock_faults`]): a partition of `hold`, then a shorter one whose connections are
 /// reset (the client reconnects). Prints the outcomes.
@@ -368,7 +416,11 @@ pub const WATCH_LIVENESS: Duration = Duration::from_secs(17);
 
 /// A proxy in front of the server at `server_url`, a store opened directly and one through the
 /// proxy (`open(url + suffix)` each).
-async fn proxied_stores<S, F, Fut>(server_url: &str, suffix: &str, open: &F) -> (FaultProxy, S, S)
+pub async fn proxied_stores<S, F, Fut>(
+    server_url: &str,
+    suffix: &str,
+    open: &F,
+) -> (FaultProxy, S, S)
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = kv_core::Result<S>>,

@@ -475,6 +475,9 @@ fn etcd_args(name: &str, dir: &Path, client: u16, peer: u16, initial: &str) -> V
         // The v2 API as well (kv speaks v3 only): scripts/bench-libkv sets kv beside Go libkv,
         // whose etcd store speaks v2, on the same server.
         "--enable-v2=true".to_owned(),
+        // Where a test enables authentication, tokens expire after 2 idle seconds (5 minutes
+        // by default), so that a client's renewal of its token can be tested.
+        "--auth-token-ttl=2".to_owned(),
     ]
 }
 

@@ -45,10 +45,10 @@ pub(crate) async fn attach(inner: &Arc<Inner>, id: &str) -> Result<Lease> {
     let granted = inner
         .call(
             "lease time-to-live",
-            inner.client().lease_client().time_to_live(number, None),
+            inner.client().lease_time_to_live(number),
         )
         .await?
-        .granted_ttl();
+        .granted_ttl;
     let ttl = Duration::from_secs(u64::try_from(granted).map_err(|_| lost())?);
     let lease = renewing(inner, number, ttl, sent, renew);
     Ok(lost_on_close(lease, &inner.closed))
@@ -79,7 +79,7 @@ fn renewing(
                     .unwrap_or_else(|p| p.into_inner())
                     .retain(|(held, _)| *held != id);
                 match inner
-                    .call("lease revoke", inner.client().lease_client().revoke(id))
+                    .call("lease revoke", inner.client().lease_revoke(id))
                     .await
                 {
                     // Already expired or revoked: its keys are gone.

@@ -1,4 +1,5 @@
-//! The etcd v3 backend of **kv** (etcd 3.4 and later), on `etcd-client`.
+//! The etcd v3 backend of **kv** (etcd 3.4 and later), on its own gRPC client ([`proto`]: the
+//! code generated from etcd's `.proto` files, committed, so building needs no `protoc`).
 //!
 //! - URL: `etcd://[user:password@]host:2379[,host:2379...][/root]?timeout=5s`. Every kv key
 //!   lives under the root (`app/...`; with no root, the etcd key is the kv key: `a/b`;
@@ -15,12 +16,14 @@
 //!   the lock key's create revision; subtree locks are one transaction comparing the ancestors'
 //!   subtree locks and the whole range of locks below.
 
+mod client;
 mod layout;
 mod lease;
 mod lock;
 mod options;
 mod watch;
 
+pub use client::pb as proto;
 pub use options::EtcdOptions;
 
 use std::fmt;
@@ -29,10 +32,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue,
-    PutOptions as EtcdPut, Txn, TxnOp, TxnOpResponse,
+use client::pb::etcdserverpb::{
+    Compare, RangeRequest, ResponseHeader, ResponseOp, compare::CompareResult, request_op,
+    response_op,
 };
+use client::pb::mvccpb::KeyValue;
+use client::{Client, ConnectOptions};
 use kv_core::backend::{HandleState, TxnOp as KvTxnOp};
 use kv_core::{
     CancellationToken, Capabilities, Child, Condition, Error, Key, KvPair, Lock, LockOptions,
@@ -82,26 +87,28 @@ impl EtcdStore {
         EtcdOptions::from_url(url)?.connect().await
     }
 
-    /// A store over an etcd client you configured yourself (TLS from PEM bytes, your own
-    /// interceptors or channel): keys under `root` (a prefix; `""` for the whole keyspace, as
-    /// `etcd://host` without a root), calls limited to `timeout`. Fails, as `open` does, when
-    /// the cluster does not answer.
+    /// A store over a tonic channel you configured yourself (TLS from PEM bytes, your own
+    /// connector, proxy or load balancing): keys under `root` (a prefix; `""` for the whole
+    /// keyspace, as `etcd://host` without a root), calls limited to `timeout`. No
+    /// authentication is added. Fails, as `open` does, when the cluster does not answer.
     ///
     /// ```no_run
     /// # async fn demo() -> kv_core::Result<()> {
-    /// let client = etcd_client::Client::connect(["http://127.0.0.1:2379"], None)
-    ///     .await
-    ///     .map_err(|e| kv_core::Error::Backend(Box::new(e)))?;
-    /// let store = kv_etcd::EtcdStore::with_client(client, "app", kv_etcd::DEFAULT_TIMEOUT).await?;
+    /// let channel = tonic::transport::Channel::from_static("http://127.0.0.1:2379").connect_lazy();
+    /// let store = kv_etcd::EtcdStore::with_channel(channel, "app", kv_etcd::DEFAULT_TIMEOUT).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn with_client(client: Client, root: &str, timeout: Duration) -> Result<EtcdStore> {
+    pub async fn with_channel(
+        channel: tonic::transport::Channel,
+        root: &str,
+        timeout: Duration,
+    ) -> Result<EtcdStore> {
         let root = kv_core::Prefix::parse(root)?;
         let members = Members {
-            clients: vec![client],
+            clients: vec![Client::over(channel)],
             preferred: std::sync::atomic::AtomicUsize::new(0),
         };
-        let shown = format!("etcd (a client given, root {:?})", root.as_str());
+        let shown = format!("etcd (a channel given, root {:?})", root.as_str());
         Self::over(members, Layout::new(root.as_str(), false), timeout, shown).await
     }
 
@@ -144,15 +151,20 @@ impl Inner {
     }
 
     /// Runs one etcd call (built on [`Inner::client`]) with the store's timeout, mapping its
-    /// errors. A call that fails for want of an answer moves later calls to the next member; it
-    /// is not retried itself (a write's outcome would be unknown).
+    /// errors as a write's ([`map_write_error`]: a call that may have been applied is never
+    /// `Unavailable`). A call that fails for want of an answer moves later calls to the next
+    /// member; it is not retried itself (a write's outcome would be unknown).
     pub async fn call<T>(
         &self,
         operation: &'static str,
-        call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+        call: impl Future<Output = std::result::Result<T, tonic::Status>>,
     ) -> Result<T> {
         let (member, _) = self.members.pick();
-        let result = self.within(operation, self.timeout, call).await;
+        let result = self
+            .within(operation, self.timeout, call, |status| {
+                map_write_error(operation, status)
+            })
+            .await;
         if result.as_ref().is_err_and(Error::is_retryable) {
             self.members.failed(member);
         }
@@ -165,10 +177,11 @@ impl Inner {
         &self,
         operation: &'static str,
         budget: Duration,
-        call: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+        call: impl Future<Output = std::result::Result<T, tonic::Status>>,
+        map: impl FnOnce(tonic::Status) -> Error,
     ) -> Result<T> {
         match tokio::time::timeout(budget, call).await {
-            Ok(result) => result.map_err(|e| map_error(e).timed_out_as(operation, self.timeout)),
+            Ok(result) => result.map_err(|e| map(e).timed_out_as(operation, self.timeout)),
             Err(_) => Err(Error::Timeout {
                 operation,
                 after: self.timeout,
@@ -182,7 +195,7 @@ impl Inner {
     pub async fn read<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T>
     where
         F: Fn(Client) -> Fut,
-        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+        Fut: Future<Output = std::result::Result<T, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let members = self.members.len();
@@ -192,7 +205,10 @@ impl Inner {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let last = attempt >= members;
             let budget = if last { remaining } else { remaining / 2 };
-            let error = match self.within(operation, budget, call(client)).await {
+            let error = match self
+                .within(operation, budget, call(client), map_error)
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
@@ -218,25 +234,22 @@ impl Inner {
         let mut start = range.start.clone();
         let mut revision = revision;
         loop {
-            let mut options = GetOptions::new()
-                .with_range(range.end.clone())
-                .with_limit(PAGE)
-                .with_revision(revision);
-            if keys_only {
-                options = options.with_keys_only();
-            }
-            let mut response = self
+            let request = RangeRequest {
+                keys_only,
+                ..client::range(start.clone(), range.end.clone(), PAGE, revision)
+            };
+            let response = self
                 .read("list", |client| {
-                    let (start, options) = (start.clone(), options.clone());
-                    async move { client.kv_client().get(start, Some(options)).await }
+                    let request = request.clone();
+                    async move { client.range(request).await }
                 })
                 .await?;
             if revision == 0 {
-                revision = response.header().map_or(0, |h| h.revision());
+                revision = revision_in(response.header.as_ref());
             }
-            let more = response.more();
-            let page = response.take_kvs();
-            let last = page.last().map(|kv| kv.key().to_vec());
+            let more = response.more;
+            let page = response.kvs;
+            let last = page.last().map(|kv| kv.key.clone());
             kvs.extend(page);
             match (more, last) {
                 (true, Some(mut last)) => {
@@ -265,12 +278,11 @@ impl Inner {
     /// The pair of an etcd key-value, if it is one of this store's keys (its value moved, not
     /// copied).
     pub fn pair(&self, kv: KeyValue) -> Option<KvPair> {
-        let version = u64::try_from(kv.mod_revision()).ok()?;
-        let key = Key::from_normalized(self.layout.kv_key(kv.key())?);
-        let (_, value) = kv.into_key_value();
+        let version = u64::try_from(kv.mod_revision).ok()?;
+        let key = Key::from_normalized(self.layout.kv_key(&kv.key)?);
         Some(KvPair {
             key,
-            value: Bytes::from(value),
+            value: Bytes::from(kv.value),
             version,
         })
     }
@@ -289,28 +301,34 @@ impl Inner {
             pairs.extend(kvs.into_iter().filter_map(|kv| self.pair(kv)));
             return Ok((pairs, revision));
         }
-        let page = GetOptions::new()
-            .with_range(below.end.clone())
-            .with_limit(PAGE);
-        let txn = Txn::new().and_then([
-            TxnOp::get(self.layout.data_key(prefix), None),
-            TxnOp::get(below.start.clone(), Some(page)),
-        ]);
+        let txn = client::txn(
+            Vec::new(),
+            [
+                request_op::Request::RequestRange(client::get(self.layout.data_key(prefix))),
+                request_op::Request::RequestRange(client::range(
+                    below.start.clone(),
+                    below.end.clone(),
+                    PAGE,
+                    0,
+                )),
+            ],
+            [],
+        );
         let response = self
             .read("list", |client| {
                 let txn = txn.clone();
-                async move { client.kv_client().txn(txn).await }
+                async move { client.txn(txn).await }
             })
             .await?;
-        let revision = response.header().map_or(0, |h| h.revision());
+        let revision = revision_in(response.header.as_ref());
         let mut pairs = Vec::new();
         let mut more = None;
-        for answer in response.op_responses() {
-            if let TxnOpResponse::Get(mut get) = answer {
-                if get.more() {
-                    more = get.kvs().last().map(|kv| [kv.key(), b"\0"].concat());
+        for answer in response.responses {
+            if let Some(response_op::Response::ResponseRange(get)) = answer.response {
+                if get.more {
+                    more = get.kvs.last().map(|kv| [&kv.key[..], b"\0"].concat());
                 }
-                pairs.extend(get.take_kvs().into_iter().filter_map(|kv| self.pair(kv)));
+                pairs.extend(get.kvs.into_iter().filter_map(|kv| self.pair(kv)));
             }
         }
         if let Some(start) = more {
@@ -323,27 +341,26 @@ impl Inner {
 
     /// The pair of the prefix key itself at `revision`, if it is one.
     async fn own_pair(&self, prefix: &str, revision: i64) -> Result<Option<KvPair>> {
-        let mut own = self
+        let own = self
             .read("list", |client| {
-                let key = self.layout.data_key(prefix);
-                let options = GetOptions::new().with_revision(revision);
-                async move { client.kv_client().get(key, Some(options)).await }
+                let request = RangeRequest {
+                    revision,
+                    ..client::get(self.layout.data_key(prefix))
+                };
+                async move { client.range(request).await }
             })
             .await?;
-        Ok(own.take_kvs().into_iter().find_map(|kv| self.pair(kv)))
+        Ok(own.kvs.into_iter().find_map(|kv| self.pair(kv)))
     }
 
     /// Grants a lease; returns its id and the TTL etcd granted (whole seconds, at least one).
     pub async fn grant_lease(&self, ttl: Duration) -> Result<(i64, Duration)> {
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = self
-            .call(
-                "lease grant",
-                self.client().lease_client().grant(seconds, None),
-            )
+            .call("lease grant", self.client().lease_grant(seconds))
             .await?;
-        let granted = u64::try_from(lease.ttl()).unwrap_or(0);
-        Ok((lease.id(), Duration::from_secs(granted)))
+        let granted = u64::try_from(lease.ttl).unwrap_or(0);
+        Ok((lease.id, Duration::from_secs(granted)))
     }
 
     async fn write(
@@ -356,49 +373,43 @@ impl Inner {
         let key = self.key(key)?;
         self.capabilities.check_value(value.len())?;
         let ttl = self.capabilities.check_put(options)?;
-        let mut put = EtcdPut::new();
+        let mut lease = 0;
         if let Some(ttl) = ttl {
-            put = put.with_lease(self.grant_lease(ttl).await?.0);
+            lease = self.grant_lease(ttl).await?.0;
         }
-        if let Some(lease) = &options.lease {
-            put = put.with_lease(lease::id_of(lease)?);
+        if let Some(given) = &options.lease {
+            lease = lease::id_of(given)?;
         }
         let etcd_key = self.layout.data_key(key);
-        if precondition.is_none() {
-            // A plain put needs no transaction.
-            let response = self
-                .call(
-                    "put",
-                    self.client().kv_client().put(etcd_key, value, Some(put)),
-                )
-                .await?;
-            return revision_of(response.header());
-        }
+        let put = client::put(etcd_key.clone(), value, lease);
         let compare = match precondition {
-            None => None,
-            Some(Precondition::MustNotExist) => Some(Compare::create_revision(
+            // A plain put needs no transaction.
+            None => {
+                let response = self.call("put", self.client().put(put)).await?;
+                return revision_of(response.header.as_ref());
+            }
+            Some(Precondition::MustNotExist) => {
+                client::create_revision(etcd_key.clone(), CompareResult::Equal, 0)
+            }
+            Some(Precondition::Version(v)) => client::mod_revision(
                 etcd_key.clone(),
-                CompareOp::Equal,
-                0,
-            )),
-            Some(Precondition::Version(v)) => Some(Compare::mod_revision(
-                etcd_key.clone(),
-                CompareOp::Equal,
+                CompareResult::Equal,
                 i64::try_from(v).unwrap_or(i64::MAX),
-            )),
+            ),
         };
-        let txn = Txn::new()
-            .when(compare.into_iter().collect::<Vec<_>>())
-            .and_then([TxnOp::put(etcd_key.clone(), value.to_vec(), Some(put))])
-            .or_else([TxnOp::get(etcd_key, None)]);
-        let response = self.call("put", self.client().kv_client().txn(txn)).await?;
-        if !response.succeeded() {
+        let txn = client::txn(
+            vec![compare],
+            [request_op::Request::RequestPut(put)],
+            [request_op::Request::RequestRange(client::get(etcd_key))],
+        );
+        let response = self.call("put", self.client().txn(txn)).await?;
+        if !response.succeeded {
             return Err(Error::conflict(
                 key,
-                conflict_reason(precondition, &response.op_responses()),
+                conflict_reason(precondition, &response.responses),
             ));
         }
-        revision_of(response.header())
+        revision_of(response.header.as_ref())
     }
 }
 
@@ -420,16 +431,12 @@ impl Members {
         within: Duration,
     ) -> Result<Members> {
         let attempts = endpoints.iter().map(|endpoint| async move {
-            tokio::time::timeout(
-                within,
-                Client::connect([endpoint.as_str()], Some(options.clone())),
-            )
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: "connect",
-                after: within,
-            })?
-            .map_err(map_error)
+            tokio::time::timeout(within, Client::connect(endpoint, options))
+                .await
+                .map_err(|_| Error::Timeout {
+                    operation: "connect",
+                    after: within,
+                })?
         });
         let mut clients = Vec::new();
         let mut last_error = None;
@@ -457,7 +464,7 @@ impl Members {
     /// if none answers within `within`.
     async fn prefer_first_answering(&self, within: Duration) -> Result<()> {
         let asks = self.clients.iter().enumerate().map(|(index, client)| {
-            let mut client = client.clone();
+            let client = client.clone();
             Box::pin(async move { client.status().await.map(|_| index) })
         });
         match tokio::time::timeout(within, futures::future::select_ok(asks)).await {
@@ -499,20 +506,43 @@ impl Members {
 fn compare(key: String, condition: &Condition) -> Compare {
     let revision = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     match condition {
-        Condition::Missing => Compare::create_revision(key, CompareOp::Equal, 0),
-        Condition::Exists => Compare::create_revision(key, CompareOp::Greater, 0),
+        Condition::Missing => client::create_revision(key, CompareResult::Equal, 0),
+        Condition::Exists => client::create_revision(key, CompareResult::Greater, 0),
         // A missing key's mod_revision is 0: version 0 must match nothing.
-        Condition::Version(0) => Compare::mod_revision(key, CompareOp::Less, 0),
-        Condition::Version(v) => Compare::mod_revision(key, CompareOp::Equal, revision(*v)),
+        Condition::Version(0) => client::mod_revision(key, CompareResult::Less, 0),
+        Condition::Version(v) => client::mod_revision(key, CompareResult::Equal, revision(*v)),
         // etcd fails a value comparison on a missing key.
-        Condition::Value(value) => Compare::value(key, CompareOp::Equal, value.to_vec()),
+        Condition::Value(value) => client::value_is(key, value.to_vec()),
     }
 }
 
+/// The key-values read by the range requests among a transaction's answers, one entry each.
+fn ranges_read(responses: Vec<ResponseOp>) -> impl Iterator<Item = Vec<KeyValue>> {
+    responses
+        .into_iter()
+        .filter_map(|answer| match answer.response {
+            Some(response_op::Response::ResponseRange(range)) => Some(range.kvs),
+            _ => None,
+        })
+}
+
+/// Keys deleted by the delete requests among a transaction's answers.
+fn deleted_in(responses: &[ResponseOp]) -> i64 {
+    responses
+        .iter()
+        .map(|answer| match &answer.response {
+            Some(response_op::Response::ResponseDeleteRange(d)) => d.deleted,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// What a failed precondition found.
-fn conflict_reason(precondition: Option<Precondition>, responses: &[TxnOpResponse]) -> String {
-    let current = responses.iter().find_map(|r| match r {
-        TxnOpResponse::Get(get) => get.kvs().first().map(KeyValue::mod_revision),
+fn conflict_reason(precondition: Option<Precondition>, responses: &[ResponseOp]) -> String {
+    let current = responses.iter().find_map(|r| match &r.response {
+        Some(response_op::Response::ResponseRange(get)) => {
+            get.kvs.first().map(|kv| kv.mod_revision)
+        }
         _ => None,
     });
     match (precondition, current) {
@@ -527,51 +557,75 @@ fn conflict_reason(precondition: Option<Precondition>, responses: &[TxnOpRespons
     }
 }
 
-pub(crate) fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Result<u64> {
+pub(crate) fn revision_of(header: Option<&ResponseHeader>) -> Result<u64> {
     header
-        .and_then(|h| u64::try_from(h.revision()).ok())
+        .and_then(|h| u64::try_from(h.revision).ok())
         .ok_or_else(|| Error::Backend("etcd answered without a revision".into()))
 }
 
-/// Maps etcd-client errors to kv errors.
-pub(crate) fn map_error(error: etcd_client::Error) -> Error {
-    use etcd_client::Error as E;
+/// The revision in a response's header (0 if it has none).
+pub(crate) fn revision_in(header: Option<&ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision)
+}
+
+/// Maps the status of a failed write (any call that may change etcd's state) to a kv error:
+/// `Unavailable` only when etcd cannot have applied it — the connection was never made, or
+/// etcd had no leader to propose it to (etcd's own client retries writes on these alone);
+/// the other failures of a sent request (the connection reset or its pings unanswered, a
+/// leader change, etcd's own "request timed out") are [`Error::OutcomeUnknown`].
+pub(crate) fn map_write_error(operation: &'static str, status: tonic::Status) -> Error {
     use tonic::Code;
-    match error {
-        E::GRpcStatus(status) => match status.code() {
-            Code::Unauthenticated | Code::PermissionDenied => Error::Auth {
-                message: status.message().to_owned(),
-            },
-            // etcd reports bad credentials as InvalidArgument.
-            Code::InvalidArgument if status.message().contains("authentication failed") => {
-                Error::Auth {
-                    message: status.message().to_owned(),
-                }
-            }
-            // tonic's own request timeout (the connection's `timeout`) ends a call with
-            // Cancelled, "Timeout expired": the request was sent, its outcome is unknown.
-            Code::DeadlineExceeded => Error::Timeout {
-                operation: "etcd request",
-                after: Duration::ZERO,
-            },
-            Code::Cancelled if status.message().contains("Timeout expired") => Error::Timeout {
-                operation: "etcd request",
-                after: Duration::ZERO,
-            },
-            Code::Unavailable | Code::Cancelled | Code::Aborted | Code::Unknown => {
-                Error::unavailable(
-                    format!("etcd: {}", status.message()),
-                    Some(Box::new(status)),
-                )
-            }
-            _ => Error::Backend(Box::new(status)),
-        },
-        E::TransportError(e) => {
-            Error::unavailable(format!("cannot reach etcd: {e}"), Some(Box::new(e)))
+    let message = status.message();
+    let ambiguous = match status.code() {
+        Code::Unavailable if message.starts_with("etcdserver:") => {
+            message != "etcdserver: no leader"
         }
-        E::IoError(e) => Error::unavailable(format!("cannot reach etcd: {e}"), Some(Box::new(e))),
-        E::InvalidArgs(reason) if reason.contains("authenticat") => Error::Auth { message: reason },
-        other => Error::Backend(Box::new(other)),
+        // tonic's status for a connection that could not be made ("tcp connect error", a
+        // refused connection): the request never left. Any other: it may have.
+        Code::Unavailable => !(message.contains("connect") || message.contains("refused")),
+        // A connection that broke under the call.
+        Code::Unknown | Code::Aborted => true,
+        // tonic's own request timeout ("Timeout expired") is a Timeout: unknown too.
+        Code::Cancelled => !message.contains("Timeout expired"),
+        _ => false,
+    };
+    if ambiguous {
+        return Error::OutcomeUnknown {
+            operation,
+            reason: format!("etcd: {message}"),
+        };
+    }
+    map_error(status)
+}
+
+/// Maps the gRPC status of a failed etcd call to a kv error.
+pub(crate) fn map_error(status: tonic::Status) -> Error {
+    use tonic::Code;
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => Error::Auth {
+            message: status.message().to_owned(),
+        },
+        // etcd reports bad credentials as InvalidArgument.
+        Code::InvalidArgument if status.message().contains("authentication failed") => {
+            Error::Auth {
+                message: status.message().to_owned(),
+            }
+        }
+        // tonic's own request timeout (the connection's `timeout`) ends a call with
+        // Cancelled, "Timeout expired": the request was sent, its outcome is unknown.
+        Code::DeadlineExceeded => Error::Timeout {
+            operation: "etcd request",
+            after: Duration::ZERO,
+        },
+        Code::Cancelled if status.message().contains("Timeout expired") => Error::Timeout {
+            operation: "etcd request",
+            after: Duration::ZERO,
+        },
+        Code::Unavailable | Code::Cancelled | Code::Aborted | Code::Unknown => Error::unavailable(
+            format!("etcd: {}", status.message()),
+            Some(Box::new(status)),
+        ),
+        _ => Error::Backend(Box::new(status)),
     }
 }
 
@@ -596,14 +650,14 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let inner = &self.inner;
         let key = inner.key(key)?;
-        let mut response = inner
+        let response = inner
             .read("get", |client| {
-                let key = inner.layout.data_key(key);
-                async move { client.kv_client().get(key, None).await }
+                let request = client::get(inner.layout.data_key(key));
+                async move { client.range(request).await }
             })
             .await?;
         Ok(response
-            .take_kvs()
+            .kvs
             .into_iter()
             .next()
             .and_then(|kv| inner.pair(kv)))
@@ -617,11 +671,10 @@ impl Store for EtcdStore {
                 "delete",
                 inner
                     .client()
-                    .kv_client()
-                    .delete(inner.layout.data_key(key), None),
+                    .delete_range(client::delete(inner.layout.data_key(key), None)),
             )
             .await?;
-        Ok(response.deleted() > 0)
+        Ok(response.deleted > 0)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -629,12 +682,14 @@ impl Store for EtcdStore {
         let key = inner.key(key)?;
         let response = inner
             .read("exists", |client| {
-                let key = inner.layout.data_key(key);
-                let options = GetOptions::new().with_count_only();
-                async move { client.kv_client().get(key, Some(options)).await }
+                let request = RangeRequest {
+                    count_only: true,
+                    ..client::get(inner.layout.data_key(key))
+                };
+                async move { client.range(request).await }
             })
             .await?;
-        Ok(response.count() > 0)
+        Ok(response.count > 0)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
@@ -652,29 +707,28 @@ impl Store for EtcdStore {
         // Keys only, a page at a time, at one revision; after each page, jump past the rest of
         // the last child's subtree, so a big subtree costs one page, not all of its keys.
         loop {
-            let options = GetOptions::new()
-                .with_range(below.end.clone())
-                .with_limit(PAGE)
-                .with_revision(revision)
-                .with_keys_only();
+            let request = RangeRequest {
+                keys_only: true,
+                ..client::range(start.clone(), below.end.clone(), PAGE, revision)
+            };
             let response = inner
                 .read("list_children", |client| {
-                    let (start, options) = (start.clone(), options.clone());
-                    async move { client.kv_client().get(start, Some(options)).await }
+                    let request = request.clone();
+                    async move { client.range(request).await }
                 })
                 .await?;
             if revision == 0 {
-                revision = response.header().map_or(0, |h| h.revision());
+                revision = revision_in(response.header.as_ref());
             }
             let mut next = None;
-            for kv in response.kvs() {
+            for kv in &response.kvs {
                 // Past this key, or past the subtree of its child.
-                next = Some([kv.key(), b"\0"].concat());
-                if inner.layout.kv_key(kv.key()).is_none() {
+                next = Some([&kv.key[..], b"\0"].concat());
+                if inner.layout.kv_key(&kv.key).is_none() {
                     continue; // a lock, or an etcd key that is not a kv key
                 }
                 let Some(rest) = kv
-                    .key()
+                    .key
                     .get(base_len..)
                     .and_then(|r| std::str::from_utf8(r).ok())
                 else {
@@ -707,11 +761,11 @@ impl Store for EtcdStore {
                 if deeper {
                     // `child0`: just past `child/...`.
                     let child_end = base_len + name.len();
-                    next = Some([&kv.key()[..child_end], b"0"].concat());
+                    next = Some([&kv.key[..child_end], b"0"].concat());
                 }
             }
             match next {
-                Some(next) if response.more() => start = next,
+                Some(next) if response.more => start = next,
                 _ => break,
             }
         }
@@ -722,35 +776,30 @@ impl Store for EtcdStore {
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let inner = &self.inner;
         let prefix = inner.prefix(prefix)?;
-        let mut ops: Vec<TxnOp> = inner
+        let mut ops: Vec<request_op::Request> = inner
             .layout
             .data_ranges(prefix)
             .into_iter()
             .map(|range| {
-                TxnOp::delete(
+                request_op::Request::RequestDeleteRange(client::delete(
                     range.start,
-                    Some(DeleteOptions::new().with_range(range.end)),
-                )
+                    Some(range.end),
+                ))
             })
             .collect();
         if !prefix.is_empty() {
-            ops.push(TxnOp::delete(inner.layout.data_key(prefix), None));
+            ops.push(request_op::Request::RequestDeleteRange(client::delete(
+                inner.layout.data_key(prefix),
+                None,
+            )));
         }
         let response = inner
             .call(
                 "delete_tree",
-                inner.client().kv_client().txn(Txn::new().and_then(ops)),
+                inner.client().txn(client::txn(Vec::new(), ops, [])),
             )
             .await?;
-        let deleted = response
-            .op_responses()
-            .iter()
-            .map(|r| match r {
-                TxnOpResponse::Delete(d) => d.deleted(),
-                _ => 0,
-            })
-            .sum::<i64>();
-        Ok(u64::try_from(deleted).unwrap_or(0))
+        Ok(u64::try_from(deleted_in(&response.responses)).unwrap_or(0))
     }
 
     async fn atomic_put(
@@ -769,24 +818,23 @@ impl Store for EtcdStore {
         let inner = &self.inner;
         let key = inner.key(key)?;
         let etcd_key = inner.layout.data_key(key);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
+        let txn = client::txn(
+            vec![client::mod_revision(
                 etcd_key.clone(),
-                CompareOp::Equal,
+                CompareResult::Equal,
                 i64::try_from(version).unwrap_or(i64::MAX),
-            )])
-            .and_then([TxnOp::delete(etcd_key.clone(), None)])
-            .or_else([TxnOp::get(etcd_key, None)]);
-        let response = inner
-            .call("atomic_delete", inner.client().kv_client().txn(txn))
-            .await?;
-        if !response.succeeded() {
+            )],
+            [request_op::Request::RequestDeleteRange(client::delete(
+                etcd_key.clone(),
+                None,
+            ))],
+            [request_op::Request::RequestRange(client::get(etcd_key))],
+        );
+        let response = inner.call("atomic_delete", inner.client().txn(txn)).await?;
+        if !response.succeeded {
             return Err(Error::conflict(
                 key,
-                conflict_reason(
-                    Some(Precondition::Version(version)),
-                    &response.op_responses(),
-                ),
+                conflict_reason(Some(Precondition::Version(version)), &response.responses),
             ));
         }
         Ok(())
@@ -817,50 +865,42 @@ impl Store for EtcdStore {
             .iter()
             .map(|(key, condition)| compare(data_key(key), condition))
             .collect();
-        let ops: Vec<TxnOp> = txn
-            .ops
-            .iter()
-            .map(|op| match op {
-                KvTxnOp::Put { key, value } => TxnOp::put(data_key(key), value.to_vec(), None),
-                KvTxnOp::Delete { key } => TxnOp::delete(data_key(key), None),
-            })
-            .collect();
+        let ops = txn.ops.iter().map(|op| match op {
+            KvTxnOp::Put { key, value } => {
+                request_op::Request::RequestPut(client::put(data_key(key), value.to_vec(), 0))
+            }
+            KvTxnOp::Delete { key } => {
+                request_op::Request::RequestDeleteRange(client::delete(data_key(key), None))
+            }
+        });
         // On failure, read the compared keys (same revision) to say which condition failed.
-        let reads: Vec<TxnOp> = txn
+        let reads = txn
             .conditions
             .iter()
-            .map(|(key, _)| TxnOp::get(data_key(key), None))
-            .collect();
-        let request = Txn::new().when(compares).and_then(ops).or_else(reads);
-        let response = inner
-            .call("txn", inner.client().kv_client().txn(request))
-            .await?;
-        if !response.succeeded() {
-            let found: Vec<Option<KeyValue>> = response
-                .op_responses()
-                .into_iter()
-                .map(|r| match r {
-                    TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
-                    _ => None,
-                })
+            .map(|(key, _)| request_op::Request::RequestRange(client::get(data_key(key))));
+        let request = client::txn(compares, ops, reads);
+        let response = inner.call("txn", inner.client().txn(request)).await?;
+        if !response.succeeded {
+            let found: Vec<Option<KeyValue>> = ranges_read(response.responses)
+                .map(|kvs| kvs.into_iter().next())
                 .collect();
             let mut found = found.iter();
             txn.check_conditions(|_| {
                 let kv = found.next()?.as_ref()?;
-                Some((kv.value(), u64::try_from(kv.mod_revision()).unwrap_or(0)))
+                Some((&kv.value[..], u64::try_from(kv.mod_revision).unwrap_or(0)))
             })?;
             return Err(Error::conflict(
                 txn.conditions.first().map_or("", |(k, _)| k.as_str()),
                 "a condition did not hold",
             ));
         }
-        let revision = revision_of(response.header())?;
+        let revision = revision_of(response.header.as_ref())?;
         Ok(response
-            .op_responses()
+            .responses
             .iter()
-            .map(|r| match r {
-                TxnOpResponse::Delete(d) => TxnOpResult::Delete {
-                    existed: d.deleted() > 0,
+            .map(|r| match &r.response {
+                Some(response_op::Response::ResponseDeleteRange(d)) => TxnOpResult::Delete {
+                    existed: d.deleted > 0,
                 },
                 _ => TxnOpResult::Put { version: revision },
             })
@@ -896,10 +936,7 @@ impl Store for EtcdStore {
             lost.cancel();
             let _ = self
                 .inner
-                .call(
-                    "lease revoke",
-                    self.inner.client().lease_client().revoke(lease),
-                )
+                .call("lease revoke", self.inner.client().lease_revoke(lease))
                 .await;
         }
         Ok(())

@@ -5,14 +5,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use etcd_client::{
-    Compare, CompareOp, EventType, PutOptions as EtcdPut, Txn, TxnOp, WatchOptions as EtcdWatch,
+use crate::client::pb::etcdserverpb::{
+    Compare, WatchCreateRequest, compare::CompareResult, request_op,
 };
+use crate::client::pb::mvccpb::event::EventType;
+use async_trait::async_trait;
 use kv_core::backend::ReleaseWith;
 use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 
-use crate::{Inner, revision_of};
+use crate::client;
+use crate::{Inner, revision_in, revision_of};
 
 /// A lock on a key or subtree of an etcd store.
 pub(crate) struct EtcdLock {
@@ -40,7 +42,7 @@ impl EtcdLock {
     /// on its ancestors, and for a subtree lock every lock below it.
     fn conditions(&self) -> Vec<Compare> {
         let layout = &self.inner.layout;
-        let absent = |key: String| Compare::create_revision(key, CompareOp::Equal, 0);
+        let absent = |key: String| client::create_revision(key, CompareResult::Equal, 0);
         let key = self.key.as_str();
         let mut conditions = vec![
             absent(layout.lock_key(false, key)),
@@ -54,10 +56,10 @@ impl EtcdLock {
         if self.subtree {
             for scope in [false, true] {
                 let below = layout.locks_below(scope, key);
-                conditions.push(
-                    Compare::create_revision(below.start, CompareOp::Equal, 0)
-                        .with_range(below.end),
-                );
+                conditions.push(Compare {
+                    range_end: below.end,
+                    ..client::create_revision(below.start, CompareResult::Equal, 0)
+                });
             }
         }
         conditions
@@ -70,19 +72,23 @@ impl EtcdLock {
             ttl,
             sent,
         } = *lease;
-        let txn = Txn::new().when(self.conditions()).and_then([TxnOp::put(
-            self.lock_key(),
-            self.options.value.to_vec(),
-            Some(EtcdPut::new().with_lease(lease)),
-        )]);
+        let txn = client::txn(
+            self.conditions(),
+            [request_op::Request::RequestPut(client::put(
+                self.lock_key(),
+                self.options.value.to_vec(),
+                lease,
+            ))],
+            [],
+        );
         let response = self
             .inner
-            .call("lock", self.inner.client().kv_client().txn(txn))
+            .call("lock", self.inner.client().txn(txn))
             .await?;
-        if !response.succeeded() {
-            return Ok(Err(response.header().map_or(0, |h| h.revision())));
+        if !response.succeeded {
+            return Ok(Err(revision_in(response.header.as_ref())));
         }
-        let token = revision_of(response.header())?;
+        let token = revision_of(response.header.as_ref())?;
         let lost = CancellationToken::new();
         // Renewal stops on release or when the handle closes.
         let stop = self.inner.closed.child_token();
@@ -128,7 +134,7 @@ impl EtcdLock {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _ = inner
-                .call("lease revoke", inner.client().lease_client().revoke(lease))
+                .call("lease revoke", inner.client().lease_revoke(lease))
                 .await;
         });
     }
@@ -136,26 +142,23 @@ impl EtcdLock {
     /// Waits until some lock of this store is released after `revision` (or a second passes).
     async fn wait_for_release(&self, revision: i64) -> Result<()> {
         let all = self.inner.layout.all_locks();
-        let options = EtcdWatch::new()
-            .with_range(all.end)
-            .with_start_revision(revision + 1);
+        let create = WatchCreateRequest {
+            key: all.start,
+            range_end: all.end,
+            start_revision: revision + 1,
+            ..WatchCreateRequest::default()
+        };
         let mut stream = self
             .inner
-            .call(
-                "lock wait",
-                self.inner
-                    .client()
-                    .watch_client()
-                    .watch(all.start, Some(options)),
-            )
+            .call("lock wait", self.inner.client().watch(create))
             .await?;
         let released = async {
             while let Ok(Some(response)) = stream.message().await {
-                if response.canceled()
+                if response.canceled
                     || response
-                        .events()
+                        .events
                         .iter()
-                        .any(|e| e.event_type() == EventType::Delete)
+                        .any(|e| e.r#type() == EventType::Delete)
                 {
                     return;
                 }
@@ -224,13 +227,13 @@ impl Lock for EtcdLock {
         let response = self
             .inner
             .read("lock holder", |client| {
-                let key = self.lock_key();
-                async move { client.kv_client().get(key, None).await }
+                let request = client::get(self.lock_key());
+                async move { client.range(request).await }
             })
             .await?;
-        Ok(response.kvs().first().map(|kv| LockHolder {
-            value: bytes::Bytes::copy_from_slice(kv.value()),
-            fencing_token: u64::try_from(kv.create_revision()).unwrap_or(0),
+        Ok(response.kvs.into_iter().next().map(|kv| LockHolder {
+            value: bytes::Bytes::from(kv.value),
+            fencing_token: u64::try_from(kv.create_revision).unwrap_or(0),
         }))
     }
 }
@@ -267,14 +270,12 @@ pub(crate) fn renewer(inner: Arc<Inner>, lease: i64) -> impl FnMut() -> Renewal 
             let mut channel = channel.lock().await;
             let renewal = async {
                 if channel.is_none() {
-                    *channel = Some(inner.client().lease_client().keep_alive(lease).await?);
+                    *channel = Some(inner.client().lease_keep_alive(lease).await?);
                 }
-                let (keeper, responses) = channel.as_mut().expect("set above");
-                keeper.keep_alive().await?;
-                responses.message().await
+                channel.as_mut().expect("set above").renew().await
             };
             match tokio::time::timeout(inner.timeout, renewal).await {
-                Ok(Ok(Some(response))) => Ok(response.ttl() > 0),
+                Ok(Ok(Some(response))) => Ok(response.ttl > 0),
                 // The server no longer has the lease (revoked, expired): lost at once.
                 Ok(Err(e)) if lease_gone(&e) => {
                     *channel = None;
@@ -303,19 +304,23 @@ struct Lease {
 /// Deletes the lock key if `token` still holds it, and revokes the lease; returns whether it
 /// still held it.
 async fn release(inner: Arc<Inner>, lock_key: String, lease: i64, token: u64) -> Result<bool> {
-    let txn = Txn::new()
-        .when([Compare::create_revision(
+    let txn = client::txn(
+        vec![client::create_revision(
             lock_key.clone(),
-            CompareOp::Equal,
+            CompareResult::Equal,
             i64::try_from(token).unwrap_or(0),
-        )])
-        .and_then([TxnOp::delete(lock_key, None)]);
+        )],
+        [request_op::Request::RequestDeleteRange(client::delete(
+            lock_key, None,
+        ))],
+        [],
+    );
     let released = inner
-        .call("unlock", inner.client().kv_client().txn(txn))
+        .call("unlock", inner.client().txn(txn))
         .await?
-        .succeeded();
+        .succeeded;
     let _ = inner
-        .call("lease revoke", inner.client().lease_client().revoke(lease))
+        .call("lease revoke", inner.client().lease_revoke(lease))
         .await;
     inner
         .held

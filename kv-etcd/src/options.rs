@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use etcd_client::ConnectOptions;
 use kv_core::{Error, HostPort, Result, Secret, StoreUrl, Tls};
 
+use crate::client::ConnectOptions;
 use crate::{DEFAULT_TIMEOUT, EtcdStore, Members};
 
 /// How to reach an etcd cluster: endpoints, root, timeouts, credentials and TLS. Built in code
@@ -129,22 +129,22 @@ impl EtcdOptions {
             .iter()
             .map(|h| format!("{scheme}://{}", h.address(2379)))
             .collect();
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(self.connect_timeout)
-            .with_timeout(self.timeout)
-            .with_keep_alive(Duration::from_secs(5), self.timeout);
-        if let Some((user, password)) = &self.credentials {
-            options = options.with_user(user.clone(), password.expose());
-        }
+        let mut options = ConnectOptions {
+            connect_timeout: Some(self.connect_timeout),
+            timeout: Some(self.timeout),
+            keep_alive: Some((Duration::from_secs(5), self.timeout)),
+            credentials: self.credentials.clone(),
+            tls: None,
+        };
         if let Some(given) = &self.tls {
-            let mut tls = etcd_client::TlsOptions::new();
+            let mut tls = tonic::transport::ClientTlsConfig::new();
             if let Some(ca) = &given.ca {
-                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca));
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
             }
             if let Some((cert, key)) = &given.identity {
-                tls = tls.identity(etcd_client::Identity::from_pem(cert, key.expose()));
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key.expose()));
             }
-            options = options.with_tls(tls);
+            options.tls = Some(tls);
         }
         let shown = self.to_string();
         let members =

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
+use crate::client::pb::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use crate::client::pb::mvccpb::{Event, event::EventType};
+use crate::client::{self, Watch as EtcdStream};
 use bytes::Bytes;
-use etcd_client::{EventType, WatchOptions as EtcdWatch, WatchResponse, WatchStream as EtcdStream};
 use kv_core::backend::{WatchSender, resume_watch, watch_channel};
 use kv_core::{Error, EventKind, Key, Result, WatchEvent, WatchOptions, WatchStream, covers};
 
-use crate::Inner;
+use crate::{Inner, revision_in};
 
 /// Opens a watch on `path` (a key, or with `tree` a prefix).
 pub(crate) async fn open(
@@ -23,16 +25,16 @@ pub(crate) async fn open(
             let (pairs, revision) = if tree {
                 inner.list_at(path, 0).await?
             } else {
-                let mut response = inner
+                let response = inner
                     .read("watch", |client| {
-                        let key = inner.layout.data_key(path);
-                        async move { client.kv_client().get(key, None).await }
+                        let request = client::get(inner.layout.data_key(path));
+                        async move { client.range(request).await }
                     })
                     .await?;
-                let revision = response.header().map_or(0, |h| h.revision());
+                let revision = revision_in(response.header.as_ref());
                 (
                     response
-                        .take_kvs()
+                        .kvs
                         .into_iter()
                         .filter_map(|kv| inner.pair(kv))
                         .collect(),
@@ -75,7 +77,7 @@ impl Watcher {
     /// Starts an etcd watch from `next` and waits for its confirmation.
     async fn connect(&self) -> Result<EtcdStream> {
         let layout = &self.inner.layout;
-        let (key, options) = if self.tree {
+        let (key, range_end) = if self.tree {
             // [root/p, root/p0) covers root/p and root/p/...; siblings such as root/p-x fall in
             // it too and are filtered out by `event`.
             let (start, end) = if self.path.is_empty() {
@@ -85,35 +87,37 @@ impl Watcher {
                 let key = layout.data_key(&self.path);
                 (key.clone().into_bytes(), format!("{key}0").into_bytes())
             };
-            (start, EtcdWatch::new().with_range(end))
+            (start, end)
         } else {
-            (layout.data_key(&self.path).into_bytes(), EtcdWatch::new())
+            (layout.data_key(&self.path).into_bytes(), Vec::new())
         };
-        let options = options.with_start_revision(self.next);
+        let create = WatchCreateRequest {
+            key,
+            range_end,
+            start_revision: self.next,
+            ..WatchCreateRequest::default()
+        };
         let mut stream = self
             .inner
-            .call(
-                "watch",
-                self.inner.client().watch_client().watch(key, Some(options)),
-            )
+            .call("watch", self.inner.client().watch(create))
             .await?;
         let first = self.inner.call("watch", stream.message()).await?;
         match first {
-            Some(response) if response.canceled() => Err(self.cancelled(&response)),
-            Some(response) if response.created() => Ok(stream),
+            Some(response) if response.canceled => Err(self.cancelled(&response)),
+            Some(response) if response.created => Ok(stream),
             _ => Err(Error::unavailable("etcd did not confirm the watch", None)),
         }
     }
 
     fn cancelled(&self, response: &WatchResponse) -> Error {
-        if response.compact_revision() > 0 {
+        if response.compact_revision > 0 {
             Error::Compacted {
                 requested: u64::try_from(self.next - 1).unwrap_or(0),
-                oldest: u64::try_from(response.compact_revision()).unwrap_or(0),
+                oldest: u64::try_from(response.compact_revision).unwrap_or(0),
             }
         } else {
             Error::unavailable(
-                format!("etcd cancelled the watch: {}", response.cancel_reason()),
+                format!("etcd cancelled the watch: {}", response.cancel_reason),
                 None,
             )
         }
@@ -128,11 +132,11 @@ impl Watcher {
                 message = stream.message() => message,
             };
             match message {
-                Ok(Some(response)) if response.canceled() => {
+                Ok(Some(response)) if response.canceled => {
                     return sender.fail(self.cancelled(&response));
                 }
                 Ok(Some(response)) => {
-                    for event in response.events() {
+                    for event in &response.events {
                         let Some(event) = self.event(event) else {
                             continue;
                         };
@@ -150,10 +154,10 @@ impl Watcher {
     }
 
     /// The kv event of an etcd event, if it concerns this watch.
-    fn event(&mut self, event: &etcd_client::Event) -> Option<WatchEvent> {
-        let kv = event.kv()?;
-        self.next = self.next.max(kv.mod_revision() + 1);
-        let key = self.inner.layout.kv_key(kv.key())?;
+    fn event(&mut self, event: &Event) -> Option<WatchEvent> {
+        let kv = event.kv.as_ref()?;
+        self.next = self.next.max(kv.mod_revision + 1);
+        let key = self.inner.layout.kv_key(&kv.key)?;
         let concerned = if self.tree {
             covers(&self.path, key)
         } else {
@@ -162,15 +166,15 @@ impl Watcher {
         if !concerned {
             return None;
         }
-        let (kind, value) = match event.event_type() {
-            EventType::Put => (EventKind::Put, Bytes::copy_from_slice(kv.value())),
+        let (kind, value) = match event.r#type() {
+            EventType::Put => (EventKind::Put, Bytes::copy_from_slice(&kv.value)),
             EventType::Delete => (EventKind::Delete, Bytes::new()),
         };
         Some(WatchEvent {
             kind,
             key: Key::parse(key).ok()?,
             value,
-            version: u64::try_from(kv.mod_revision()).ok()?,
+            version: u64::try_from(kv.mod_revision).ok()?,
         })
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use conformance::servers::{EtcdCluster, Server};
 use kv_core::{PutOptions, Store};
 use kv_etcd::EtcdStore;
+use kv_etcd::proto::etcdserverpb::{StatusRequest, maintenance_client::MaintenanceClient};
 
 fn cluster() -> Option<EtcdCluster> {
     if conformance::servers::opted_out("etcd", "cluster tests") {
@@ -19,11 +20,9 @@ fn cluster() -> Option<EtcdCluster> {
 /// The member's id and its leader's, from its own status.
 async fn leader_of(member: &Server) -> (u64, u64) {
     let endpoint = member.url.replacen("etcd://", "http://", 1);
-    let mut client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .unwrap();
-    let status = client.status().await.unwrap();
-    (status.header().unwrap().member_id(), status.leader())
+    let mut client = MaintenanceClient::connect(endpoint).await.unwrap();
+    let status = client.status(StatusRequest {}).await.unwrap().into_inner();
+    (status.header.unwrap().member_id, status.leader)
 }
 
 /// Index of the members that is not the leader, and of the one that is.

@@ -47,14 +47,14 @@ impl conformance::Backend for Etcd {
 
 conformance::conformance_tests!(Etcd);
 
-/// The suite again through [`EtcdStore::with_client`]: a store over a client the user built.
-mod with_client {
+/// The suite again through [`EtcdStore::with_channel`]: a store over a channel the user built.
+mod with_channel {
     use super::*;
 
-    struct EtcdWithClient;
+    struct EtcdWithChannel;
 
     #[async_trait]
-    impl conformance::Backend for EtcdWithClient {
+    impl conformance::Backend for EtcdWithChannel {
         fn name(&self) -> &str {
             "etcd-with-client"
         }
@@ -70,13 +70,14 @@ mod with_client {
         async fn open(&self, namespace: &str) -> Result<Arc<dyn Store>> {
             let url = kv_core::StoreUrl::parse(namespace)?;
             let endpoint = format!("http://{}", url.hosts[0].address(2379));
-            let client = etcd_client::Client::connect([endpoint], None)
-                .await
-                .map_err(|e| kv_core::Error::Backend(Box::new(e)))?;
-            let store = EtcdStore::with_client(client, &url.path, kv_etcd::DEFAULT_TIMEOUT).await?;
+            let channel = tonic::transport::Channel::from_shared(endpoint)
+                .map_err(|e| kv_core::Error::invalid_argument(e.to_string()))?
+                .connect_lazy();
+            let store =
+                EtcdStore::with_channel(channel, &url.path, kv_etcd::DEFAULT_TIMEOUT).await?;
             Ok(Arc::new(store))
         }
     }
 
-    conformance::conformance_tests!(EtcdWithClient);
+    conformance::conformance_tests!(EtcdWithChannel);
 }

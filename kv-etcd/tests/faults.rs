@@ -43,12 +43,7 @@ async fn an_unreachable_cluster_fails_at_open() {
 async fn a_wrong_password_is_an_auth_error() {
     let Some(server) = own_server() else { return };
     let endpoint = server.url.replace("etcd://", "http://");
-    let mut admin = etcd_client::Client::connect([endpoint], None)
-        .await
-        .unwrap();
-    admin.user_add("root", "s3cret-pw", None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    enable_auth(&endpoint, "root", "s3cret-pw").await;
 
     let host = server.url.trim_start_matches("etcd://");
     let error = EtcdStore::open(&format!("etcd://root:wrong-pw@{host}/app?timeout=2s"))
@@ -65,6 +60,36 @@ async fn a_wrong_password_is_an_auth_error() {
         .unwrap();
     store.put("k", b"v", PutOptions::default()).await.unwrap();
     assert!(!format!("{store:?}").contains("s3cret-pw"), "{store:?}");
+
+    // The harness's etcd lets a token expire after 2 idle seconds (`--auth-token-ttl`; 5
+    // minutes by default): an idle handle takes a new one instead of failing from then on.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    store.put("k", b"v2", PutOptions::default()).await.unwrap();
+    assert_eq!(&store.get("k").await.unwrap().unwrap().value[..], b"v2");
+}
+
+/// Adds `user` with the root role and turns authentication on.
+async fn enable_auth(endpoint: &str, user: &str, password: &str) {
+    use kv_etcd::proto::etcdserverpb::{
+        AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest, auth_client::AuthClient,
+    };
+    let mut admin = AuthClient::connect(endpoint.to_owned()).await.unwrap();
+    admin
+        .user_add(AuthUserAddRequest {
+            name: user.to_owned(),
+            password: password.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .user_grant_role(AuthUserGrantRoleRequest {
+            user: user.to_owned(),
+            role: "root".to_owned(),
+        })
+        .await
+        .unwrap();
+    admin.auth_enable(AuthEnableRequest {}).await.unwrap();
 }
 
 #[tokio::test]
@@ -88,3 +113,24 @@ conformance::fault_tests!(
     "/faults?timeout=1s",
     |url: String| async move { EtcdStore::open(&url).await }
 );
+
+/// A put applied by etcd whose answer is lost to a connection reset is an unknown outcome,
+/// never `Unavailable` ("nothing was applied").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_is_lost_is_an_unknown_outcome() {
+    let Some(server) = own_server() else { return };
+    let (proxy, direct, proxied) = conformance::faults::proxied_stores(
+        &server.url,
+        "/answer?timeout=5s",
+        &|url: String| async move { EtcdStore::open(&url).await },
+    )
+    .await;
+    let error = conformance::faults::a_write_whose_answer_is_lost(
+        &proxied,
+        &direct,
+        &proxy,
+        Duration::from_millis(500),
+    )
+    .await;
+    eprintln!("etcd: a put whose answer was reset: {error}");
+}

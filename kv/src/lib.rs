@@ -55,7 +55,7 @@ pub use kv_core::{
 /// The Consul backend: [`consul::ConsulOptions`], [`consul::ConsulStore::with_client`].
 #[cfg(feature = "consul")]
 pub use kv_consul as consul;
-/// The etcd backend: [`etcd::EtcdOptions`], [`etcd::EtcdStore::with_client`].
+/// The etcd backend: [`etcd::EtcdOptions`], [`etcd::EtcdStore::with_channel`], [`etcd::proto`].
 #[cfg(feature = "etcd")]
 pub use kv_etcd as etcd;
 /// The in-memory reference backend.
