@@ -942,3 +942,43 @@ impl Store for EtcdStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn a_write_is_unavailable_only_when_it_cannot_have_been_applied() {
+        let write = |code, message: &str| map_write_error("put", Status::new(code, message));
+        // Never sent, or never proposed.
+        for (code, message) in [
+            (Code::Unavailable, "tcp connect error"),
+            (Code::Unavailable, "Connection refused (os error 111)"),
+            (Code::Unavailable, "etcdserver: no leader"),
+        ] {
+            let error = write(code, message);
+            assert!(
+                matches!(error, Error::Unavailable { .. }),
+                "{message}: {error:?}"
+            );
+        }
+        // Sent: the answer was lost, or etcd could not say.
+        for (code, message) in [
+            (Code::Unknown, "transport error"),
+            (Code::Unavailable, "etcdserver: leader changed"),
+            (Code::Unavailable, "etcdserver: request timed out"),
+            (Code::Unavailable, "keep-alive timed out"),
+            (Code::Cancelled, "h2 protocol error: stream reset"),
+            (Code::Cancelled, "Timeout expired"),
+        ] {
+            let error = write(code, message);
+            assert!(error.is_outcome_unknown(), "{message}: {error:?}");
+        }
+        // Refused outright: typed as the read path types it.
+        assert!(matches!(
+            write(Code::InvalidArgument, "etcdserver: authentication failed"),
+            Error::Auth { .. }
+        ));
+    }
+}
