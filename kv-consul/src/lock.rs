@@ -189,19 +189,21 @@ impl ConsulLock {
             .insert(session.id.clone(), lost.clone());
         // Consul documents that it ends a session between one and two session TTLs after its
         // last renewal: the lease that `lost()` counts down is one session TTL.
+        let lease = self.inner.session_ttl(self.options.ttl);
+        let valid = kv_core::Validity::from_renewal(lease, renewed_sent);
         tokio::spawn(keep_alive(
             self.inner.clone(),
             session.id.clone(),
-            self.inner.session_ttl(self.options.ttl),
+            lease,
             renewed_sent,
             stop.clone(),
-            lost.clone(),
+            (lost.clone(), valid.clone()),
         ));
         let lock_key = self.lock_key();
         let handle = ReleaseWith::new(self.key.clone(), stop, move || {
             release(session.clone(), lock_key.clone())
         });
-        LockGuard::new(self.key.clone(), token, lost, Box::new(handle))
+        LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid)
     }
 
     /// The lock area's current index, to wait for the next change after it.
@@ -287,9 +289,9 @@ async fn keep_alive(
     lease: Duration,
     renewed_sent: Instant,
     stop: CancellationToken,
-    lost: CancellationToken,
+    (lost, valid): (CancellationToken, kv_core::Validity),
 ) {
-    kv_core::backend::keep_alive(lease, renewed_sent.into(), stop, lost, || {
+    kv_core::backend::keep_alive(lease, renewed_sent.into(), stop, lost, valid, || {
         let (inner, session) = (inner.clone(), session.clone());
         async move { inner.api.renew_session(&session).await }
     })

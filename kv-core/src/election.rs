@@ -188,6 +188,11 @@ impl Leadership {
         self.lease.lost()
     }
 
+    /// Until when leadership is guaranteed: its lease's [`Lease::validity`].
+    pub fn validity(&self) -> crate::Validity {
+        self.lease.validity()
+    }
+
     /// The leader key's version when elected (or last proclaimed): it increases from one
     /// leader to the next, so it serves as a fencing token.
     pub fn version(&self) -> u64 {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::lease::Validity;
 
 /// The backend's side of a granted [`Lease`].
 #[async_trait]
@@ -30,6 +31,7 @@ struct Granted {
     id: String,
     ttl: Duration,
     lost: CancellationToken,
+    valid: Validity,
     ops: Box<dyn LeaseOps>,
 }
 
@@ -54,14 +56,33 @@ pub struct Lease {
 impl Lease {
     /// For backends: a granted lease named `id`, whose `lost` the backend fires when it ends.
     pub fn new(id: String, ttl: Duration, lost: CancellationToken, ops: impl LeaseOps) -> Lease {
+        Lease::renewed(id, ttl, lost, Validity::new(), ops)
+    }
+
+    /// For backends: [`Lease::new`] for a lease renewed on a timer, whose deadline `valid`
+    /// follows ([`crate::backend::keep_alive`] keeps it).
+    pub fn renewed(
+        id: String,
+        ttl: Duration,
+        lost: CancellationToken,
+        valid: Validity,
+        ops: impl LeaseOps,
+    ) -> Lease {
         Lease {
             granted: Arc::new(Granted {
                 id,
                 ttl,
                 lost,
+                valid,
                 ops: Box::new(ops),
             }),
         }
+    }
+
+    /// Until when the lease is guaranteed, as far as this process knows (the deadline
+    /// [`Lease::lost`] fires at unless renewed; unknown for leases not renewed on a timer).
+    pub fn validity(&self) -> Validity {
+        self.granted.valid.clone()
     }
 
     /// The backend's name for the lease (etcd's lease ID, ...), for logs.
@@ -157,12 +178,14 @@ where
     VF: std::future::Future<Output = Result<()>> + Send + 'static,
 {
     let lost = CancellationToken::new();
+    let valid = Validity::from_renewal(ttl, sent);
     let stop = closed.child_token();
     tokio::spawn(crate::lease::keep_alive(
         ttl,
         sent,
         stop.clone(),
         lost.clone(),
+        valid.clone(),
         renew,
     ));
     let ops = Renewed {
@@ -171,7 +194,7 @@ where
         lost: lost.clone(),
         revoke: Box::new(move || Box::pin(revoke())),
     };
-    Lease::new(id, ttl, lost, ops)
+    Lease::renewed(id, ttl, lost, valid, ops)
 }
 
 #[async_trait]

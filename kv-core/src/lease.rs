@@ -9,8 +9,10 @@
 //! deadline instead of being waited for.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +29,65 @@ pub fn lease_deadline(sent: Instant, ttl: Duration) -> Instant {
     sent + ttl.saturating_sub(safety_margin(ttl))
 }
 
+/// Until when a held lock, lease or leadership is guaranteed: the deadline at which `lost()`
+/// fires unless a renewal moves it on ([`lease_deadline`] of the last renewal sent). A guard
+/// that outlives its holder — a process watching over a command, say — stops acting at this
+/// time even if the holder is frozen and never gets to see `lost()`. Unknown (`None`) for
+/// locks not renewed on a timer (ZooKeeper's session, in-process locks).
+#[derive(Clone, Debug)]
+pub struct Validity {
+    until: Arc<watch::Sender<Option<std::time::Instant>>>,
+    ttl: Arc<std::sync::OnceLock<Duration>>,
+}
+
+impl Validity {
+    /// The validity of a lease of `ttl` created or renewed by a call sent at `sent`, which
+    /// [`keep_alive`] then moves on: known from the start, before the keep-alive task runs.
+    pub fn from_renewal(ttl: Duration, sent: impl Into<Instant>) -> Validity {
+        let valid = Validity::new();
+        valid.set(ttl, lease_deadline(sent.into(), ttl).into_std());
+        valid
+    }
+
+    /// A validity with no deadline (a lock or lease not renewed on a timer).
+    pub fn new() -> Validity {
+        Validity {
+            until: Arc::new(watch::Sender::new(None)),
+            ttl: Arc::default(),
+        }
+    }
+
+    /// For backends: the guarantee of a lease of `ttl` now runs until `until`.
+    pub fn set(&self, ttl: Duration, until: std::time::Instant) {
+        let _ = self.ttl.set(ttl);
+        self.until.send_replace(Some(until));
+    }
+
+    /// The current deadline, if one is known.
+    pub fn until(&self) -> Option<std::time::Instant> {
+        *self.until.borrow()
+    }
+
+    /// The TTL the deadline is counted with, once known; [`safety_margin`] of it is how much
+    /// earlier than the server's expiry the deadline falls.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl.get().copied()
+    }
+
+    /// Follows the deadline: the receiver sees each new one.
+    pub fn watch(&self) -> watch::Receiver<Option<std::time::Instant>> {
+        self.until.subscribe()
+    }
+}
+
+impl Default for Validity {
+    fn default() -> Validity {
+        Validity::new()
+    }
+}
+
 /// Renews a lease until `stop` fires, and fires `lost` (then returns) when the lease can no
-/// longer be guaranteed.
+/// longer be guaranteed; `valid` follows the deadline `lost` would fire at.
 ///
 /// - `renewed_sent`: when the call that created or last renewed the lease was sent.
 /// - `renew`: one renewal call: `Ok(true)` renewed, `Ok(false)` the server no longer holds the
@@ -42,6 +101,7 @@ pub async fn keep_alive<F, Fut>(
     renewed_sent: Instant,
     stop: CancellationToken,
     lost: CancellationToken,
+    valid: Validity,
     mut renew: F,
 ) where
     F: FnMut() -> Fut,
@@ -50,6 +110,7 @@ pub async fn keep_alive<F, Fut>(
     let every = ttl / 3;
     let retry = (every / 4).max(Duration::from_millis(10));
     let mut deadline = lease_deadline(renewed_sent, ttl);
+    valid.set(ttl, deadline.into_std());
     let mut next = renewed_sent + every;
     loop {
         tokio::select! {
@@ -71,6 +132,7 @@ pub async fn keep_alive<F, Fut>(
             renewed = renew() => match renewed {
                 Ok(true) => {
                     deadline = lease_deadline(sent, ttl);
+                    valid.set(ttl, deadline.into_std());
                     next = sent + every;
                 }
                 Ok(false) => {
@@ -98,6 +160,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn renewals_keep_the_lease() {
         let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
+        let valid = Validity::new();
+        let start = Instant::now();
         let calls = Arc::new(AtomicU32::new(0));
         let counted = calls.clone();
         let task = tokio::spawn(keep_alive(
@@ -105,6 +169,7 @@ mod tests {
             Instant::now(),
             stop.clone(),
             lost.clone(),
+            valid.clone(),
             move || {
                 counted.fetch_add(1, Ordering::SeqCst);
                 async { Ok(true) }
@@ -112,6 +177,12 @@ mod tests {
         ));
         tokio::time::sleep(TTL * 10).await;
         assert!(!lost.is_cancelled());
+        let until = valid.until().expect("a deadline");
+        assert!(
+            until > (start + TTL * 10).into_std()
+                && until <= (Instant::now() + TTL - safety_margin(TTL)).into_std(),
+            "the validity follows the renewals: the last one sent plus TTL - margin"
+        );
         assert!(
             calls.load(Ordering::SeqCst) >= 28,
             "renewed every third of the TTL"
@@ -130,6 +201,7 @@ mod tests {
             start,
             stop,
             lost.clone(),
+            Validity::new(),
             // A partition: the call never answers.
             std::future::pending::<Result<bool>>,
         ));
@@ -144,10 +216,17 @@ mod tests {
         let start = Instant::now();
         let calls = Arc::new(AtomicU32::new(0));
         let counted = calls.clone();
-        tokio::spawn(keep_alive(TTL, start, stop, lost.clone(), move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Err(crate::Error::unavailable("refused", None)) }
-        }));
+        tokio::spawn(keep_alive(
+            TTL,
+            start,
+            stop,
+            lost.clone(),
+            Validity::new(),
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Err(crate::Error::unavailable("refused", None)) }
+            },
+        ));
         lost.cancelled().await;
         assert_eq!(Instant::now() - start, TTL - safety_margin(TTL));
         assert!(calls.load(Ordering::SeqCst) > 3, "retried after failures");
@@ -157,9 +236,14 @@ mod tests {
     async fn a_lease_the_server_dropped_is_lost_at_once() {
         let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
         let start = Instant::now();
-        tokio::spawn(keep_alive(TTL, start, stop, lost.clone(), || async {
-            Ok(false)
-        }));
+        tokio::spawn(keep_alive(
+            TTL,
+            start,
+            stop,
+            lost.clone(),
+            Validity::new(),
+            || async { Ok(false) },
+        ));
         lost.cancelled().await;
         assert_eq!(Instant::now() - start, TTL / 3);
     }

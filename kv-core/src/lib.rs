@@ -58,6 +58,7 @@ pub use error::{BoxError, Error, Result};
 pub use ext::{StoreExt, UPDATE_ATTEMPTS};
 pub use grant::Lease;
 pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize, normalize_key};
+pub use lease::Validity;
 pub use lock::{Lock, LockGuard, LockHolder};
 pub use prefix_store::PrefixStore;
 pub use store::{Store, WatchStream};

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::key::Key;
+use crate::lease::Validity;
 
 /// A lock on a key (or a subtree), from [`Store::new_lock`](crate::Store::new_lock).
 ///
@@ -103,6 +104,7 @@ pub struct LockGuard {
     key: Key,
     fencing_token: u64,
     lost: CancellationToken,
+    valid: Validity,
     handle: Option<Box<dyn LeaseHandle>>,
 }
 
@@ -119,8 +121,24 @@ impl LockGuard {
             key,
             fencing_token,
             lost,
+            valid: Validity::new(),
             handle: Some(handle),
         }
+    }
+
+    /// For backends: the guard of a lock renewed on a timer, whose deadline `valid` follows
+    /// ([`crate::backend::keep_alive`] keeps it).
+    pub fn with_validity(mut self, valid: Validity) -> LockGuard {
+        self.valid = valid;
+        self
+    }
+
+    /// Until when the lock is guaranteed, as far as this process knows: the deadline
+    /// [`LockGuard::lost`] fires at unless a renewal moves it on (unknown for locks not
+    /// renewed on a timer). `kvctl lock` hands it to a watchdog process that stops the command
+    /// at that time even if kvctl is frozen.
+    pub fn validity(&self) -> Validity {
+        self.valid.clone()
     }
 
     /// The locked key.
@@ -135,6 +153,7 @@ impl LockGuard {
             key,
             fencing_token: self.fencing_token,
             lost: self.lost.clone(),
+            valid: self.valid.clone(),
             handle: self.handle.take(),
         }
     }

@@ -97,13 +97,14 @@ impl EtcdLock {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((lease, lost.clone()));
+        let valid = kv_core::Validity::from_renewal(ttl, sent);
         tokio::spawn(keep_alive(
             self.inner.clone(),
             lease,
             ttl,
             sent,
             stop.clone(),
-            lost.clone(),
+            (lost.clone(), valid.clone()),
         ));
         let (inner, lock_key) = (self.inner.clone(), self.lock_key());
         let handle = ReleaseWith::new(self.key.clone(), stop, move || {
@@ -114,7 +115,8 @@ impl EtcdLock {
             token,
             lost,
             Box::new(handle),
-        )))
+        )
+        .with_validity(valid)))
     }
 
     /// A fresh lease for an attempt, with when its grant was sent.
@@ -247,9 +249,10 @@ async fn keep_alive(
     ttl: Duration,
     renewed_sent: Instant,
     stop: CancellationToken,
-    lost: CancellationToken,
+    (lost, valid): (CancellationToken, kv_core::Validity),
 ) {
-    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, renewer(inner, lease)).await;
+    let renew = renewer(inner, lease);
+    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, valid, renew).await;
 }
 
 /// One renewal per call (`Ok(false)`: the lease is gone), as [`renewer`] makes them.

@@ -56,11 +56,14 @@ fn renewing(
     namespace.wake_timers();
     let weak = Arc::downgrade(namespace);
     let renewing = weak.clone();
+    let now = tokio::time::Instant::now();
+    let valid = kv_core::Validity::from_renewal(ttl, now);
     namespace.spawn_renewal(kv_core::backend::keep_alive(
         ttl,
-        tokio::time::Instant::now(),
+        now,
         stop.clone(),
         lost.clone(),
+        valid.clone(),
         move || {
             let namespace = renewing.upgrade();
             async move {
@@ -81,7 +84,7 @@ fn renewing(
         id,
         stop,
     };
-    Lease::new(id.to_string(), ttl, lost, ops)
+    Lease::renewed(id.to_string(), ttl, lost, valid, ops)
 }
 
 /// The id of `lease` if it was granted on `namespace`; `InvalidArgument` otherwise.

@@ -84,6 +84,7 @@ impl RedisLock {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((self.key.clone(), self.subtree, token, lost.clone()));
+        let valid = kv_core::Validity::from_renewal(self.options.ttl, sent);
         tokio::spawn(keep_alive(
             self.inner.clone(),
             self.key.clone(),
@@ -92,18 +93,15 @@ impl RedisLock {
             self.options.ttl,
             sent,
             stop.clone(),
-            lost.clone(),
+            (lost.clone(), valid.clone()),
         ));
         let (inner, key, subtree) = (self.inner.clone(), self.key.clone(), self.subtree);
         let handle = ReleaseWith::new(self.key.clone(), stop, move || {
             release(inner.clone(), key.clone(), subtree, token)
         });
-        Ok(Some(LockGuard::new(
-            self.key.clone(),
-            token,
-            lost,
-            Box::new(handle),
-        )))
+        Ok(Some(
+            LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid),
+        ))
     }
 }
 
@@ -163,9 +161,9 @@ async fn keep_alive(
     ttl: Duration,
     renewed_sent: Instant,
     stop: CancellationToken,
-    lost: CancellationToken,
+    (lost, valid): (CancellationToken, kv_core::Validity),
 ) {
-    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, || {
+    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, valid, || {
         let (inner, key) = (inner.clone(), key.clone());
         async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
     })

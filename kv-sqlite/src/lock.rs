@@ -154,11 +154,13 @@ impl SqliteLock {
             .unwrap_or_else(|p| p.into_inner())
             .push((self.key.clone(), self.subtree, token, lost.clone()));
         let (inner, key) = (self.inner.clone(), self.key.clone());
+        let valid = kv_core::Validity::from_renewal(ttl, sent);
         tokio::spawn(kv_core::backend::keep_alive(
             ttl,
             sent,
             stop.clone(),
             lost.clone(),
+            valid.clone(),
             move || {
                 let (inner, key) = (inner.clone(), key.clone());
                 async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
@@ -168,12 +170,9 @@ impl SqliteLock {
         let handle = ReleaseWith::new(self.key.clone(), stop, move || {
             release(inner.clone(), key.clone(), subtree, token)
         });
-        Ok(Some(LockGuard::new(
-            self.key.clone(),
-            token,
-            lost,
-            Box::new(handle),
-        )))
+        Ok(Some(
+            LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid),
+        ))
     }
 }
 

@@ -46,7 +46,7 @@ pub use kv_core::{
     DEFAULT_RECIPE_TTL, Election, Error, EventKind, HostPort, Key, KvPair, LeaderStream,
     Leadership, Lease, Limiter, Lock, LockGuard, LockHolder, LockOptions, LockScope, MAX_KEY_BYTES,
     MetricsHook, Permit, Precondition, Prefix, PrefixStore, PutOptions, Result, Secret, Store,
-    StoreExt, StoreUrl, Tls, TracedStore, TtlSupport, Txn, TxnOpResult, UPDATE_ATTEMPTS,
+    StoreExt, StoreUrl, Tls, TracedStore, TtlSupport, Txn, TxnOpResult, UPDATE_ATTEMPTS, Validity,
     WatchEvent, WatchOptions, WatchStream, backend, covers, normalize, normalize_key,
 };
 

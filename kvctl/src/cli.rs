@@ -199,6 +199,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+
+    /// Internal: the watchdog `lock`, `lease` and `elect` start beside their command.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// The command's process group.
+        pgid: i32,
+        /// Milliseconds from SIGTERM to SIGKILL.
+        grace_ms: u64,
+    },
 }
 
 /// `lease`.

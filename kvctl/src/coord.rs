@@ -71,7 +71,7 @@ pub async fn lease(store: &dyn Store, out: &Printer, args: LeaseArgs) -> Result<
         lease.ttl()
     );
     let env = [("KV_LEASE_ID", lease.id().to_owned())];
-    match hold(&args.command, &env, lease.lost()).await? {
+    match hold(&args.command, &env, lease.lost(), lease.validity()).await? {
         Held::Exited(status) => {
             lease.revoke().await?;
             Ok(status)
@@ -88,7 +88,7 @@ async fn keepalive(store: &dyn Store, id: &str, command: &[String]) -> Result<u8
     let lease = store.attach_lease(id).await.map_err(lease_failure)?;
     eprintln!("kvctl: renewing lease {id} (TTL {:?})", lease.ttl());
     let env = [("KV_LEASE_ID", id.to_owned())];
-    match hold(command, &env, lease.lost()).await? {
+    match hold(command, &env, lease.lost(), lease.validity()).await? {
         Held::Exited(status) => Ok(status),
         Held::Lost(what) => Err(Failure::new(
             code::LOCK_LOST,
@@ -145,7 +145,14 @@ pub async fn elect(store: Arc<dyn Store>, out: &Printer, args: ElectArgs) -> Res
         ("KV_ELECTION", args.name.clone()),
         ("KV_LEADER_VERSION", leadership.version().to_string()),
     ];
-    match hold(&args.command, &env, leadership.lost()).await? {
+    match hold(
+        &args.command,
+        &env,
+        leadership.lost(),
+        leadership.validity(),
+    )
+    .await?
+    {
         Held::Exited(status) => {
             leadership.resign().await?;
             Ok(status)

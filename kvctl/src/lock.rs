@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use kv::{LockOptions, LockScope, Store};
-use nix::sys::signal::{Signal, killpg};
+use kv::{LockOptions, LockScope, Store, Validity};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::cli::LockArgs;
 use crate::output::{Failure, code};
+use crate::watchdog::Watchdog;
 
 /// How long a command gets to exit after SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(10);
@@ -40,7 +41,7 @@ pub async fn run(store: &dyn Store, args: LockArgs) -> Result<u8, Failure> {
         ("KV_LOCK_KEY", guard.key().to_string()),
         ("KV_FENCING_TOKEN", guard.fencing_token().to_string()),
     ];
-    let held = hold(&args.command, &env, guard.lost()).await?;
+    let held = hold(&args.command, &env, guard.lost(), guard.validity()).await?;
     match held {
         Held::Exited(status) => {
             guard.release().await?;
@@ -65,10 +66,16 @@ pub enum Held {
 /// Runs `command` (with `env`) until it exits, or without a command waits for SIGTERM,
 /// SIGINT or SIGHUP; if `lost` fires first the command gets SIGTERM (then SIGKILL after a
 /// grace period). Signals to kvctl are forwarded to the command, which decides how to stop.
+///
+/// While the command runs, a watchdog process ([`crate::watchdog`]) follows `valid` (the
+/// deadline `lost` fires at, moved on by each renewal) and stops the command when it passes
+/// even if kvctl cannot (stopped, frozen, killed). A Ctrl-Z (SIGTSTP) stops the command, then
+/// kvctl; when kvctl is continued, so is the command, unless what was held ran out meanwhile.
 pub async fn hold(
     command: &[String],
     env: &[(&str, String)],
     lost: kv::CancellationToken,
+    valid: Validity,
 ) -> Result<Held, Failure> {
     let mut signals = Signals::new()?;
     let Some((program, arguments)) = command.split_first() else {
@@ -88,24 +95,98 @@ pub async fn hold(
     let mut child = command
         .spawn()
         .map_err(|e| Failure::new(code::USAGE, format!("cannot run {program}: {e}")))?;
-    loop {
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let mut deadlines = valid.watch();
+    // Without a deadline (a lock not renewed on a timer) there is nothing to watch over.
+    let mut watchdog = match (group, valid.until(), valid.ttl()) {
+        (Some(group), Some(until), Some(ttl)) => {
+            // SIGKILL half a safety margin after the deadline: before the server's expiry.
+            let grace = kv::backend::safety_margin(ttl) / 2;
+            Some(Watchdog::start(
+                group.as_raw().unsigned_abs(),
+                grace,
+                until,
+            )?)
+        }
+        _ => None,
+    };
+    let mut suspend = listen(tokio::signal::unix::SignalKind::from_raw(
+        Signal::SIGTSTP as i32,
+    ))?;
+    let held = loop {
         tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(|e| Failure::new(code::OTHER, format!("waiting for {program}: {e}")))?;
-                return Ok(Held::Exited(exit_status(status)));
+                // Ended by the watchdog (kvctl was stopped past the deadline), or at the time
+                // it ran out: what was held is not given up as if nothing had happened.
+                if !still_held(&lost, &valid) {
+                    break Held::Lost(format!(
+                        "while {program} ran; it ended ({})",
+                        describe_status(status)
+                    ));
+                }
+                break Held::Exited(exit_status(status));
             }
             _ = lost.cancelled() => {
                 stop(&mut child).await;
-                return Ok(Held::Lost(format!("while {program} ran; it was sent SIGTERM")));
+                break Held::Lost(format!("while {program} ran; it was sent SIGTERM"));
             }
             signal = signals.next() => {
                 // Forward, then keep waiting: the command decides how to stop, and what is
                 // held is given up only once it has.
-                if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-                    let _ = killpg(Pid::from_raw(pid), signal);
+                if let Some(group) = group {
+                    let _ = killpg(group, signal);
                 }
             }
+            Ok(()) = deadlines.changed() => {
+                let until = *deadlines.borrow_and_update();
+                if let (Some(watchdog), Some(until)) = (&mut watchdog, until) {
+                    watchdog.until(until);
+                }
+            }
+            _ = suspend.recv() => suspend_with(group, &lost, &valid),
         }
+    };
+    if let Some(watchdog) = watchdog {
+        watchdog.done();
+    }
+    Ok(held)
+}
+
+/// Ctrl-Z: stops the command's group, then kvctl itself; once kvctl is continued (`fg`,
+/// `bg`), continues the command if what is held is still guaranteed. If it is not, the
+/// command stays stopped until `lost` fires and [`stop`] ends it (the watchdog may have
+/// already).
+fn suspend_with(group: Option<Pid>, lost: &kv::CancellationToken, valid: &Validity) {
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGSTOP);
+    }
+    // Returns once kvctl is continued.
+    let _ = kill(Pid::this(), Signal::SIGSTOP);
+    if let (Some(group), true) = (group, still_held(lost, valid)) {
+        let _ = killpg(group, Signal::SIGCONT);
+    }
+}
+
+/// Neither lost nor past its deadline (which `lost` may not have noticed yet: kvctl was
+/// stopped).
+fn still_held(lost: &kv::CancellationToken, valid: &Validity) -> bool {
+    !lost.is_cancelled()
+        && valid
+            .until()
+            .is_none_or(|until| until > std::time::Instant::now())
+}
+
+/// "exit code N" or "signal N".
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => "unknown status".into(),
     }
 }
 
@@ -116,13 +197,15 @@ struct Signals {
     hup: tokio::signal::unix::Signal,
 }
 
+/// A handler for `kind`, delivered to kvctl.
+fn listen(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| Failure::new(code::OTHER, format!("cannot handle signals: {e}")))
+}
+
 impl Signals {
     fn new() -> Result<Signals, Failure> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let listen = |kind| {
-            signal(kind)
-                .map_err(|e| Failure::new(code::OTHER, format!("cannot handle signals: {e}")))
-        };
+        use tokio::signal::unix::SignalKind;
         Ok(Signals {
             term: listen(SignalKind::terminate())?,
             int: listen(SignalKind::interrupt())?,
@@ -156,10 +239,12 @@ fn die_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut Command) {}
 
-/// SIGTERM to the command's process group, then SIGKILL if it outlives the grace period.
+/// SIGTERM to the command's process group (and SIGCONT, should it be stopped), then SIGKILL
+/// if it outlives the grace period.
 async fn stop(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
     }
     if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
         let _ = child.kill().await;

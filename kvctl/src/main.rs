@@ -8,11 +8,13 @@ mod lock;
 mod output;
 mod transfer;
 mod txn;
+mod watchdog;
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use futures::StreamExt;
@@ -36,6 +38,9 @@ fn main() -> ExitCode {
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "kvctl", &mut std::io::stdout());
         return ExitCode::SUCCESS;
+    }
+    if let Command::Watchdog { pgid, grace_ms } = cli.command {
+        return ExitCode::from(watchdog::run(pgid, Duration::from_millis(grace_ms)));
     }
     let format = cli
         .output
@@ -244,9 +249,13 @@ async fn execute(command: Command, shared: &Arc<dyn Store>, out: &Printer) -> Re
         Command::Export { prefix } => transfer::export(store, out, &prefix).await,
         Command::Import => transfer::import(store, out).await,
         // Handled before a store is opened: check and bench open their own.
-        Command::Check { .. } | Command::Bench(_) | Command::Completions { .. } => Err(
-            Failure::new(code::OTHER, "check and bench do not run on an open store"),
-        ),
+        Command::Check { .. }
+        | Command::Bench(_)
+        | Command::Completions { .. }
+        | Command::Watchdog { .. } => Err(Failure::new(
+            code::OTHER,
+            "check and bench do not run on an open store",
+        )),
     }
 }
 
