@@ -149,8 +149,18 @@ pub enum Command {
     Bench(BenchArgs),
 
     /// Run a command while holding a lock; exit with its status.
+    ///
+    /// The command runs in its own process group with KV_LOCK_KEY and KV_FENCING_TOKEN set.
+    /// SIGTERM, SIGINT and SIGHUP to kvctl are forwarded to it; the lock is released once it
+    /// has exited. If the lock is lost, the command gets SIGTERM and kvctl exits 4. The command
+    /// never outlives the lock, whatever happens to kvctl: a watchdog process (in a group of its
+    /// own) stops it at the lock's deadline (last renewal sent + TTL - TTL/10: SIGTERM, SIGKILL
+    /// TTL/20 later) when kvctl is stopped, frozen or killed and cannot renew; Ctrl-Z stops the
+    /// command with kvctl, and `fg` continues it only if the lock is still held. A frozen
+    /// machine freezes the watchdog too: protect what the command writes with
+    /// KV_FENCING_TOKEN (docs/SEMANTICS.md, "Processes").
     #[command(
-        after_help = "Examples:\n  kvctl lock jobs/backup -- ./backup.sh\n  kvctl lock --subtree --ttl 30s app -- ./migrate.sh --all"
+        after_help = "Examples:\n  kvctl lock jobs/backup -- ./backup.sh\n  kvctl lock --subtree --ttl 30s app -- ./migrate.sh --all\n  kvctl lock jobs -- ./job.sh   # writes carry $KV_FENCING_TOKEN (docs/SEMANTICS.md)"
     )]
     Lock(LockArgs),
 
