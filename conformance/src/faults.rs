@@ -874,8 +874,9 @@ pub fn own_server(launcher: &dyn crate::servers::Launcher) -> Option<crate::serv
 /// started by `$launcher` (a process launcher), with stores opened by `$open(url)` where url is
 /// the server's URL + `$suffix` (which should set `timeout=1s`):
 /// `locks_keep_their_promises_through_a_partition` ([`lock_faults`], TTL 3 s),
-/// `watches_keep_their_promises_through_a_partition` ([`watch_faults`], a 4 s partition), and
-/// `a_restarted_or_paused_server_is_used_again` ([`restart_faults`]).
+/// `watches_keep_their_promises_through_a_partition` ([`watch_faults`], a 4 s partition),
+/// `a_write_whose_answer_is_lost_is_an_unknown_outcome` ([`a_write_whose_answer_is_lost`],
+/// 200 ms per chunk) and `a_restarted_or_paused_server_is_used_again` ([`restart_faults`]).
 ///
 /// ```ignore
 /// conformance::fault_tests!(&EtcdProcess, "/faults?timeout=1s", |url: String| async move {
@@ -903,6 +904,21 @@ macro_rules! fault_tests {
             let kind = $crate::servers::Launcher::kind($launcher);
             let hold = ::std::time::Duration::from_secs(4);
             $crate::faults::watch_faults(kind, &server.url, $suffix, hold, $open).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_write_whose_answer_is_lost_is_an_unknown_outcome() {
+            let Some(server) = $crate::faults::own_server($launcher) else {
+                return;
+            };
+            let kind = $crate::servers::Launcher::kind($launcher);
+            let (proxy, direct, proxied) =
+                $crate::faults::proxied_stores(&server.url, $suffix, &$open).await;
+            let delay = ::std::time::Duration::from_millis(200);
+            let error =
+                $crate::faults::a_write_whose_answer_is_lost(&proxied, &direct, &proxy, delay)
+                    .await;
+            eprintln!("{kind}: a put whose answer was reset: {error}");
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

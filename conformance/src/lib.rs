@@ -38,6 +38,7 @@ pub mod containers;
 pub mod faults;
 pub mod native;
 mod restricted;
+pub mod robustness;
 pub mod servers;
 mod support;
 

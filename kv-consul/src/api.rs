@@ -279,6 +279,16 @@ impl Api {
                         tried += 1;
                         continue;
                     }
+                    // A write whose connection broke after it was sent may have been applied:
+                    // never `Unavailable` ("nothing was applied").
+                    if !read && !unsent && !error.is_timeout() {
+                        return Err(Error::OutcomeUnknown {
+                            operation,
+                            reason: format!(
+                                "the connection to Consul broke during the call ({error})"
+                            ),
+                        });
+                    }
                     return Err(transport(operation, timeout, error));
                 }
             };
@@ -404,14 +414,15 @@ impl Api {
             .await?;
         let status = response.status();
         if status == StatusCode::CONFLICT {
-            let answer: TxnResponse = json(operation, self.timeout, response).await?;
+            let answer: TxnResponse = written_json(operation, self.timeout, response).await?;
             let error = answer
                 .errors
                 .and_then(|errors| errors.into_iter().next())
                 .map_or_else(|| "rolled back".to_owned(), |e| e.what);
             return Ok(Err(Rollback { what: error }));
         }
-        let answer: TxnResponse = json(operation, self.timeout, check(response).await?).await?;
+        let answer: TxnResponse =
+            written_json(operation, self.timeout, check(response).await?).await?;
         Ok(Ok(answer
             .results
             .unwrap_or_default()
@@ -654,6 +665,24 @@ async fn json<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|e| transport(operation, timeout, e))?;
     serde_json::from_slice(&body).map_err(|e| Error::Backend(Box::new(e)))
+}
+
+/// The JSON answer to a write: a body that cannot be read once the answer began means the
+/// write was done or refused, and the caller cannot know which.
+async fn written_json<T: serde::de::DeserializeOwned>(
+    operation: &'static str,
+    timeout: Duration,
+    response: Response,
+) -> Result<T> {
+    json(operation, timeout, response)
+        .await
+        .map_err(|error| match error {
+            Error::Unavailable { .. } => Error::OutcomeUnknown {
+                operation,
+                reason: format!("the answer was cut off ({error})"),
+            },
+            other => other,
+        })
 }
 
 /// A failed request: timeouts are `Timeout`, everything else `Unavailable`.

@@ -113,24 +113,3 @@ conformance::fault_tests!(
     "/faults?timeout=1s",
     |url: String| async move { EtcdStore::open(&url).await }
 );
-
-/// A put applied by etcd whose answer is lost to a connection reset is an unknown outcome,
-/// never `Unavailable` ("nothing was applied").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_whose_answer_is_lost_is_an_unknown_outcome() {
-    let Some(server) = own_server() else { return };
-    let (proxy, direct, proxied) = conformance::faults::proxied_stores(
-        &server.url,
-        "/answer?timeout=5s",
-        &|url: String| async move { EtcdStore::open(&url).await },
-    )
-    .await;
-    let error = conformance::faults::a_write_whose_answer_is_lost(
-        &proxied,
-        &direct,
-        &proxy,
-        Duration::from_millis(500),
-    )
-    .await;
-    eprintln!("etcd: a put whose answer was reset: {error}");
-}

@@ -321,28 +321,26 @@ impl Inner {
             }
             Err(error) => return Err(map_write_error("put", error)),
         };
-        self.created_version(client, results, target).await
+        Self::multi_version(results)
     }
 
-    /// The version of the node a `multi` created, from its answer or (some servers answer a
-    /// create inside a multi without its stat) from the node.
-    async fn created_version(
-        &self,
-        client: &zk::Client,
-        results: Vec<zk::MultiWriteResult>,
-        target: &str,
-    ) -> Result<Option<u64>> {
-        let created = results.into_iter().find_map(|r| match r {
-            zk::MultiWriteResult::Create { stat, .. } if !stat.is_invalid() => Some(stat.mzxid),
-            _ => None,
-        });
-        match created {
-            Some(mzxid) => Ok(Some(version_of(mzxid))),
-            None => {
-                let stat = crate::timed("put", self.timeout, client.check_stat(target)).await?;
-                Ok(stat.map(|s| version_of(s.mzxid)))
-            }
-        }
+    /// The version a committed `multi` wrote: its zxid, which every operation of a `multi`
+    /// shares, from the directory's `setData` answer (or a create's stat, which some servers
+    /// leave empty inside a multi). Never read back from the node: a concurrent delete may have
+    /// removed it already, and the write must not then be taken for one that did not happen
+    /// (and sent again: applied twice).
+    fn multi_version(results: Vec<zk::MultiWriteResult>) -> Result<Option<u64>> {
+        results
+            .into_iter()
+            .find_map(|r| match r {
+                zk::MultiWriteResult::SetData { stat } => Some(stat.mzxid),
+                zk::MultiWriteResult::Create { stat, .. } if !stat.is_invalid() => Some(stat.mzxid),
+                _ => None,
+            })
+            .map(|mzxid| Some(version_of(mzxid)))
+            .ok_or_else(|| {
+                Error::Backend("ZooKeeper answered a committed multi without a version".into())
+            })
     }
 
     /// A write in the native layout: the value is the key's own node's data (no TTL there).

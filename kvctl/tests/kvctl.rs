@@ -1131,15 +1131,7 @@ fn a_frozen_holder_stops_its_command(
     mark: &Path,
     contend: impl FnOnce() -> u128,
 ) -> (Duration, Duration) {
-    let mut first = Reaped(kv.command(holder).stderr(Stdio::piped()).spawn().unwrap());
-    let line = first_stderr_line(&mut first);
-    assert!(line.starts_with("kvctl:"), "{line}");
-    let started = Instant::now();
-    while read_nanos(mark).is_none() {
-        assert!(started.elapsed() < Duration::from_secs(10), "no mark");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = Pid::from_raw(i32::try_from(first.id()).unwrap());
+    let (mut first, pid) = holding(kv, holder, mark);
     let paused = epoch_nanos();
     kill(pid, Signal::SIGSTOP).unwrap();
     let got = contend();
@@ -1266,7 +1258,22 @@ fn process_state(pid: u32) -> char {
     after_name.chars().next().unwrap()
 }
 
-/// Waits until the mark stops or keeps advancing, as `advancing` says.
+/// Starts `kvctl args`, whose command writes the time into `mark`; returns once it holds
+/// what it asked for and the command has written.
+fn holding(kv: &Kvctl, args: &[&str], mark: &Path) -> (Reaped, Pid) {
+    let mut holder = Reaped(kv.command(args).stderr(Stdio::piped()).spawn().unwrap());
+    let line = first_stderr_line(&mut holder);
+    assert!(line.starts_with("kvctl:"), "{line}");
+    let started = Instant::now();
+    while read_nanos(mark).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no mark");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = Pid::from_raw(i32::try_from(holder.id()).unwrap());
+    (holder, pid)
+}
+
+/// True if the command's mark changes within 400 ms.
 fn mark_advances(mark: &Path) -> bool {
     let before = read_nanos(mark);
     std::thread::sleep(Duration::from_millis(400));
@@ -1278,17 +1285,11 @@ fn ctrl_z_stops_kvctl_lock_and_its_command_and_fg_continues_both() {
     let kv = Kvctl::embedded();
     let mark = kv.home.path().join("mark");
     let script = marking(&mark);
-    let mut holder = Reaped(
-        kv.command(&["lock", "--ttl", "3s", "pk", "--", "sh", "-c", &script])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let (mut holder, pid) = holding(
+        &kv,
+        &["lock", "--ttl", "3s", "pk", "--", "sh", "-c", &script],
+        &mark,
     );
-    first_stderr_line(&mut holder);
-    while read_nanos(&mark).is_none() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = Pid::from_raw(i32::try_from(holder.id()).unwrap());
     // What a terminal's Ctrl-Z sends to the foreground job.
     kill(pid, Signal::SIGTSTP).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -1309,17 +1310,11 @@ fn after_a_long_ctrl_z_the_command_is_terminated_not_continued() {
     let kv = Kvctl::embedded();
     let mark = kv.home.path().join("mark");
     let script = marking(&mark);
-    let mut holder = Reaped(
-        kv.command(&["lock", "--ttl", "2s", "pk", "--", "sh", "-c", &script])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let (mut holder, pid) = holding(
+        &kv,
+        &["lock", "--ttl", "2s", "pk", "--", "sh", "-c", &script],
+        &mark,
     );
-    first_stderr_line(&mut holder);
-    while read_nanos(&mark).is_none() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = Pid::from_raw(i32::try_from(holder.id()).unwrap());
     let paused = epoch_nanos();
     kill(pid, Signal::SIGTSTP).unwrap();
     // Past the lock's deadline: another client may hold it by now.

@@ -261,11 +261,7 @@ impl Client {
     /// A `LeaseKeepAlive` stream for lease `id`, its first renewal sent (etcd answers the
     /// call once it has a request to answer): read with [`KeepAlive::renew`].
     pub async fn lease_keep_alive(&self, id: i64) -> Result<KeepAlive, Status> {
-        let (mut requests, outgoing) = mpsc::channel(1);
-        requests
-            .send(LeaseKeepAliveRequest { id })
-            .await
-            .map_err(|_| Status::internal("keep-alive request channel closed"))?;
+        let (requests, outgoing) = requests_from(LeaseKeepAliveRequest { id });
         let responses = LeaseClient::new(self.channel.clone())
             .lease_keep_alive(outgoing)
             .await?
@@ -280,14 +276,9 @@ impl Client {
 
     /// A `Watch` stream, created with `create` (sent first).
     pub async fn watch(&self, create: WatchCreateRequest) -> Result<Watch, Status> {
-        let (mut requests, outgoing) = mpsc::channel(1);
-        let first = WatchRequest {
+        let (requests, outgoing) = requests_from(WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
-        };
-        requests
-            .send(first)
-            .await
-            .map_err(|_| Status::internal("watch request channel closed"))?;
+        });
         let responses = WatchClient::new(self.channel.clone())
             .watch(outgoing)
             .await?
@@ -297,6 +288,15 @@ impl Client {
             responses,
         })
     }
+}
+
+/// The request side of a bidirectional call, `first` already queued (etcd answers the call
+/// once it has a request), and the sender of the next ones.
+fn requests_from<T>(first: T) -> (mpsc::Sender<T>, mpsc::Receiver<T>) {
+    let (mut requests, outgoing) = mpsc::channel(1);
+    // A new channel has room for one request: this cannot fail.
+    let _ = requests.try_send(first);
+    (requests, outgoing)
 }
 
 /// An open `LeaseKeepAlive` stream.
