@@ -407,13 +407,8 @@ pub(crate) fn create_revision(
     result: compare::CompareResult,
     revision: i64,
 ) -> Compare {
-    Compare {
-        result: result.into(),
-        target: compare::CompareTarget::Create.into(),
-        key: key.into(),
-        target_union: Some(compare::TargetUnion::CreateRevision(revision)),
-        range_end: Vec::new(),
-    }
+    let create = compare::TargetUnion::CreateRevision(revision);
+    comparing(key, result, compare::CompareTarget::Create, create)
 }
 
 /// `key`'s mod revision compared with `revision`.
@@ -422,22 +417,29 @@ pub(crate) fn mod_revision(
     result: compare::CompareResult,
     revision: i64,
 ) -> Compare {
-    Compare {
-        result: result.into(),
-        target: compare::CompareTarget::Mod.into(),
-        key: key.into(),
-        target_union: Some(compare::TargetUnion::ModRevision(revision)),
-        range_end: Vec::new(),
-    }
+    let modified = compare::TargetUnion::ModRevision(revision);
+    comparing(key, result, compare::CompareTarget::Mod, modified)
 }
 
 /// `key`'s value compared with `value` (fails on a missing key).
 pub(crate) fn value_is(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Compare {
+    let value = compare::TargetUnion::Value(value.into());
+    let equal = compare::CompareResult::Equal;
+    comparing(key, equal, compare::CompareTarget::Value, value)
+}
+
+/// One comparison of `key`'s `target` with `union` (which names the same target).
+fn comparing(
+    key: impl Into<Vec<u8>>,
+    result: compare::CompareResult,
+    target: compare::CompareTarget,
+    union: compare::TargetUnion,
+) -> Compare {
     Compare {
-        result: compare::CompareResult::Equal.into(),
-        target: compare::CompareTarget::Value.into(),
+        result: result.into(),
+        target: target.into(),
         key: key.into(),
-        target_union: Some(compare::TargetUnion::Value(value.into())),
+        target_union: Some(union),
         range_end: Vec::new(),
     }
 }
