@@ -167,10 +167,15 @@ impl<'a> Search<'a> {
     /// `Ok` if some order explains every operation; else how many the deepest attempt placed
     /// and the operation it could not place.
     fn run(mut self) -> Result<(), (usize, Option<usize>)> {
-        let words = self.ops.len().div_ceil(64);
-        let mut placed = vec![0u64; words];
+        // The set of placed operations, as a 128-bit Zobrist hash (the XOR of a random number
+        // per operation): updated in O(1) per step where a bitset copy was O(n), which made
+        // 100,000-operation keys quadratic; a collision (odds ~2^-128 per pair) could only
+        // prune a branch the search would have tried.
+        let mut rng = fastrand::Rng::with_seed(0x6c69_6e65_6172);
+        let zobrist: Vec<u128> = (0..self.ops.len()).map(|_| rng.u128(..)).collect();
+        let mut placed: u128 = 0;
         let mut state: BTreeSet<Reg> = BTreeSet::from([None]);
-        let mut seen: HashSet<(Vec<u64>, BTreeSet<Reg>)> = HashSet::new();
+        let mut seen: HashSet<(u128, BTreeSet<Reg>)> = HashSet::new();
         let mut stack: Vec<(usize, BTreeSet<Reg>)> = Vec::new();
         let mut deepest = (0, None);
         let mut entry = self.next[self.head];
@@ -185,9 +190,8 @@ impl<'a> Search<'a> {
                 let after: BTreeSet<Reg> =
                     state.iter().flat_map(|s| step(s, &self.ops[op])).collect();
                 if !after.is_empty() {
-                    let mut with = placed.clone();
-                    with[op / 64] |= 1 << (op % 64);
-                    if seen.insert((with.clone(), after.clone())) {
+                    let with = placed ^ zobrist[op];
+                    if seen.insert((with, after.clone())) {
                         stack.push((entry, std::mem::replace(&mut state, after)));
                         placed = with;
                         self.lift(entry);
@@ -204,8 +208,7 @@ impl<'a> Search<'a> {
                     return Err(deepest);
                 };
                 state = before;
-                let undone = call / 2;
-                placed[undone / 64] &= !(1 << (undone % 64));
+                placed ^= zobrist[call / 2];
                 self.unlift(call);
                 entry = self.next[call];
             }
@@ -364,6 +367,125 @@ mod tests {
             (get(None), 80, 90),
         ]));
         assert!(!ok(&[((Call::Delete, Outcome::Deleted(true)), 0, 10),]));
+    }
+
+    /// A linearizable history by construction: op i takes effect at 100 * i on a real
+    /// register, its call and return up to 60 either side (so neighbours overlap).
+    fn simulated(seed: u64, n: usize) -> Vec<Op> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut state: Option<(String, u64)> = None;
+        let mut version = 0;
+        (0..n)
+            .map(|i| {
+                let at = 1_000 + 100 * i as u64;
+                let (start, end) = (at - rng.u64(0..60), at + rng.u64(0..60));
+                let value = format!("v{i}");
+                let (call, outcome) = match rng.u8(0..4) {
+                    0 => (Call::Get, Outcome::Read(state.clone())),
+                    1 => {
+                        version += 1;
+                        state = Some((value.clone(), version));
+                        (Call::Put(value), Outcome::Written(version))
+                    }
+                    2 => {
+                        let expected = if rng.bool() {
+                            state.as_ref().map(|s| s.1)
+                        } else {
+                            Some(version + 5)
+                        };
+                        if expected == state.as_ref().map(|s| s.1) {
+                            version += 1;
+                            state = Some((value.clone(), version));
+                            (Call::Cas(expected, value), Outcome::Written(version))
+                        } else {
+                            (Call::Cas(expected, value), Outcome::Refused)
+                        }
+                    }
+                    _ => {
+                        let existed = state.take().is_some();
+                        (Call::Delete, Outcome::Deleted(existed))
+                    }
+                };
+                op(i % 5, call, outcome, start, end)
+            })
+            .collect()
+    }
+
+    fn is_write(op: &Op) -> bool {
+        matches!(op.outcome, Outcome::Written(_) | Outcome::Deleted(_))
+    }
+
+    #[test]
+    fn mutated_histories_are_caught_and_weakened_ones_pass() {
+        let (mut stale, mut flipped) = (0, 0);
+        for seed in 0..40 {
+            let history = simulated(seed, 300);
+            assert!(
+                check_key("k", &history).is_ok(),
+                "seed {seed}: the original"
+            );
+
+            // An acknowledged write turned into an unknown one: still explainable.
+            let mut weakened = history.clone();
+            for op in weakened.iter_mut().filter(|o| is_write(o)).step_by(3) {
+                op.outcome = Outcome::Unknown("timeout".into());
+            }
+            assert!(check_key("k", &weakened).is_ok(), "seed {seed}: weakened");
+
+            // A stale read: a get answers the value of a put that two later writes (both
+            // ended before the get began) replaced.
+            let puts: Vec<usize> = (0..history.len())
+                .filter(|&i| matches!(history[i].outcome, Outcome::Written(_)))
+                .collect();
+            for window in puts.windows(3) {
+                let (first, third) = (window[0], window[2]);
+                let Some(get) = (third + 1..history.len()).find(|&j| {
+                    history[j].call == Call::Get && history[j].start > history[third].end + 1
+                }) else {
+                    continue;
+                };
+                let (Call::Put(v) | Call::Cas(_, v)) = &history[first].call else {
+                    continue;
+                };
+                let Outcome::Written(at) = history[first].outcome else {
+                    continue;
+                };
+                let mut mutated = history.clone();
+                mutated[get].outcome = Outcome::Read(Some((v.clone(), at)));
+                assert!(check_key("k", &mutated).is_err(), "seed {seed}: stale read");
+                stale += 1;
+                break;
+            }
+
+            // A refused CAS reported applied, with a later read (before any other write could
+            // have landed) that does not see it.
+            for c in 0..history.len() {
+                if history[c].outcome != Outcome::Refused {
+                    continue;
+                }
+                let Some(g) = (c + 1..history.len()).find(|&j| history[j].call == Call::Get) else {
+                    continue;
+                };
+                let quiet = history.iter().enumerate().all(|(i, o)| {
+                    i == c || !is_write(o) || o.end < history[c].start || o.start > history[g].end
+                });
+                if !quiet || history[g].start <= history[c].end {
+                    continue;
+                }
+                let mut mutated = history.clone();
+                mutated[c].outcome = Outcome::Written(1_000_000);
+                assert!(
+                    check_key("k", &mutated).is_err(),
+                    "seed {seed}: flipped CAS"
+                );
+                flipped += 1;
+                break;
+            }
+        }
+        assert!(
+            stale >= 20 && flipped >= 5,
+            "too few mutations tried: {stale}, {flipped}"
+        );
     }
 
     #[test]
