@@ -117,6 +117,35 @@ where
         let store = open(url).await.expect("store for a robustness client");
         stores.push(Arc::new(store));
     }
+    drive(kind, stores, config, Some((server, &proxy))).await
+}
+
+/// [`run`] for an embedded store (SQLite's file, shared by its handles as by processes): the
+/// clients' handles are opened with `open(url)`; no faults yet (no server to cut).
+pub async fn run_embedded<S, F, Fut>(kind: &str, url: &str, config: Config, open: F) -> Report
+where
+    S: Store + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..config.clients {
+        let store = open(url.to_owned())
+            .await
+            .expect("store for a robustness client");
+        stores.push(Arc::new(store));
+    }
+    drive(kind, stores, config, None).await
+}
+
+/// Drives the clients over `stores`, with the nemesis when there is a server (and its proxy)
+/// and faults are on; then checks, reports, and panics on a violation.
+async fn drive(
+    kind: &str,
+    stores: Vec<Arc<dyn Store>>,
+    config: Config,
+    faulty: Option<(&Server, &FaultProxy)>,
+) -> Report {
     let began = Instant::now();
     let history = Arc::new(Mutex::new(Vec::<Op>::new()));
     let deadline = began + config.duration;
@@ -136,14 +165,18 @@ where
             ))
         })
         .collect();
-    let faults = if config.faults {
-        nemesis(server, &proxy, config.seed, began, deadline).await
-    } else {
-        tokio::time::sleep_until(deadline.into()).await;
-        Vec::new()
+    let faults = match faulty {
+        Some((server, proxy)) if config.faults => {
+            let log = nemesis(server, proxy, config.seed, began, deadline).await;
+            proxy.heal();
+            let _ = server.resume();
+            log
+        }
+        _ => {
+            tokio::time::sleep_until(deadline.into()).await;
+            Vec::new()
+        }
     };
-    proxy.heal();
-    let _ = server.resume();
     for client in clients {
         client.await.expect("a robustness client panicked");
     }
