@@ -230,7 +230,16 @@ impl Inner {
                 Err(error) => return Err(map_write_error("put", error)),
             }
         }
-        for _ in 0..ATTEMPTS {
+        // A write that keeps losing races tries again at once ATTEMPTS times, then with
+        // growing pauses until the call's budget is spent: an unconditional put racing other
+        // writers and deletes must get through, not give up after a few milliseconds.
+        let mut budget = kv_core::backend::Budget::new(self.timeout);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > ATTEMPTS && !budget.pause().await {
+                break;
+            }
             let state = self.read_key(&client, key).await?;
             let Some(dir) = &state.dir else {
                 self.make_dirs(&client, &self.layout.dir(key)).await?;
