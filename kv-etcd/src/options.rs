@@ -138,9 +138,13 @@ impl EtcdOptions {
         };
         if let Some(given) = &self.tls {
             let mut tls = tonic::transport::ClientTlsConfig::new();
-            if let Some(ca) = &given.ca {
-                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
-            }
+            tls = match &given.ca {
+                Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                // As documented: no CA given, the system's roots (read by rustls-native-certs,
+                // which honours SSL_CERT_FILE / SSL_CERT_DIR). Without this no root was trusted
+                // and every `etcds://` URL without `ca=` failed to connect.
+                None => tls.with_native_roots(),
+            };
             if let Some((cert, key)) = &given.identity {
                 tls = tls.identity(tonic::transport::Identity::from_pem(cert, key.expose()));
             }

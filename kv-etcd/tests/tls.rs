@@ -106,6 +106,27 @@ async fn mutual_tls() {
     let plain = format!("etcd://127.0.0.1:{client}/tls?timeout=2s&connect_timeout=2s");
     assert!(EtcdStore::open(&plain).await.unwrap_err().is_retryable());
 
+    // Without `ca=`, the system's roots: here the test CA, made the system's by SSL_CERT_FILE
+    // (which rustls-native-certs honours), in a child run of this test binary so that the
+    // variable is set before anything starts.
+    let system_roots = format!(
+        "etcds://127.0.0.1:{client}/tls?timeout=3s&connect_timeout=3s&cert={}&key={}",
+        path(&certs.client_cert),
+        path(&certs.client_key)
+    );
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "with_the_system_roots", "--nocapture"])
+        .env("SSL_CERT_FILE", &certs.ca)
+        .env("KV_TEST_SYSTEM_ROOTS_URL", &system_roots)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&child.stdout).into_owned()
+        + &String::from_utf8_lossy(&child.stderr);
+    assert!(
+        child.status.success() && said.contains("read over TLS with the system's roots"),
+        "without ca=, the system's roots: {said}"
+    );
+
     // cert without key is a bad URL, reported before connecting.
     let half = format!(
         "etcds://127.0.0.1:{client}?cert={}",
@@ -115,4 +136,19 @@ async fn mutual_tls() {
         EtcdStore::open(&half).await,
         Err(Error::InvalidUrl { .. })
     ));
+}
+
+/// The child run of [`mutual_tls`]: opens `KV_TEST_SYSTEM_ROOTS_URL` (no `ca=`) with
+/// `SSL_CERT_FILE` naming the test CA. Does nothing when run on its own.
+#[tokio::test]
+async fn with_the_system_roots() {
+    let Ok(url) = std::env::var("KV_TEST_SYSTEM_ROOTS_URL") else {
+        return;
+    };
+    let store = EtcdStore::open(&url).await.unwrap();
+    assert_eq!(
+        &store.get("k").await.unwrap().unwrap().value[..],
+        b"over tls"
+    );
+    println!("read over TLS with the system's roots");
 }
