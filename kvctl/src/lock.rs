@@ -105,11 +105,7 @@ pub async fn hold(
         (Some(group), Some(until), Some(ttl)) => {
             // SIGKILL half a safety margin after the deadline: before the server's expiry.
             let grace = kv::backend::safety_margin(ttl) / 2;
-            Some(Watchdog::start(
-                group.as_raw().unsigned_abs(),
-                grace,
-                until,
-            )?)
+            Some(Watchdog::start(group, grace, until)?)
         }
         _ => None,
     };
@@ -131,7 +127,7 @@ pub async fn hold(
                 break Held::Exited(exit_status(status));
             }
             _ = lost.cancelled() => {
-                stop(&mut child).await;
+                stop(&mut child, group).await;
                 break Held::Lost(format!("while {program} ran; it was sent SIGTERM"));
             }
             signal = signals.next() => {
@@ -241,10 +237,10 @@ fn die_with_parent(_command: &mut Command) {}
 
 /// SIGTERM to the command's process group (and SIGCONT, should it be stopped), then SIGKILL
 /// if it outlives the grace period.
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+async fn stop(child: &mut Child, group: Option<Pid>) {
+    if let Some(group) = group {
+        let _ = killpg(group, Signal::SIGTERM);
+        let _ = killpg(group, Signal::SIGCONT);
     }
     if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
         let _ = child.kill().await;

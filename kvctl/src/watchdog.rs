@@ -32,13 +32,13 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts a watchdog over process group `pgid` that kills it `grace` after SIGTERM, and
     /// gives it `until`, the current deadline.
-    pub fn start(pgid: u32, grace: Duration, until: Instant) -> Result<Watchdog, Failure> {
+    pub fn start(pgid: Pid, grace: Duration, until: Instant) -> Result<Watchdog, Failure> {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::new(code::OTHER, format!("cannot find kvctl itself: {e}")))?;
         let mut child = Command::new(exe)
             .args([
                 "__watchdog",
-                &pgid.to_string(),
+                &pgid.as_raw().to_string(),
                 &grace.as_millis().to_string(),
             ])
             .stdin(Stdio::piped())

@@ -33,9 +33,12 @@ pub struct Violation {
 }
 
 /// Checks one key's operations (any order); `Err` with the evidence if no order explains them.
-pub fn check_key(key: &str, ops: &[Op]) -> Result<(), Box<Violation>> {
+pub fn check_key<'a>(
+    key: &str,
+    ops: impl IntoIterator<Item = &'a Op>,
+) -> Result<(), Box<Violation>> {
     let mut ops: Vec<Op> = ops
-        .iter()
+        .into_iter()
         .filter(|op| !matches!(op.outcome, Outcome::Failed(_)))
         .cloned()
         .collect();
@@ -45,15 +48,16 @@ pub fn check_key(key: &str, ops: &[Op]) -> Result<(), Box<Violation>> {
             op.end = u64::MAX;
         }
     }
-    let search = Search::new(&ops);
-    search.run().map_err(|(placed, stuck)| {
-        Box::new(Violation {
-            key: key.to_owned(),
-            stuck: stuck.map(|i| ops[i].clone()),
-            ops: ops.clone(),
-            placed,
-        })
-    })
+    let (placed, stuck) = match Search::new(&ops).run() {
+        Ok(()) => return Ok(()),
+        Err(deepest) => deepest,
+    };
+    Err(Box::new(Violation {
+        key: key.to_owned(),
+        stuck: stuck.map(|i| ops[i].clone()),
+        ops,
+        placed,
+    }))
 }
 
 /// The states `op` may lead to from `state`, given what it answered (none: it cannot be next).

@@ -200,12 +200,12 @@ async fn drive(
         *report.faults.entry(fault.kind).or_default() += 1;
     }
     let checking = Instant::now();
-    let mut by_key: BTreeMap<&str, Vec<Op>> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in &ops {
-        by_key.entry(&op.key).or_default().push(op.clone());
+        by_key.entry(&op.key).or_default().push(op);
     }
     let violations: Vec<_> = by_key
-        .iter()
+        .into_iter()
         .filter_map(|(key, ops)| linearizable::check_key(key, ops).err())
         .collect();
     report.checked_in = checking.elapsed();

@@ -387,17 +387,16 @@ pub(crate) fn txn(
     success: impl IntoIterator<Item = request_op::Request>,
     failure: impl IntoIterator<Item = request_op::Request>,
 ) -> TxnRequest {
-    let ops = |ops: Vec<_>| -> Vec<RequestOp> {
-        ops.into_iter()
-            .map(|request| RequestOp {
-                request: Some(request),
-            })
-            .collect()
-    };
+    fn ops(requests: impl IntoIterator<Item = request_op::Request>) -> Vec<RequestOp> {
+        let op = |request| RequestOp {
+            request: Some(request),
+        };
+        requests.into_iter().map(op).collect()
+    }
     TxnRequest {
         compare,
-        success: ops(success.into_iter().collect()),
-        failure: ops(failure.into_iter().collect()),
+        success: ops(success),
+        failure: ops(failure),
     }
 }
 
