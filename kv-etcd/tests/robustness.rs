@@ -7,5 +7,6 @@ conformance::robustness_tests!(
     &conformance::servers::EtcdProcess,
     "/robustness?timeout=1s",
     10,
-    |url: String| async move { EtcdStore::open(&url).await }
+    |url: String| async move { EtcdStore::open(&url).await },
+    kills = true
 );

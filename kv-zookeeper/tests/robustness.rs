@@ -7,5 +7,6 @@ conformance::robustness_tests!(
     &conformance::servers::ZooKeeperProcess,
     "/robustness?timeout=1s&session_timeout=6s",
     10,
-    |url: String| async move { ZooKeeperStore::open(&url).await }
+    |url: String| async move { ZooKeeperStore::open(&url).await },
+    kills = true
 );

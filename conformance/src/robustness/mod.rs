@@ -16,8 +16,12 @@
 //!   `KV_ROBUSTNESS_SECONDS` lengthens a run.
 
 pub mod history;
+pub mod lease;
 pub mod linearizable;
+pub mod lock;
+pub mod timeline;
 pub mod traffic;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,6 +47,9 @@ pub struct Config {
     pub seed: u64,
     /// Inject faults (else a fault-free run: anomalies then are the library's alone).
     pub faults: bool,
+    /// The nemesis may also kill the server with SIGKILL and restart it on its data (only
+    /// for servers that keep every acknowledged write across that).
+    pub kills: bool,
 }
 
 impl Config {
@@ -61,6 +68,7 @@ impl Config {
             keys: 3,
             seed,
             faults: true,
+            kills: false,
         }
     }
 }
@@ -76,16 +84,30 @@ pub struct Report {
     pub failed: usize,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, usize>,
+    /// Events the watchers received.
+    pub watch_events: usize,
+    /// Times the lock was acquired, and writes the fenced resource refused (from holders
+    /// that had been told they lost the lock).
+    pub lock_holds: usize,
+    /// See `lock_holds`.
+    pub refused_writes: usize,
+    /// Leases granted.
+    pub leases: usize,
+    /// How long the slowest watcher took to deliver the write made after the traffic.
+    pub watch_lag: Duration,
     /// Time the checker took.
     pub checked_in: Duration,
 }
 
 /// One fault as the nemesis logged it (ns since the run began).
 #[derive(Debug, Clone)]
-struct Fault {
-    kind: &'static str,
-    start: u64,
-    end: u64,
+pub struct Fault {
+    /// What it was: partition, reset, delay, pause, long pause, kill.
+    pub kind: &'static str,
+    /// When it began.
+    pub start: u64,
+    /// When it ended.
+    pub end: u64,
 }
 
 /// Runs traffic against `server` (stores opened with `open(url + suffix)`; the suffix should
@@ -138,8 +160,10 @@ where
     drive(kind, stores, config, None).await
 }
 
-/// Drives the clients over `stores`, with the nemesis when there is a server (and its proxy)
-/// and faults are on; then checks, reports, and panics on a violation.
+/// Drives the clients over `stores` (get/put/CAS/delete traffic on every handle, two
+/// watchers, two lease clients and three lock clients sharing them, as services share a
+/// handle), with the nemesis when there is a server (and its proxy) and faults are on; then
+/// writes the sentinel, reads the final state, checks, reports, and panics on a violation.
 async fn drive(
     kind: &str,
     stores: Vec<Arc<dyn Store>>,
@@ -147,27 +171,86 @@ async fn drive(
     faulty: Option<(&Server, &FaultProxy)>,
 ) -> Report {
     let began = Instant::now();
+    let at = move || began.elapsed().as_nanos() as u64;
     let history = Arc::new(Mutex::new(Vec::<Op>::new()));
     let deadline = began + config.duration;
-    let keys: Vec<String> = (0..config.keys).map(|k| format!("k{k}")).collect();
-    let clients: Vec<_> = stores
-        .iter()
-        .enumerate()
-        .map(|(client, store)| {
-            tokio::spawn(traffic::client(
+    let keys: Vec<String> = (0..config.keys).map(|k| format!("r/k{k}")).collect();
+    let capabilities = stores[0].capabilities().clone();
+    let store = |i: usize| stores[i % stores.len()].clone();
+    let mut tasks = Vec::new();
+    for (client, store) in stores.iter().enumerate() {
+        tasks.push(tokio::spawn(traffic::client(
+            client,
+            store.clone(),
+            keys.clone(),
+            config.seed.wrapping_add(client as u64 * 7919),
+            began,
+            deadline,
+            history.clone(),
+        )));
+    }
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    if capabilities.leases {
+        for (n, client) in [(1, 100), (2, 101)] {
+            tasks.push(tokio::spawn(lease::client(
                 client,
-                store.clone(),
-                keys.clone(),
+                store(n),
                 config.seed.wrapping_add(client as u64 * 7919),
                 began,
                 deadline,
                 history.clone(),
-            ))
-        })
-        .collect();
+                dropped.clone(),
+            )));
+        }
+    }
+    let resource = Arc::new(lock::Resource::default());
+    if capabilities.locks {
+        for (n, client) in [(3, 200), (4, 201), (5, 202)] {
+            tasks.push(tokio::spawn(lock::client(
+                client,
+                store(n),
+                config.seed.wrapping_add(client as u64 * 7919),
+                began,
+                deadline,
+                resource.clone(),
+            )));
+        }
+    }
+    // Watchers: one from the start through the proxy, one a third into the run from an old
+    // version (or from then, without history) on a direct handle.
+    let (stop_watching, stop) = tokio::sync::watch::channel(false);
+    let mut watchers = Vec::new();
+    for (watcher, n) in [(0, 1), (1, 0)] {
+        let log = Arc::new(Mutex::new(watch::WatchLog {
+            watcher,
+            ..watch::WatchLog::default()
+        }));
+        let (store, stop, task_log, history) =
+            (store(n), stop.clone(), log.clone(), history.clone());
+        let later = config.duration / 3;
+        let task = tokio::spawn(async move {
+            let mut since = None;
+            if watcher == 1 {
+                tokio::time::sleep(later).await;
+                if store.capabilities().watch_history {
+                    since = history
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .filter_map(|o| match o.outcome {
+                            history::Outcome::Written(v) => Some(v.saturating_sub(1)),
+                            _ => None,
+                        })
+                        .min();
+                }
+            }
+            watch::watcher(store, String::new(), since, began, stop, task_log).await
+        });
+        watchers.push((log, task));
+    }
     let faults = match faulty {
         Some((server, proxy)) if config.faults => {
-            let log = nemesis(server, proxy, config.seed, began, deadline).await;
+            let log = nemesis(server, proxy, &config, began, deadline).await;
             proxy.heal();
             let _ = server.resume();
             log
@@ -177,23 +260,105 @@ async fn drive(
             Vec::new()
         }
     };
-    for client in clients {
-        client.await.expect("a robustness client panicked");
+    for task in tasks {
+        task.await.expect("a robustness client panicked");
+    }
+    // Dropped leases' keys must be gone by their deadline; wait for the last one.
+    let dropped = std::mem::take(&mut *dropped.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Some(last) = dropped.iter().map(|d| d.gone_by).max() {
+        tokio::time::sleep(Duration::from_nanos(last.saturating_sub(at()))).await;
+    }
+    // The sentinel: one more write every watcher must deliver; then the final state.
+    let checker = stores[0].clone();
+    let mut end = watch::Final::default();
+    let until = Instant::now() + Duration::from_secs(15);
+    while end.sentinel.is_none() && Instant::now() < until {
+        match checker
+            .put(watch::SENTINEL, b"end", kv_core::PutOptions::default())
+            .await
+        {
+            Ok(version) => end.sentinel = Some(version),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let written = Instant::now();
+    let mut watch_lag = Duration::ZERO;
+    for (log, _) in &watchers {
+        loop {
+            let done = {
+                let log = log.lock().unwrap_or_else(|p| p.into_inner());
+                log.ended.is_some()
+                    || log
+                        .events()
+                        .any(|e| Some(e.version) == end.sentinel && e.key == watch::SENTINEL)
+            };
+            if done || written.elapsed() > watch::LIVENESS_BOUND {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        watch_lag = watch_lag.max(written.elapsed());
+    }
+    let mut final_keys: Vec<String> = history
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|o| o.key.clone())
+        .collect();
+    final_keys.sort();
+    final_keys.dedup();
+    for key in final_keys {
+        let start = at();
+        let read = loop {
+            match checker.get(&key).await {
+                Ok(pair) => {
+                    break pair.map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version))
+                }
+                Err(_) if Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("{kind}: the final read of {key} failed: {e}"),
+            }
+        };
+        history.lock().unwrap_or_else(|p| p.into_inner()).push(Op {
+            client: 999,
+            key: key.clone(),
+            call: history::Call::Get,
+            outcome: history::Outcome::Read(read.clone()),
+            start,
+            end: at(),
+        });
+        end.state.insert(key, read);
+    }
+    let _ = stop_watching.send(true);
+    let mut logs = Vec::new();
+    for (log, task) in watchers {
+        let _ = task.await;
+        logs.push(std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner())));
     }
     for store in &stores {
         let _ = store.close().await;
     }
     let ops = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
+    let (holds, refused, lock_problems) = resource.outcome();
     let mut report = Report {
         ops: ops.len(),
         unknown: ops
             .iter()
-            .filter(|o| matches!(o.outcome, history::Outcome::Unknown(_)))
+            .filter(|o| matches!(&o.outcome, history::Outcome::Unknown(e) if !e.starts_with(lease::EXPIRY)))
             .count(),
         failed: ops
             .iter()
             .filter(|o| matches!(o.outcome, history::Outcome::Failed(_)))
             .count(),
+        watch_events: logs.iter().map(|l| l.events().count()).sum(),
+        lock_holds: holds.len(),
+        refused_writes: refused,
+        leases: ops
+            .iter()
+            .filter(|o| o.key.starts_with("l/") && matches!(o.call, history::Call::Put(_)))
+            .count(),
+        watch_lag,
         ..Report::default()
     };
     for fault in &faults {
@@ -208,6 +373,9 @@ async fn drive(
         .into_iter()
         .filter_map(|(key, ops)| linearizable::check_key(key, ops).err())
         .collect();
+    let mut problems = watch::check(&logs, &ops, &end, capabilities.watch_coalesces);
+    problems.extend(lease::check(&dropped, &end.state));
+    problems.extend(lock_problems);
     report.checked_in = checking.elapsed();
     // Errors must be typed; and with no fault at all, no call may fail saying nothing was
     // applied (a write racing other writers included: giving up is not an answer when nothing
@@ -224,13 +392,29 @@ async fn drive(
         Vec::new()
     };
     eprintln!(
-        "{kind}: robustness seed {}: {} ops ({} unknown, {} failed), faults {:?}, checked in {:?}",
-        config.seed, report.ops, report.unknown, report.failed, report.faults, report.checked_in
+        "{kind}: robustness seed {}: {} ops ({} unknown, {} failed), {} watch events (last \
+         write delivered in {:?}), {} lock holds ({} stale writes refused), {} leases, faults \
+         {:?}, checked in {:?}",
+        config.seed,
+        report.ops,
+        report.unknown,
+        report.failed,
+        report.watch_events,
+        report.watch_lag,
+        report.lock_holds,
+        report.refused_writes,
+        report.leases,
+        report.faults,
+        report.checked_in
     );
-    if violations.is_empty() && untyped.is_empty() && unforced.is_empty() {
+    if violations.is_empty() && untyped.is_empty() && unforced.is_empty() && problems.is_empty()
+    {
         return report;
     }
-    let dir = save(kind, config.seed, &ops, &faults);
+    let focus = violations
+        .first()
+        .and_then(|v| v.stuck.as_ref().map(|s| (v.key.as_str(), s.start)));
+    let dir = save(kind, config.seed, &ops, &faults, &logs, &holds, focus);
     let mut message = String::new();
     for violation in &violations {
         message.push_str(&format!(
@@ -253,6 +437,9 @@ async fn drive(
             message.push_str(&format!("  {}\n", op.describe()));
         }
     }
+    for problem in problems.iter().take(10) {
+        message.push_str(&format!("\n{problem}"));
+    }
     for op in unforced.iter().take(5) {
         let line = format!("\na call failed with no fault injected: {}", op.describe());
         message.push_str(&line);
@@ -273,16 +460,17 @@ async fn drive(
 }
 
 /// Injects faults until `deadline`, one at a time with pauses between: the proxied clients'
-/// connections held (a partition), reset, or delayed, and the server paused (SIGSTOP) for
-/// about a second. Returns the log.
+/// connections held (a partition), reset, or delayed; the server paused (SIGSTOP) for about a
+/// second, or now and then for longer than the leases' and locks' TTLs; and, with
+/// `config.kills`, killed with SIGKILL and restarted on its data. Returns the log.
 async fn nemesis(
     server: &Server,
     proxy: &FaultProxy,
-    seed: u64,
+    config: &Config,
     began: Instant,
     deadline: Instant,
 ) -> Vec<Fault> {
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_fa17);
+    let mut rng = fastrand::Rng::with_seed(config.seed ^ 0x5eed_fa17);
     let mut log = Vec::new();
     let at = || began.elapsed().as_nanos() as u64;
     loop {
@@ -291,32 +479,46 @@ async fn nemesis(
             break;
         }
         tokio::time::sleep(quiet).await;
-        let length = Duration::from_millis(rng.u64(300..1300));
+        let mut length = Duration::from_millis(rng.u64(300..1300));
         let start = at();
-        let kind = match rng.u8(0..4) {
-            0 => {
+        let kind = match rng.u8(0..if config.kills { 12 } else { 10 }) {
+            0..=2 => {
                 proxy.hold();
                 tokio::time::sleep(length).await;
                 proxy.heal();
                 "partition"
             }
-            1 => {
+            3 | 4 => {
                 proxy.drop_connections();
                 "reset"
             }
-            2 => {
+            5 | 6 => {
                 proxy.delay(Duration::from_millis(rng.u64(20..200)));
                 tokio::time::sleep(length).await;
                 proxy.heal();
                 "delay"
             }
-            _ => {
-                if server.pause().is_err() {
-                    continue;
+            n => {
+                let long = n == 9;
+                if long {
+                    length = Duration::from_millis(rng.u64(3000..4000));
                 }
-                tokio::time::sleep(length).await;
-                let _ = server.resume();
-                "pause"
+                if n >= 10 {
+                    let (killed, restarted) = tokio::task::block_in_place(|| {
+                        (server.kill9(), server.restart())
+                    });
+                    if let Err(e) = killed.and(restarted) {
+                        panic!("the nemesis could not kill and restart the server: {e}");
+                    }
+                    "kill"
+                } else {
+                    if server.pause().is_err() {
+                        continue;
+                    }
+                    tokio::time::sleep(length).await;
+                    let _ = server.resume();
+                    if long { "long pause" } else { "pause" }
+                }
             }
         };
         log.push(Fault {
@@ -330,7 +532,15 @@ async fn nemesis(
 }
 
 /// Writes the seed, the history (JSON lines) and the fault log of a failed run; returns where.
-fn save(kind: &str, seed: u64, ops: &[Op], faults: &[Fault]) -> PathBuf {
+fn save(
+    kind: &str,
+    seed: u64,
+    ops: &[Op],
+    faults: &[Fault],
+    watches: &[watch::WatchLog],
+    holds: &[lock::Hold],
+    focus: Option<(&str, u64)>,
+) -> PathBuf {
     let root = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .or_else(|| {
@@ -356,6 +566,11 @@ fn save(kind: &str, seed: u64, ops: &[Op], faults: &[Fault]) -> PathBuf {
         .collect();
     let _ = std::fs::write(dir.join("faults.log"), log);
     let _ = std::fs::write(dir.join("seed"), format!("{seed}\n"));
+    let watches: String = watches.iter().map(watch::WatchLog::json).collect();
+    let _ = std::fs::write(dir.join("watches.jsonl"), watches);
+    let holds: String = holds.iter().map(|h| format!("{h:?}\n")).collect();
+    let _ = std::fs::write(dir.join("locks.log"), holds);
+    let _ = std::fs::write(dir.join("timeline.html"), timeline::html(kind, seed, ops, faults, focus));
     dir
 }
 
@@ -366,6 +581,9 @@ fn save(kind: &str, seed: u64, ops: &[Op], faults: &[Fault]) -> PathBuf {
 #[macro_export]
 macro_rules! robustness_tests {
     ($launcher:expr, $suffix:expr, $seconds:expr, $open:expr) => {
+        $crate::robustness_tests!($launcher, $suffix, $seconds, $open, kills = false);
+    };
+    ($launcher:expr, $suffix:expr, $seconds:expr, $open:expr, kills = $kills:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_fault_free_history_is_linearizable() {
             let Some(server) = $crate::faults::own_server($launcher) else {
@@ -383,7 +601,8 @@ macro_rules! robustness_tests {
                 return;
             };
             let kind = $crate::servers::Launcher::kind($launcher);
-            let config = $crate::robustness::Config::from_env($seconds);
+            let mut config = $crate::robustness::Config::from_env($seconds);
+            config.kills = $kills;
             $crate::robustness::run(kind, &server, $suffix, config, $open).await;
         }
     };

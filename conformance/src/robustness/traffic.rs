@@ -105,7 +105,7 @@ pub async fn client(
 /// What an error tells about the operation: nothing applied, or unknown. Only the errors the
 /// contract defines as "nothing was sent or applied" count as failed; an untyped
 /// (`Backend`) error is unknown, and the run reports it.
-fn classify(error: &Error) -> Outcome {
+pub fn classify(error: &Error) -> Outcome {
     match error {
         e if e.is_outcome_unknown() => Outcome::Unknown(format!("{e}")),
         Error::Unavailable { .. } => Outcome::Failed(format!("unavailable: {error}")),

@@ -1,0 +1,205 @@
+//! Lease clients: grant a lease with a TTL of a few seconds, put a key with it, read it back
+//! while holding, then revoke it or stop renewing. Their operations join the history as
+//! ordinary operations on their own keys (`l/...`), so the linearizability checker holds them
+//! to the lease's promise:
+//! - the put, and every read while holding, are get/put operations;
+//! - the lease's end is a delete with an unknown outcome (it may happen at any time after, or
+//!   never) *invoked* when the lease stopped being guaranteed: the earliest of its
+//!   [`Lease::lost`](kv_core::Lease::lost) firing, its validity deadline, and the time the client
+//!   dropped or revoked it. A read that finds the key gone before then has nothing to explain
+//!   it; a revoke that succeeded is an acknowledged delete;
+//! - and, in [`check`], every key whose lease was dropped is gone (and the watchers saw it go:
+//!   [`super::watch`]'s final-state check) once its TTL has run out twice over, plus slack.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kv_core::{PutOptions, Store};
+
+use super::history::{Call, Op, Outcome};
+use super::traffic::classify;
+
+/// A lease that was dropped (not revoked): by when its key must be gone.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    /// The key put with it.
+    pub key: String,
+    /// Dropped at (ns since the run began).
+    pub at: u64,
+    /// The key must be gone by then (ns since the run began): TTL × 2 + slack after `at`
+    /// (Consul ends a session between one and two TTLs after its last renewal).
+    pub gone_by: u64,
+}
+
+/// The slack on top of two TTLs for a dropped lease's key to go.
+const SLACK: Duration = Duration::from_secs(2);
+
+/// Drives one lease client on `store` until `deadline`: one lease at a time with a TTL of
+/// 2–3 s (at least the backend's minimum), held for 1–4 s. Operations go into `history`,
+/// dropped leases into `dropped`.
+#[allow(clippy::too_many_arguments)]
+pub async fn client(
+    client: usize,
+    store: Arc<dyn Store>,
+    seed: u64,
+    began: Instant,
+    deadline: Instant,
+    history: Arc<Mutex<Vec<Op>>>,
+    dropped: Arc<Mutex<Vec<Dropped>>>,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let at = move || began.elapsed().as_nanos() as u64;
+    let record = |op: Op| history.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+    let min = store
+        .capabilities()
+        .ttl
+        .as_ref()
+        .map_or(Duration::from_secs(2), |t| t.min);
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        let ttl = Duration::from_millis(rng.u64(2000..3000)).max(min);
+        let lease = match store.grant(ttl).await {
+            Ok(lease) => lease,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let ttl = lease.ttl();
+        n += 1;
+        let key = format!("l/c{client}-{n}");
+        let value = format!("l{client}-{n}");
+        let lost_at = Arc::new(AtomicU64::new(u64::MAX));
+        let watcher = {
+            let (lost, lost_at) = (lease.lost(), lost_at.clone());
+            tokio::spawn(async move {
+                lost.cancelled().await;
+                lost_at.store(at(), Ordering::SeqCst);
+            })
+        };
+        let start = at();
+        let outcome = match store
+            .put(&key, value.as_bytes(), PutOptions::default().lease(&lease))
+            .await
+        {
+            Ok(version) => Outcome::Written(version),
+            Err(e) => classify(&e),
+        };
+        let written = matches!(outcome, Outcome::Written(_) | Outcome::Unknown(_));
+        record(Op {
+            client,
+            key: key.clone(),
+            call: Call::Put(value),
+            outcome,
+            start,
+            end: at(),
+        });
+        let hold_until = Instant::now() + Duration::from_millis(rng.u64(1000..4000));
+        while written && Instant::now() < hold_until.min(deadline) {
+            tokio::time::sleep(Duration::from_millis(rng.u64(100..300))).await;
+            let start = at();
+            let outcome = match store.get(&key).await {
+                Ok(pair) => Outcome::Read(pair.map(|p| {
+                    (String::from_utf8_lossy(&p.value).into_owned(), p.version)
+                })),
+                Err(e) => classify(&e),
+            };
+            record(Op {
+                client,
+                key: key.clone(),
+                call: Call::Get,
+                outcome,
+                start,
+                end: at(),
+            });
+        }
+        // The lease is guaranteed no longer than its validity deadline (as this process
+        // knows it) or until `lost` fired (read before a revoke, which fires it too).
+        let until = lease
+            .validity()
+            .until()
+            .map_or(u64::MAX, |t| t.saturating_duration_since(began).as_nanos() as u64);
+        let stopped = at();
+        let guaranteed_until = stopped.min(until).min(lost_at.load(Ordering::SeqCst));
+        let was_lost = lease.is_lost();
+        let revoked = if rng.bool() {
+            Some(lease.revoke().await)
+        } else {
+            None
+        };
+        let revoke_end = at();
+        drop(lease);
+        watcher.abort();
+        let acknowledged = matches!(
+            history.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().find(|o| o.key == key && o.call != Call::Get),
+            Some(Op { outcome: Outcome::Written(_), .. })
+        );
+        if let (Some(Ok(())), false, true) = (&revoked, was_lost, acknowledged) {
+            // A revoke of a lease still held: an acknowledged delete of an existing key.
+            record(Op {
+                client,
+                key: key.clone(),
+                call: Call::Delete,
+                outcome: Outcome::Deleted(true),
+                start: stopped,
+                end: revoke_end,
+            });
+            continue;
+        }
+        // Expiry: at any time after the lease stopped being guaranteed, or never (the check
+        // below says by when it must have happened).
+        record(Op {
+            client,
+            key: key.clone(),
+            call: Call::Delete,
+            outcome: Outcome::Unknown(format!(
+                "{EXPIRY}{}",
+                revoked
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(" (revoke: {r:?})"))
+            )),
+            start: guaranteed_until,
+            end: u64::MAX,
+        });
+        if written {
+            // A revoke that succeeded deleted the key by the time it returned.
+            let gone_by = match revoked {
+                Some(Ok(())) => revoke_end,
+                _ => stopped + (ttl * 2 + SLACK).as_nanos() as u64,
+            };
+            dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Dropped {
+                    key: key.clone(),
+                    at: stopped,
+                    gone_by,
+                });
+        }
+    }
+}
+
+/// How the history marks a lease's expiry (an operation no client called).
+pub const EXPIRY: &str = "lease expiry";
+
+/// Keys whose lease was dropped and that were still there after their `gone_by` (`state`:
+/// each key's final state, read after every `gone_by` passed).
+pub fn check(
+    dropped: &[Dropped],
+    state: &std::collections::BTreeMap<String, Option<(String, u64)>>,
+) -> Vec<String> {
+    dropped
+        .iter()
+        .filter_map(|d| match state.get(&d.key) {
+            Some(Some((value, version))) => Some(format!(
+                "{} = {value} @ {version} outlived its lease: dropped at {:.1} ms, still there \
+                 after {:.1} ms",
+                d.key,
+                d.at as f64 / 1e6,
+                d.gone_by as f64 / 1e6
+            )),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,464 @@
+//! Watchers and their checker: every change delivered in order, once, with no gap against the
+//! write history, resumable from a version, and never silent.
+//!
+//! A watcher follows the clients' keys with `watch_tree` and, when its watch ends with an
+//! error a service would retry (`Unavailable`, `WatchLagged`), resumes it with `since` = the
+//! last version it saw, as a service would; a `Compacted` or other error ends it. Each run of
+//! one underlying watch is a *segment*. The checks ([`check`]):
+//! - every event names a write that was made (its value) at the version the write was
+//!   acknowledged with; never one that failed saying nothing was applied;
+//! - versions increase: per key strictly, across the stream never backwards (a tree watch
+//!   resumed after version V skips every change up to V, so it must deliver in version order);
+//! - no gaps (backends that do not coalesce): a segment resumed after version S holds every
+//!   acknowledged write with a version in (S, last version it delivered]; a segment started
+//!   "from now" every acknowledged write invoked after the watch was ready, up to its last
+//!   version; and between two consecutive puts of a key, a Delete event whenever a delete of the
+//!   key was acknowledged entirely between the two writes;
+//! - two watchers agree on every version both covered;
+//! - never silent: after the traffic, one more write (the *sentinel*) must reach every watcher
+//!   within the liveness bound, or the watcher must have ended with an error; and then each
+//!   key's last event agrees with the key's final state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kv_core::{Error, EventKind, Store, WatchOptions};
+
+use super::history::{Call, Op, Outcome};
+
+/// The key of the write made after the traffic, which every watcher must deliver.
+pub const SENTINEL: &str = "r/end";
+
+/// How long after the sentinel write every watcher must have delivered it (or ended).
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(20);
+
+/// One delivered change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// When it was received (ns since the run began).
+    pub at: u64,
+    /// `true` for a put, `false` for a delete.
+    pub put: bool,
+    /// The key.
+    pub key: String,
+    /// The value (empty for a delete).
+    pub value: String,
+    /// Its version.
+    pub version: u64,
+    /// Part of the initial state of a watch started "from now" (before its Synced marker).
+    pub initial: bool,
+}
+
+/// One underlying watch: how it started, what it delivered, how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Segment {
+    /// Resumed after this version; `None`: started from the current state.
+    pub since: Option<u64>,
+    /// When the watch call returned (ns since the run began).
+    pub ready: u64,
+    /// What it delivered.
+    pub events: Vec<Seen>,
+    /// The error it ended with, if it did.
+    pub error: Option<String>,
+}
+
+/// What one watcher saw, segment by segment.
+#[derive(Debug, Clone, Default)]
+pub struct WatchLog {
+    /// Which watcher.
+    pub watcher: usize,
+    /// Its segments in order.
+    pub segments: Vec<Segment>,
+    /// Why it stopped for good, if it did before the end (an error it could not resume from).
+    pub ended: Option<String>,
+}
+
+impl WatchLog {
+    fn last_version(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .flat_map(|s| s.events.iter())
+            .map(|e| e.version)
+            .max()
+    }
+
+    /// Every event, in delivery order.
+    pub fn events(&self) -> impl Iterator<Item = &Seen> {
+        self.segments.iter().flat_map(|s| s.events.iter())
+    }
+
+    /// The log as JSON lines, one per event or segment boundary.
+    pub fn json(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            out.push_str(&format!(
+                "{{\"watcher\":{},\"segment\":{{\"since\":{},\"ready_ns\":{}}}}}\n",
+                self.watcher,
+                segment.since.map_or("null".into(), |s| s.to_string()),
+                segment.ready
+            ));
+            for e in &segment.events {
+                out.push_str(&format!(
+                    "{{\"watcher\":{},\"at_ns\":{},\"kind\":\"{}\",\"key\":\"{}\",\"value\":\"{}\",\"version\":{},\"initial\":{}}}\n",
+                    self.watcher,
+                    e.at,
+                    if e.put { "put" } else { "delete" },
+                    e.key,
+                    e.value,
+                    e.version,
+                    e.initial
+                ));
+            }
+            if let Some(error) = &segment.error {
+                out.push_str(&format!(
+                    "{{\"watcher\":{},\"error\":{:?}}}\n",
+                    self.watcher, error
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Watches `prefix` on `store` from `start` (resuming after errors, see the module doc) until
+/// `stop` says so; the log is kept in `log` as it grows.
+pub async fn watcher(
+    store: Arc<dyn Store>,
+    prefix: String,
+    start: Option<u64>,
+    began: Instant,
+    stop: tokio::sync::watch::Receiver<bool>,
+    log: Arc<Mutex<WatchLog>>,
+) {
+    let history = store.capabilities().watch_history;
+    let at = || began.elapsed().as_nanos() as u64;
+    let mut since = start;
+    let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let options = match since {
+            Some(version) => WatchOptions::default().since(version),
+            None => WatchOptions::default().synced(),
+        };
+        let mut stream = match store.watch_tree(&prefix, options).await {
+            Ok(stream) => stream,
+            Err(e) if resumable(&e) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => {
+                lock().ended = Some(format!("could not start: {e}"));
+                return;
+            }
+        };
+        let mut initial = since.is_none();
+        lock().segments.push(Segment {
+            since,
+            ready: at(),
+            ..Segment::default()
+        });
+        let error = loop {
+            let mut stop = stop.clone();
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match next {
+                Some(Ok(event)) if event.kind == EventKind::Synced => initial = false,
+                Some(Ok(event)) => {
+                    let seen = Seen {
+                        at: at(),
+                        put: event.kind == EventKind::Put,
+                        key: event.key.as_str().to_owned(),
+                        value: String::from_utf8_lossy(&event.value).into_owned(),
+                        version: event.version,
+                        initial,
+                    };
+                    lock()
+                        .segments
+                        .last_mut()
+                        .expect("a segment")
+                        .events
+                        .push(seen);
+                }
+                Some(Err(e)) => break e,
+                None => break Error::unavailable("the watch stream ended without an error", None),
+            }
+        };
+        let mut log = lock();
+        log.segments.last_mut().expect("a segment").error = Some(format!("{error}"));
+        if !history || !resumable(&error) {
+            log.ended = Some(format!("{error}"));
+            return;
+        }
+        // Resume after the last version seen; with nothing seen yet, from the current state.
+        since = log.last_version().or(since);
+    }
+}
+
+fn resumable(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Unavailable { .. } | Error::WatchLagged { .. } | Error::Timeout { .. }
+    )
+}
+
+/// The writes of the history by key and value: what a delivered put must match.
+struct Writes<'a> {
+    by_value: HashMap<(&'a str, &'a str), &'a Op>,
+    /// Acknowledged puts by version (every key).
+    acknowledged: BTreeMap<u64, &'a Op>,
+    /// Acknowledged deletes per key.
+    deletes: HashMap<&'a str, Vec<&'a Op>>,
+}
+
+impl<'a> Writes<'a> {
+    fn new(ops: &'a [Op]) -> Writes<'a> {
+        let mut writes = Writes {
+            by_value: HashMap::new(),
+            acknowledged: BTreeMap::new(),
+            deletes: HashMap::new(),
+        };
+        for op in ops {
+            match (&op.call, &op.outcome) {
+                (Call::Put(v) | Call::Cas(_, v), outcome) => {
+                    writes.by_value.insert((&op.key, v), op);
+                    if let Outcome::Written(version) = outcome {
+                        writes.acknowledged.insert(*version, op);
+                    }
+                }
+                (Call::Delete, Outcome::Deleted(_)) => {
+                    writes.deletes.entry(&op.key).or_default().push(op)
+                }
+                _ => {}
+            }
+        }
+        writes
+    }
+
+    /// The end of the write of `value` to `key` (`u64::MAX` when unknown).
+    fn ended(&self, key: &str, value: &str) -> u64 {
+        match self.by_value.get(&(key, value)) {
+            Some(op) if matches!(op.outcome, Outcome::Written(_)) => op.end,
+            _ => u64::MAX,
+        }
+    }
+}
+
+/// What the sentinel and the final reads found, for the liveness check.
+#[derive(Debug, Clone, Default)]
+pub struct Final {
+    /// The sentinel's version; `None` if it could not be written.
+    pub sentinel: Option<u64>,
+    /// Each key's final state: value and version, or absent.
+    pub state: BTreeMap<String, Option<(String, u64)>>,
+}
+
+/// Checks the watchers' logs against the history (see the module doc); returns the
+/// violations, one line each.
+pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec<String> {
+    let writes = Writes::new(ops);
+    let mut problems = Vec::new();
+    for log in logs {
+        let w = log.watcher;
+        let mut problem = |text: String| problems.push(format!("watcher {w}: {text}"));
+        let mut last_global: Option<u64> = None;
+        let mut last_per_key: HashMap<&str, &Seen> = HashMap::new();
+        for segment in &log.segments {
+            for e in &segment.events {
+                if e.put {
+                    match writes.by_value.get(&(e.key.as_str(), e.value.as_str())) {
+                        None if e.key.starts_with("r/") && e.key != SENTINEL => {
+                            problem(format!("delivered {} = {} @ {}, a value never written", e.key, e.value, e.version))
+                        }
+                        Some(op) => match &op.outcome {
+                            Outcome::Written(v) if *v != e.version => problem(format!(
+                                "delivered {} = {} @ {}; the write was acknowledged at version {v}",
+                                e.key, e.value, e.version
+                            )),
+                            Outcome::Failed(why) => problem(format!(
+                                "delivered {} = {} @ {}, written by a call that failed saying nothing was applied ({why})",
+                                e.key, e.value, e.version
+                            )),
+                            _ => {}
+                        },
+                        None => {}
+                    }
+                }
+                if let Some(prev) = last_per_key.get(e.key.as_str())
+                    && e.version <= prev.version
+                {
+                    problem(format!(
+                        "{} @ {} delivered after {} @ {} (versions of a key must increase; a \
+                         repeat is a duplicate)",
+                        e.key, e.version, prev.key, prev.version
+                    ));
+                }
+                if !coalesces && !e.initial {
+                    if let Some(prev) = last_global
+                        && e.version < prev
+                    {
+                        problem(format!(
+                            "{} @ {} delivered after version {prev}: out of order",
+                            e.key, e.version
+                        ));
+                    }
+                    last_global = Some(last_global.map_or(e.version, |p| p.max(e.version)));
+                }
+                last_per_key.insert(&e.key, e);
+            }
+            if coalesces {
+                continue;
+            }
+            // No gaps: the acknowledged writes this segment had to deliver.
+            let live: Vec<&Seen> = segment.events.iter().filter(|e| !e.initial).collect();
+            let Some(hi) = live.iter().map(|e| e.version).max() else {
+                continue;
+            };
+            let delivered: std::collections::HashSet<u64> =
+                segment.events.iter().map(|e| e.version).collect();
+            let range = match segment.since {
+                Some(s) => (s + 1)..=hi,
+                None => 0..=hi,
+            };
+            for (version, op) in writes.acknowledged.range(range) {
+                if segment.since.is_none() && op.start <= segment.ready {
+                    continue;
+                }
+                if !delivered.contains(version) {
+                    problem(format!(
+                        "missed {} (acknowledged at version {version}, invoked at {:.1} ms) in a \
+                         segment {} that delivered up to version {hi}",
+                        op.describe(),
+                        op.start as f64 / 1e6,
+                        segment
+                            .since
+                            .map_or("started from the current state".into(), |s| format!(
+                                "resumed after {s}"
+                            ))
+                    ));
+                }
+            }
+            // Deletes between two consecutive puts of a key.
+            let mut previous: HashMap<&str, &Seen> = HashMap::new();
+            for e in &segment.events {
+                if let Some(p) = previous.get(e.key.as_str())
+                    && p.put
+                    && e.put
+                {
+                    let after = writes.ended(&p.key, &p.value);
+                    let before = writes
+                        .by_value
+                        .get(&(e.key.as_str(), e.value.as_str()))
+                        .map_or(0, |op| op.start);
+                    if let Some(delete) = writes.deletes.get(e.key.as_str()).and_then(|ds| {
+                        ds.iter()
+                            .find(|d| after != u64::MAX && d.start > after && d.end < before)
+                    }) {
+                        problem(format!(
+                            "no Delete event between {} = {} @ {} and {} @ {}, though {} \
+                             happened between the two writes",
+                            e.key,
+                            p.value,
+                            p.version,
+                            e.value,
+                            e.version,
+                            delete.describe()
+                        ));
+                    }
+                }
+                previous.insert(&e.key, e);
+            }
+        }
+        // Never silent.
+        if log.ended.is_some() {
+            continue;
+        }
+        let Some(sentinel) = end.sentinel else {
+            continue;
+        };
+        if !log.events().any(|e| e.put && e.key == SENTINEL && e.version == sentinel) {
+            problem(format!(
+                "neither delivered the last write (version {sentinel}) within {LIVENESS_BOUND:?} \
+                 nor ended with an error"
+            ));
+            continue;
+        }
+        for (key, state) in &end.state {
+            let last = last_per_key.get(key.as_str());
+            let agrees = match (state, last) {
+                (Some((value, version)), Some(e)) => {
+                    e.put && &e.value == value && e.version == *version
+                }
+                (Some(_), None) => false,
+                (None, Some(e)) => !e.put,
+                (None, None) => true,
+            };
+            if !agrees {
+                problem(format!(
+                    "its last event for {key} is {:?}, the key's final state is {state:?}",
+                    last.map(|e| (if e.put { "put" } else { "delete" }, &e.value, e.version))
+                ));
+            }
+        }
+    }
+    // Two watchers agree on the versions both covered.
+    if !coalesces {
+        for (i, a) in logs.iter().enumerate() {
+            for b in &logs[i + 1..] {
+                problems.extend(disagreement(a, b));
+            }
+        }
+    }
+    problems
+}
+
+/// Where two watchers that both saw a stretch of versions disagree about it.
+fn disagreement(a: &WatchLog, b: &WatchLog) -> Option<String> {
+    let covered = |log: &WatchLog| -> Vec<(u64, u64, BTreeMap<(u64, String), bool>)> {
+        log.segments
+            .iter()
+            .filter_map(|s| {
+                let live: Vec<&Seen> = s.events.iter().filter(|e| !e.initial).collect();
+                let lo = live.first()?.version;
+                let hi = live.iter().map(|e| e.version).max()?;
+                let lo = s.since.map_or(lo, |since| since + 1);
+                let events = live
+                    .iter()
+                    .map(|e| ((e.version, e.key.clone()), e.put))
+                    .collect();
+                Some((lo, hi, events))
+            })
+            .collect()
+    };
+    for (alo, ahi, aev) in covered(a) {
+        for (blo, bhi, bev) in covered(b) {
+            let (lo, hi) = (alo.max(blo), ahi.min(bhi));
+            if lo > hi {
+                continue;
+            }
+            let within = |events: &BTreeMap<(u64, String), bool>| -> Vec<(u64, String, bool)> {
+                events
+                    .iter()
+                    .filter(|((v, _), _)| (lo..=hi).contains(v))
+                    .map(|((v, k), put)| (*v, k.clone(), *put))
+                    .collect()
+            };
+            let (x, y) = (within(&aev), within(&bev));
+            if x != y {
+                let only_a: Vec<_> = x.iter().filter(|e| !y.contains(e)).take(3).collect();
+                let only_b: Vec<_> = y.iter().filter(|e| !x.contains(e)).take(3).collect();
+                return Some(format!(
+                    "watchers {} and {} disagree on versions {lo}..={hi}: only {}: {only_a:?}, \
+                     only {}: {only_b:?}",
+                    a.watcher, b.watcher, a.watcher, b.watcher
+                ));
+            }
+        }
+    }
+    None
+}
