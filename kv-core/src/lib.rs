@@ -17,6 +17,7 @@ mod capabilities;
 mod election;
 mod error;
 mod ext;
+pub mod failpoint;
 mod grant;
 mod handle;
 mod key;

@@ -385,7 +385,16 @@ impl Inner {
         let compare = match precondition {
             // A plain put needs no transaction.
             None => {
-                let response = self.call("put", self.client().put(put)).await?;
+                let response = match self.call("put", self.client().put(put.clone())).await {
+                    // Planted bug (self-test only): send a put whose answer was lost again.
+                    Err(e)
+                        if e.is_outcome_unknown()
+                            && kv_core::failpoint::armed("put-retry-after-timeout") =>
+                    {
+                        self.call("put", self.client().put(put)).await?
+                    }
+                    answer => answer?,
+                };
                 return revision_of(response.header.as_ref());
             }
             Some(Precondition::MustNotExist) => {
@@ -576,6 +585,10 @@ pub(crate) fn revision_in(header: Option<&ResponseHeader>) -> i64 {
 pub(crate) fn map_write_error(operation: &'static str, status: tonic::Status) -> Error {
     use tonic::Code;
     let message = status.message();
+    if kv_core::failpoint::armed("write-unavailable-after-send") {
+        // Planted bug (self-test only): every failed write "applied nothing".
+        return Error::unavailable(format!("etcd: {message}"), None);
+    }
     let ambiguous = match status.code() {
         Code::Unavailable if message.starts_with("etcdserver:") => {
             message != "etcdserver: no leader"

@@ -58,6 +58,8 @@ pub(crate) async fn open(
         path: path.to_owned(),
         tree,
         next,
+        resumed: false,
+        drop_next: false,
     };
     let stream = watcher.connect().await?;
     let (sender, events) = watch_channel(initial, path, &options);
@@ -71,6 +73,10 @@ struct Watcher {
     tree: bool,
     /// The revision to resume from.
     next: i64,
+    /// Reconnected at least once (for the planted bugs of the self-test).
+    resumed: bool,
+    /// Drop the next event (a planted bug of the self-test).
+    drop_next: bool,
 }
 
 impl Watcher {
@@ -94,7 +100,12 @@ impl Watcher {
         let create = WatchCreateRequest {
             key,
             range_end,
-            start_revision: self.next,
+            // Planted bug (self-test only): resume at the last revision seen.
+            start_revision: if self.resumed && kv_core::failpoint::armed("watch-resume-at-last") {
+                self.next - 1
+            } else {
+                self.next
+            },
             ..WatchCreateRequest::default()
         };
         let mut stream = self
@@ -140,13 +151,19 @@ impl Watcher {
                         let Some(event) = self.event(event) else {
                             continue;
                         };
+                        if std::mem::take(&mut self.drop_next) {
+                            continue;
+                        }
                         if !sender.send(event) {
                             return;
                         }
                     }
                 }
                 Ok(None) | Err(_) => match self.reconnect(&sender).await {
-                    Ok(resumed) => stream = resumed,
+                    Ok(resumed) => {
+                        stream = resumed;
+                        self.drop_next = kv_core::failpoint::armed("watch-drop-on-reconnect");
+                    }
                     Err(error) => return sender.fail(error),
                 },
             }
@@ -179,7 +196,8 @@ impl Watcher {
     }
 
     /// Re-creates the watch from the last revision seen, retrying for a while.
-    async fn reconnect(&self, sender: &WatchSender) -> Result<EtcdStream> {
+    async fn reconnect(&mut self, sender: &WatchSender) -> Result<EtcdStream> {
+        self.resumed = true;
         resume_watch(sender, &self.inner.closed, self.inner.timeout * 3, || {
             self.connect()
         })

@@ -86,6 +86,8 @@ pub struct Report {
     pub faults: BTreeMap<&'static str, usize>,
     /// Events the watchers received.
     pub watch_events: usize,
+    /// Each watcher's events, segments and end.
+    pub watchers: Vec<String>,
     /// Times the lock was acquired, and writes the fenced resource refused (from holders
     /// that had been told they lost the lock).
     pub lock_holds: usize,
@@ -232,16 +234,21 @@ async fn drive(
             let mut since = None;
             if watcher == 1 {
                 tokio::time::sleep(later).await;
+                // Resume from the version acknowledged half a second ago (recent enough to
+                // be kept in every backend's history).
+                let back = at().saturating_sub(500_000_000);
                 if store.capabilities().watch_history {
                     since = history
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .iter()
                         .filter_map(|o| match o.outcome {
-                            history::Outcome::Written(v) => Some(v.saturating_sub(1)),
+                            history::Outcome::Written(v) if o.end <= back => {
+                                Some(v.saturating_sub(1))
+                            }
                             _ => None,
                         })
-                        .min();
+                        .max();
                 }
             }
             watch::watcher(store, String::new(), since, began, stop, task_log).await
@@ -352,6 +359,17 @@ async fn drive(
             .filter(|o| matches!(o.outcome, history::Outcome::Failed(_)))
             .count(),
         watch_events: logs.iter().map(|l| l.events().count()).sum(),
+        watchers: logs
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} events in {} segments{}",
+                    l.events().count(),
+                    l.segments.len(),
+                    l.ended.as_ref().map_or(String::new(), |e| format!(", ended: {e}"))
+                )
+            })
+            .collect(),
         lock_holds: holds.len(),
         refused_writes: refused,
         leases: ops
@@ -392,14 +410,15 @@ async fn drive(
         Vec::new()
     };
     eprintln!(
-        "{kind}: robustness seed {}: {} ops ({} unknown, {} failed), {} watch events (last \
-         write delivered in {:?}), {} lock holds ({} stale writes refused), {} leases, faults \
+        "{kind}: robustness seed {}: {} ops ({} unknown, {} failed), {} watch events \
+         ({:?}; the last write delivered in {:?}), {} lock holds ({} stale writes refused), {} leases, faults \
          {:?}, checked in {:?}",
         config.seed,
         report.ops,
         report.unknown,
         report.failed,
         report.watch_events,
+        report.watchers,
         report.watch_lag,
         report.lock_holds,
         report.refused_writes,
@@ -606,4 +625,41 @@ macro_rules! robustness_tests {
             $crate::robustness::run(kind, &server, $suffix, config, $open).await;
         }
     };
+}
+
+/// The self-test's loop: runs under faults (kills included), each against a fresh server of
+/// `launcher`'s kind, until one fails; returns the run (from 1) and the start of its report,
+/// or `None` if all `runs` passed. The caller has planted a bug (`kv_core::failpoint`).
+pub async fn until_caught<S, F, Fut>(
+    launcher: &dyn crate::servers::Launcher,
+    suffix: &str,
+    runs: usize,
+    open: F,
+) -> Option<(usize, String)>
+where
+    S: Store + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    use futures::FutureExt as _;
+    let kind = launcher.kind();
+    for attempt in 1..=runs {
+        let server = crate::servers::with_port_retries(|| launcher.start())
+            .unwrap_or_else(|e| panic!("no {kind} server for the self-test: {e}"));
+        let mut config = Config::from_env(10);
+        config.kills = true;
+        config.seed = config.seed.wrapping_add(attempt as u64);
+        let outcome = std::panic::AssertUnwindSafe(run(kind, &server, suffix, config, &open))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = outcome {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Some((attempt, text.chars().take(1500).collect()));
+        }
+    }
+    None
 }

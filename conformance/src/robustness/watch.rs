@@ -146,6 +146,11 @@ pub async fn watcher(
         };
         let mut stream = match store.watch_tree(&prefix, options).await {
             Ok(stream) => stream,
+            // History no longer kept: start again from the current state, as a service would.
+            Err(Error::Compacted { .. }) if since.is_some() => {
+                since = None;
+                continue;
+            }
             Err(e) if resumable(&e) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
