@@ -100,9 +100,9 @@ pub async fn client(
             tokio::time::sleep(Duration::from_millis(rng.u64(100..300))).await;
             let start = at();
             let outcome = match store.get(&key).await {
-                Ok(pair) => Outcome::Read(pair.map(|p| {
-                    (String::from_utf8_lossy(&p.value).into_owned(), p.version)
-                })),
+                Ok(pair) => Outcome::Read(
+                    pair.map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version)),
+                ),
                 Err(e) => classify(&e),
             };
             record(Op {
@@ -116,10 +116,9 @@ pub async fn client(
         }
         // The lease is guaranteed no longer than its validity deadline (as this process
         // knows it) or until `lost` fired (read before a revoke, which fires it too).
-        let until = lease
-            .validity()
-            .until()
-            .map_or(u64::MAX, |t| t.saturating_duration_since(began).as_nanos() as u64);
+        let until = lease.validity().until().map_or(u64::MAX, |t| {
+            t.saturating_duration_since(began).as_nanos() as u64
+        });
         let stopped = at();
         let guaranteed_until = stopped.min(until).min(lost_at.load(Ordering::SeqCst));
         let was_lost = lease.is_lost();
@@ -132,8 +131,16 @@ pub async fn client(
         drop(lease);
         watcher.abort();
         let acknowledged = matches!(
-            history.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().find(|o| o.key == key && o.call != Call::Get),
-            Some(Op { outcome: Outcome::Written(_), .. })
+            history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .rev()
+                .find(|o| o.key == key && o.call != Call::Get),
+            Some(Op {
+                outcome: Outcome::Written(_),
+                ..
+            })
         );
         if let (Some(Ok(())), false, true) = (&revoked, was_lost, acknowledged) {
             // A revoke of a lease still held: an acknowledged delete of an existing key.

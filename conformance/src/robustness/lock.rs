@@ -12,8 +12,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kv_core::{LockOptions, Store};
 use kv_core::CancellationToken as Token;
+use kv_core::{LockOptions, Store};
 
 /// The lock the clients contend for.
 pub const LOCK_KEY: &str = "locks/robustness";
@@ -141,11 +141,7 @@ impl Resource {
     /// What happened: the holdings, refused writes and the violations found.
     pub fn outcome(&self) -> (Vec<Hold>, usize, Vec<String>) {
         let state = self.state();
-        (
-            state.holds.clone(),
-            state.refused,
-            state.problems.clone(),
-        )
+        (state.holds.clone(), state.refused, state.problems.clone())
     }
 }
 

@@ -319,7 +319,7 @@ async fn drive(
         let read = loop {
             match checker.get(&key).await {
                 Ok(pair) => {
-                    break pair.map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version))
+                    break pair.map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version));
                 }
                 Err(_) if Instant::now() < until => {
                     tokio::time::sleep(Duration::from_millis(100)).await
@@ -341,7 +341,9 @@ async fn drive(
     let mut logs = Vec::new();
     for (log, task) in watchers {
         let _ = task.await;
-        logs.push(std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner())));
+        logs.push(std::mem::take(
+            &mut *log.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
     }
     for store in &stores {
         let _ = store.close().await;
@@ -426,8 +428,7 @@ async fn drive(
         report.faults,
         report.checked_in
     );
-    if violations.is_empty() && untyped.is_empty() && unforced.is_empty() && problems.is_empty()
-    {
+    if violations.is_empty() && untyped.is_empty() && unforced.is_empty() && problems.is_empty() {
         return report;
     }
     let focus = violations
@@ -523,9 +524,8 @@ async fn nemesis(
                     length = Duration::from_millis(rng.u64(3000..4000));
                 }
                 if n >= 10 {
-                    let (killed, restarted) = tokio::task::block_in_place(|| {
-                        (server.kill9(), server.restart())
-                    });
+                    let (killed, restarted) =
+                        tokio::task::block_in_place(|| (server.kill9(), server.restart()));
                     if let Err(e) = killed.and(restarted) {
                         panic!("the nemesis could not kill and restart the server: {e}");
                     }
@@ -589,7 +589,10 @@ fn save(
     let _ = std::fs::write(dir.join("watches.jsonl"), watches);
     let holds: String = holds.iter().map(|h| format!("{h:?}\n")).collect();
     let _ = std::fs::write(dir.join("locks.log"), holds);
-    let _ = std::fs::write(dir.join("timeline.html"), timeline::html(kind, seed, ops, faults, focus));
+    let _ = std::fs::write(
+        dir.join("timeline.html"),
+        timeline::html(kind, seed, ops, faults, focus),
+    );
     dir
 }
 

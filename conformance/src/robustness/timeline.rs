@@ -23,7 +23,11 @@ pub fn html(
     focus: Option<(&str, u64)>,
 ) -> String {
     let (key, t) = focus.unwrap_or_else(|| {
-        let last = ops.iter().map(|o| o.end.min(o.start + 1)).max().unwrap_or(0);
+        let last = ops
+            .iter()
+            .map(|o| o.end.min(o.start + 1))
+            .max()
+            .unwrap_or(0);
         (ops.first().map_or("", |o| o.key.as_str()), last)
     });
     let (from, to) = (t.saturating_sub(WINDOW_NS), t + WINDOW_NS);

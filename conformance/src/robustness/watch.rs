@@ -277,9 +277,10 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
             for e in &segment.events {
                 if e.put {
                     match writes.by_value.get(&(e.key.as_str(), e.value.as_str())) {
-                        None if e.key.starts_with("r/") && e.key != SENTINEL => {
-                            problem(format!("delivered {} = {} @ {}, a value never written", e.key, e.value, e.version))
-                        }
+                        None if e.key.starts_with("r/") && e.key != SENTINEL => problem(format!(
+                            "delivered {} = {} @ {}, a value never written",
+                            e.key, e.value, e.version
+                        )),
                         Some(op) => match &op.outcome {
                             Outcome::Written(v) if *v != e.version => problem(format!(
                                 "delivered {} = {} @ {}; the write was acknowledged at version {v}",
@@ -386,7 +387,10 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
         let Some(sentinel) = end.sentinel else {
             continue;
         };
-        if !log.events().any(|e| e.put && e.key == SENTINEL && e.version == sentinel) {
+        if !log
+            .events()
+            .any(|e| e.put && e.key == SENTINEL && e.version == sentinel)
+        {
             problem(format!(
                 "neither delivered the last write (version {sentinel}) within {LIVENESS_BOUND:?} \
                  nor ended with an error"
@@ -422,9 +426,12 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
     problems
 }
 
+/// A stretch of versions one segment covered, and its events: (version, key) → put.
+type Covered = (u64, u64, BTreeMap<(u64, String), bool>);
+
 /// Where two watchers that both saw a stretch of versions disagree about it.
 fn disagreement(a: &WatchLog, b: &WatchLog) -> Option<String> {
-    let covered = |log: &WatchLog| -> Vec<(u64, u64, BTreeMap<(u64, String), bool>)> {
+    let covered = |log: &WatchLog| -> Vec<Covered> {
         log.segments
             .iter()
             .filter_map(|s| {
@@ -466,4 +473,209 @@ fn disagreement(a: &WatchLog, b: &WatchLog) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(client: usize, key: &str, value: &str, version: u64, start: u64, end: u64) -> Op {
+        Op {
+            client,
+            key: key.into(),
+            call: Call::Put(value.into()),
+            outcome: Outcome::Written(version),
+            start,
+            end,
+        }
+    }
+
+    fn seen(key: &str, value: &str, version: u64) -> Seen {
+        Seen {
+            at: 0,
+            put: !value.is_empty(),
+            key: key.into(),
+            value: value.into(),
+            version,
+            initial: false,
+        }
+    }
+
+    /// Writes a=1@1, b=2@2, delete a (between 20 and 25), a=3@4; the sentinel @5.
+    fn history() -> (Vec<Op>, Final) {
+        let ops = vec![
+            put(0, "r/a", "1", 1, 10, 12),
+            put(1, "r/b", "2", 2, 14, 16),
+            Op {
+                client: 0,
+                key: "r/a".into(),
+                call: Call::Delete,
+                outcome: Outcome::Deleted(true),
+                start: 20,
+                end: 25,
+            },
+            put(1, "r/a", "3", 4, 30, 32),
+        ];
+        let mut end = Final {
+            sentinel: Some(5),
+            ..Final::default()
+        };
+        end.state.insert("r/a".into(), Some(("3".into(), 4)));
+        end.state.insert("r/b".into(), Some(("2".into(), 2)));
+        (ops, end)
+    }
+
+    fn log(watcher: usize, since: Option<u64>, events: Vec<Seen>) -> WatchLog {
+        WatchLog {
+            watcher,
+            segments: vec![Segment {
+                since,
+                ready: 5,
+                events,
+                error: None,
+            }],
+            ended: None,
+        }
+    }
+
+    fn complete() -> Vec<Seen> {
+        vec![
+            seen("r/a", "1", 1),
+            seen("r/b", "2", 2),
+            seen("r/a", "", 3),
+            seen("r/a", "3", 4),
+            seen(SENTINEL, "end", 5),
+        ]
+    }
+
+    #[test]
+    fn a_complete_stream_passes() {
+        let (ops, end) = history();
+        let logs = [
+            log(0, None, complete()),
+            log(1, Some(1), complete()[1..].to_vec()),
+        ];
+        assert_eq!(check(&logs, &ops, &end, false), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missed_write_is_caught() {
+        let (ops, end) = history();
+        let mut events = complete();
+        events.remove(1);
+        let problems = check(&[log(0, None, events)], &ops, &end, false);
+        assert!(
+            problems.iter().any(|p| p.contains("missed")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_missed_delete_is_caught() {
+        let (ops, end) = history();
+        let mut events = complete();
+        events.remove(2);
+        let problems = check(&[log(0, None, events)], &ops, &end, false);
+        assert!(
+            problems.iter().any(|p| p.contains("no Delete event")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_and_a_backwards_event_are_caught() {
+        let (ops, end) = history();
+        let mut events = complete();
+        events.insert(2, seen("r/b", "2", 2));
+        let problems = check(&[log(0, None, events)], &ops, &end, false);
+        assert!(
+            problems.iter().any(|p| p.contains("duplicate")),
+            "{problems:?}"
+        );
+        let mut events = complete();
+        events.swap(0, 1);
+        let problems = check(&[log(0, None, events)], &ops, &end, false);
+        assert!(
+            problems.iter().any(|p| p.contains("out of order")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_value_never_written_or_at_another_version_is_caught() {
+        let (ops, end) = history();
+        let mut events = complete();
+        events[1] = seen("r/b", "9", 2);
+        let problems = check(&[log(0, None, events)], &ops, &end, false);
+        assert!(
+            problems.iter().any(|p| p.contains("never written")),
+            "{problems:?}"
+        );
+        let mut events = complete();
+        events[1] = seen("r/b", "2", 3);
+        let problems = check(&[log(0, None, events)], &ops, &end, true);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("acknowledged at version 2")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_watcher_is_caught_and_one_that_ended_is_not() {
+        let (ops, end) = history();
+        let mut events = complete();
+        events.pop();
+        let problems = check(&[log(0, None, events.clone())], &ops, &end, true);
+        assert!(
+            problems.iter().any(|p| p.contains("neither delivered")),
+            "{problems:?}"
+        );
+        let mut ended = log(0, None, events);
+        ended.ended = Some("unavailable".into());
+        assert_eq!(check(&[ended], &ops, &end, true), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_stale_final_state_is_caught_even_where_events_coalesce() {
+        let (ops, end) = history();
+        let events = vec![
+            seen("r/a", "1", 1),
+            seen("r/b", "2", 2),
+            seen(SENTINEL, "end", 5),
+        ];
+        let problems = check(&[log(0, None, events)], &ops, &end, true);
+        assert!(
+            problems.iter().any(|p| p.contains("final state")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn watchers_that_disagree_are_caught() {
+        let (mut ops, end) = history();
+        // An unknown write both could have seen: one delivers it, the other does not.
+        ops.push(Op {
+            client: 2,
+            key: "r/c".into(),
+            call: Call::Put("7".into()),
+            outcome: Outcome::Unknown("timeout".into()),
+            start: 40,
+            end: 50,
+        });
+        let mut with = complete();
+        with.insert(4, seen("r/c", "7", 4));
+        with[4].version = 4;
+        let a = log(0, Some(0), complete());
+        let mut b = log(1, Some(0), with);
+        b.segments[0]
+            .events
+            .retain(|e| e.key != "r/a" || e.version != 4);
+        let problems = check(&[a, b], &ops, &end, false);
+        assert!(
+            problems.iter().any(|p| p.contains("disagree")),
+            "{problems:?}"
+        );
+    }
 }
