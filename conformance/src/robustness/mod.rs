@@ -319,7 +319,8 @@ async fn drive(
         let read = loop {
             match checker.get(&key).await {
                 Ok(pair) => {
-                    break pair.map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version));
+                    break pair
+                        .map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version));
                 }
                 Err(_) if Instant::now() < until => {
                     tokio::time::sleep(Duration::from_millis(100)).await
