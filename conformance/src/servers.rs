@@ -548,6 +548,30 @@ impl EtcdCluster {
     }
 }
 
+impl EtcdCluster {
+    /// The index of the member that leads now, if one does (each member's status, from etcd's
+    /// HTTP gateway: the member whose ID is the leader's).
+    pub fn leader(&self) -> Option<usize> {
+        let field = |text: &str, name: &str| -> Option<String> {
+            let at = text.find(&format!("\"{name}\":\""))? + name.len() + 4;
+            Some(text[at..].split('"').next()?.to_owned())
+        };
+        self.members.iter().position(|member| {
+            crate::faults::server_addr(&member.url)
+                .and_then(|addr| {
+                    probe(
+                        addr.port(),
+                        b"POST /v3/maintenance/status HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}",
+                    )
+                })
+                .is_some_and(|status| {
+                    let me = field(&status, "member_id");
+                    me.is_some() && me == field(&status, "leader")
+                })
+        })
+    }
+}
+
 /// Redis from the `redis-server` Debian package.
 pub struct RedisProcess;
 

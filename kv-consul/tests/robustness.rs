@@ -9,3 +9,28 @@ conformance::robustness_tests!(
     10,
     |url: String| async move { ConsulStore::open(&url).await }
 );
+
+/// The same on 3 Consul servers behind a client agent (the agent's traffic cut, reset and
+/// delayed; servers killed and restarted on their data, paused, the leader half the time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_history_under_faults_is_linearizable() {
+    if conformance::servers::opted_out("consul", "cluster robustness tests") {
+        return;
+    }
+    let cluster = conformance::servers::ConsulCluster::start(3)
+        .unwrap_or_else(|e| panic!("no Consul cluster: {e}"));
+    let members: Vec<_> = cluster.servers.iter().collect();
+    let mut config = conformance::robustness::Config::from_env(10);
+    config.kills = true;
+    let leader = || cluster.leader();
+    conformance::robustness::run_cluster(
+        "consul-cluster",
+        &members,
+        &cluster.agent.url,
+        Some(&leader),
+        "/robustness?timeout=1s",
+        config,
+        |url: String| async move { ConsulStore::open(&url).await },
+    )
+    .await;
+}

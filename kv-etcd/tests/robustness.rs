@@ -10,3 +10,28 @@ conformance::robustness_tests!(
     |url: String| async move { EtcdStore::open(&url).await },
     kills = true
 );
+
+/// The same on a 3-member cluster: members killed and restarted, paused (the leader half the
+/// time), each member's client traffic cut, reset and delayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_history_under_faults_is_linearizable() {
+    if conformance::servers::opted_out("etcd", "cluster robustness tests") {
+        return;
+    }
+    let cluster = conformance::servers::EtcdCluster::start(3)
+        .unwrap_or_else(|e| panic!("no etcd cluster: {e}"));
+    let members: Vec<_> = cluster.members.iter().collect();
+    let mut config = conformance::robustness::Config::from_env(10);
+    config.kills = true;
+    let leader = || cluster.leader();
+    conformance::robustness::run_cluster(
+        "etcd-cluster",
+        &members,
+        &cluster.url,
+        Some(&leader),
+        "/robustness?timeout=1s",
+        config,
+        |url: String| async move { EtcdStore::open(&url).await },
+    )
+    .await;
+}

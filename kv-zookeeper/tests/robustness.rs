@@ -10,3 +10,28 @@ conformance::robustness_tests!(
     |url: String| async move { ZooKeeperStore::open(&url).await },
     kills = true
 );
+
+/// The same on a 3-member ensemble: members killed and restarted, paused (the leader half the
+/// time), each member's client traffic cut, reset and delayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_history_under_faults_is_linearizable() {
+    if conformance::servers::opted_out("zookeeper", "cluster robustness tests") {
+        return;
+    }
+    let ensemble = conformance::servers::ZooKeeperEnsemble::start(3)
+        .unwrap_or_else(|e| panic!("no ZooKeeper ensemble: {e}"));
+    let members: Vec<_> = ensemble.members.iter().collect();
+    let mut config = conformance::robustness::Config::from_env(10);
+    config.kills = true;
+    let leader = || ensemble.leader();
+    conformance::robustness::run_cluster(
+        "zookeeper-cluster",
+        &members,
+        &ensemble.url,
+        Some(&leader),
+        "/robustness?timeout=1s&session_timeout=6s",
+        config,
+        |url: String| async move { ZooKeeperStore::open(&url).await },
+    )
+    .await;
+}

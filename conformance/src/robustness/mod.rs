@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use kv_core::Store;
 
-use crate::faults::{FaultProxy, server_addr};
+use crate::faults::FaultProxy;
 use crate::servers::Server;
 use history::Op;
 
@@ -127,21 +127,84 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = kv_core::Result<S>>,
 {
-    let target =
-        server_addr(&server.url).unwrap_or_else(|| panic!("no 127.0.0.1:port in {}", server.url));
-    let proxy = FaultProxy::start(target).await.expect("fault proxy");
+    run_cluster(kind, &[server], &server.url, None, suffix, config, open).await
+}
+
+/// [`run`] against a cluster: `members` are the servers the nemesis may pause, kill and
+/// restart (`leader` tells which one leads, and is picked half the time); `url` is the one
+/// clients use (every member, or a client agent), and every `127.0.0.1:port` in it gets a
+/// proxy of its own, which the proxied half of the clients go through and the nemesis holds,
+/// resets and delays one at a time.
+pub async fn run_cluster<S, F, Fut>(
+    kind: &str,
+    members: &[&Server],
+    url: &str,
+    leader: Option<&(dyn Fn() -> Option<usize> + Sync)>,
+    suffix: &str,
+    config: Config,
+    open: F,
+) -> Report
+where
+    S: Store + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    let mut proxies = Vec::new();
+    let mut proxied = url.to_owned();
+    for host in hosts(url) {
+        let proxy = FaultProxy::start(host).await.expect("fault proxy");
+        proxied = proxied.replace(&host.to_string(), &proxy.addr().to_string());
+        proxies.push(proxy);
+    }
+    assert!(!proxies.is_empty(), "no 127.0.0.1:port in {url}");
     let mut stores: Vec<Arc<dyn Store>> = Vec::new();
     for client in 0..config.clients {
-        let base = if client % 2 == 1 {
-            proxy.url(&server.url)
-        } else {
-            server.url.clone()
-        };
-        let url = format!("{base}{suffix}");
-        let store = open(url).await.expect("store for a robustness client");
+        let base = if client % 2 == 1 { &proxied } else { url };
+        let store = open(format!("{base}{suffix}"))
+            .await
+            .expect("store for a robustness client");
         stores.push(Arc::new(store));
     }
-    drive(kind, stores, config, Some((server, &proxy))).await
+    let target = Target {
+        members: members.to_vec(),
+        proxies,
+        leader,
+    };
+    drive(kind, stores, config, Some(&target)).await
+}
+
+/// Every `127.0.0.1:port` in a store URL.
+fn hosts(url: &str) -> Vec<std::net::SocketAddr> {
+    url.split("127.0.0.1:")
+        .skip(1)
+        .filter_map(|rest| {
+            let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            port.parse::<u16>()
+                .ok()
+                .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+        })
+        .collect()
+}
+
+/// What the nemesis can break.
+struct Target<'a> {
+    /// Servers it can pause, kill and restart.
+    members: Vec<&'a Server>,
+    /// A proxy per host of the clients' URL.
+    proxies: Vec<FaultProxy>,
+    /// Which member leads, if that can be asked.
+    leader: Option<&'a (dyn Fn() -> Option<usize> + Sync)>,
+}
+
+impl Target<'_> {
+    fn heal(&self) {
+        for proxy in &self.proxies {
+            proxy.heal();
+        }
+        for member in &self.members {
+            let _ = member.resume();
+        }
+    }
 }
 
 /// [`run`] for an embedded store (SQLite's file, shared by its handles as by processes): the
@@ -170,7 +233,7 @@ async fn drive(
     kind: &str,
     stores: Vec<Arc<dyn Store>>,
     config: Config,
-    faulty: Option<(&Server, &FaultProxy)>,
+    faulty: Option<&Target<'_>>,
 ) -> Report {
     let began = Instant::now();
     let at = move || began.elapsed().as_nanos() as u64;
@@ -256,10 +319,9 @@ async fn drive(
         watchers.push((log, task));
     }
     let faults = match faulty {
-        Some((server, proxy)) if config.faults => {
-            let log = nemesis(server, proxy, &config, began, deadline).await;
-            proxy.heal();
-            let _ = server.resume();
+        Some(target) if config.faults => {
+            let log = nemesis(target, &config, began, deadline).await;
+            target.heal();
             log
         }
         _ => {
@@ -485,8 +547,7 @@ async fn drive(
 /// second, or now and then for longer than the leases' and locks' TTLs; and, with
 /// `config.kills`, killed with SIGKILL and restarted on its data. Returns the log.
 async fn nemesis(
-    server: &Server,
-    proxy: &FaultProxy,
+    target: &Target<'_>,
     config: &Config,
     began: Instant,
     deadline: Instant,
@@ -502,6 +563,16 @@ async fn nemesis(
         tokio::time::sleep(quiet).await;
         let mut length = Duration::from_millis(rng.u64(300..1300));
         let start = at();
+        let proxy = &target.proxies[rng.usize(0..target.proxies.len())];
+        let leader = match target.leader {
+            Some(leader) if rng.bool() => tokio::task::block_in_place(leader),
+            _ => None,
+        };
+        let server = target.members[leader.unwrap_or_else(|| rng.usize(0..target.members.len()))];
+        let named = |member: &'static str, leading: &'static str| match leader {
+            Some(_) => leading,
+            None => member,
+        };
         let kind = match rng.u8(0..if config.kills { 12 } else { 10 }) {
             0..=2 => {
                 proxy.hold();
@@ -525,19 +596,23 @@ async fn nemesis(
                     length = Duration::from_millis(rng.u64(3000..4000));
                 }
                 if n >= 10 {
-                    let (killed, restarted) =
-                        tokio::task::block_in_place(|| (server.kill9(), server.restart()));
+                    let killed = tokio::task::block_in_place(|| server.kill9());
+                    tokio::time::sleep(length).await;
+                    let restarted = tokio::task::block_in_place(|| server.restart());
                     if let Err(e) = killed.and(restarted) {
                         panic!("the nemesis could not kill and restart the server: {e}");
                     }
-                    "kill"
+                    named("kill", "leader kill")
                 } else {
                     if server.pause().is_err() {
                         continue;
                     }
                     tokio::time::sleep(length).await;
                     let _ = server.resume();
-                    if long { "long pause" } else { "pause" }
+                    match long {
+                        true => named("long pause", "leader long pause"),
+                        false => named("pause", "leader pause"),
+                    }
                 }
             }
         };
