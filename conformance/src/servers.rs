@@ -608,6 +608,21 @@ impl RedisProcess {
     }
 }
 
+/// Redis as [`RedisProcess`] starts it, with every write in its append-only file and fsynced
+/// before it is answered (`appendfsync always`): a kill -9 and restart loses nothing
+/// acknowledged (the robustness runs' nemesis kills it).
+pub struct DurableRedisProcess;
+
+impl Launcher for DurableRedisProcess {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn start(&self) -> Result<Server, String> {
+        RedisProcess.start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+}
+
 /// The arguments of a test Redis on `port` with its files in `dir`; with `durable`, an
 /// append-only file (fsync every second) that a restart reads back.
 fn redis_args(port: u16, dir: &Path, durable: bool) -> Vec<String> {

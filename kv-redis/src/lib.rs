@@ -373,6 +373,17 @@ pub(crate) fn map_error(error: redis::RedisError) -> Error {
             message: error.to_string(),
         };
     }
+    // Refusals before anything ran: a Redis loading its data after a restart, a replica
+    // whose primary is down, a cluster slot moving.
+    if matches!(
+        code.as_str(),
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN"
+    ) {
+        return Error::unavailable(
+            format!("redis is not serving: {error}"),
+            Some(Box::new(error)),
+        );
+    }
     if error.is_timeout() {
         return Error::Timeout {
             operation: "redis request",
@@ -582,5 +593,25 @@ impl Store for RedisStore {
             let _ = lease::revoke(&self.inner, id).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use redis::{ErrorKind, ServerErrorKind};
+
+    #[test]
+    fn a_redis_still_loading_its_data_is_unavailable() {
+        // Found by the robustness runs: right after a restart Redis answers LOADING, which
+        // was an untyped backend error.
+        let error = redis::RedisError::from((
+            ErrorKind::Server(ServerErrorKind::BusyLoading),
+            "Redis is loading the dataset in memory",
+        ));
+        let mapped = super::map_error(error);
+        assert!(
+            matches!(mapped, kv_core::Error::Unavailable { .. }),
+            "{mapped:?}"
+        );
     }
 }

@@ -4,8 +4,9 @@
 use kv_redis::RedisStore;
 
 conformance::robustness_tests!(
-    &conformance::servers::RedisProcess,
+    &conformance::servers::DurableRedisProcess,
     "?root=robustness&timeout=1s",
     10,
-    |url: String| async move { RedisStore::open(&url).await }
+    |url: String| async move { RedisStore::open(&url).await },
+    kills = true
 );

@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 pub enum Call {
     /// `get(key)`.
     Get,
+    /// `list(prefix)`, as it answered for this key (every key of the list is one such
+    /// operation, with the list's times).
+    List,
     /// `put(key, value)`.
     Put(String),
     /// `atomic_put(key, value, expected)`: `None` for "must not exist", else the version.
@@ -58,6 +61,7 @@ impl Op {
     pub fn json(&self) -> String {
         let (f, value, expected) = match &self.call {
             Call::Get => ("get", None, None),
+            Call::List => ("list", None, None),
             Call::Put(v) => ("put", Some(v.as_str()), None),
             Call::Cas(e, v) => ("cas", Some(v.as_str()), Some(*e)),
             Call::Delete => ("delete", None, None),
@@ -96,10 +100,42 @@ impl Op {
         line
     }
 
+    /// Reads back a line of [`Op::json`] (a saved `history.jsonl`), to check it again.
+    pub fn parse(line: &str) -> Option<Op> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let text = |name: &str| v.get(name).and_then(|x| x.as_str()).map(str::to_owned);
+        let number = |name: &str| v.get(name).and_then(serde_json::Value::as_u64);
+        let call = match v.get("f")?.as_str()? {
+            "get" => Call::Get,
+            "list" => Call::List,
+            "put" => Call::Put(text("value")?),
+            "cas" => Call::Cas(number("expected"), text("value")?),
+            "delete" => Call::Delete,
+            _ => return None,
+        };
+        let outcome = match (v.get("type")?.as_str()?, &call) {
+            ("fail", _) => Outcome::Failed(text("error_kind").unwrap_or_default()),
+            ("info", _) => Outcome::Unknown(text("error_kind").unwrap_or_default()),
+            (_, Call::Get | Call::List) => Outcome::Read(text("read").zip(number("version"))),
+            (_, Call::Delete) => Outcome::Deleted(v.get("existed")?.as_bool()?),
+            _ if v.get("refused").is_some() => Outcome::Refused,
+            _ => Outcome::Written(number("version")?),
+        };
+        Some(Op {
+            client: usize::try_from(number("process")?).ok()?,
+            key: text("key")?,
+            call,
+            outcome,
+            start: number("t_start_ns")?,
+            end: number("t_end_ns")?,
+        })
+    }
+
     /// One line for a person: `c2 put k0 c2-15 -> version 7058 [3387.6 .. 3414.4 ms]`.
     pub fn describe(&self) -> String {
         let call = match &self.call {
             Call::Get => "get".to_owned(),
+            Call::List => "list".to_owned(),
             Call::Put(v) => format!("put {v}"),
             Call::Cas(None, v) => format!("cas {v} absent"),
             Call::Cas(Some(e), v) => format!("cas {v} if version {e}"),

@@ -73,7 +73,7 @@ fn step(state: &Reg, op: &Op) -> Vec<Reg> {
         }
     };
     match (&op.call, &op.outcome) {
-        (Call::Get, Outcome::Read(read)) => match (state, read) {
+        (Call::Get | Call::List, Outcome::Read(read)) => match (state, read) {
             (None, None) => vec![None],
             (Some((value, version)), Some((seen, at)))
                 if value == seen && version.is_none_or(|v| v == *at) =>
@@ -99,7 +99,7 @@ fn step(state: &Reg, op: &Op) -> Vec<Reg> {
         (Call::Delete, Outcome::Deleted(existed)) if *existed == state.is_some() => vec![None],
         (Call::Delete, Outcome::Unknown(_)) => vec![state.clone(), None],
         // Reads with unknown outcomes tell nothing; any other pairing cannot happen.
-        (Call::Get, Outcome::Unknown(_)) => vec![state.clone()],
+        (Call::Get | Call::List, Outcome::Unknown(_)) => vec![state.clone()],
         _ => vec![],
     }
 }

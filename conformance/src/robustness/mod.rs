@@ -533,6 +533,7 @@ async fn drive(
             op.describe()
         ));
     }
+    let _ = std::fs::write(dir.join("report.txt"), &message);
     panic!(
         "{kind}: robustness seed {} failed (replay with KV_ROBUSTNESS_SEED={}); history and \
          faults in {}{message}",

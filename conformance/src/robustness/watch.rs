@@ -215,8 +215,10 @@ fn resumable(error: &Error) -> bool {
 /// The writes of the history by key and value: what a delivered put must match.
 struct Writes<'a> {
     by_value: HashMap<(&'a str, &'a str), &'a Op>,
-    /// Acknowledged puts by version (every key).
-    acknowledged: BTreeMap<u64, &'a Op>,
+    /// Acknowledged puts by version (every key; a transaction's share one).
+    acknowledged: BTreeMap<u64, Vec<&'a Op>>,
+    /// The two acknowledged writes of each transaction: (key, value) twice.
+    txns: Vec<[(&'a str, &'a str); 2]>,
     /// Acknowledged deletes per key.
     deletes: HashMap<&'a str, Vec<&'a Op>>,
 }
@@ -226,14 +228,25 @@ impl<'a> Writes<'a> {
         let mut writes = Writes {
             by_value: HashMap::new(),
             acknowledged: BTreeMap::new(),
+            txns: Vec::new(),
             deletes: HashMap::new(),
         };
+        let mut last: Option<&Op> = None;
         for op in ops {
             match (&op.call, &op.outcome) {
                 (Call::Put(v) | Call::Cas(_, v), outcome) => {
                     writes.by_value.insert((&op.key, v), op);
                     if let Outcome::Written(version) = outcome {
-                        writes.acknowledged.insert(*version, op);
+                        writes.acknowledged.entry(*version).or_default().push(op);
+                        // A transaction's two writes: recorded together, same client and times.
+                        if let Some(first) = last.filter(|l| {
+                            (l.client, l.start, l.end) == (op.client, op.start, op.end)
+                                && l.key != op.key
+                                && matches!(l.outcome, Outcome::Written(_))
+                        }) && let Call::Put(v0) | Call::Cas(_, v0) = &first.call
+                        {
+                            writes.txns.push([(&first.key, v0), (&op.key, v)]);
+                        }
                     }
                 }
                 (Call::Delete, Outcome::Deleted(_)) => {
@@ -241,6 +254,7 @@ impl<'a> Writes<'a> {
                 }
                 _ => {}
             }
+            last = Some(op);
         }
         writes
     }
@@ -325,17 +339,24 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
             let Some(hi) = live.iter().map(|e| e.version).max() else {
                 continue;
             };
-            let delivered: std::collections::HashSet<u64> =
-                segment.events.iter().map(|e| e.version).collect();
+            let delivered: std::collections::HashSet<(u64, &str)> = segment
+                .events
+                .iter()
+                .map(|e| (e.version, e.key.as_str()))
+                .collect();
             let range = match segment.since {
                 Some(s) => (s + 1)..=hi,
                 None => 0..=hi,
             };
-            for (version, op) in writes.acknowledged.range(range) {
+            for (version, op) in writes
+                .acknowledged
+                .range(range)
+                .flat_map(|(v, ops)| ops.iter().map(move |op| (v, op)))
+            {
                 if segment.since.is_none() && op.start <= segment.ready {
                     continue;
                 }
-                if !delivered.contains(version) {
+                if !delivered.contains(&(*version, op.key.as_str())) {
                     problem(format!(
                         "missed {} (acknowledged at version {version}, invoked at {:.1} ms) in a \
                          segment {} that delivered up to version {hi}",
@@ -378,6 +399,25 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
                     }
                 }
                 previous.insert(&e.key, e);
+            }
+            // A transaction's events arrive together (as changes: the initial state is per key).
+            let position: HashMap<(&str, &str), usize> = segment
+                .events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.put && !e.initial)
+                .map(|(i, e)| ((e.key.as_str(), e.value.as_str()), i))
+                .collect();
+            for [a, b] in &writes.txns {
+                if let (Some(i), Some(j)) = (position.get(a), position.get(b))
+                    && i.abs_diff(*j) != 1
+                {
+                    problem(format!(
+                        "the transaction writing {} = {} and {} = {} was delivered as events \
+                         {i} and {j}, with others between",
+                        a.0, a.1, b.0, b.1
+                    ));
+                }
             }
         }
         // Never silent.
@@ -675,6 +715,35 @@ mod tests {
         let problems = check(&[a, b], &ops, &end, false);
         assert!(
             problems.iter().any(|p| p.contains("disagree")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_transaction_split_by_another_event_is_caught() {
+        let (mut ops, mut end) = history();
+        // A transaction: r/c = 5 and r/d = 6 at version 6, then the sentinel at 7.
+        ops.push(put(2, "r/c", "5", 6, 40, 45));
+        ops.push(put(2, "r/d", "6", 6, 40, 45));
+        end.sentinel = Some(7);
+        end.state.insert("r/c".into(), Some(("5".into(), 6)));
+        end.state.insert("r/d".into(), Some(("6".into(), 6)));
+        let mut together = complete();
+        together.pop();
+        together.extend([
+            seen("r/c", "5", 6),
+            seen("r/d", "6", 6),
+            seen(SENTINEL, "end", 7),
+        ]);
+        assert_eq!(
+            check(&[log(0, None, together.clone())], &ops, &end, false),
+            Vec::<String>::new()
+        );
+        let mut split = together;
+        split.swap(3, 4);
+        let problems = check(&[log(0, None, split)], &ops, &end, false);
+        assert!(
+            problems.iter().any(|p| p.contains("transaction")),
             "{problems:?}"
         );
     }
