@@ -102,8 +102,12 @@ impl Lease {
         self.granted.lost.clone()
     }
 
-    /// True once [`Lease::lost`] has fired.
+    /// True once [`Lease::lost`] has fired, or its deadline ([`Lease::validity`]) has passed:
+    /// checked against the clock, as [`LockGuard::is_lost`](crate::LockGuard::is_lost) is.
     pub fn is_lost(&self) -> bool {
+        if self.granted.valid.expired() {
+            self.granted.lost.cancel();
+        }
         self.granted.lost.is_cancelled()
     }
 

@@ -68,6 +68,13 @@ impl Validity {
         *self.until.borrow()
     }
 
+    /// True once the deadline has passed, whether or not the timer that fires `lost()` has
+    /// run yet (a process that was stopped, or a starved runtime, reads the clock first).
+    pub fn expired(&self) -> bool {
+        self.until()
+            .is_some_and(|until| std::time::Instant::now() >= until)
+    }
+
     /// The TTL the deadline is counted with, once known; [`safety_margin`] of it is how much
     /// earlier than the server's expiry the deadline falls.
     pub fn ttl(&self) -> Option<Duration> {

@@ -170,8 +170,14 @@ impl LockGuard {
         self.lost.clone()
     }
 
-    /// True once [`LockGuard::lost`] has fired.
+    /// True once [`LockGuard::lost`] has fired, or its deadline ([`LockGuard::validity`]) has
+    /// passed: checked against the clock, so a process that was frozen past its TTL is told at
+    /// its first look, before the timer that fires `lost()` has had a chance to run (which
+    /// it then fires).
     pub fn is_lost(&self) -> bool {
+        if self.valid.expired() {
+            self.lost.cancel();
+        }
         self.lost.is_cancelled()
     }
 
@@ -200,5 +206,51 @@ impl fmt::Debug for LockGuard {
             .field("fencing_token", &self.fencing_token)
             .field("lost", &self.lost.is_cancelled())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{Validity, keep_alive};
+    use std::time::Duration;
+
+    /// A holder frozen past its deadline (here: its runtime's only thread blocked, as by
+    /// SIGSTOP or a stall) is told at its first look, before the timer that fires `lost()`
+    /// has run.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_holder_frozen_past_its_deadline_is_told_at_its_first_look() {
+        let ttl = Duration::from_millis(300);
+        let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
+        let sent = tokio::time::Instant::now();
+        let valid = Validity::from_renewal(ttl, sent);
+        // A partition: renewals never answer; only the deadline can end the lock.
+        tokio::spawn(keep_alive(
+            ttl,
+            sent,
+            stop.clone(),
+            lost.clone(),
+            valid.clone(),
+            std::future::pending::<Result<bool>>,
+        ));
+        let guard = LockGuard::new(
+            Key::parse("job").expect("a key"),
+            1,
+            lost.clone(),
+            Box::new(ReleaseWith::new(
+                Key::parse("job").expect("a key"),
+                stop,
+                || async { Ok(true) },
+            )),
+        )
+        .with_validity(valid);
+        tokio::task::yield_now().await;
+        assert!(!guard.is_lost(), "held while the deadline is ahead");
+        std::thread::sleep(ttl * 2);
+        assert!(
+            guard.is_lost(),
+            "frozen past the deadline: told before any timer ran"
+        );
+        assert!(lost.is_cancelled(), "and lost() has fired");
     }
 }
