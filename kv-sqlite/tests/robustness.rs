@@ -1,6 +1,6 @@
-//! Random traffic from several handles on one database file (as from several processes), the
-//! history checked for per-key linearizability (`conformance::robustness`). No faults yet:
-//! SQLite has no server to cut off.
+//! Random traffic from several handles on one database file and from client processes of their
+//! own, which are killed (SIGKILL) and paused past their lock's TTL; the history checked
+//! (`conformance::robustness`). SQLite has no server to cut off: its faults are its clients'.
 
 use kv_sqlite::SqliteStore;
 
@@ -12,5 +12,14 @@ async fn a_history_on_one_file_is_linearizable() {
     conformance::robustness::run_embedded("sqlite", &url, config, |url: String| async move {
         SqliteStore::open(&url).await
     })
+    .await;
+}
+
+/// Does nothing, except in a client process the runner started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robustness_client_process() {
+    conformance::robustness::process::child(
+        |url: String| async move { SqliteStore::open(&url).await },
+    )
     .await;
 }

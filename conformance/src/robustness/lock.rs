@@ -1,25 +1,28 @@
-//! Lock clients and a fenced resource: holders of one lock write to a resource that accepts
-//! only fencing tokens at least as great as the greatest it has accepted, as a database row
-//! guarded by a token would. Checked as it happens, under one mutex (this process's clock is
-//! the only one involved):
-//! - when a client's `acquire` returns, no other holder is still holding: every earlier guard
-//!   was released, or its `lost()` had fired (the promise: a holder is told before anyone else
-//!   can take the lock);
-//! - fencing tokens increase from one holder to the next;
-//! - the resource never refuses a write from a holder whose `lost()` has not fired (a refusal
-//!   means a later holder has written: two holders at once).
+//! Lock clients and a fenced resource. Holders of one lock write to a resource with their
+//! fencing token, each write made only after `is_lost()` said the lock was still held; a
+//! resource that accepts only tokens at least as great as the greatest it has seen refuses a
+//! write exactly when a later holder has written first. Every holder records when `acquire`
+//! returned and when each check said "held" (on one clock: the machine's monotonic clock,
+//! shared with client processes), and [`Holds::check`] proves afterwards:
+//! - of two holders, the one with the smaller token was last told "held" before the other's
+//!   `acquire` returned (the promise: a holder is told before anyone else can take the lock;
+//!   otherwise the resource would refuse a write of a holder that believed it held the lock);
+//! - no fencing token is handed out twice.
+//!
+//! Holders run as tasks of the runner and as client processes (`super::process`), which the
+//! nemesis pauses past their TTL.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kv_core::CancellationToken as Token;
 use kv_core::{LockOptions, Store};
 
 /// The lock the clients contend for.
 pub const LOCK_KEY: &str = "locks/robustness";
 
 /// One holding of the lock.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Hold {
     /// The client.
     pub client: usize,
@@ -27,134 +30,100 @@ pub struct Hold {
     pub token: u64,
     /// When `acquire` returned (ns since the run began).
     pub acquired: u64,
-    /// When the client began to release (or dropped the guard); `None` while holding.
-    pub released: Option<u64>,
-    /// Writes the resource accepted from it.
+    /// The last time a check said the lock was held (a write to the resource followed).
+    pub last_held: Option<u64>,
+    /// Writes made (checks that said "held").
     pub writes: usize,
 }
 
-struct Active {
-    hold: usize,
-    lost: Token,
+/// Where a lock client reports what it does: [`Holds`] in the runner, lines on stdout in a
+/// client process.
+pub trait LockLog: Send + Sync {
+    /// `acquire` returned a guard with `token` at `at`.
+    fn acquired(&self, client: usize, token: u64, at: u64);
+    /// At `at`, `is_lost()` said the lock was held, and the client wrote.
+    fn held(&self, client: usize, token: u64, at: u64);
 }
 
-/// The resource and the lock's holders, checked as they act.
-#[derive(Default)]
-pub struct Resource {
-    state: Mutex<State>,
+/// The holdings of a run, by (client, token).
+#[derive(Debug, Default)]
+pub struct Holds {
+    holds: Mutex<BTreeMap<(usize, u64), Hold>>,
 }
 
-#[derive(Default)]
-struct State {
-    holds: Vec<Hold>,
-    active: Vec<Active>,
-    greatest_token: u64,
-    greatest_written: u64,
-    refused: usize,
-    problems: Vec<String>,
+impl LockLog for Holds {
+    fn acquired(&self, client: usize, token: u64, at: u64) {
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let hold = holds.entry((client, token)).or_default();
+        (hold.client, hold.token, hold.acquired) = (client, token, at);
+    }
+
+    fn held(&self, client: usize, token: u64, at: u64) {
+        let mut holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let hold = holds.entry((client, token)).or_default();
+        (hold.client, hold.token) = (client, token);
+        hold.last_held = Some(hold.last_held.map_or(at, |t| t.max(at)));
+        hold.writes += 1;
+    }
 }
 
-impl Resource {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+impl Holds {
+    /// Every holding, by token.
+    pub fn all(&self) -> Vec<Hold> {
+        let holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<Hold> = holds.values().cloned().collect();
+        all.sort_by_key(|h| (h.token, h.acquired));
+        all
     }
 
-    /// A client's `acquire` returned a guard: checks that nobody else still holds.
-    fn acquired(&self, client: usize, token: u64, lost: Token, at: u64) -> usize {
-        let mut state = self.state();
-        let others: Vec<String> = state
-            .active
-            .iter()
-            .filter(|a| !a.lost.is_cancelled())
-            .map(|a| {
-                let h = &state.holds[a.hold];
-                format!(
-                    "c{} (token {}, acquired at {:.1} ms)",
-                    h.client,
-                    h.token,
-                    h.acquired as f64 / 1e6
-                )
-            })
-            .collect();
-        if !others.is_empty() {
-            state.problems.push(format!(
-                "c{client} acquired the lock (token {token}) at {:.1} ms while {} still held \
-                 it and had not been told (lost() had not fired)",
-                at as f64 / 1e6,
-                others.join(", ")
-            ));
+    /// The violations (see the module doc), one line each.
+    pub fn check(&self) -> Vec<String> {
+        let all = self.all();
+        let mut problems = Vec::new();
+        let ms = |ns: u64| ns as f64 / 1e6;
+        for pair in all.windows(2) {
+            if pair[0].token == pair[1].token {
+                problems.push(format!(
+                    "fencing token {} was handed to c{} and c{}",
+                    pair[0].token, pair[0].client, pair[1].client
+                ));
+            }
         }
-        if token <= state.greatest_token {
-            let greatest = state.greatest_token;
-            state.problems.push(format!(
-                "c{client} acquired the lock at {:.1} ms with fencing token {token}, not above \
-                 an earlier holder's {greatest}",
-                at as f64 / 1e6
-            ));
+        for (i, earlier) in all.iter().enumerate() {
+            let Some(last) = earlier.last_held else {
+                continue;
+            };
+            if let Some(later) = all[i + 1..]
+                .iter()
+                .find(|l| l.token > earlier.token && l.acquired <= last)
+            {
+                problems.push(format!(
+                    "two holders: c{} (token {}) was told it held the lock at {:.1} ms, after \
+                     c{} had acquired it (token {}) at {:.1} ms; the resource would have \
+                     refused a write of a holder that believed it held the lock",
+                    earlier.client,
+                    earlier.token,
+                    ms(last),
+                    later.client,
+                    later.token,
+                    ms(later.acquired)
+                ));
+            }
         }
-        state.greatest_token = state.greatest_token.max(token);
-        state.holds.push(Hold {
-            client,
-            token,
-            acquired: at,
-            released: None,
-            writes: 0,
-        });
-        let hold = state.holds.len() - 1;
-        state.active.push(Active { hold, lost });
-        hold
-    }
-
-    /// A holder writes with its token: refused if a greater token has written.
-    fn write(&self, hold: usize, at: u64) {
-        let mut state = self.state();
-        let token = state.holds[hold].token;
-        if token >= state.greatest_written {
-            state.greatest_written = token;
-            state.holds[hold].writes += 1;
-            return;
-        }
-        state.refused += 1;
-        let lost = state
-            .active
-            .iter()
-            .find(|a| a.hold == hold)
-            .is_none_or(|a| a.lost.is_cancelled());
-        if !lost {
-            let (client, greatest) = (state.holds[hold].client, state.greatest_written);
-            state.problems.push(format!(
-                "the resource refused c{client}'s write with token {token} at {:.1} ms (token \
-                 {greatest} had written): it held the lock as far as it knew (lost() had not \
-                 fired), so two clients held it at once",
-                at as f64 / 1e6
-            ));
-        }
-    }
-
-    /// The holder begins to release: it no longer holds.
-    fn released(&self, hold: usize, at: u64) {
-        let mut state = self.state();
-        state.holds[hold].released = Some(at);
-        state.active.retain(|a| a.hold != hold);
-    }
-
-    /// What happened: the holdings, refused writes and the violations found.
-    pub fn outcome(&self) -> (Vec<Hold>, usize, Vec<String>) {
-        let state = self.state();
-        (state.holds.clone(), state.refused, state.problems.clone())
+        problems
     }
 }
 
 /// Drives one lock client on `store` until `deadline`: acquire (giving up after 3 s), write
-/// to `resource` every 50–150 ms while `lost()` has not fired for 0.2–1.5 s, then release
-/// (or, one time in ten, drop the guard).
+/// every 50–150 ms while `is_lost()` says held, for 0.2–1.5 s, then release (or, one time in
+/// ten, drop the guard). TTL 2 s.
 pub async fn client(
     client: usize,
     store: Arc<dyn Store>,
     seed: u64,
     began: Instant,
     deadline: Instant,
-    resource: Arc<Resource>,
+    log: Arc<dyn LockLog>,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let at = || began.elapsed().as_nanos() as u64;
@@ -176,13 +145,18 @@ pub async fn client(
                 continue;
             }
         };
-        let hold = resource.acquired(client, guard.fencing_token(), guard.lost(), at());
+        let token = guard.fencing_token();
+        log.acquired(client, token, at());
         let until = Instant::now() + Duration::from_millis(rng.u64(200..1500));
-        while Instant::now() < until && !guard.is_lost() {
-            resource.write(hold, at());
+        while Instant::now() < until {
+            // The time is taken before the check: the lock was held at least until then.
+            let now = at();
+            if guard.is_lost() {
+                break;
+            }
+            log.held(client, token, now);
             tokio::time::sleep(Duration::from_millis(rng.u64(50..150))).await;
         }
-        resource.released(hold, at());
         if rng.u8(0..10) == 0 {
             drop(guard);
         } else {

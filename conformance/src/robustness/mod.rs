@@ -19,6 +19,7 @@ pub mod history;
 pub mod lease;
 pub mod linearizable;
 pub mod lock;
+pub mod process;
 pub mod timeline;
 pub mod traffic;
 pub mod watch;
@@ -50,6 +51,10 @@ pub struct Config {
     /// The nemesis may also kill the server with SIGKILL and restart it on its data (only
     /// for servers that keep every acknowledged write across that).
     pub kills: bool,
+    /// Also run clients as processes of their own (two doing traffic, one holding the
+    /// lock), which the nemesis kills and pauses ([`process`]; the test binary must have the
+    /// [`process::CHILD_TEST`] test, as `robustness_tests!` writes it).
+    pub processes: bool,
 }
 
 impl Config {
@@ -69,6 +74,7 @@ impl Config {
             seed,
             faults: true,
             kills: false,
+            processes: true,
         }
     }
 }
@@ -88,11 +94,10 @@ pub struct Report {
     pub watch_events: usize,
     /// Each watcher's events, segments and end.
     pub watchers: Vec<String>,
-    /// Times the lock was acquired, and writes the fenced resource refused (from holders
-    /// that had been told they lost the lock).
+    /// Times the lock was acquired.
     pub lock_holds: usize,
-    /// See `lock_holds`.
-    pub refused_writes: usize,
+    /// Writes made under the lock (each after `is_lost()` said held).
+    pub lock_writes: usize,
     /// Leases granted.
     pub leases: usize,
     /// How long the slowest watcher took to deliver the write made after the traffic.
@@ -170,7 +175,8 @@ where
         proxies,
         leader,
     };
-    drive(kind, stores, config, Some(&target)).await
+    let children = format!("{url}{suffix}");
+    drive(kind, stores, config, Some(&target), Some(children)).await
 }
 
 /// Every `127.0.0.1:port` in a store URL.
@@ -222,7 +228,12 @@ where
             .expect("store for a robustness client");
         stores.push(Arc::new(store));
     }
-    drive(kind, stores, config, None).await
+    let target = Target {
+        members: Vec::new(),
+        proxies: Vec::new(),
+        leader: None,
+    };
+    drive(kind, stores, config, Some(&target), Some(url.to_owned())).await
 }
 
 /// Drives the clients over `stores` (get/put/CAS/delete traffic on every handle, two
@@ -234,6 +245,7 @@ async fn drive(
     stores: Vec<Arc<dyn Store>>,
     config: Config,
     faulty: Option<&Target<'_>>,
+    child_url: Option<String>,
 ) -> Report {
     let began = Instant::now();
     let at = move || began.elapsed().as_nanos() as u64;
@@ -268,7 +280,7 @@ async fn drive(
             )));
         }
     }
-    let resource = Arc::new(lock::Resource::default());
+    let holds = Arc::new(lock::Holds::default());
     if capabilities.locks {
         for (n, client) in [(3, 200), (4, 201), (5, 202)] {
             tasks.push(tokio::spawn(lock::client(
@@ -277,7 +289,7 @@ async fn drive(
                 config.seed.wrapping_add(client as u64 * 7919),
                 began,
                 deadline,
-                resource.clone(),
+                holds.clone(),
             )));
         }
     }
@@ -318,9 +330,39 @@ async fn drive(
         });
         watchers.push((log, task));
     }
+    // Client processes: two doing traffic, one holding the lock.
+    let children = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut next_child = 300;
+    let start_child = |role: &'static str, client: usize| {
+        let url = child_url.as_deref().unwrap_or_default();
+        let holds: Arc<dyn lock::LockLog> = holds.clone();
+        process::Child::start(
+            role,
+            client,
+            url,
+            &keys,
+            config.seed.wrapping_add(client as u64 * 7919),
+            began,
+            deadline,
+            history.clone(),
+            holds,
+        )
+        .unwrap_or_else(|e| panic!("a client process could not start: {e}"))
+    };
+    if child_url.is_some() && config.processes {
+        let mut started = children.lock().await;
+        for _ in 0..2 {
+            started.push(start_child("traffic", next_child));
+            next_child += 1;
+        }
+        if capabilities.locks {
+            started.push(start_child("lock", 400));
+        }
+    }
     let faults = match faulty {
         Some(target) if config.faults => {
-            let log = nemesis(target, &config, began, deadline).await;
+            let spawn = |client: usize| start_child("traffic", client);
+            let log = nemesis(target, &children, &spawn, &config, began, deadline).await;
             target.heal();
             log
         }
@@ -331,6 +373,9 @@ async fn drive(
     };
     for task in tasks {
         task.await.expect("a robustness client panicked");
+    }
+    for child in std::mem::take(&mut *children.lock().await) {
+        child.finish(Duration::from_secs(15)).await;
     }
     // Dropped leases' keys must be gone by their deadline; wait for the last one.
     let dropped = std::mem::take(&mut *dropped.lock().unwrap_or_else(|p| p.into_inner()));
@@ -412,7 +457,8 @@ async fn drive(
         let _ = store.close().await;
     }
     let ops = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
-    let (holds, refused, lock_problems) = resource.outcome();
+    let lock_problems = holds.check();
+    let holds = holds.all();
     let mut report = Report {
         ops: ops.len(),
         unknown: ops
@@ -421,7 +467,9 @@ async fn drive(
             .count(),
         failed: ops
             .iter()
-            .filter(|o| matches!(o.outcome, history::Outcome::Failed(_)))
+            .filter(|o| {
+                matches!(&o.outcome, history::Outcome::Failed(e) if e != traffic::REFUSED_WITH_TXN)
+            })
             .count(),
         watch_events: logs.iter().map(|l| l.events().count()).sum(),
         watchers: logs
@@ -436,7 +484,7 @@ async fn drive(
             })
             .collect(),
         lock_holds: holds.len(),
-        refused_writes: refused,
+        lock_writes: holds.iter().map(|h| h.writes).sum(),
         leases: ops
             .iter()
             .filter(|o| o.key.starts_with("l/") && matches!(o.call, history::Call::Put(_)))
@@ -469,14 +517,16 @@ async fn drive(
         .collect();
     let unforced: Vec<&Op> = if faults.is_empty() {
         ops.iter()
-            .filter(|o| matches!(o.outcome, history::Outcome::Failed(_)))
+            .filter(|o| {
+                matches!(&o.outcome, history::Outcome::Failed(e) if e != traffic::REFUSED_WITH_TXN)
+            })
             .collect()
     } else {
         Vec::new()
     };
     eprintln!(
         "{kind}: robustness seed {}: {} ops ({} unknown, {} failed), {} watch events \
-         ({:?}; the last write delivered in {:?}), {} lock holds ({} stale writes refused), {} leases, faults \
+         ({:?}; the last write delivered in {:?}), {} lock holds ({} writes under the lock), {} leases, faults \
          {:?}, checked in {:?}",
         config.seed,
         report.ops,
@@ -486,7 +536,7 @@ async fn drive(
         report.watchers,
         report.watch_lag,
         report.lock_holds,
-        report.refused_writes,
+        report.lock_writes,
         report.leases,
         report.faults,
         report.checked_in
@@ -543,12 +593,16 @@ async fn drive(
     );
 }
 
-/// Injects faults until `deadline`, one at a time with pauses between: the proxied clients'
-/// connections held (a partition), reset, or delayed; the server paused (SIGSTOP) for about a
-/// second, or now and then for longer than the leases' and locks' TTLs; and, with
-/// `config.kills`, killed with SIGKILL and restarted on its data. Returns the log.
+/// Injects faults until `deadline`, one at a time with pauses between, each of a kind the
+/// target has: a proxy's connections held (a partition), reset, or delayed; a member paused
+/// (SIGSTOP) for about a second, or now and then for longer than the leases' and locks' TTLs;
+/// with `config.kills`, a member killed with SIGKILL and restarted on its data; a client
+/// process killed (and another started in its place) or, holding the lock, paused past its
+/// TTL. Returns the log.
 async fn nemesis(
     target: &Target<'_>,
+    children: &tokio::sync::Mutex<Vec<process::Child>>,
+    spawn: &dyn Fn(usize) -> process::Child,
     config: &Config,
     began: Instant,
     deadline: Instant,
@@ -556,66 +610,122 @@ async fn nemesis(
     let mut rng = fastrand::Rng::with_seed(config.seed ^ 0x5eed_fa17);
     let mut log = Vec::new();
     let at = || began.elapsed().as_nanos() as u64;
-    loop {
+    let mut kinds: Vec<&'static str> = Vec::new();
+    if !target.proxies.is_empty() {
+        kinds.extend([
+            "partition",
+            "partition",
+            "partition",
+            "reset",
+            "reset",
+            "delay",
+            "delay",
+        ]);
+    }
+    if !target.members.is_empty() {
+        kinds.extend(["pause", "pause", "long pause"]);
+        if config.kills {
+            kinds.extend(["kill", "kill"]);
+        }
+    }
+    {
+        let children = children.lock().await;
+        if children.iter().any(|c| c.role == "traffic") {
+            kinds.push("client kill");
+        }
+        if children.iter().any(|c| c.role == "lock") {
+            kinds.push("client pause");
+        }
+    }
+    let mut next_client = 350;
+    while !kinds.is_empty() {
         let quiet = Duration::from_millis(rng.u64(500..1500));
         if Instant::now() + quiet + Duration::from_millis(1500) >= deadline {
             break;
         }
         tokio::time::sleep(quiet).await;
-        let mut length = Duration::from_millis(rng.u64(300..1300));
+        let length = Duration::from_millis(rng.u64(300..1300));
         let start = at();
-        let proxy = &target.proxies[rng.usize(0..target.proxies.len())];
+        let proxy = target
+            .proxies
+            .get(rng.usize(0..target.proxies.len().max(1)));
         let leader = match target.leader {
             Some(leader) if rng.bool() => tokio::task::block_in_place(leader),
             _ => None,
         };
-        let server = target.members[leader.unwrap_or_else(|| rng.usize(0..target.members.len()))];
+        let server = target
+            .members
+            .get(leader.unwrap_or_else(|| rng.usize(0..target.members.len().max(1))));
         let named = |member: &'static str, leading: &'static str| match leader {
             Some(_) => leading,
             None => member,
         };
-        let kind = match rng.u8(0..if config.kills { 12 } else { 10 }) {
-            0..=2 => {
+        let kind = match (kinds[rng.usize(0..kinds.len())], proxy, server) {
+            ("partition", Some(proxy), _) => {
                 proxy.hold();
                 tokio::time::sleep(length).await;
                 proxy.heal();
                 "partition"
             }
-            3 | 4 => {
+            ("reset", Some(proxy), _) => {
                 proxy.drop_connections();
                 "reset"
             }
-            5 | 6 => {
+            ("delay", Some(proxy), _) => {
                 proxy.delay(Duration::from_millis(rng.u64(20..200)));
                 tokio::time::sleep(length).await;
                 proxy.heal();
                 "delay"
             }
-            n => {
-                let long = n == 9;
-                if long {
-                    length = Duration::from_millis(rng.u64(3000..4000));
-                }
-                if n >= 10 {
-                    let killed = tokio::task::block_in_place(|| server.kill9());
-                    tokio::time::sleep(length).await;
-                    let restarted = tokio::task::block_in_place(|| server.restart());
-                    if let Err(e) = killed.and(restarted) {
-                        panic!("the nemesis could not kill and restart the server: {e}");
-                    }
-                    named("kill", "leader kill")
+            (kind @ ("pause" | "long pause"), _, Some(server)) => {
+                let length = if kind == "long pause" {
+                    Duration::from_millis(rng.u64(3000..4000))
                 } else {
-                    if server.pause().is_err() {
-                        continue;
-                    }
-                    tokio::time::sleep(length).await;
-                    let _ = server.resume();
-                    match long {
-                        true => named("long pause", "leader long pause"),
-                        false => named("pause", "leader pause"),
-                    }
+                    length
+                };
+                if server.pause().is_err() {
+                    continue;
+                }
+                tokio::time::sleep(length).await;
+                let _ = server.resume();
+                match kind {
+                    "long pause" => named("long pause", "leader long pause"),
+                    _ => named("pause", "leader pause"),
                 }
             }
+            ("kill", _, Some(server)) => {
+                let killed = tokio::task::block_in_place(|| server.kill9());
+                tokio::time::sleep(length).await;
+                let restarted = tokio::task::block_in_place(|| server.restart());
+                if let Err(e) = killed.and(restarted) {
+                    panic!("the nemesis could not kill and restart the server: {e}");
+                }
+                named("kill", "leader kill")
+            }
+            ("client kill", _, _) => {
+                let mut children = children.lock().await;
+                let traffic: Vec<usize> = (0..children.len())
+                    .filter(|&i| children[i].role == "traffic")
+                    .collect();
+                let victim = children.remove(traffic[rng.usize(0..traffic.len())]);
+                victim.kill().await;
+                children.push(spawn(next_client));
+                next_client += 1;
+                "client kill"
+            }
+            ("client pause", _, _) => {
+                let children = children.lock().await;
+                let Some(holder) = children.iter().find(|c| c.role == "lock") else {
+                    continue;
+                };
+                holder.pause(true);
+                // Past the lock's TTL (2 s; ZooKeeper's session timeout, up to 6 s): it must find itself
+                // lost when it wakes.
+                tokio::time::sleep(Duration::from_millis(rng.u64(2500..7000))).await;
+                holder.pause(false);
+                "client pause"
+            }
+            _ => continue,
         };
         log.push(Fault {
             kind,
@@ -683,6 +793,25 @@ macro_rules! robustness_tests {
         $crate::robustness_tests!($launcher, $suffix, $seconds, $open, kills = false);
     };
     ($launcher:expr, $suffix:expr, $seconds:expr, $open:expr, kills = $kills:expr) => {
+        $crate::robustness_tests!(
+            $launcher,
+            $suffix,
+            $seconds,
+            $open,
+            kills = $kills,
+            processes = true
+        );
+    };
+    (
+        $launcher:expr, $suffix:expr, $seconds:expr, $open:expr,
+        kills = $kills:expr, processes = $processes:expr
+    ) => {
+        /// Does nothing, except in a client process the runner started.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn robustness_client_process() {
+            $crate::robustness::process::child($open).await;
+        }
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_fault_free_history_is_linearizable() {
             let Some(server) = $crate::faults::own_server($launcher) else {
@@ -691,6 +820,7 @@ macro_rules! robustness_tests {
             let kind = $crate::servers::Launcher::kind($launcher);
             let mut config = $crate::robustness::Config::from_env($seconds);
             config.faults = false;
+            config.processes = $processes;
             $crate::robustness::run(kind, &server, $suffix, config, $open).await;
         }
 
@@ -702,6 +832,7 @@ macro_rules! robustness_tests {
             let kind = $crate::servers::Launcher::kind($launcher);
             let mut config = $crate::robustness::Config::from_env($seconds);
             config.kills = $kills;
+            config.processes = $processes;
             $crate::robustness::run(kind, &server, $suffix, config, $open).await;
         }
     };
