@@ -35,6 +35,22 @@ fn monotonic() -> u64 {
         .as_nanos() as u64
 }
 
+/// An `Instant` and the monotonic clock's reading at the same moment, to within the best of a
+/// few samples (a process preempted between two clock reads would otherwise shift every
+/// time it reports, and a read could seem to precede a write it saw).
+fn paired() -> (Instant, u64) {
+    (0..16)
+        .map(|_| {
+            let before = monotonic();
+            let instant = Instant::now();
+            let after = monotonic();
+            (after - before, instant, before + (after - before) / 2)
+        })
+        .min_by_key(|(gap, _, _)| *gap)
+        .map(|(_, instant, at)| (instant, at))
+        .expect("samples")
+}
+
 /// In a child: runs the role `KV_ROBUSTNESS_CHILD` names against a store opened with `open`
 /// and returns when its deadline passes; in any other process, returns at once.
 pub async fn child<S, F, Fut>(open: F)
@@ -57,9 +73,9 @@ where
         number("KV_ROBUSTNESS_CHILD_SEED"),
     );
     let (began_at, until_at) = (number("KV_ROBUSTNESS_BEGAN"), number("KV_ROBUSTNESS_UNTIL"));
-    let now = Instant::now();
+    let (now, now_at) = paired();
     let began = now
-        .checked_sub(Duration::from_nanos(monotonic().saturating_sub(began_at)))
+        .checked_sub(Duration::from_nanos(now_at.saturating_sub(began_at)))
         .unwrap_or(now);
     let deadline = began + Duration::from_nanos(until_at.saturating_sub(began_at));
     let store: Arc<dyn Store> = Arc::new(
@@ -141,7 +157,8 @@ impl Child {
         history: Arc<Mutex<Vec<Op>>>,
         holds: Arc<dyn LockLog>,
     ) -> std::io::Result<Child> {
-        let began_at = monotonic().saturating_sub(began.elapsed().as_nanos() as u64);
+        let (now, now_at) = paired();
+        let began_at = now_at.saturating_sub(now.duration_since(began).as_nanos() as u64);
         let until_at = began_at + deadline.duration_since(began).as_nanos() as u64;
         let mut process = tokio::process::Command::new(std::env::current_exe()?)
             .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
