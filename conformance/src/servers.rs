@@ -455,6 +455,19 @@ impl Launcher for EtcdProcess {
 /// The arguments of an etcd member named `name` with its data in `dir`, serving clients on
 /// `client` and peers on `peer`, in the cluster `initial` (`name=http://...,...`).
 fn etcd_args(name: &str, dir: &Path, client: u16, peer: u16, initial: &str) -> Vec<String> {
+    etcd_member_args(name, dir, client, (peer, peer), initial)
+}
+
+/// [`etcd_args`] for a member that listens for peers on `peer.0` and tells them to reach it at
+/// `peer.1` (a proxy in front of it, to cut the traffic between members).
+fn etcd_member_args(
+    name: &str,
+    dir: &Path,
+    client: u16,
+    peer: (u16, u16),
+    initial: &str,
+) -> Vec<String> {
+    let (peer, advertised) = peer;
     vec![
         "--name".to_owned(),
         name.to_owned(),
@@ -467,7 +480,7 @@ fn etcd_args(name: &str, dir: &Path, client: u16, peer: u16, initial: &str) -> V
         "--listen-peer-urls".to_owned(),
         format!("http://127.0.0.1:{peer}"),
         "--initial-advertise-peer-urls".to_owned(),
-        format!("http://127.0.0.1:{peer}"),
+        format!("http://127.0.0.1:{advertised}"),
         "--initial-cluster".to_owned(),
         initial.to_owned(),
         "--log-level".to_owned(),
@@ -496,24 +509,69 @@ impl EtcdCluster {
         with_port_retries(|| Self::start_once(size))
     }
 
+    /// Starts `size` members whose traffic to each other goes through a [`FaultProxy`] per
+    /// member (member `i` is reached by its peers at `proxies[i]`): holding a member's proxy
+    /// cuts what its peers send it over the connections they open to it (etcd's pipeline
+    /// messages and the streams that carry its own messages out), a partition between
+    /// members that clients do not see.
+    pub async fn start_with_peer_proxies(
+        size: usize,
+    ) -> Result<(EtcdCluster, Vec<crate::faults::FaultProxy>), String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut ports = Vec::with_capacity(size);
+            let mut proxies = Vec::with_capacity(size);
+            for _ in 0..size {
+                let (client, peer) = (free_port()?, free_port()?);
+                let proxy = crate::faults::FaultProxy::start(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    peer,
+                )))
+                .await
+                .map_err(|e| format!("peer proxy: {e}"))?;
+                ports.push((client, peer, proxy.addr().port()));
+                proxies.push(proxy);
+            }
+            match tokio::task::block_in_place(|| Self::start_members(&ports)) {
+                Ok(cluster) => return Ok((cluster, proxies)),
+                Err(e) if attempt < 3 && port_clash(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn start_once(size: usize) -> Result<EtcdCluster, String> {
-        let binary = find_binary("etcd", "apt-get install etcd-server")?;
         let mut ports = Vec::with_capacity(size);
         for _ in 0..size {
-            ports.push((free_port()?, free_port()?));
+            let (client, peer) = (free_port()?, free_port()?);
+            ports.push((client, peer, peer));
         }
+        Self::start_members(&ports)
+    }
+
+    /// Starts a member per (client port, peer port, port its peers reach it at).
+    fn start_members(ports: &[(u16, u16, u16)]) -> Result<EtcdCluster, String> {
+        let binary = find_binary("etcd", "apt-get install etcd-server")?;
+        let size = ports.len();
         let initial = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, _, advertised))| format!("m{i}=http://127.0.0.1:{advertised}"))
             .collect::<Vec<_>>()
             .join(",");
         // One token for the whole cluster, unique to it.
         let token = format!("kvtest-{}", ports[0].0);
         let mut started = Vec::with_capacity(size);
-        for (i, (client, peer)) in ports.iter().enumerate() {
+        for (i, (client, peer, advertised)) in ports.iter().enumerate() {
             let dir = server_dir("etcd-member")?;
-            let mut args = etcd_args(&format!("m{i}"), &dir, *client, *peer, &initial);
+            let mut args = etcd_member_args(
+                &format!("m{i}"),
+                &dir,
+                *client,
+                (*peer, *advertised),
+                &initial,
+            );
             args.extend([
                 "--initial-cluster-state".to_owned(),
                 "new".to_owned(),
@@ -538,7 +596,7 @@ impl EtcdCluster {
         }
         let hosts = ports
             .iter()
-            .map(|(client, _)| format!("127.0.0.1:{client}"))
+            .map(|(client, _, _)| format!("127.0.0.1:{client}"))
             .collect::<Vec<_>>()
             .join(",");
         Ok(EtcdCluster {

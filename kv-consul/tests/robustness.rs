@@ -26,6 +26,7 @@ async fn a_cluster_history_under_faults_is_linearizable() {
     conformance::robustness::run_cluster(
         "consul-cluster",
         &members,
+        &[],
         &cluster.agent.url,
         Some(&leader),
         "/robustness?timeout=1s",

@@ -138,3 +138,37 @@ conformance::cluster_conformance_tests!(
     namespace: |url, name| format!("{url}/{name}"),
     open: kv_etcd::EtcdStore::open,
 );
+
+/// The robustness runs' partition between members is real: a leader whose peers' connections
+/// to it are held through its proxy is replaced by another member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_peers_is_replaced() {
+    if conformance::servers::opted_out("etcd", "cluster tests") {
+        return;
+    }
+    let (cluster, peers) = EtcdCluster::start_with_peer_proxies(3).await.unwrap();
+    let started = Instant::now();
+    let leader = loop {
+        if let Some(leader) = cluster.leader() {
+            break leader;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    peers[leader].hold();
+    let cut = Instant::now();
+    let replaced = loop {
+        match tokio::task::block_in_place(|| cluster.leader()) {
+            Some(now) if now != leader => break now,
+            _ if cut.elapsed() > Duration::from_secs(15) => {
+                panic!("member {leader} still leads 15 s after it was cut off from its peers")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    eprintln!(
+        "leader {leader} cut off from its peers; member {replaced} leads after {:?}",
+        cut.elapsed()
+    );
+    peers[leader].heal();
+}

@@ -35,6 +35,7 @@ async fn a_cluster_history_under_faults_is_linearizable() {
     conformance::robustness::run_cluster(
         "zookeeper-cluster",
         &members,
+        &[],
         &ensemble.url,
         Some(&leader),
         "/robustness?timeout=1s&session_timeout=6s",

@@ -132,17 +132,30 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = kv_core::Result<S>>,
 {
-    run_cluster(kind, &[server], &server.url, None, suffix, config, open).await
+    run_cluster(
+        kind,
+        &[server],
+        &[],
+        &server.url,
+        None,
+        suffix,
+        config,
+        open,
+    )
+    .await
 }
 
 /// [`run`] against a cluster: `members` are the servers the nemesis may pause, kill and
-/// restart (`leader` tells which one leads, and is picked half the time); `url` is the one
+/// restart (`leader` tells which one leads, and is picked half the time), and cut off from
+/// their peers where `peers` has a proxy in front of each (same order); `url` is the one
 /// clients use (every member, or a client agent), and every `127.0.0.1:port` in it gets a
 /// proxy of its own, which the proxied half of the clients go through and the nemesis holds,
 /// resets and delays one at a time.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_cluster<S, F, Fut>(
     kind: &str,
     members: &[&Server],
+    peers: &[FaultProxy],
     url: &str,
     leader: Option<&(dyn Fn() -> Option<usize> + Sync)>,
     suffix: &str,
@@ -172,6 +185,7 @@ where
     }
     let target = Target {
         members: members.to_vec(),
+        peers: peers.iter().collect(),
         proxies,
         leader,
     };
@@ -196,6 +210,8 @@ fn hosts(url: &str) -> Vec<std::net::SocketAddr> {
 struct Target<'a> {
     /// Servers it can pause, kill and restart.
     members: Vec<&'a Server>,
+    /// A proxy in front of each member for its peers (empty: members always reach each other).
+    peers: Vec<&'a FaultProxy>,
     /// A proxy per host of the clients' URL.
     proxies: Vec<FaultProxy>,
     /// Which member leads, if that can be asked.
@@ -204,7 +220,7 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn heal(&self) {
-        for proxy in &self.proxies {
+        for proxy in self.proxies.iter().chain(self.peers.iter().copied()) {
             proxy.heal();
         }
         for member in &self.members {
@@ -230,6 +246,7 @@ where
     }
     let target = Target {
         members: Vec::new(),
+        peers: Vec::new(),
         proxies: Vec::new(),
         leader: None,
     };
@@ -628,6 +645,9 @@ async fn nemesis(
             kinds.extend(["kill", "kill"]);
         }
     }
+    if !target.peers.is_empty() {
+        kinds.extend(["member partition", "member partition"]);
+    }
     {
         let children = children.lock().await;
         if children.iter().any(|c| c.role == "traffic") {
@@ -653,9 +673,9 @@ async fn nemesis(
             Some(leader) if rng.bool() => tokio::task::block_in_place(leader),
             _ => None,
         };
-        let server = target
-            .members
-            .get(leader.unwrap_or_else(|| rng.usize(0..target.members.len().max(1))));
+        let member = leader.unwrap_or_else(|| rng.usize(0..target.members.len().max(1)));
+        let server = target.members.get(member);
+        let peers = target.peers.get(member);
         let named = |member: &'static str, leading: &'static str| match leader {
             Some(_) => leading,
             None => member,
@@ -701,6 +721,13 @@ async fn nemesis(
                     panic!("the nemesis could not kill and restart the server: {e}");
                 }
                 named("kill", "leader kill")
+            }
+            ("member partition", _, _) => {
+                let Some(peers) = peers else { continue };
+                peers.hold();
+                tokio::time::sleep(Duration::from_millis(rng.u64(1000..3000))).await;
+                peers.heal();
+                named("member partition", "leader partition")
             }
             ("client kill", _, _) => {
                 let mut children = children.lock().await;
