@@ -67,6 +67,18 @@ impl Inner {
         self.read_nodes(client, key, true).await
     }
 
+    /// [`Inner::read_key`] for a write, after its member has caught up with the leader (with
+    /// `sync_reads`; pipelined, no extra round trip): a precondition checked against a
+    /// member's stale state could refuse a write whose condition held (found by the
+    /// robustness runs on an ensemble: `cas absent` refused after the key's delete had been
+    /// acknowledged and read by others).
+    async fn read_key_to_write(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
+        let caught_up = self.catch_up(client);
+        let state = self.read_key(client, key).await?;
+        caught_up.await?;
+        Ok(state)
+    }
+
     /// Reads both value nodes of a key (not its directory, which a point read does not need)
     /// in one round trip.
     pub async fn read_value(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
@@ -240,7 +252,7 @@ impl Inner {
             if attempts > ATTEMPTS && !budget.pause().await {
                 break;
             }
-            let state = self.read_key(&client, key).await?;
+            let state = self.read_key_to_write(&client, key).await?;
             let Some(dir) = &state.dir else {
                 self.make_dirs(&client, &self.layout.dir(key)).await?;
                 continue;
@@ -259,7 +271,11 @@ impl Inner {
                         && ttl.is_none()
                         && only.stat.ephemeral_owner == owner =>
                 {
-                    let set = client.set_data(&target, &data, Some(only.stat.version));
+                    // A plain put needs no version: only a precondition does (an unconditional
+                    // put that lost the race to another in-place write would otherwise go
+                    // round again, and under contention give up).
+                    let version = precondition.map(|_| only.stat.version);
+                    let set = client.set_data(&target, &data, version);
                     match timed_raw("put", self.timeout, set).await? {
                         Ok(stat) => Some(version_of(stat.mzxid)),
                         Err(zk::Error::BadVersion | zk::Error::NoNode) => None,
@@ -367,7 +383,7 @@ impl Inner {
         let path = self.layout.dir(key);
         let options = self.value_options(None);
         for _ in 0..ATTEMPTS {
-            let state = self.read_key(client, key).await?;
+            let state = self.read_key_to_write(client, key).await?;
             match precondition {
                 Some(Precondition::Version(expected)) => state.check_version(key, expected)?,
                 Some(Precondition::MustNotExist) if state.live().is_some() => {
@@ -508,7 +524,7 @@ impl Inner {
             }
         }
         for _ in 0..ATTEMPTS {
-            let state = self.read_key(&client, key).await?;
+            let state = self.read_key_to_write(&client, key).await?;
             if let Some(expected) = expected {
                 state.check_version(key, expected)?;
             }

@@ -189,3 +189,47 @@ conformance::cluster_conformance_tests!(
     namespace: |url, name| format!("{url}/{name}"),
     open: kv_zookeeper::ZooKeeperStore::open,
 );
+
+/// A conditional write checks its condition against the leader's state, not its member's: a
+/// `MustNotExist` CAS right after another member's client deleted the key is never refused
+/// (found by the robustness runs: a member that had not applied the delete yet answered the
+/// CAS's read, and the CAS was refused although the key was gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_is_checked_against_the_leaders_state() {
+    let Some(ensemble) = ensemble() else { return };
+    let leader = ensemble.leader().expect("a leader");
+    let on = |member: usize| {
+        let url = ensemble.members[member].url.clone();
+        async move {
+            ZooKeeperStore::open(&format!("{url}/fresh?timeout=2s&sync_reads=true"))
+                .await
+                .unwrap()
+        }
+    };
+    // The writer on the leader, the CAS on each follower in turn.
+    let writer = on(leader).await;
+    let followers = [(leader + 1) % 3, (leader + 2) % 3];
+    let casers = [on(followers[0]).await, on(followers[1]).await];
+    let mut refused = 0;
+    for round in 0..300 {
+        writer.put("k", b"v", PutOptions::default()).await.unwrap();
+        assert!(writer.delete("k").await.unwrap());
+        let caser = &casers[round % 2];
+        match caser
+            .atomic_put(
+                "k",
+                b"w",
+                kv_core::Precondition::MustNotExist,
+                PutOptions::default(),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kv_core::Error::Conflict { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        // The CAS may have written: clear it for the next round (from the CAS's member).
+        caser.delete("k").await.unwrap();
+    }
+    assert_eq!(refused, 0, "CASes refused by a member behind the leader");
+}

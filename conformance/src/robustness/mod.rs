@@ -813,7 +813,10 @@ fn save(
 /// Expands into a backend's robustness tests against a server of its own started by
 /// `$launcher`, stores opened by `$open(url)` (url = server URL + `$suffix`, which should set
 /// the root and `timeout=1s`): `a_fault_free_history_is_linearizable` and
-/// `a_history_under_faults_is_linearizable`, `$seconds` of traffic each.
+/// `a_history_under_faults_is_linearizable`, `$seconds` of traffic each; `kills = true` lets
+/// the nemesis kill and restart the server (one that keeps what it acknowledged), `processes =
+/// (fault-free, under faults)` says which of the two also runs client processes (both by
+/// default).
 #[macro_export]
 macro_rules! robustness_tests {
     ($launcher:expr, $suffix:expr, $seconds:expr, $open:expr) => {
@@ -826,7 +829,7 @@ macro_rules! robustness_tests {
             $seconds,
             $open,
             kills = $kills,
-            processes = true
+            processes = (true, true)
         );
     };
     (
@@ -847,7 +850,7 @@ macro_rules! robustness_tests {
             let kind = $crate::servers::Launcher::kind($launcher);
             let mut config = $crate::robustness::Config::from_env($seconds);
             config.faults = false;
-            config.processes = $processes;
+            config.processes = $processes.0;
             $crate::robustness::run(kind, &server, $suffix, config, $open).await;
         }
 
@@ -859,7 +862,7 @@ macro_rules! robustness_tests {
             let kind = $crate::servers::Launcher::kind($launcher);
             let mut config = $crate::robustness::Config::from_env($seconds);
             config.kills = $kills;
-            config.processes = $processes;
+            config.processes = $processes.1;
             $crate::robustness::run(kind, &server, $suffix, config, $open).await;
         }
     };
