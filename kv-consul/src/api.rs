@@ -349,11 +349,19 @@ impl Api {
             query.push(("recurse", "true".to_owned()));
         }
         let mut timeout = self.timeout;
-        if let Some((index, wait)) = wait {
-            query.push(("index", index.to_string()));
-            query.push(("wait", format!("{}ms", wait.as_millis())));
-            // Consul adds up to wait/16 of jitter.
-            timeout += wait + wait / 16;
+        match wait {
+            Some((index, wait)) => {
+                query.push(("index", index.to_string()));
+                query.push(("wait", format!("{}ms", wait.as_millis())));
+                // Consul adds up to wait/16 of jitter.
+                timeout += wait + wait / 16;
+            }
+            // A read is answered by a leader that has checked it still leads and has applied
+            // every committed write (`consistent`): in Consul's default mode a newly elected
+            // leader can answer from a state that misses writes its predecessor had
+            // acknowledged (found by the robustness runs: a leader kill, then a read of a
+            // value 170 versions old). Blocking queries (watches) only wait for a change.
+            None => query.push(("consistent", "true".to_owned())),
         }
         let url = self.kv_path(key);
         let response = self
@@ -373,7 +381,11 @@ impl Api {
     /// The direct children of a raw prefix ending in `/`: keys, and sub-prefixes ending in `/`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         let url = self.kv_path(prefix);
-        let query = [("keys", "true".to_owned()), ("separator", "/".to_owned())];
+        let query = [
+            ("keys", "true".to_owned()),
+            ("separator", "/".to_owned()),
+            ("consistent", "true".to_owned()),
+        ];
         let response = self
             .send("list", Method::GET, &url, &query, None, self.timeout)
             .await?;
