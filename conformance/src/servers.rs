@@ -509,7 +509,7 @@ impl EtcdCluster {
         with_port_retries(|| Self::start_once(size))
     }
 
-    /// Starts `size` members whose traffic to each other goes through a [`FaultProxy`] per
+    /// Starts `size` members whose traffic to each other goes through a [`FaultProxy`](crate::faults::FaultProxy) per
     /// member (member `i` is reached by its peers at `proxies[i]`): holding a member's proxy
     /// cuts what its peers send it over the connections they open to it (etcd's pipeline
     /// messages and the streams that carry its own messages out), a partition between
