@@ -33,7 +33,7 @@ pub fn lease_deadline(sent: Instant, ttl: Duration) -> Instant {
 /// fires unless a renewal moves it on ([`lease_deadline`] of the last renewal sent). A guard
 /// that outlives its holder — a process watching over a command, say — stops acting at this
 /// time even if the holder is frozen and never gets to see `lost()`. Unknown (`None`) for
-/// locks not renewed on a timer (ZooKeeper's session, in-process locks).
+/// locks not renewed on a timer (in-process locks).
 #[derive(Clone, Debug)]
 pub struct Validity {
     until: Arc<watch::Sender<Option<std::time::Instant>>>,

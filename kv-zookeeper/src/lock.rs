@@ -4,7 +4,9 @@
 //! sequence number conflicts with it (same key, or a subtree lock over the other's key), and
 //! waits for the nearest such node to go. Waiting is first come, first served. The fencing
 //! token is the node's creation zxid. `lost()` fires as soon as the holder's session is
-//! disconnected or ends: from then on ZooKeeper may expire it and let the next waiter in.
+//! disconnected or ends, and at the latest at its validity deadline: a session timeout after the
+//! last request kv sent on the session and had answered (`keep_alive`), before ZooKeeper can
+//! expire the session and let the next waiter in.
 
 use std::fmt;
 use std::sync::Arc;
@@ -133,8 +135,9 @@ impl ZooKeeperLock {
         Ok(blockers)
     }
 
-    /// Turns a contender that holds the lock into a guard.
-    fn guard(&self, contender: Contender) -> LockGuard {
+    /// Turns a contender that holds the lock into a guard; `sent`: when the request that found
+    /// it holding was sent (the session was alive on the server then).
+    fn guard(&self, contender: Contender, sent: tokio::time::Instant) -> LockGuard {
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
         self.inner
@@ -150,13 +153,38 @@ impl ZooKeeperLock {
             stop.clone(),
             lost.clone(),
         ));
+        // The session is the lease: the server ends it a session timeout after the last
+        // request it received. A request answered (sent at `sent`) proves the session alive
+        // until `sent` + timeout, so the guard's validity follows the requests kv sends on the
+        // session, one every third of the timeout (`keep_alive`): a holder frozen past it is
+        // told at its first look (`is_lost`), and `kvctl lock`'s watchdog can stop its command.
+        let ttl = contender.client.session_timeout();
+        let valid = kv_core::Validity::from_renewal(ttl, sent);
+        let session = contender.client.clone();
+        tokio::spawn(kv_core::backend::keep_alive(
+            ttl,
+            sent,
+            stop.clone(),
+            lost.clone(),
+            valid.clone(),
+            move || {
+                let session = session.clone();
+                async move {
+                    match session.check_stat("/").await {
+                        Ok(_) => Ok(true),
+                        Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => Ok(false),
+                        Err(error) => Err(map_error("lock", error)),
+                    }
+                }
+            },
+        ));
         let token = contender.fencing_token;
         let contender = Arc::new(contender);
         let (inner, watched) = (self.inner.clone(), lost.clone());
         let handle = ReleaseWith::new(self.key.clone(), stop, move || {
             release(inner.clone(), contender.clone(), watched.clone())
         });
-        LockGuard::new(self.key.clone(), token, lost, Box::new(handle))
+        LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid)
     }
 }
 
@@ -169,8 +197,9 @@ impl Lock for ZooKeeperLock {
     async fn acquire(&self) -> Result<LockGuard> {
         let contender = self.enter().await?;
         loop {
+            let sent = tokio::time::Instant::now();
             let Some(nearest) = self.blockers(&contender).await?.pop() else {
-                return Ok(self.guard(contender));
+                return Ok(self.guard(contender, sent));
             };
             let path = format!("{}/{}", self.inner.layout.locks(), nearest.name);
             let (stat, gone) = timed(
@@ -200,8 +229,9 @@ impl Lock for ZooKeeperLock {
 
     async fn try_acquire(&self) -> Result<Option<LockGuard>> {
         let contender = self.enter().await?;
+        let sent = tokio::time::Instant::now();
         if self.blockers(&contender).await?.is_empty() {
-            return Ok(Some(self.guard(contender)));
+            return Ok(Some(self.guard(contender, sent)));
         }
         timed(
             "unlock",

@@ -275,3 +275,38 @@ async fn a_lock_ttl_below_the_servers_minimum_session_is_refused() {
         .unwrap();
     assert!(guard.is_some(), "the refused lock took nothing");
 }
+
+/// A holder whose whole process froze past its lock's TTL (here: the runtime's only thread
+/// blocked, as SIGSTOP would) is told at its first look after waking, before the client has
+/// noticed anything: the guard's validity is a session timeout after the last request kv had
+/// answered on the lock's session.
+#[test]
+fn a_frozen_lock_holder_is_told_at_its_first_look() {
+    if skipped() {
+        return;
+    }
+    let server = conformance::servers::with_port_retries(|| ZooKeeperProcess.start()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = ZooKeeperStore::open(&format!("{}/frozen?timeout=1s", server.url))
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(2);
+        let lock = store
+            .new_lock("job", LockOptions::default().ttl(ttl))
+            .await
+            .unwrap();
+        let guard = lock.acquire().await.unwrap();
+        assert!(guard.validity().until().is_some(), "a validity deadline");
+        tokio::time::sleep(ttl).await;
+        assert!(!guard.is_lost(), "renewed while the process runs");
+        std::thread::sleep(ttl + Duration::from_millis(500));
+        assert!(
+            guard.is_lost(),
+            "frozen past the session timeout: told at once"
+        );
+    });
+}
