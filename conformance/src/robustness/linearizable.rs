@@ -30,16 +30,43 @@ pub struct Violation {
     /// The operation that no order could place after that prefix (the earliest to return
     /// among those left).
     pub stuck: Option<Op>,
+    /// The search gave up (more than [`STATES`] states explored) without finding an order:
+    /// not proven wrong, not proven right either.
+    pub inconclusive: bool,
 }
 
-/// Checks one key's operations (any order); `Err` with the evidence if no order explains them.
+/// How many distinct (placed operations, register states) the search may explore for one key
+/// before it gives up: a history with many unknown outcomes can make the search exponential
+/// (each may take effect at any later point), and a checker that runs for hours, or out of
+/// memory, helps no one. Each costs 32 bytes of memo.
+pub const STATES: usize = 8_000_000;
+
+/// Checks one key's operations (any order); `Err` with the evidence if no order explains them
+/// (or, `inconclusive`, if the search gave up after [`STATES`] states).
 pub fn check_key<'a>(
     key: &str,
     ops: impl IntoIterator<Item = &'a Op>,
 ) -> Result<(), Box<Violation>> {
+    check_key_within(key, ops, STATES)
+}
+
+/// [`check_key`] with another budget of states.
+pub fn check_key_within<'a>(
+    key: &str,
+    ops: impl IntoIterator<Item = &'a Op>,
+    budget: usize,
+) -> Result<(), Box<Violation>> {
+    // Left out: operations that failed saying nothing was applied (if one did apply, a read of
+    // its value has no write to explain it), and reads whose answer never came (they constrain
+    // nothing, and each would be one more operation to place anywhere after its call).
     let mut ops: Vec<Op> = ops
         .into_iter()
-        .filter(|op| !matches!(op.outcome, Outcome::Failed(_)))
+        .filter(|op| {
+            !matches!(
+                (&op.call, &op.outcome),
+                (_, Outcome::Failed(_)) | (Call::Get | Call::List, Outcome::Unknown(_))
+            )
+        })
         .cloned()
         .collect();
     ops.sort_by_key(|op| op.start);
@@ -48,7 +75,7 @@ pub fn check_key<'a>(
             op.end = u64::MAX;
         }
     }
-    let (placed, stuck) = match Search::new(&ops).run() {
+    let (placed, stuck, inconclusive) = match Search::new(&ops).run(budget) {
         Ok(()) => return Ok(()),
         Err(deepest) => deepest,
     };
@@ -57,6 +84,7 @@ pub fn check_key<'a>(
         stuck: stuck.map(|i| ops[i].clone()),
         ops,
         placed,
+        inconclusive,
     }))
 }
 
@@ -168,9 +196,9 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// `Ok` if some order explains every operation; else how many the deepest attempt placed
-    /// and the operation it could not place.
-    fn run(mut self) -> Result<(), (usize, Option<usize>)> {
+    /// `Ok` if some order explains every operation; else how many the deepest attempt placed,
+    /// the operation it could not place, and whether the search gave up ([`STATES`]).
+    fn run(mut self, budget: usize) -> Result<(), (usize, Option<usize>, bool)> {
         // The set of placed operations, as a 128-bit Zobrist hash (the XOR of a random number
         // per operation): updated in O(1) per step where a bitset copy was O(n), which made
         // 100,000-operation keys quadratic; a collision (odds ~2^-128 per pair) could only
@@ -179,7 +207,18 @@ impl<'a> Search<'a> {
         let zobrist: Vec<u128> = (0..self.ops.len()).map(|_| rng.u128(..)).collect();
         let mut placed: u128 = 0;
         let mut state: BTreeSet<Reg> = BTreeSet::from([None]);
-        let mut seen: HashSet<(u128, BTreeSet<Reg>)> = HashSet::new();
+        // Memo of (placed operations, state set), the state set as a 128-bit fingerprint (a
+        // set of owned values per entry took gigabytes on histories with many unknowns).
+        let fingerprint = |states: &BTreeSet<Reg>| -> u128 {
+            use std::hash::{Hash, Hasher};
+            let mut low = std::hash::DefaultHasher::new();
+            states.hash(&mut low);
+            let mut high = std::hash::DefaultHasher::new();
+            0x5bd1_e995_u64.hash(&mut high);
+            states.hash(&mut high);
+            (u128::from(high.finish()) << 64) | u128::from(low.finish())
+        };
+        let mut seen: HashSet<(u128, u128)> = HashSet::new();
         let mut stack: Vec<(usize, BTreeSet<Reg>)> = Vec::new();
         let mut deepest = (0, None);
         let mut entry = self.next[self.head];
@@ -195,7 +234,10 @@ impl<'a> Search<'a> {
                     state.iter().flat_map(|s| step(s, &self.ops[op])).collect();
                 if !after.is_empty() {
                     let with = placed ^ zobrist[op];
-                    if seen.insert((with, after.clone())) {
+                    if seen.len() >= budget {
+                        return Err((deepest.0, deepest.1, true));
+                    }
+                    if seen.insert((with, fingerprint(&after))) {
                         stack.push((entry, std::mem::replace(&mut state, after)));
                         placed = with;
                         self.lift(entry);
@@ -209,7 +251,7 @@ impl<'a> Search<'a> {
                     deepest = (stack.len(), Some(op));
                 }
                 let Some((call, before)) = stack.pop() else {
-                    return Err(deepest);
+                    return Err((deepest.0, deepest.1, false));
                 };
                 state = before;
                 placed ^= zobrist[call / 2];
@@ -224,6 +266,34 @@ impl<'a> Search<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_past_its_budget_gives_up_and_says_so() {
+        // 16 puts whose answers never came, all concurrent, then a read of a value nobody
+        // wrote: every subset and order of the puts is tried before the read is refused.
+        let mut ops: Vec<Op> = (0..16)
+            .map(|i| {
+                op(
+                    i,
+                    Call::Put(format!("v{i}")),
+                    Outcome::Unknown("timeout".into()),
+                    i as u64,
+                    1_000,
+                )
+            })
+            .collect();
+        ops.push(op(
+            99,
+            Call::Get,
+            Outcome::Read(Some(("x".into(), 1))),
+            2_000,
+            2_100,
+        ));
+        let gave_up = check_key_within("k", &ops, 1_000).unwrap_err();
+        assert!(gave_up.inconclusive, "over its budget the search gives up");
+        let refuted = check_key("k", &ops).unwrap_err();
+        assert!(!refuted.inconclusive, "within the budget it refutes");
+    }
 
     fn op(client: usize, call: Call, outcome: Outcome, start: u64, end: u64) -> Op {
         Op {

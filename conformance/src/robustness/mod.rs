@@ -567,14 +567,32 @@ async fn drive(
     let dir = save(kind, config.seed, &ops, &faults, &logs, &holds, focus);
     let mut message = String::new();
     for violation in &violations {
-        message.push_str(&format!(
-            "\nkey {} is not linearizable: {} of its {} operations could be ordered; no order \
-             places\n  {}\nits operations around it:\n",
-            violation.key,
-            violation.placed,
-            violation.ops.len(),
-            violation.stuck.as_ref().map_or("?".into(), Op::describe)
-        ));
+        if violation.inconclusive {
+            let unknown = violation
+                .ops
+                .iter()
+                .filter(|o| matches!(o.outcome, history::Outcome::Unknown(_)))
+                .count();
+            message.push_str(&format!(
+                "\nkey {}: the checker gave up after {} states ({} operations, {unknown} with \
+                 unknown outcomes): neither proven nor refuted; the deepest order placed {}, \
+                 then\n  {}\nits operations around it:\n",
+                violation.key,
+                linearizable::STATES,
+                violation.ops.len(),
+                violation.placed,
+                violation.stuck.as_ref().map_or("?".into(), Op::describe)
+            ));
+        } else {
+            message.push_str(&format!(
+                "\nkey {} is not linearizable: {} of its {} operations could be ordered; no \
+                 order places\n  {}\nits operations around it:\n",
+                violation.key,
+                violation.placed,
+                violation.ops.len(),
+                violation.stuck.as_ref().map_or("?".into(), Op::describe)
+            ));
+        }
         let around = violation.stuck.as_ref().map_or(0, |s| s.start);
         for op in violation
             .ops
