@@ -11,11 +11,12 @@
 //!   version open until a read pins it.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use super::history::{Call, Op, Outcome};
 
 /// The register's state: absent, or a value with its version (`None`: not known yet).
-type Reg = Option<(String, Option<u64>)>;
+type Reg = Option<(Arc<str>, Option<u64>)>;
 
 /// Why a key's history is not linearizable: the operations of the key, and the ones that
 /// could not be placed.
@@ -88,8 +89,10 @@ pub fn check_key_within<'a>(
     }))
 }
 
-/// The states `op` may lead to from `state`, given what it answered (none: it cannot be next).
-fn step(state: &Reg, op: &Op) -> Vec<Reg> {
+/// The states `op` may lead to from `state`, given what it answered (none: it cannot be next);
+/// `written` is the value it writes, shared (states are cloned at every step of the search).
+fn step(state: &Reg, op: &Op, written: Option<&Arc<str>>) -> Vec<Reg> {
+    let value = || written.cloned().unwrap_or_else(|| Arc::from(""));
     let holds = |expected: &Option<u64>| -> Option<bool> {
         match (expected, state) {
             (None, None) => Some(true),
@@ -104,25 +107,25 @@ fn step(state: &Reg, op: &Op) -> Vec<Reg> {
         (Call::Get | Call::List, Outcome::Read(read)) => match (state, read) {
             (None, None) => vec![None],
             (Some((value, version)), Some((seen, at)))
-                if value == seen && version.is_none_or(|v| v == *at) =>
+                if **value == **seen && version.is_none_or(|v| v == *at) =>
             {
                 vec![Some((value.clone(), Some(*at)))]
             }
             _ => vec![],
         },
-        (Call::Put(value), Outcome::Written(at)) => vec![Some((value.clone(), Some(*at)))],
-        (Call::Put(value), Outcome::Unknown(_)) => vec![state.clone(), Some((value.clone(), None))],
-        (Call::Cas(expected, value), Outcome::Written(at)) => match holds(expected) {
+        (Call::Put(_), Outcome::Written(at)) => vec![Some((value(), Some(*at)))],
+        (Call::Put(_), Outcome::Unknown(_)) => vec![state.clone(), Some((value(), None))],
+        (Call::Cas(expected, _), Outcome::Written(at)) => match holds(expected) {
             Some(false) => vec![],
-            _ => vec![Some((value.clone(), Some(*at)))],
+            _ => vec![Some((value(), Some(*at)))],
         },
         (Call::Cas(expected, _), Outcome::Refused) => match holds(expected) {
             Some(true) => vec![],
             _ => vec![state.clone()],
         },
-        (Call::Cas(expected, value), Outcome::Unknown(_)) => match holds(expected) {
+        (Call::Cas(expected, _), Outcome::Unknown(_)) => match holds(expected) {
             Some(false) => vec![state.clone()],
-            _ => vec![state.clone(), Some((value.clone(), None))],
+            _ => vec![state.clone(), Some((value(), None))],
         },
         (Call::Delete, Outcome::Deleted(existed)) if *existed == state.is_some() => vec![None],
         (Call::Delete, Outcome::Unknown(_)) => vec![state.clone(), None],
@@ -137,6 +140,8 @@ fn step(state: &Reg, op: &Op) -> Vec<Reg> {
 /// met before its call was placed means backtracking.
 struct Search<'a> {
     ops: &'a [Op],
+    /// Each operation's written value, shared.
+    written: Vec<Option<Arc<str>>>,
     /// Events: `2i` is op i's call, `2i + 1` its return; `order` is their time order.
     next: Vec<usize>,
     prev: Vec<usize>,
@@ -168,8 +173,16 @@ impl<'a> Search<'a> {
             prev[event] = last;
             last = event;
         }
+        let written = ops
+            .iter()
+            .map(|op| match &op.call {
+                Call::Put(value) | Call::Cas(_, value) => Some(Arc::from(value.as_str())),
+                _ => None,
+            })
+            .collect();
         Search {
             ops,
+            written,
             next,
             prev,
             head,
@@ -230,8 +243,10 @@ impl<'a> Search<'a> {
             }
             let op = entry / 2;
             if entry.is_multiple_of(2) {
-                let after: BTreeSet<Reg> =
-                    state.iter().flat_map(|s| step(s, &self.ops[op])).collect();
+                let after: BTreeSet<Reg> = state
+                    .iter()
+                    .flat_map(|s| step(s, &self.ops[op], self.written[op].as_ref()))
+                    .collect();
                 if !after.is_empty() {
                     let with = placed ^ zobrist[op];
                     if seen.len() >= budget {
