@@ -182,16 +182,8 @@ where
     VF: std::future::Future<Output = Result<()>> + Send + 'static,
 {
     let lost = CancellationToken::new();
-    let valid = Validity::from_renewal(ttl, sent);
     let stop = closed.child_token();
-    tokio::spawn(crate::lease::keep_alive(
-        ttl,
-        sent,
-        stop.clone(),
-        lost.clone(),
-        valid.clone(),
-        renew,
-    ));
+    let valid = crate::lease::spawn_keep_alive(ttl, sent, stop.clone(), lost.clone(), renew);
     let ops = Renewed {
         tag,
         stop,

@@ -93,6 +93,24 @@ impl Default for Validity {
     }
 }
 
+/// Spawns [`keep_alive`] for a lease of `ttl` created or renewed by a call sent at `sent`, and
+/// returns the validity it keeps (known at once, before the task first runs).
+pub fn spawn_keep_alive<F, Fut>(
+    ttl: Duration,
+    sent: Instant,
+    stop: CancellationToken,
+    lost: CancellationToken,
+    renew: F,
+) -> Validity
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<bool>> + Send + 'static,
+{
+    let valid = Validity::from_renewal(ttl, sent);
+    tokio::spawn(keep_alive(ttl, sent, stop, lost, valid.clone(), renew));
+    valid
+}
+
 /// Renews a lease until `stop` fires, and fires `lost` (then returns) when the lease can no
 /// longer be guaranteed; `valid` follows the deadline `lost` would fire at.
 ///

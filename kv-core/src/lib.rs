@@ -42,7 +42,7 @@ pub mod backend {
     };
     pub use crate::handle::HandleState;
     pub use crate::key::{LOCK_AREA, check_outside_lock_area};
-    pub use crate::lease::{keep_alive, lease_deadline, safety_margin};
+    pub use crate::lease::{keep_alive, lease_deadline, safety_margin, spawn_keep_alive};
     pub use crate::lock::{LeaseHandle, ReleaseWith};
     pub use crate::retry::{Budget, retry_idempotent};
     pub use crate::txn::{CheckedTxn, TxnOp};

@@ -212,7 +212,7 @@ impl fmt::Debug for LockGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lease::{Validity, keep_alive};
+    use crate::lease::spawn_keep_alive;
     use std::time::Duration;
 
     /// A holder frozen past its deadline (here: its runtime's only thread blocked, as by
@@ -223,16 +223,14 @@ mod tests {
         let ttl = Duration::from_millis(300);
         let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
         let sent = tokio::time::Instant::now();
-        let valid = Validity::from_renewal(ttl, sent);
         // A partition: renewals never answer; only the deadline can end the lock.
-        tokio::spawn(keep_alive(
+        let valid = spawn_keep_alive(
             ttl,
             sent,
             stop.clone(),
             lost.clone(),
-            valid.clone(),
             std::future::pending::<Result<bool>>,
-        ));
+        );
         let guard = LockGuard::new(
             Key::parse("job").expect("a key"),
             1,

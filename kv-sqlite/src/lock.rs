@@ -154,18 +154,11 @@ impl SqliteLock {
             .unwrap_or_else(|p| p.into_inner())
             .push((self.key.clone(), self.subtree, token, lost.clone()));
         let (inner, key) = (self.inner.clone(), self.key.clone());
-        let valid = kv_core::Validity::from_renewal(ttl, sent);
-        tokio::spawn(kv_core::backend::keep_alive(
-            ttl,
-            sent,
-            stop.clone(),
-            lost.clone(),
-            valid.clone(),
-            move || {
+        let valid =
+            kv_core::backend::spawn_keep_alive(ttl, sent, stop.clone(), lost.clone(), move || {
                 let (inner, key) = (inner.clone(), key.clone());
                 async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
-            },
-        ));
+            });
         let (inner, key) = (self.inner.clone(), self.key.clone());
         let handle = ReleaseWith::new(self.key.clone(), stop, move || {
             release(inner.clone(), key.clone(), subtree, token)

@@ -283,20 +283,23 @@ impl Inner {
         Ok(fresh)
     }
 
-    /// Asks the member the session is connected to to catch up with the leader (`sync`)
-    /// before the reads sent after it. ZooKeeper answers reads from the member's own state, so
-    /// without it a read on another member than the writer's can miss an acknowledged write.
-    /// The request is sent now and not waited for: the session's later requests are answered
-    /// after it (one pipeline, no extra round trip); await the result after the reads.
-    /// Nothing is sent without `sync_reads`.
-    pub fn catch_up<'a>(&self, client: &'a zk::Client) -> impl Future<Output = Result<()>> + 'a {
+    /// Runs `reads` after asking the member the session is connected to to catch up with the
+    /// leader (`sync`). ZooKeeper answers reads from the member's own state, so without it a
+    /// read on another member than the writer's can miss an acknowledged write. The `sync` is
+    /// sent first and `reads` (not polled before) right behind it: the session's requests are
+    /// answered in order (one pipeline, no extra round trip); its answer is awaited after
+    /// theirs. Nothing more is sent without `sync_reads`.
+    pub async fn caught_up<T>(
+        &self,
+        client: &zk::Client,
+        reads: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let synced = self.sync_reads.then(|| client.sync("/"));
-        async move {
-            match synced {
-                Some(synced) => synced.await.map_err(|e| map_error("sync", e)),
-                None => Ok(()),
-            }
+        let value = reads.await?;
+        if let Some(synced) = synced {
+            synced.await.map_err(|e| map_error("sync", e))?;
         }
+        Ok(value)
     }
 
     /// Runs a read (it changes nothing, so it can be asked again) within the store's timeout,
@@ -456,9 +459,10 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("get", || async {
                 let client = self.inner.client().await?;
-                let caught_up = self.inner.catch_up(&client);
-                let state = self.inner.read_value(&client, key).await?;
-                caught_up.await?;
+                let state = self
+                    .inner
+                    .caught_up(&client, self.inner.read_value(&client, key))
+                    .await?;
                 Ok(state.live().map(|node| KvPair {
                     key: Key::from_normalized(key),
                     value: node.stored.value.clone(),
@@ -481,10 +485,11 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("exists", || async {
                 let client = self.inner.client().await?;
-                let caught_up = self.inner.catch_up(&client);
-                let live = self.inner.read_value(&client, key).await?.live().is_some();
-                caught_up.await?;
-                Ok(live)
+                let state = self
+                    .inner
+                    .caught_up(&client, self.inner.read_value(&client, key))
+                    .await?;
+                Ok(state.live().is_some())
             })
             .await
     }
@@ -494,10 +499,8 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("list", || async {
                 let client = self.inner.client().await?;
-                let caught_up = self.inner.catch_up(&client);
-                let walk = tree::walk(&self.inner, &client, prefix).await?;
-                caught_up.await?;
-                Ok(walk.pairs())
+                let walk = tree::walk(&self.inner, &client, prefix);
+                Ok(self.inner.caught_up(&client, walk).await?.pairs())
             })
             .await
     }
@@ -507,10 +510,8 @@ impl Store for ZooKeeperStore {
         self.inner
             .read("list_children", || async {
                 let client = self.inner.client().await?;
-                let caught_up = self.inner.catch_up(&client);
-                let children = tree::children(&self.inner, &client, prefix).await?;
-                caught_up.await?;
-                Ok(children)
+                let children = tree::children(&self.inner, &client, prefix);
+                self.inner.caught_up(&client, children).await
             })
             .await
     }

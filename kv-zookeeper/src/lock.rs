@@ -159,15 +159,9 @@ impl ZooKeeperLock {
         // session, one every third of the timeout (`keep_alive`): a holder frozen past it is
         // told at its first look (`is_lost`), and `kvctl lock`'s watchdog can stop its command.
         let ttl = contender.client.session_timeout();
-        let valid = kv_core::Validity::from_renewal(ttl, sent);
         let session = contender.client.clone();
-        tokio::spawn(kv_core::backend::keep_alive(
-            ttl,
-            sent,
-            stop.clone(),
-            lost.clone(),
-            valid.clone(),
-            move || {
+        let valid =
+            kv_core::backend::spawn_keep_alive(ttl, sent, stop.clone(), lost.clone(), move || {
                 let session = session.clone();
                 async move {
                     match session.check_stat("/").await {
@@ -176,8 +170,7 @@ impl ZooKeeperLock {
                         Err(error) => Err(map_error("lock", error)),
                     }
                 }
-            },
-        ));
+            });
         let token = contender.fencing_token;
         let contender = Arc::new(contender);
         let (inner, watched) = (self.inner.clone(), lost.clone());

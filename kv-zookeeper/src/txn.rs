@@ -44,10 +44,10 @@ impl Inner {
     ) -> Result<Vec<TxnOpResult>> {
         let keys = txn.keys();
         for _ in 0..ATTEMPTS {
-            let synced = self.catch_up(client);
             let reads = keys.iter().map(|key| self.read_key(client, key.as_str()));
-            let states = futures::future::try_join_all(reads).await?;
-            synced.await?;
+            let states = self
+                .caught_up(client, futures::future::try_join_all(reads))
+                .await?;
             let states: HashMap<&Key, KeyState> = keys.iter().copied().zip(states).collect();
             txn.check_conditions(|key| {
                 let node = states.get(key)?.live()?;

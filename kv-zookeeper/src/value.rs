@@ -73,10 +73,7 @@ impl Inner {
     /// robustness runs on an ensemble: `cas absent` refused after the key's delete had been
     /// acknowledged and read by others).
     async fn read_key_to_write(&self, client: &zk::Client, key: &str) -> Result<KeyState> {
-        let caught_up = self.catch_up(client);
-        let state = self.read_key(client, key).await?;
-        caught_up.await?;
-        Ok(state)
+        self.caught_up(client, self.read_key(client, key)).await
     }
 
     /// Reads both value nodes of a key (not its directory, which a point read does not need)
