@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use kv_core::{PutOptions, Store};
 
 use super::history::{Call, Op, Outcome};
-use super::traffic::classify;
+use super::traffic::{classify, single};
 
 /// A lease that was dropped (not revoked): by when its key must be gone.
 #[derive(Debug, Clone)]
@@ -87,6 +87,7 @@ pub async fn client(
             Err(e) => classify(&e),
         };
         let written = matches!(outcome, Outcome::Written(_) | Outcome::Unknown(_));
+        let acknowledged = matches!(outcome, Outcome::Written(_));
         record(Op {
             client,
             key: key.clone(),
@@ -99,12 +100,7 @@ pub async fn client(
         while written && Instant::now() < hold_until.min(deadline) {
             tokio::time::sleep(Duration::from_millis(rng.u64(100..300))).await;
             let start = at();
-            let outcome = match store.get(&key).await {
-                Ok(pair) => Outcome::Read(
-                    pair.map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version)),
-                ),
-                Err(e) => classify(&e),
-            };
+            let outcome = single(&*store, &key, &Call::Get).await;
             record(Op {
                 client,
                 key: key.clone(),
@@ -130,18 +126,6 @@ pub async fn client(
         let revoke_end = at();
         drop(lease);
         watcher.abort();
-        let acknowledged = matches!(
-            history
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .rev()
-                .find(|o| o.key == key && o.call != Call::Get),
-            Some(Op {
-                outcome: Outcome::Written(_),
-                ..
-            })
-        );
         if let (Some(Ok(())), false, true) = (&revoked, was_lost, acknowledged) {
             // A revoke of a lease still held: an acknowledged delete of an existing key.
             record(Op {

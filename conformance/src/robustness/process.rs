@@ -136,8 +136,6 @@ impl LockLog for Lines {
 pub struct Child {
     /// Its role: `traffic` or `lock`.
     pub role: &'static str,
-    /// Its client number in the history.
-    pub client: usize,
     pid: Option<u32>,
     process: tokio::process::Child,
     reader: tokio::task::JoinHandle<()>,
@@ -177,7 +175,6 @@ impl Child {
         let reader = tokio::spawn(read(stdout, history, holds));
         Ok(Child {
             role,
-            client,
             pid: process.id(),
             process,
             reader,

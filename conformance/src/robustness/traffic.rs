@@ -111,8 +111,8 @@ pub async fn client(
     }
 }
 
-/// One get, put, CAS or delete.
-async fn single(store: &dyn Store, key: &str, call: &Call) -> Outcome {
+/// One get, put, CAS or delete, and what its answer means.
+pub(super) async fn single(store: &dyn Store, key: &str, call: &Call) -> Outcome {
     let answer = match call {
         Call::Get | Call::List => store.get(key).await.map(|pair| {
             Outcome::Read(pair.map(|p| (String::from_utf8_lossy(&p.value).into_owned(), p.version)))

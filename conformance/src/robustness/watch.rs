@@ -578,6 +578,15 @@ mod tests {
         }
     }
 
+    /// Asserts that the check finds a problem naming `needle`.
+    fn caught(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool, needle: &str) {
+        let problems = check(logs, ops, end, coalesces);
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "{needle}: {problems:?}"
+        );
+    }
+
     fn complete() -> Vec<Seen> {
         vec![
             seen("r/a", "1", 1),
@@ -603,11 +612,7 @@ mod tests {
         let (ops, end) = history();
         let mut events = complete();
         events.remove(1);
-        let problems = check(&[log(0, None, events)], &ops, &end, false);
-        assert!(
-            problems.iter().any(|p| p.contains("missed")),
-            "{problems:?}"
-        );
+        caught(&[log(0, None, events)], &ops, &end, false, "missed");
     }
 
     #[test]
@@ -615,10 +620,12 @@ mod tests {
         let (ops, end) = history();
         let mut events = complete();
         events.remove(2);
-        let problems = check(&[log(0, None, events)], &ops, &end, false);
-        assert!(
-            problems.iter().any(|p| p.contains("no Delete event")),
-            "{problems:?}"
+        caught(
+            &[log(0, None, events)],
+            &ops,
+            &end,
+            false,
+            "no Delete event",
         );
     }
 
@@ -627,18 +634,10 @@ mod tests {
         let (ops, end) = history();
         let mut events = complete();
         events.insert(2, seen("r/b", "2", 2));
-        let problems = check(&[log(0, None, events)], &ops, &end, false);
-        assert!(
-            problems.iter().any(|p| p.contains("duplicate")),
-            "{problems:?}"
-        );
+        caught(&[log(0, None, events)], &ops, &end, false, "duplicate");
         let mut events = complete();
         events.swap(0, 1);
-        let problems = check(&[log(0, None, events)], &ops, &end, false);
-        assert!(
-            problems.iter().any(|p| p.contains("out of order")),
-            "{problems:?}"
-        );
+        caught(&[log(0, None, events)], &ops, &end, false, "out of order");
     }
 
     #[test]
@@ -646,19 +645,15 @@ mod tests {
         let (ops, end) = history();
         let mut events = complete();
         events[1] = seen("r/b", "9", 2);
-        let problems = check(&[log(0, None, events)], &ops, &end, false);
-        assert!(
-            problems.iter().any(|p| p.contains("never written")),
-            "{problems:?}"
-        );
+        caught(&[log(0, None, events)], &ops, &end, false, "never written");
         let mut events = complete();
         events[1] = seen("r/b", "2", 3);
-        let problems = check(&[log(0, None, events)], &ops, &end, true);
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("acknowledged at version 2")),
-            "{problems:?}"
+        caught(
+            &[log(0, None, events)],
+            &ops,
+            &end,
+            true,
+            "acknowledged at version 2",
         );
     }
 
@@ -667,10 +662,12 @@ mod tests {
         let (ops, end) = history();
         let mut events = complete();
         events.pop();
-        let problems = check(&[log(0, None, events.clone())], &ops, &end, true);
-        assert!(
-            problems.iter().any(|p| p.contains("neither delivered")),
-            "{problems:?}"
+        caught(
+            &[log(0, None, events.clone())],
+            &ops,
+            &end,
+            true,
+            "neither delivered",
         );
         let mut ended = log(0, None, events);
         ended.ended = Some("unavailable".into());
@@ -685,11 +682,7 @@ mod tests {
             seen("r/b", "2", 2),
             seen(SENTINEL, "end", 5),
         ];
-        let problems = check(&[log(0, None, events)], &ops, &end, true);
-        assert!(
-            problems.iter().any(|p| p.contains("final state")),
-            "{problems:?}"
-        );
+        caught(&[log(0, None, events)], &ops, &end, true, "final state");
     }
 
     #[test]
@@ -712,11 +705,7 @@ mod tests {
         b.segments[0]
             .events
             .retain(|e| e.key != "r/a" || e.version != 4);
-        let problems = check(&[a, b], &ops, &end, false);
-        assert!(
-            problems.iter().any(|p| p.contains("disagree")),
-            "{problems:?}"
-        );
+        caught(&[a, b], &ops, &end, false, "disagree");
     }
 
     #[test]
@@ -741,10 +730,6 @@ mod tests {
         );
         let mut split = together;
         split.swap(3, 4);
-        let problems = check(&[log(0, None, split)], &ops, &end, false);
-        assert!(
-            problems.iter().any(|p| p.contains("transaction")),
-            "{problems:?}"
-        );
+        caught(&[log(0, None, split)], &ops, &end, false, "transaction");
     }
 }
