@@ -9,8 +9,16 @@
 //! with `=` is stored with one more `=` in front, so no directory is ever named `=` or `=t`.
 //!
 //! A value is rewritten in place (`setData`, whose data version then guards CAS); switching
-//! between permanent and TTL replaces one value node by the other in a `multi` that also bumps
-//! the directory's data version, so two writers can never leave both behind.
+//! between permanent and TTL replaces one value node by the other in one `multi`.
+//!
+//! A key's directory also holds its *epoch* node `=e` (empty, persistent), whose data version
+//! counts the value nodes created there: every `multi` that creates a value node creates or
+//! bumps it, and every conditional write checks it. A value node deleted and created again
+//! starts again at data version 0, so its own version cannot tell a CAS that the value it read
+//! is gone (the ABA the robustness runs found); the epoch can, as long as it outlives every
+//! write in flight that read it. It is removed only by the reclaimer (the `reclaim` module),
+//! after it has seen the key without a value and the epoch unchanged for longer than any
+//! session can hold a write (`reclaim_after`).
 //!
 //! The native layout (`layout=native`) keeps a key's value in the data of its own node
 //! (`/kv/a/b`), raw, where `zkCli get` looks. ZooKeeper does not show clients a node's kind
@@ -36,9 +44,18 @@ pub(crate) const VALUE: &str = "=";
 /// The name of a TTL value node in a key's directory.
 pub(crate) const TTL_VALUE: &str = "=t";
 
+/// The name of a key's epoch node in its directory.
+pub(crate) const EPOCH: &str = "=e";
+
 /// True if a child name is a value node's.
 pub(crate) fn is_value_name(name: &str) -> bool {
     name == VALUE || name == TTL_VALUE
+}
+
+/// True if a child name is kv's own (a value or the epoch node), never a key's directory: key
+/// segments that start with `=` are stored with one more `=` in front.
+pub(crate) fn is_reserved_name(name: &str) -> bool {
+    name.starts_with('=') && !name.starts_with("==")
 }
 
 /// In the native layout, true if a node is a key: it holds data or was written since its
@@ -78,6 +95,16 @@ impl Layout {
     /// True if a child name is a value node's (never, in the native layout).
     pub fn is_value_name(&self, name: &str) -> bool {
         !self.native && is_value_name(name)
+    }
+
+    /// True if a child name is a key's directory (in the default layout, not kv's own node).
+    pub fn is_dir_name(&self, name: &str) -> bool {
+        self.native || !is_reserved_name(name)
+    }
+
+    /// The epoch node of a key (default layout).
+    pub fn epoch(&self, key: &str) -> String {
+        format!("{}/{EPOCH}", self.dir(key))
     }
 
     /// The value a node holds, if it is a key's: in the native layout the raw data of a node
@@ -129,7 +156,7 @@ impl Layout {
         if self.native {
             return (kv_core::normalize_key(rest).ok()? == rest).then(|| rest.to_owned());
         }
-        if rest.split('/').any(is_value_name) {
+        if rest.split('/').any(is_reserved_name) {
             return None;
         }
         let segments: Vec<Cow<'_, str>> = rest.split('/').map(unescape_segment).collect();
@@ -304,6 +331,10 @@ mod tests {
         assert_eq!(layout.key_of_dir("/kv/==x/y").as_deref(), Some("=x/y"));
         assert_eq!(layout.key_of_value("/kv/a/b/=").as_deref(), Some("a/b"));
         assert_eq!(layout.key_of_dir("/kv/a/=").as_deref(), None);
+        assert_eq!(layout.epoch("a/b"), "/kv/a/b/=e");
+        assert_eq!(layout.key_of_dir("/kv/a/b/=e"), None);
+        assert_eq!(layout.key_of_value("/kv/a/b/=e"), None);
+        assert!(!layout.is_dir_name("=e") && layout.is_dir_name("==e"));
         assert_eq!(layout.key_of_dir("/kvx/a"), None);
         assert_eq!(layout.locks(), "/kv!kv");
         let name = Layout::lock_name(true, "a/b%c");

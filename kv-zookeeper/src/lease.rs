@@ -70,8 +70,8 @@ impl LeaseSession {
                 {
                     let delete = client.delete(&path, Some(stat.version));
                     let _ = timed_raw("revoke", inner.timeout, delete).await;
-                    if let Some(dir) = path.rfind('/').map(|at| path[..at].to_owned()) {
-                        inner.prune(&client, dir).await;
+                    if let Some(key) = inner.layout.key_of_value(&path) {
+                        inner.reclaimer.schedule(&key);
                     }
                 }
             }

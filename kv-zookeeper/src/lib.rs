@@ -29,6 +29,7 @@ mod layout;
 mod lease;
 mod lock;
 mod options;
+mod reclaim;
 mod tree;
 mod txn;
 mod value;
@@ -98,7 +99,16 @@ pub(crate) struct Inner {
     pub held: Mutex<HashMap<String, (zk::Client, CancellationToken)>>,
     /// Lease sessions granted through this handle, ended on close.
     pub leases: Mutex<Vec<Arc<lease::LeaseSession>>>,
+    /// Removes the guards of emptied keys once no write in flight can need them.
+    pub reclaimer: Arc<reclaim::Reclaimer>,
     shown: String,
+}
+
+impl Drop for Inner {
+    /// Wakes the reclaimer, which then finds the handle gone and ends.
+    fn drop(&mut self) {
+        self.reclaimer.wake();
+    }
 }
 
 impl Connection {
@@ -357,8 +367,8 @@ impl Inner {
     /// emptied directory does not linger until ZooKeeper's container reaper runs: one delete
     /// per level, all sent at the first poll, deepest first (a directory that is not empty
     /// stays, and so do its parents). In the native layout, whose directories are persistent
-    /// nodes that no reaper removes, only empty path segments and hollow keys go, one level at
-    /// a time: a parent that is a key stays.
+    /// nodes that no reaper removes, only empty path segments go, one level at a time: a
+    /// parent that is a key stays, and a hollow one is left to the reclaimer.
     pub(crate) async fn prune(&self, client: &zk::Client, dir: String) {
         if self.layout.native() {
             return self.prune_native(client, dir).await;
@@ -379,21 +389,22 @@ impl Inner {
 
     async fn prune_native(&self, client: &zk::Client, mut dir: String) {
         while dir.len() > self.layout.base().len() {
-            let version = match self.call("prune", client.check_stat(&dir)).await {
+            match self.call("prune", client.check_stat(&dir)).await {
+                // A path segment never written: nothing can hold a version of it.
+                Ok(Some(stat))
+                    if stat.num_children == 0 && stat.data_length == 0 && stat.version == 0 => {}
+                // Written and emptied: a key with an empty value, or a hollow key, which the
+                // reclaimer removes in its time.
                 Ok(Some(stat)) if stat.num_children == 0 && stat.data_length == 0 => {
-                    // Written and emptied: a key with an empty value, unless hollow.
-                    if stat.version > 0 {
-                        match self.hollow(client, &[(dir.clone(), stat)]).await {
-                            Ok(hollow) if !hollow.is_empty() => {}
-                            _ => return,
-                        }
+                    if let Some(key) = self.layout.key_of_dir(&dir) {
+                        self.reclaimer.schedule(&key);
                     }
-                    stat.version
+                    return;
                 }
                 _ => return,
-            };
+            }
             if self
-                .call("prune", client.delete(&dir, Some(version)))
+                .call("prune", client.delete(&dir, Some(0)))
                 .await
                 .is_err()
             {

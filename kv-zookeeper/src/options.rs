@@ -42,6 +42,7 @@ pub struct ZooKeeperOptions {
     auth: Option<(String, Secret)>,
     tls: Option<Tls>,
     native: bool,
+    reclaim_after: Option<Duration>,
 }
 
 impl ZooKeeperOptions {
@@ -58,6 +59,7 @@ impl ZooKeeperOptions {
             auth: None,
             tls: None,
             native: false,
+            reclaim_after: None,
         }
     }
 
@@ -75,6 +77,7 @@ impl ZooKeeperOptions {
             "max_value_bytes",
             "sync_reads",
             "layout",
+            "reclaim_after",
         ];
         known.extend(StoreUrl::TLS_OPTIONS);
         url.check_options(&known)?;
@@ -109,6 +112,7 @@ impl ZooKeeperOptions {
             auth,
             tls: url.tls("zookeepers")?,
             native: url.choice_option("layout", &["native"])?.is_some(),
+            reclaim_after: url.duration_option("reclaim_after")?,
         })
     }
 
@@ -158,6 +162,18 @@ impl ZooKeeperOptions {
         self
     }
 
+    /// How long an emptied key keeps the node that guards its writes (its epoch node, or in
+    /// the native layout its emptied node) before this handle reclaims it: a write in flight
+    /// that read the key earlier must have landed or failed by then. Default: 60 s, or twice
+    /// the session timeout plus the call timeout if that is longer. It must exceed the
+    /// longest session timeout plus call timeout of any client writing these keys (a
+    /// session's writes cannot land after it expires); [`ZooKeeperOptions::connect`] refuses
+    /// less than this handle's own.
+    pub fn reclaim_after(mut self, after: Duration) -> ZooKeeperOptions {
+        self.reclaim_after = Some(after);
+        self
+    }
+
     /// Values as the data of `<base>/<key>` nodes, where `zkCli` reads and writes them
     /// (`layout=native`; no TTL, transactions or leases).
     pub fn native_layout(mut self) -> ZooKeeperOptions {
@@ -181,6 +197,18 @@ impl ZooKeeperOptions {
             .collect::<Result<Vec<_>>>()?
             .join(",");
         let timeout = self.timeout;
+        let held_for = self.session_timeout + timeout;
+        let reclaim_after = match self.reclaim_after {
+            Some(after) if after <= held_for => {
+                return Err(Error::invalid_argument(format!(
+                    "reclaim_after ({after:?}) must exceed the session timeout plus the call \
+                     timeout ({held_for:?}): a write in flight could otherwise land on a key \
+                     created again"
+                )));
+            }
+            Some(after) => after,
+            None => (held_for * 2).max(crate::reclaim::DEFAULT_AFTER),
+        };
         // One server cannot be behind another; with several, a read syncs first.
         let sync_reads = self.sync_reads.unwrap_or(self.servers.len() > 1);
         let shown = self.to_string();
@@ -221,7 +249,7 @@ impl ZooKeeperOptions {
             capabilities.leases = false;
             capabilities.attach_leases = false;
         }
-        Ok(ZooKeeperStore {
+        let store = ZooKeeperStore {
             inner: Arc::new(Inner {
                 connection,
                 session_timeout: self.session_timeout,
@@ -233,9 +261,12 @@ impl ZooKeeperOptions {
                 sync_reads,
                 held: Mutex::new(HashMap::new()),
                 leases: Mutex::new(Vec::new()),
+                reclaimer: Arc::new(crate::reclaim::Reclaimer::new(reclaim_after)),
                 shown,
             }),
-        })
+        };
+        crate::reclaim::spawn(&store.inner);
+        Ok(store)
     }
 }
 

@@ -6,7 +6,7 @@ use zookeeper_client as zk;
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::layout::{VALUE, now_ms};
+use crate::layout::{EPOCH, VALUE, now_ms};
 use crate::value::Node;
 use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
@@ -23,6 +23,8 @@ const DELETE_BATCH: usize = 2_000;
 pub(crate) struct Walk {
     /// Directory paths, parents before children.
     pub dirs: Vec<String>,
+    /// The directories that hold an epoch node (default layout).
+    pub epochs: HashSet<String>,
     /// Value nodes.
     pub values: Vec<Node>,
     layout: crate::layout::Layout,
@@ -133,6 +135,7 @@ pub(crate) async fn read_many(
 pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<Walk> {
     let layout = &inner.layout;
     let mut dirs = Vec::new();
+    let mut epochs = HashSet::new();
     let mut values = Vec::new();
     let mut late = Vec::new();
     let mut level = vec![layout.dir(prefix)];
@@ -180,6 +183,15 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
                 }
                 _ => {}
             }
+            if !layout.native() && children.iter().any(|c| c == EPOCH) {
+                // An emptied key (no value node left) goes to the reclaimer, which looks again.
+                if !children.iter().any(|c| layout.is_value_name(c))
+                    && let Some(key) = layout.key_of_dir(dir)
+                {
+                    inner.reclaimer.schedule(&key);
+                }
+                epochs.insert(dir.clone());
+            }
             for child in children {
                 let path = format!("{dir}/{child}");
                 if layout.is_value_name(&child) {
@@ -213,16 +225,24 @@ pub(crate) async fn walk(inner: &Inner, client: &zk::Client, prefix: &str) -> Re
         let nodes: Vec<(String, zk::Stat)> =
             values.iter().map(|n| (n.path.clone(), n.stat)).collect();
         let hollow = inner.hollow(client, &nodes).await?;
+        for path in &hollow {
+            if let Some(key) = layout.key_of_dir(path) {
+                inner.reclaimer.schedule(&key);
+            }
+        }
         values.retain(|n| !hollow.contains(&n.path));
     }
     Ok(Walk {
         dirs,
+        epochs,
         values,
         layout: layout.clone(),
     })
 }
 
-/// The direct children of `prefix`: two round trips (the directory, then all its children).
+/// The direct children of `prefix`: two round trips (the directory, then all its children),
+/// and more for a child whose only descendants may be emptied keys (kept a while for the
+/// reclaimer): one level per round trip until a key shows up below it.
 pub(crate) async fn children(
     inner: &Inner,
     client: &zk::Client,
@@ -251,7 +271,7 @@ pub(crate) async fn children(
             zk::MultiReadResult::Children { children: below } => found.push((
                 path,
                 below.iter().any(|n| layout.is_value_name(n)),
-                below.iter().any(|n| !layout.is_value_name(n)),
+                below.iter().any(|n| layout.is_dir_name(n)),
             )),
             zk::MultiReadResult::Data { data, stat } => {
                 written.push((path.clone(), stat));
@@ -270,9 +290,12 @@ pub(crate) async fn children(
         true => inner.hollow(client, &written).await?,
         false => Default::default(),
     };
+    let below: Vec<&String> = found.iter().filter(|f| f.2).map(|f| f.0).collect();
+    let holding = holding_keys(inner, client, &below).await?;
     let mut children = Vec::new();
     for (path, has_value, has_children) in found {
         let has_value = has_value && !hollow.contains(path);
+        let has_children = has_children && holding.contains(path);
         // An emptied directory waiting for ZooKeeper's reaper is not a child.
         if !has_value && !has_children {
             continue;
@@ -289,6 +312,69 @@ pub(crate) async fn children(
     Ok(children)
 }
 
+/// Which of these directories (nodes, in the native layout) have a key below them, looking one
+/// level deeper per round trip for those not yet decided.
+async fn holding_keys(
+    inner: &Inner,
+    client: &zk::Client,
+    dirs: &[&String],
+) -> Result<HashSet<String>> {
+    let layout = &inner.layout;
+    let mut holding = HashSet::new();
+    let mut level: Vec<(&String, String)> = dirs.iter().map(|d| (*d, (*d).clone())).collect();
+    while !level.is_empty() {
+        let paths: Vec<String> = level.iter().map(|(_, p)| p.clone()).collect();
+        let listed = read_many(inner, client, &paths, true).await?;
+        let mut below: Vec<(&String, String)> = Vec::new();
+        for ((owner, path), result) in level.iter().zip(listed) {
+            if let zk::MultiReadResult::Children { children } = result {
+                // A value of the directory itself is no key below it.
+                if path != *owner && children.iter().any(|n| layout.is_value_name(n)) {
+                    holding.insert((*owner).clone());
+                }
+                below.extend(
+                    children
+                        .iter()
+                        .filter(|n| layout.is_dir_name(n))
+                        .map(|n| (*owner, format!("{path}/{n}")))
+                        .filter(|(_, p)| layout.key_of_dir(p).is_some()),
+                );
+            }
+        }
+        below.retain(|(owner, _)| !holding.contains(*owner));
+        if layout.native() {
+            // A node below is a key if it was written and is not hollow; else look below it.
+            let paths: Vec<String> = below.iter().map(|(_, p)| p.clone()).collect();
+            let read = read_many(inner, client, &paths, false).await?;
+            let mut written = Vec::new();
+            let mut deeper = Vec::new();
+            for ((owner, path), result) in below.into_iter().zip(read) {
+                if let zk::MultiReadResult::Data { data, stat } = result {
+                    if layout.stored(data, &stat).is_some() {
+                        written.push((owner, path.clone(), stat));
+                    }
+                    if stat.num_children > 0 {
+                        deeper.push((owner, path));
+                    }
+                }
+            }
+            let nodes: Vec<(String, zk::Stat)> =
+                written.iter().map(|(_, p, s)| (p.clone(), *s)).collect();
+            let hollow = inner.hollow(client, &nodes).await?;
+            for (owner, path, _) in written {
+                if !hollow.contains(&path) {
+                    holding.insert(owner.clone());
+                }
+            }
+            deeper.retain(|(owner, _)| !holding.contains(*owner));
+            level = deeper;
+        } else {
+            level = below;
+        }
+    }
+    Ok(holding)
+}
+
 /// Removes the subtree of `prefix` (the base itself stays) and returns how many live keys it
 /// held. One `multi` when it fits, so no reader sees half of it, in batches beyond; retried if
 /// a directory gains a child between the walk and the removal. A node that is gone meanwhile
@@ -300,7 +386,25 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
     for _ in 0..8 {
         let walk = walk(inner, client, prefix).await?;
         let doomed_values: Vec<String> = walk.values.iter().map(|n| n.path.clone()).collect();
-        let dirs = walk.dirs.clone();
+        // A key's epoch node stays for the reclaimer (a write in flight may check it), and
+        // so do its directory and the directories above it.
+        let pinned: Vec<String> = walk.epochs.iter().cloned().collect();
+        let mut kept: HashSet<&str> = HashSet::new();
+        for dir in &pinned {
+            let mut at = dir.as_str();
+            while kept.insert(at) {
+                match at.rfind('/') {
+                    Some(slash) if slash > 0 => at = &at[..slash],
+                    _ => break,
+                }
+            }
+        }
+        let dirs: Vec<String> = walk
+            .dirs
+            .iter()
+            .filter(|d| !kept.contains(d.as_str()))
+            .cloned()
+            .collect();
         let live: HashSet<String> = walk.live().into_values().map(|n| n.path).collect();
         // Children before parents: values first, then directories deepest first (in the
         // native layout the values are the directories).
@@ -344,6 +448,11 @@ pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> 
             }
         }
         if !raced {
+            for dir in &pinned {
+                if let Some(key) = inner.layout.key_of_dir(dir) {
+                    inner.reclaimer.schedule(&key);
+                }
+            }
             if prefix.is_empty() {
                 // The emptied base goes too (it is recreated by the next write).
                 let _ = timed_raw(

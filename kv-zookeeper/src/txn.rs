@@ -1,8 +1,8 @@
 //! Transactions: read every key the transaction names (one batched read each), check the
 //! conditions on what is live, then commit one `multi` that also checks that every key is as
-//! read (its directory's and value nodes' data versions: creating a value bumps the
-//! directory's), so the conditions still hold when ZooKeeper applies it. A key that changed in
-//! between means reading again.
+//! read (its epoch's and value nodes' data versions: creating a value bumps the epoch), so
+//! the conditions still hold when ZooKeeper applies it. A key that changed in between means
+//! reading again.
 
 use std::collections::HashMap;
 
@@ -24,9 +24,14 @@ impl Inner {
         let mut dirs = Vec::new();
         let result = self.attempts(&client, txn, &mut dirs).await;
         if result.is_ok() {
-            for op in &txn.ops {
-                if let TxnOp::Delete { key } = op {
-                    dirs.push(self.layout.dir(key.as_str()));
+            // Keys left without a value (deleted, or only checked) may hold an epoch now.
+            for key in txn.keys() {
+                let written = txn
+                    .ops
+                    .iter()
+                    .any(|op| matches!(op, TxnOp::Put { key: k, .. } if k == key));
+                if !written {
+                    self.reclaimer.schedule(key.as_str());
                 }
             }
         }
@@ -87,12 +92,20 @@ impl Inner {
         let options = self.value_options(None);
         let mut multi = client.new_multi_writer();
         let mut results = Vec::with_capacity(txn.ops.len());
+        // A put that is no rewrite in place creates a value node.
+        let in_place = |key: &Key| match states[key].nodes.as_slice() {
+            [only] => only.path == self.layout.value(key.as_str(), false),
+            _ => false,
+        };
+        let creates = |key: &Key| {
+            txn.ops
+                .iter()
+                .any(|op| matches!(op, TxnOp::Put { key: k, .. } if k == key) && !in_place(key))
+        };
         let mut add = || -> std::result::Result<(), zk::Error> {
             for key in keys {
                 let state = &states[*key];
-                if let Some(dir) = &state.dir {
-                    multi.add_check_version(&self.layout.dir(key.as_str()), dir.version)?;
-                }
+                self.add_epoch(&mut multi, key.as_str(), state.epoch.as_ref(), creates(key))?;
                 for node in &state.nodes {
                     multi.add_check_version(&node.path, node.stat.version)?;
                 }
@@ -103,27 +116,25 @@ impl Inner {
                     TxnOp::Put { key, value } => {
                         let target = self.layout.value(key.as_str(), false);
                         let data = Stored::encode(value, None);
-                        match state.nodes.as_slice() {
-                            [only] if only.path == target => {
-                                multi.add_set_data(&target, &data, Some(only.stat.version))?;
+                        if in_place(key) {
+                            multi.add_set_data(&target, &data, None)?;
+                        } else {
+                            // A new value node (the epoch's bump above tells other writers'
+                            // checks that a value appeared); the TTL name must stay free.
+                            for node in &state.nodes {
+                                multi.add_delete(&node.path, None)?;
                             }
-                            nodes => {
-                                // A new value node: bumping the directory's version is what
-                                // tells other writers' checks that a value appeared.
-                                let dir = self.layout.dir(key.as_str());
-                                let version = state.dir.as_ref().map(|d| d.version);
-                                multi.add_set_data(&dir, &[], version)?;
-                                for node in nodes {
-                                    multi.add_delete(&node.path, Some(node.stat.version))?;
-                                }
-                                multi.add_create(&target, &data, &options)?;
+                            multi.add_create(&target, &data, &options)?;
+                            let other = self.layout.value(key.as_str(), true);
+                            if !state.nodes.iter().any(|n| n.path == other) {
+                                self.add_absent(&mut multi, &other)?;
                             }
                         }
                         results.push(None);
                     }
                     TxnOp::Delete { .. } => {
                         for node in &state.nodes {
-                            multi.add_delete(&node.path, Some(node.stat.version))?;
+                            multi.add_delete(&node.path, None)?;
                         }
                         results.push(Some(TxnOpResult::Delete {
                             existed: state.live().is_some(),

@@ -23,10 +23,11 @@ pub(crate) struct Node {
     pub stat: zk::Stat,
 }
 
-/// What one read of a key found: its directory's stat and its value nodes (normally at most
-/// one).
+/// What one read of a key found: its directory's and epoch node's stats (read for a write)
+/// and its value nodes (normally at most one).
 pub(crate) struct KeyState {
     pub dir: Option<zk::Stat>,
+    pub epoch: Option<zk::Stat>,
     pub nodes: Vec<Node>,
 }
 
@@ -88,10 +89,11 @@ impl Inner {
         }
         let paths = [
             self.layout.dir(key),
+            self.layout.epoch(key),
             self.layout.value(key, false),
             self.layout.value(key, true),
         ];
-        let first = usize::from(!with_dir);
+        let first = if with_dir { 0 } else { 2 };
         let mut reader = client.new_multi_reader();
         for path in &paths[first..] {
             reader.add_get_data(path).map_err(|e| map_error("get", e))?;
@@ -102,12 +104,14 @@ impl Inner {
         };
         let mut state = KeyState {
             dir: None,
+            epoch: None,
             nodes: Vec::new(),
         };
         let asked = paths.into_iter().enumerate().skip(first);
         for ((index, path), result) in asked.zip(results) {
             match result {
                 zk::MultiReadResult::Data { stat, .. } if index == 0 => state.dir = Some(stat),
+                zk::MultiReadResult::Data { stat, .. } if index == 1 => state.epoch = Some(stat),
                 zk::MultiReadResult::Data { data, stat } => state.nodes.push(Node {
                     path,
                     stored: Stored::decode(data),
@@ -132,6 +136,7 @@ impl Inner {
             Err(zk::Error::NoNode) => {
                 return Ok(KeyState {
                     dir: None,
+                    epoch: None,
                     nodes: Vec::new(),
                 });
             }
@@ -148,6 +153,7 @@ impl Inner {
                 .into_iter()
                 .collect(),
             dir: Some(stat),
+            epoch: None,
         })
     }
 
@@ -250,10 +256,10 @@ impl Inner {
                 break;
             }
             let state = self.read_key_to_write(&client, key).await?;
-            let Some(dir) = &state.dir else {
+            if state.dir.is_none() {
                 self.make_dirs(&client, &self.layout.dir(key)).await?;
                 continue;
-            };
+            }
             match precondition {
                 Some(Precondition::Version(expected)) => state.check_version(key, expected)?,
                 Some(Precondition::MustNotExist) if state.live().is_some() => {
@@ -270,21 +276,34 @@ impl Inner {
                 {
                     // A plain put needs no version: only a precondition does (an unconditional
                     // put that lost the race to another in-place write would otherwise go
-                    // round again, and under contention give up).
-                    let version = precondition.map(|_| only.stat.version);
-                    let set = client.set_data(&target, &data, version);
-                    match timed_raw("put", self.timeout, set).await? {
-                        Ok(stat) => Some(version_of(stat.mzxid)),
-                        Err(zk::Error::BadVersion | zk::Error::NoNode) => None,
-                        Err(error) => return Err(map_write_error("put", error)),
+                    // round again, and under contention give up). A conditional one also
+                    // checks the epoch: the node may be a new one, back at the version read.
+                    match precondition {
+                        None => {
+                            let set = client.set_data(&target, &data, None);
+                            match timed_raw("put", self.timeout, set).await? {
+                                Ok(stat) => Some(version_of(stat.mzxid)),
+                                Err(zk::Error::NoNode) => None,
+                                Err(error) => return Err(map_write_error("put", error)),
+                            }
+                        }
+                        Some(_) => {
+                            let mut multi = client.new_multi_writer();
+                            self.add_epoch(&mut multi, key, state.epoch.as_ref(), false)
+                                .and_then(|()| {
+                                    multi.add_set_data(&target, &data, Some(only.stat.version))
+                                })
+                                .map_err(|e| map_error("put", e))?;
+                            self.commit_write("put", multi).await?
+                        }
                     }
                 }
-                nodes => match lease {
+                _ => match lease {
                     Some(lease) => {
                         let options = self.ephemeral_options();
                         let on = lease.client()?;
                         let replaced = self
-                            .replace(&on, key, dir.version, nodes, &target, &data, &options)
+                            .replace(&on, key, &state, &target, &data, &options)
                             .await?;
                         if replaced.is_some() {
                             lease.created(target.clone());
@@ -293,7 +312,7 @@ impl Inner {
                     }
                     None => {
                         let options = self.value_options(ttl);
-                        self.replace(&client, key, dir.version, nodes, &target, &data, &options)
+                        self.replace(&client, key, &state, &target, &data, &options)
                             .await?
                     }
                 },
@@ -311,43 +330,92 @@ impl Inner {
     }
 
     /// Replaces the key's value nodes by a new `target` node in one `multi` that also bumps
-    /// the directory's data version; `None` if anything changed since they were read.
-    #[allow(clippy::too_many_arguments)]
+    /// the key's epoch; `None` if anything changed since they were read. The other value
+    /// name, if it was not read, is created and deleted in the same `multi` (a check that it
+    /// is still absent): a write that read the key empty must not land beside a value node
+    /// created meanwhile, even under an epoch that was reclaimed and grew back to the version
+    /// read.
     async fn replace(
         &self,
         client: &zk::Client,
         key: &str,
-        dir_version: i32,
-        nodes: &[Node],
+        state: &KeyState,
         target: &str,
         data: &[u8],
         options: &zk::CreateOptions<'_>,
     ) -> Result<Option<u64>> {
-        let dir = self.layout.dir(key);
         let mut multi = client.new_multi_writer();
         let mut add = || -> std::result::Result<(), zk::Error> {
-            multi.add_set_data(&dir, &[], Some(dir_version))?;
-            for node in nodes {
+            self.add_epoch(&mut multi, key, state.epoch.as_ref(), true)?;
+            for node in &state.nodes {
                 multi.add_delete(&node.path, Some(node.stat.version))?;
             }
-            multi.add_create(target, data, options)
+            multi.add_create(target, data, options)?;
+            for ttl in [false, true] {
+                let other = self.layout.value(key, ttl);
+                if other != target && !state.nodes.iter().any(|n| n.path == other) {
+                    self.add_absent(&mut multi, &other)?;
+                }
+            }
+            Ok(())
         };
         add().map_err(|e| map_error("put", e))?;
-        let results = match timed_raw("put", self.timeout, multi.commit())
+        self.commit_write("put", multi).await
+    }
+
+    /// Adds a key's epoch guard to a `multi` (default layout): the epoch node must be as read;
+    /// with `bump` (the `multi` creates a value node) its version goes up. An epoch that was
+    /// not there is created, which fails if another write created it since.
+    pub(crate) fn add_epoch(
+        &self,
+        multi: &mut zk::MultiWriter<'_>,
+        key: &str,
+        epoch: Option<&zk::Stat>,
+        bump: bool,
+    ) -> std::result::Result<(), zk::Error> {
+        let path = self.layout.epoch(key);
+        match (epoch, bump) {
+            (Some(stat), false) => multi.add_check_version(&path, stat.version),
+            (Some(stat), true) => multi.add_set_data(&path, &[], Some(stat.version)),
+            (None, bump) => {
+                multi.add_create(&path, &[], &self.value_options(None))?;
+                match bump {
+                    true => multi.add_set_data(&path, &[], Some(0)),
+                    false => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Adds a check that `path` does not exist to a `multi`: it is created and deleted again.
+    pub(crate) fn add_absent(
+        &self,
+        multi: &mut zk::MultiWriter<'_>,
+        path: &str,
+    ) -> std::result::Result<(), zk::Error> {
+        multi.add_create(path, &[], &self.value_options(None))?;
+        multi.add_delete(path, Some(0))
+    }
+
+    /// Commits a write's `multi`: its version, or `None` if a node it checks changed since it
+    /// was read (read again).
+    async fn commit_write(
+        &self,
+        operation: &'static str,
+        mut multi: zk::MultiWriter<'_>,
+    ) -> Result<Option<u64>> {
+        match timed_raw(operation, self.timeout, multi.commit())
             .await?
             .map_err(zk::Error::from)
         {
-            Ok(results) => results,
-            Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => {
-                return Ok(None);
-            }
-            Err(error) => return Err(map_write_error("put", error)),
-        };
-        Self::multi_version(results)
+            Ok(results) => Self::multi_version(results),
+            Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => Ok(None),
+            Err(error) => Err(map_write_error(operation, error)),
+        }
     }
 
     /// The version a committed `multi` wrote: its zxid, which every operation of a `multi`
-    /// shares, from the directory's `setData` answer (or a create's stat, which some servers
+    /// shares, from a `setData` answer (the epoch's or the value's) (or a create's stat, which some servers
     /// leave empty inside a multi). Never read back from the node: a concurrent delete may have
     /// removed it already, and the write must not then be taken for one that did not happen
     /// (and sent again: applied twice).
@@ -435,9 +503,10 @@ impl Inner {
         ))
     }
 
-    /// Removes a key's value in the native layout: its node goes if it has no children,
-    /// else it is emptied and marked hollow in one `multi`. `None` if the key changed since
-    /// `state` was read.
+    /// Removes a key's value in the native layout: its node is emptied and marked hollow in
+    /// one `multi` (the reclaimer deletes it later if it has no children: deleted now, it could
+    /// be created again at the version a write in flight read). `None` if the key changed
+    /// since `state` was read.
     async fn remove_node(
         &self,
         client: &zk::Client,
@@ -449,73 +518,49 @@ impl Inner {
         };
         let path = &node.path;
         let mut multi = client.new_multi_writer();
-        if stat.num_children == 0 {
-            multi
-                .add_delete(path, Some(stat.version))
-                .map_err(|e| map_error("delete", e))?;
-        } else {
-            let marker = self.layout.hollow_marker(key);
-            self.make_dirs(client, &self.layout.hollow_dir()).await?;
-            let stale = crate::timed("delete", self.timeout, client.check_stat(&marker)).await?;
-            let emptied = zk::Stat {
-                version: stat.version + 1,
-                ..*stat
-            };
-            let mark = hollow_mark(&emptied);
-            let options = self.value_options(None);
-            let mut add = || -> std::result::Result<(), zk::Error> {
-                multi.add_set_data(path, &[], Some(stat.version))?;
-                match &stale {
-                    Some(old) => multi.add_set_data(&marker, &mark, Some(old.version)),
-                    None => multi.add_create(&marker, &mark, &options),
-                }
-            };
-            add().map_err(|e| map_error("delete", e))?;
-        }
+        let marker = self.layout.hollow_marker(key);
+        self.make_dirs(client, &self.layout.hollow_dir()).await?;
+        let stale = crate::timed("delete", self.timeout, client.check_stat(&marker)).await?;
+        let emptied = zk::Stat {
+            version: stat.version + 1,
+            ..*stat
+        };
+        let mark = hollow_mark(&emptied);
+        let options = self.value_options(None);
+        let mut add = || -> std::result::Result<(), zk::Error> {
+            multi.add_set_data(path, &[], Some(stat.version))?;
+            match &stale {
+                Some(old) => multi.add_set_data(&marker, &mark, Some(old.version)),
+                None => multi.add_create(&marker, &mark, &options),
+            }
+        };
+        add().map_err(|e| map_error("delete", e))?;
         match timed_raw("delete", self.timeout, multi.commit())
             .await?
             .map_err(zk::Error::from)
         {
             Ok(_) => Ok(Some(())),
-            Err(
-                zk::Error::BadVersion
-                | zk::Error::NoNode
-                | zk::Error::NodeExists
-                | zk::Error::NotEmpty,
-            ) => Ok(None),
+            Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => Ok(None),
             Err(error) => Err(map_write_error("delete", error)),
         }
     }
 
-    /// Removes a key's value (only at version `expected`, if given), then prunes its empty
-    /// directories.
+    /// Removes a key's value (only at version `expected`, if given). The key's guard (its
+    /// epoch node; in the native layout its emptied node) stays for the reclaimer, which
+    /// also prunes the emptied directories.
     pub async fn remove(&self, key: &str, expected: Option<u64>) -> Result<Removal> {
         let client = self.client().await?;
         if expected.is_none() && !self.layout.native() {
             // A permanent value (the common case) goes in one round trip, with no read: a key
             // has one value node at a time (every change of node kind is one multi that
-            // removes the others), so a permanent node that was there was the live value. Its
-            // directory goes in the same multi (unless the key has children); the parents'
-            // prune is sent right behind it.
+            // removes the others), so a permanent node that was there was the live value.
             let permanent = self.layout.value(key, false);
-            let dir = self.layout.dir(key);
-            let mut multi = client.new_multi_writer();
-            multi
-                .add_delete(&permanent, None)
-                .and_then(|()| multi.add_delete(&dir, None))
-                .map_err(|e| map_error("delete", e))?;
-            let commit = timed_raw("delete", self.timeout, multi.commit());
-            let parent = dir[..dir.rfind('/').unwrap_or(0)].to_owned();
-            let (committed, ()) = futures::join!(commit, self.prune(&client, parent));
-            let deleted = match committed?.map_err(zk::Error::from) {
-                Err(zk::Error::NotEmpty) => {
-                    let delete = client.delete(&permanent, None);
-                    timed_raw("delete", self.timeout, delete).await?
+            let delete = client.delete(&permanent, None);
+            match timed_raw("delete", self.timeout, delete).await? {
+                Ok(()) => {
+                    self.reclaimer.schedule(key);
+                    return Ok(Removal::Removed { live: true });
                 }
-                other => other.map(|_| ()),
-            };
-            match deleted {
-                Ok(()) => return Ok(Removal::Removed { live: true }),
                 Err(zk::Error::NoNode) => {}
                 Err(error) => return Err(map_write_error("delete", error)),
             }
@@ -533,24 +578,30 @@ impl Inner {
                 if self.remove_node(&client, key, &state).await?.is_none() {
                     continue;
                 }
-                let mut dir = self.layout.dir(key);
-                dir.truncate(dir.rfind('/').unwrap_or(0));
-                self.prune(&client, dir).await;
+                self.reclaimer.schedule(key);
                 return Ok(Removal::Removed { live });
             }
             let mut multi = client.new_multi_writer();
-            for node in &state.nodes {
-                multi
-                    .add_delete(&node.path, Some(node.stat.version))
-                    .map_err(|e| map_error("delete", e))?;
-            }
-            // The multi is sent now, the prune's deletes right after it in the same poll: an
-            // emptied directory goes in the same round trip (they fail harmlessly otherwise).
-            let commit = timed_raw("delete", self.timeout, multi.commit());
-            let (committed, ()) = futures::join!(commit, self.prune(&client, self.layout.dir(key)));
-            match committed?.map_err(zk::Error::from) {
-                Ok(_) => return Ok(Removal::Removed { live }),
-                Err(zk::Error::BadVersion | zk::Error::NoNode) => continue,
+            let mut add = || -> std::result::Result<(), zk::Error> {
+                if expected.is_some() {
+                    // The node read may be gone and a new one back at its version.
+                    self.add_epoch(&mut multi, key, state.epoch.as_ref(), false)?;
+                }
+                for node in &state.nodes {
+                    multi.add_delete(&node.path, Some(node.stat.version))?;
+                }
+                Ok(())
+            };
+            add().map_err(|e| map_error("delete", e))?;
+            match timed_raw("delete", self.timeout, multi.commit())
+                .await?
+                .map_err(zk::Error::from)
+            {
+                Ok(_) => {
+                    self.reclaimer.schedule(key);
+                    return Ok(Removal::Removed { live });
+                }
+                Err(zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NodeExists) => continue,
                 Err(error) => return Err(map_write_error("delete", error)),
             }
         }

@@ -310,3 +310,208 @@ fn a_frozen_lock_holder_is_told_at_its_first_look() {
         );
     });
 }
+
+/// A CAS whose read and write straddle a delete and a new create of its key must fail: the new
+/// value node starts again at data version 0, as the one the CAS read, so a `setData` on the
+/// data version alone would overwrite the newcomer (found by the robustness runs: `cas if
+/// version 643` applied over a `cas absent` made after a delete). The CAS goes through a proxy
+/// that delays every chunk 400 ms, so its write reaches the server ~800 ms after its read did;
+/// the delete and the new create land in between. Each layout, three rounds (one failure is
+/// enough: the layout's guard must catch every one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_fails_on_a_key_deleted_and_created_again_after_its_read() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let port = conformance::faults::server_addr(&server.url)
+        .unwrap()
+        .port();
+    let proxy = conformance::faults::FaultProxy::start(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
+    for options in ["", "&layout=native"] {
+        let suffix = format!("/aba{}?timeout=5s{options}", options.len());
+        let direct = ZooKeeperStore::open(&format!("{}{suffix}", server.url))
+            .await
+            .unwrap();
+        let slow = ZooKeeperStore::open(&format!("{}{suffix}", proxy.url(&server.url)))
+            .await
+            .unwrap();
+        for round in 0..3 {
+            let key = format!("k{round}");
+            direct
+                .put(&key, b"first", PutOptions::default())
+                .await
+                .unwrap();
+            let read = direct.get(&key).await.unwrap().unwrap().version;
+            proxy.delay(Duration::from_millis(400));
+            let cas = slow.atomic_put(
+                &key,
+                b"stale",
+                kv_core::Precondition::Version(read),
+                PutOptions::default(),
+            );
+            let recreate = async {
+                // The CAS's read reaches the server at ~400 ms, its write at ~1,200 ms.
+                tokio::time::sleep(Duration::from_millis(750)).await;
+                assert!(direct.delete(&key).await.unwrap());
+                direct
+                    .put(&key, b"second", PutOptions::default())
+                    .await
+                    .unwrap()
+            };
+            let (cas, second) = tokio::join!(cas, recreate);
+            proxy.heal();
+            assert!(
+                matches!(cas, Err(Error::Conflict { .. })),
+                "layout {options:?}, round {round}: the CAS from version {read} must fail, the key \
+                 having been deleted and created again (version {second}) after its read: {cas:?}"
+            );
+            let now = direct.get(&key).await.unwrap().unwrap();
+            assert_eq!((&now.value[..], now.version), (&b"second"[..], second));
+        }
+    }
+}
+
+/// The nodes under a path, recursively (raw client), as paths relative to it.
+async fn tree(raw: &zookeeper_client::Client, path: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut level = vec![path.to_owned()];
+    while let Some(at) = level.pop() {
+        let Ok(children) = raw.list_children(&at).await else {
+            continue;
+        };
+        for child in children {
+            let child = format!("{at}/{child}");
+            found.push(child[path.len()..].to_owned());
+            level.push(child);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A deleted key keeps the node that guards its writes (its epoch node; in the native layout
+/// its emptied node) until `reclaim_after` has passed with the key still empty; then it goes,
+/// with the directories it kept. Keys whose guard a handle did not reclaim (dropped before,
+/// or emptied by a lease's end) are found by a list and reclaimed by the listing handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptied_keys_are_reclaimed_after_reclaim_after() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let host = server.url.trim_start_matches("zookeeper://");
+    let raw = zookeeper_client::Client::connect(host).await.unwrap();
+    assert!(matches!(
+        ZooKeeperStore::open(&format!(
+            "{}/r?timeout=1s&session_timeout=2s&reclaim_after=2s",
+            server.url
+        ))
+        .await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    for (base, options) in [("/reclaim", ""), ("/reclaim-native", "&layout=native")] {
+        let url = format!(
+            "{}{base}?timeout=1s&session_timeout=2s&reclaim_after=4s{options}",
+            server.url
+        );
+        let store = ZooKeeperStore::open(&url).await.unwrap();
+        let put = |key: &'static str| store.put(key, b"v", PutOptions::default());
+        put("a/b/c").await.unwrap();
+        put("kept").await.unwrap();
+        put("x").await.unwrap();
+        assert!(store.delete("a/b/c").await.unwrap());
+        assert!(store.delete("x").await.unwrap());
+        let left = tree(&raw, base).await;
+        assert!(
+            left.iter().any(|p| p.starts_with("/a/b/c")),
+            "{options}: the guard stays at first: {left:?}"
+        );
+        assert_eq!(store.list_children("").await.unwrap().len(), 1, "{left:?}");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let left = tree(&raw, base).await;
+        assert!(
+            !left
+                .iter()
+                .any(|p| p.starts_with("/a") || p.starts_with("/x")),
+            "{options}: reclaimed after 4 s: {left:?}"
+        );
+        // A handle dropped before its reclaim: the next list finds the key and reclaims it.
+        put("y").await.unwrap();
+        assert!(store.delete("y").await.unwrap());
+        drop(store);
+        let store = ZooKeeperStore::open(&url).await.unwrap();
+        assert!(tree(&raw, base).await.iter().any(|p| p.starts_with("/y")));
+        assert_eq!(store.list("").await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let left = tree(&raw, base).await;
+        assert!(
+            !left.iter().any(|p| p.starts_with("/y")),
+            "{options}: found by the list and reclaimed: {left:?}"
+        );
+        assert!(store.get("kept").await.unwrap().is_some());
+    }
+}
+
+/// A create-if-absent that read a key empty (its epoch at version 1) must not land beside a
+/// value created after the epoch was reclaimed and grew back to version 1: its `multi`
+/// creates its value node exclusively and checks that the other value name (here the TTL
+/// value `=t`) is still free. The slow client's write reaches the server ~800 ms after its read;
+/// the reclaim and the new TTL value land in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_read_a_key_empty_fails_beside_a_value_made_after_a_reclaim() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let host = server.url.trim_start_matches("zookeeper://");
+    let raw = zookeeper_client::Client::connect(host).await.unwrap();
+    let port = conformance::faults::server_addr(&server.url)
+        .unwrap()
+        .port();
+    let proxy = conformance::faults::FaultProxy::start(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
+    let suffix = "/crossing?timeout=2s&session_timeout=3s&reclaim_after=6s";
+    let direct = ZooKeeperStore::open(&format!("{}{suffix}", server.url))
+        .await
+        .unwrap();
+    let slow = ZooKeeperStore::open(&format!("{}{suffix}", proxy.url(&server.url)))
+        .await
+        .unwrap();
+    direct
+        .put("k", b"first", PutOptions::default())
+        .await
+        .unwrap();
+    assert!(direct.delete("k").await.unwrap());
+    let deleted = Instant::now();
+    tokio::time::sleep(Duration::from_millis(5_400)).await;
+    proxy.delay(Duration::from_millis(400));
+    let create = slow.atomic_put(
+        "k",
+        b"stale",
+        kv_core::Precondition::MustNotExist,
+        PutOptions::default(),
+    );
+    let ttl_put = async {
+        // The reclaim comes ~6 s after the delete, between the slow read (~5.8 s) and write
+        // (~6.6 s); the TTL value right after it.
+        while raw.check_stat("/crossing/k/=e").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reclaimed = deleted.elapsed();
+        let ttl = PutOptions::default().ttl(Duration::from_secs(30));
+        (reclaimed, direct.put("k", b"ttl", ttl).await.unwrap())
+    };
+    let (create, (reclaimed, ttl_version)) = tokio::join!(create, ttl_put);
+    proxy.heal();
+    assert!(
+        matches!(create, Err(Error::Conflict { .. })),
+        "the key was made again (version {ttl_version}, {reclaimed:?} after the delete) after \
+         the create read it empty: {create:?}"
+    );
+    let now = direct.get("k").await.unwrap().unwrap();
+    assert_eq!((&now.value[..], now.version), (&b"ttl"[..], ttl_version));
+}
