@@ -24,7 +24,7 @@ pub mod timeline;
 pub mod traffic;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -517,9 +517,23 @@ async fn drive(
     for op in &ops {
         by_key.entry(&op.key).or_default().push(op);
     }
+    // When a watcher first received each value: an unknown write took effect by then.
+    let mut watched: HashMap<&str, HashMap<&str, u64>> = HashMap::new();
+    for event in logs.iter().flat_map(|l| l.events()).filter(|e| e.put) {
+        let at = watched
+            .entry(event.key.as_str())
+            .or_default()
+            .entry(event.value.as_str())
+            .or_insert(event.at);
+        *at = (*at).min(event.at);
+    }
+    let none = HashMap::new();
     let violations: Vec<_> = by_key
         .into_iter()
-        .filter_map(|(key, ops)| linearizable::check_key(key, ops).err())
+        .filter_map(|(key, ops)| {
+            let watched = watched.get(key).unwrap_or(&none);
+            linearizable::check_key_watched(key, ops, watched).err()
+        })
         .collect();
     let mut problems = watch::check(&logs, &ops, &end, capabilities.watch_coalesces);
     problems.extend(lease::check(&dropped, &end.state));
