@@ -2,7 +2,7 @@
 //! nodes), on the async `zookeeper-client` crate.
 //!
 //! - URL: `zookeeper://[user:password@]host:2181[,host:2181...][/base][?session_timeout=10s&
-//!   timeout=5s&sync_reads=true&layout=native]`; `zookeepers://` or `tls=true` for TLS (the server's `secureClientPort`), with
+//!   timeout=5s&sync_reads=true&layout=native&reclaim_after=60s]`; `zookeepers://` or `tls=true` for TLS (the server's `secureClientPort`), with
 //!   `ca=PATH` and `cert=PATH&key=PATH` (PEM). The base path defaults to `/kv` (never the root: `/zookeeper` is ZooKeeper's
 //!   own). With a user and password the client authenticates with the `digest` scheme and
 //!   creates every node readable and writable only by that identity.
@@ -16,7 +16,9 @@
 //!   is deleted, and each value can be a TTL node of its own. `layout=native` keeps the value
 //!   raw in the key's own node, where ZooKeeper's tools look (no TTLs there).
 //! - Versions are the value node's `mzxid`: store-wide and increasing. CAS checks them and
-//!   writes with ZooKeeper's conditional `setData` or a `multi`.
+//!   writes with a `multi` that also checks the key's epoch node (ZooKeeper's data versions
+//!   restart with a node, so a key deleted and created again must not pass for the one read);
+//!   a deleted key's guard is reclaimed after `reclaim_after` (see [`ZooKeeperOptions::reclaim_after`]).
 //! - Listing walks the tree one level per round trip with batched multi-reads (never a read per
 //!   key); `delete_tree` removes the subtree with one `multi`.
 //! - Watches are persistent (recursive) watches; each event re-reads the node, so versions in
