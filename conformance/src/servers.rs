@@ -510,13 +510,13 @@ impl EtcdCluster {
     }
 
     /// Starts `size` members whose traffic to each other goes through a [`FaultProxy`](crate::faults::FaultProxy) per
-    /// member (member `i` is reached by its peers at `proxies[i]`): holding a member's proxy
+    /// member (member `i` is reached by its peers at `proxies[i][0]`): holding a member's proxy
     /// cuts what its peers send it over the connections they open to it (etcd's pipeline
     /// messages and the streams that carry its own messages out), a partition between
     /// members that clients do not see.
     pub async fn start_with_peer_proxies(
         size: usize,
-    ) -> Result<(EtcdCluster, Vec<crate::faults::FaultProxy>), String> {
+    ) -> Result<(EtcdCluster, Vec<Vec<crate::faults::FaultProxy>>), String> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -531,7 +531,7 @@ impl EtcdCluster {
                 .await
                 .map_err(|e| format!("peer proxy: {e}"))?;
                 ports.push((client, peer, proxy.addr().port()));
-                proxies.push(proxy);
+                proxies.push(vec![proxy]);
             }
             match tokio::task::block_in_place(|| Self::start_members(&ports)) {
                 Ok(cluster) => return Ok((cluster, proxies)),
@@ -1010,24 +1010,78 @@ impl ZooKeeperEnsemble {
         with_port_retries(|| Self::start_once(size))
     }
 
+    /// Starts `size` members whose traffic to each other goes through two
+    /// [`FaultProxy`](crate::faults::FaultProxy)s per member, one for its quorum port and one
+    /// for its election port (member `i` is reached by its peers at `proxies[i]`): holding
+    /// them cuts every connection its peers open to it, a partition between members that
+    /// clients do not see. Each member's own line in its configuration names the ports it
+    /// binds; the others' name their proxies.
+    pub async fn start_with_peer_proxies(
+        size: usize,
+    ) -> Result<(ZooKeeperEnsemble, Vec<Vec<crate::faults::FaultProxy>>), String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut ports = Vec::with_capacity(size);
+            let mut proxies = Vec::with_capacity(size);
+            for _ in 0..size {
+                let (client, peer, election) = (free_port()?, free_port()?, free_port()?);
+                let mut pair = Vec::new();
+                for port in [peer, election] {
+                    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                    let proxy = crate::faults::FaultProxy::start(target)
+                        .await
+                        .map_err(|e| format!("peer proxy: {e}"))?;
+                    pair.push(proxy);
+                }
+                let reached = (pair[0].addr().port(), pair[1].addr().port());
+                ports.push(((client, peer, election), reached));
+                proxies.push(pair);
+            }
+            match tokio::task::block_in_place(|| Self::start_members(&ports)) {
+                Ok(ensemble) => return Ok((ensemble, proxies)),
+                Err(e) if attempt < 3 && port_clash(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn start_once(size: usize) -> Result<ZooKeeperEnsemble, String> {
-        let java = zookeeper_java()?;
         let mut ports = Vec::with_capacity(size);
         for _ in 0..size {
-            ports.push((free_port()?, free_port()?, free_port()?));
+            let (client, peer, election) = (free_port()?, free_port()?, free_port()?);
+            ports.push(((client, peer, election), (peer, election)));
         }
-        let servers: String = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, peer, election))| {
-                format!(
-                    "server.{}=127.0.0.1:{peer}:{election};127.0.0.1:{client}\n",
-                    i + 1
+        Self::start_members(&ports)
+    }
+
+    /// Starts a member per ((client, quorum, election) ports it binds, (quorum, election)
+    /// ports its peers reach it at).
+    #[allow(clippy::type_complexity)]
+    fn start_members(ports: &[((u16, u16, u16), (u16, u16))]) -> Result<ZooKeeperEnsemble, String> {
+        let java = zookeeper_java()?;
+        let size = ports.len();
+        // Member `me`'s view of the ensemble: its own ports, the others' as reached.
+        let servers = |me: usize| -> String {
+            ports
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, ((client, peer, election), (reached_peer, reached_election)))| {
+                        let (peer, election) = match i == me {
+                            true => (*peer, *election),
+                            false => (*reached_peer, *reached_election),
+                        };
+                        format!(
+                            "server.{}=127.0.0.1:{peer}:{election};127.0.0.1:{client}\n",
+                            i + 1
+                        )
+                    },
                 )
-            })
-            .collect();
+                .collect()
+        };
         let mut started = Vec::with_capacity(size);
-        for (i, (client, _, _)) in ports.iter().enumerate() {
+        for (i, ((client, _, _), _)) in ports.iter().enumerate() {
             let dir = server_dir("zookeeper-member")?;
             let data = dir.join("data");
             std::fs::create_dir_all(&data)
@@ -1037,7 +1091,7 @@ impl ZooKeeperEnsemble {
                 &java,
                 &dir,
                 *client,
-                &format!("initLimit=20\nsyncLimit=10\n{servers}"),
+                &format!("initLimit=20\nsyncLimit=10\n{}", servers(i)),
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
             )?;
             started.push((lifeline, *client, dir));
@@ -1057,7 +1111,7 @@ impl ZooKeeperEnsemble {
         }
         let hosts = ports
             .iter()
-            .map(|(client, _, _)| format!("127.0.0.1:{client}"))
+            .map(|((client, _, _), _)| format!("127.0.0.1:{client}"))
             .collect::<Vec<_>>()
             .join(",");
         Ok(ZooKeeperEnsemble {

@@ -17,14 +17,16 @@ conformance::robustness_tests!(
     processes = (true, true)
 );
 
-/// The same on a 3-member ensemble: members killed and restarted, paused (the leader half the
-/// time), each member's client traffic cut, reset and delayed.
+/// The same on a 3-member ensemble: members killed and restarted, paused and cut off from
+/// their peers (the leader half the time), each member's client traffic cut, reset and
+/// delayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_history_under_faults_is_linearizable() {
     if conformance::servers::opted_out("zookeeper", "cluster robustness tests") {
         return;
     }
-    let ensemble = conformance::servers::ZooKeeperEnsemble::start(3)
+    let (ensemble, peers) = conformance::servers::ZooKeeperEnsemble::start_with_peer_proxies(3)
+        .await
         .unwrap_or_else(|e| panic!("no ZooKeeper ensemble: {e}"));
     let members: Vec<_> = ensemble.members.iter().collect();
     let mut config = conformance::robustness::Config::from_env(10);
@@ -33,7 +35,7 @@ async fn a_cluster_history_under_faults_is_linearizable() {
     conformance::robustness::run_cluster(
         "zookeeper-cluster",
         &members,
-        &[],
+        &peers,
         &ensemble.url,
         Some(&leader),
         "/robustness?timeout=1s&session_timeout=6s&reclaim_after=8s",

@@ -147,7 +147,7 @@ where
 
 /// [`run`] against a cluster: `members` are the servers the nemesis may pause, kill and
 /// restart (`leader` tells which one leads, and is picked half the time), and cut off from
-/// their peers where `peers` has a proxy in front of each (same order); `url` is the one
+/// their peers where `peers` has proxies in front of each (same order); `url` is the one
 /// clients use (every member, or a client agent), and every `127.0.0.1:port` in it gets a
 /// proxy of its own, which the proxied half of the clients go through and the nemesis holds,
 /// resets and delays one at a time.
@@ -155,7 +155,7 @@ where
 pub async fn run_cluster<S, F, Fut>(
     kind: &str,
     members: &[&Server],
-    peers: &[FaultProxy],
+    peers: &[Vec<FaultProxy>],
     url: &str,
     leader: Option<&(dyn Fn() -> Option<usize> + Sync)>,
     suffix: &str,
@@ -210,8 +210,9 @@ fn hosts(url: &str) -> Vec<std::net::SocketAddr> {
 struct Target<'a> {
     /// Servers it can pause, kill and restart.
     members: Vec<&'a Server>,
-    /// A proxy in front of each member for its peers (empty: members always reach each other).
-    peers: Vec<&'a FaultProxy>,
+    /// The proxies in front of each member for its peers (empty: members always reach each
+    /// other).
+    peers: Vec<&'a Vec<FaultProxy>>,
     /// A proxy per host of the clients' URL.
     proxies: Vec<FaultProxy>,
     /// Which member leads, if that can be asked.
@@ -220,7 +221,11 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn heal(&self) {
-        for proxy in self.proxies.iter().chain(self.peers.iter().copied()) {
+        for proxy in self
+            .proxies
+            .iter()
+            .chain(self.peers.iter().copied().flatten())
+        {
             proxy.heal();
         }
         for member in &self.members {
@@ -756,9 +761,9 @@ async fn nemesis(
             }
             ("member partition", _, _) => {
                 let Some(peers) = peers else { continue };
-                peers.hold();
+                peers.iter().for_each(FaultProxy::hold);
                 tokio::time::sleep(Duration::from_millis(rng.u64(1000..3000))).await;
-                peers.heal();
+                peers.iter().for_each(FaultProxy::heal);
                 named("member partition", "leader partition")
             }
             ("client kill", _, _) => {
