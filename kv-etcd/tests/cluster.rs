@@ -155,7 +155,7 @@ async fn a_leader_cut_off_from_its_peers_is_replaced() {
         assert!(started.elapsed() < Duration::from_secs(10), "no leader");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    peers[leader].hold();
+    peers[leader][0].hold();
     let cut = Instant::now();
     let replaced = loop {
         match tokio::task::block_in_place(|| cluster.leader()) {
@@ -170,5 +170,5 @@ async fn a_leader_cut_off_from_its_peers_is_replaced() {
         "leader {leader} cut off from its peers; member {replaced} leads after {:?}",
         cut.elapsed()
     );
-    peers[leader].heal();
+    peers[leader][0].heal();
 }
