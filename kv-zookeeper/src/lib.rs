@@ -103,6 +103,8 @@ pub(crate) struct Inner {
     pub leases: Mutex<Vec<Arc<lease::LeaseSession>>>,
     /// Removes the guards of emptied keys once no write in flight can need them.
     pub reclaimer: Arc<reclaim::Reclaimer>,
+    /// This handle's last conditional writes, for CASes on their versions without a read.
+    pub known: value::Known,
     shown: String,
 }
 

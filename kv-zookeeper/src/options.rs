@@ -262,6 +262,11 @@ impl ZooKeeperOptions {
                 held: Mutex::new(HashMap::new()),
                 leases: Mutex::new(Vec::new()),
                 reclaimer: Arc::new(crate::reclaim::Reclaimer::new(reclaim_after)),
+                // A remembered write must land before its key's guard could be reclaimed:
+                // the write took up to a timeout, the next one up to a session plus a timeout.
+                known: crate::value::Known::new(
+                    reclaim_after.saturating_sub(self.session_timeout + timeout * 2),
+                ),
                 shown,
             }),
         };

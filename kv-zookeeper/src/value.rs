@@ -14,6 +14,64 @@ use crate::{Inner, map_error, map_write_error, timed_raw, version_of};
 
 /// Attempts before a write that keeps losing races gives up.
 const ATTEMPTS: usize = 16;
+/// Keys whose last conditional write a handle remembers, at most.
+const MAX_KNOWN: usize = 10_000;
+
+/// What one of this handle's conditional writes left on a permanent value: enough to send the
+/// next CAS on that version without reading first, as `check(epoch) + setData(data version)`
+/// (one round trip, as a raw conditional `setData`). Remembered only as long as the epoch
+/// cannot have been reclaimed and grown back to the same version: `reclaim_after` less the
+/// longest the write itself and the next one can take.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    version: u64,
+    data_version: i32,
+    epoch: i32,
+    at: std::time::Instant,
+}
+
+/// The handle's remembered writes (see [`Written`]).
+pub(crate) struct Known {
+    writes: std::sync::Mutex<std::collections::HashMap<String, Written>>,
+    /// How long a write stays usable; zero turns the memory off.
+    fresh_for: Duration,
+}
+
+impl Known {
+    /// A memory whose entries last `fresh_for`.
+    pub fn new(fresh_for: Duration) -> Known {
+        Known {
+            writes: Default::default(),
+            fresh_for,
+        }
+    }
+
+    fn get(&self, key: &str, version: u64) -> Option<Written> {
+        let writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        writes
+            .get(key)
+            .filter(|w| w.version == version && w.at.elapsed() < self.fresh_for)
+            .copied()
+    }
+
+    fn record(&self, key: &str, written: Written) {
+        if self.fresh_for.is_zero() {
+            return;
+        }
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        if writes.len() >= MAX_KNOWN && !writes.contains_key(key) {
+            writes.clear();
+        }
+        writes.insert(key.to_owned(), written);
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
 
 /// One value node of a key.
 #[derive(Clone)]
@@ -238,6 +296,32 @@ impl Inner {
         let data = Stored::encode(value, expires_ms);
         // The node's owner: the lease's session (ephemeral), else none.
         let owner = lease.map_or(0, |l| l.session_id);
+        let permanent = ttl.is_none() && lease.is_none();
+        if let (Some(Precondition::Version(expected)), true) = (precondition, permanent)
+            && let Some(known) = self.known.get(key, expected)
+        {
+            // A CAS on the version of this handle's own last write: no read.
+            let sent = std::time::Instant::now();
+            let mut multi = client.new_multi_writer();
+            multi
+                .add_check_version(&self.layout.epoch(key), known.epoch)
+                .and_then(|()| multi.add_set_data(&target, &data, Some(known.data_version)))
+                .map_err(|e| map_error("put", e))?;
+            let written = self.commit_write("put", multi).await;
+            self.known.forget(key);
+            if let Some(version) = written? {
+                let data_version = known.data_version + 1;
+                let next = Written {
+                    version,
+                    data_version,
+                    at: sent,
+                    ..known
+                };
+                self.known.record(key, next);
+                return Ok(version);
+            }
+            // Changed since: the read below tells a conflict from a success.
+        }
         if precondition.is_none() && ttl.is_none() && lease.is_none() {
             match timed_raw("put", self.timeout, client.set_data(&target, &data, None)).await? {
                 Ok(stat) => return Ok(version_of(stat.mzxid)),
@@ -288,13 +372,26 @@ impl Inner {
                             }
                         }
                         Some(_) => {
+                            let sent = std::time::Instant::now();
                             let mut multi = client.new_multi_writer();
                             self.add_epoch(&mut multi, key, state.epoch.as_ref(), false)
                                 .and_then(|()| {
                                     multi.add_set_data(&target, &data, Some(only.stat.version))
                                 })
                                 .map_err(|e| map_error("put", e))?;
-                            self.commit_write("put", multi).await?
+                            let written = self.commit_write("put", multi).await?;
+                            if let Some(version) = written {
+                                self.known.record(
+                                    key,
+                                    Written {
+                                        version,
+                                        data_version: only.stat.version + 1,
+                                        epoch: state.epoch.map_or(0, |e| e.version),
+                                        at: sent,
+                                    },
+                                );
+                            }
+                            written
                         }
                     }
                 }
@@ -311,9 +408,25 @@ impl Inner {
                         replaced
                     }
                     None => {
+                        let sent = std::time::Instant::now();
                         let options = self.value_options(ttl);
-                        self.replace(&client, key, &state, &target, &data, &options)
-                            .await?
+                        let written = self
+                            .replace(&client, key, &state, &target, &data, &options)
+                            .await?;
+                        if let (Some(version), true) = (written, permanent) {
+                            // A new node at data version 0; the epoch bumped from the one read
+                            // (created and set to 1 if there was none).
+                            self.known.record(
+                                key,
+                                Written {
+                                    version,
+                                    data_version: 0,
+                                    epoch: state.epoch.map_or(1, |e| e.version + 1),
+                                    at: sent,
+                                },
+                            );
+                        }
+                        written
                     }
                 },
             };
@@ -550,6 +663,7 @@ impl Inner {
     /// also prunes the emptied directories.
     pub async fn remove(&self, key: &str, expected: Option<u64>) -> Result<Removal> {
         let client = self.client().await?;
+        self.known.forget(key);
         if expected.is_none() && !self.layout.native() {
             // A permanent value (the common case) goes in one round trip, with no read: a key
             // has one value node at a time (every change of node kind is one multi that

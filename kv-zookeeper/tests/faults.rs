@@ -515,3 +515,57 @@ async fn a_create_that_read_a_key_empty_fails_beside_a_value_made_after_a_reclai
     let now = direct.get("k").await.unwrap().unwrap();
     assert_eq!((&now.value[..], now.version), (&b"ttl"[..], ttl_version));
 }
+
+/// A handle remembers its own conditional writes so that a CAS on the version it wrote needs
+/// no read (one round trip). What it remembers must not outlive the key: another client's
+/// delete and re-create (the new node back at data version 0) must make that CAS fail.
+#[tokio::test]
+async fn a_cas_on_its_own_write_fails_once_the_key_was_made_again() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let url = format!("{}/known?timeout=2s", server.url);
+    let (mine, other) = (
+        ZooKeeperStore::open(&url).await.unwrap(),
+        ZooKeeperStore::open(&url).await.unwrap(),
+    );
+    let cas = |version| kv_core::Precondition::Version(version);
+    let absent = kv_core::Precondition::MustNotExist;
+    let none = PutOptions::default;
+    // A chain of CASes, each on the version the last one wrote.
+    let mut version = mine.atomic_put("k", b"0", absent, none()).await.unwrap();
+    for i in 1..5 {
+        let value = format!("{i}");
+        version = mine
+            .atomic_put("k", value.as_bytes(), cas(version), none())
+            .await
+            .unwrap();
+        assert_eq!(other.get("k").await.unwrap().unwrap().version, version);
+    }
+    // Made again by another client: same node name, data version 0 again.
+    let created = mine.atomic_put("j", b"mine", absent, none()).await.unwrap();
+    assert!(other.delete("j").await.unwrap());
+    let again = other
+        .atomic_put("j", b"theirs", absent, none())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            mine.atomic_put("j", b"stale", cas(created), none()).await,
+            Err(Error::Conflict { .. })
+        ),
+        "the key was made again at version {again} since this handle wrote version {created}"
+    );
+    assert_eq!(&other.get("j").await.unwrap().unwrap().value[..], b"theirs");
+    // Rewritten by another client in place: the remembered data version is behind.
+    let mine_now = mine
+        .atomic_put("k", b"5", cas(version), none())
+        .await
+        .unwrap();
+    other.put("k", b"theirs", none()).await.unwrap();
+    assert!(matches!(
+        mine.atomic_put("k", b"6", cas(mine_now), none()).await,
+        Err(Error::Conflict { .. })
+    ));
+}

@@ -1,16 +1,17 @@
 //! Random traffic from several handles under random faults, every history checked for per-key
 //! linearizability (`conformance::robustness`), against a server of this test's own.
 //!
-//! `reclaim_after=8s` (above the 6 s sessions plus the 1 s calls) so that emptied keys' guards
-//! are reclaimed during a run, not only after it: a write that read a key before its guard was
-//! reclaimed must still be refused (these runs found the ABA that the guards close: a CAS
-//! applied to a key deleted and created again after its read).
+//! `reclaim_after=12s` (above the 6 s sessions plus the 1 s calls, leaving a handle 4 s to CAS
+//! on its own last write without a read) so that emptied keys' guards are reclaimed during a
+//! run, not only after it: a write that read a key before its guard was reclaimed must still
+//! be refused (these runs found the ABA that the guards close: a CAS applied to a key deleted
+//! and created again after its read).
 
 use kv_zookeeper::ZooKeeperStore;
 
 conformance::robustness_tests!(
     &conformance::servers::ZooKeeperProcess,
-    "/robustness?timeout=1s&session_timeout=6s&reclaim_after=8s",
+    "/robustness?timeout=1s&session_timeout=6s&reclaim_after=12s",
     10,
     |url: String| async move { ZooKeeperStore::open(&url).await },
     kills = true,
@@ -38,7 +39,7 @@ async fn a_cluster_history_under_faults_is_linearizable() {
         &peers,
         &ensemble.url,
         Some(&leader),
-        "/robustness?timeout=1s&session_timeout=6s&reclaim_after=8s",
+        "/robustness?timeout=1s&session_timeout=6s&reclaim_after=12s",
         config,
         |url: String| async move { ZooKeeperStore::open(&url).await },
     )
