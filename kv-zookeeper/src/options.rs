@@ -168,7 +168,9 @@ impl ZooKeeperOptions {
     /// the session timeout plus the call timeout if that is longer. It must exceed the
     /// longest session timeout plus call timeout of any client writing these keys (a
     /// session's writes cannot land after it expires); [`ZooKeeperOptions::connect`] refuses
-    /// less than this handle's own.
+    /// less than this handle's own. Give every client of a base path the same value: a handle
+    /// also sends a CAS on the version of its own last write without reading first for as
+    /// long as its own `reclaim_after` allows.
     pub fn reclaim_after(mut self, after: Duration) -> ZooKeeperOptions {
         self.reclaim_after = Some(after);
         self
