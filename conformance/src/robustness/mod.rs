@@ -315,13 +315,16 @@ async fn drive(
             )));
         }
     }
-    // Watchers: one from the start through the proxy, one a third into the run from an old
-    // version (or from then, without history) on a direct handle.
+    // Watchers of every key: one from the start through the proxy, one a third into the run
+    // from an old version (or from then, without history) on a direct handle; and one of the
+    // first key alone (`watch`), from the start through another proxied handle.
     let (stop_watching, stop) = tokio::sync::watch::channel(false);
     let mut watchers = Vec::new();
-    for (watcher, n) in [(0, 1), (1, 0)] {
+    for (watcher, n, single) in [(0, 1, false), (1, 0, false), (2, 3, true)] {
+        let key = single.then(|| keys[0].clone());
         let log = Arc::new(Mutex::new(watch::WatchLog {
             watcher,
+            key: key.clone(),
             ..watch::WatchLog::default()
         }));
         let (store, stop, task_log, history) =
@@ -348,7 +351,8 @@ async fn drive(
                         .max();
                 }
             }
-            watch::watcher(store, String::new(), since, began, stop, task_log).await
+            let watched = key.unwrap_or_default();
+            watch::watcher(store, watched, single, since, began, stop, task_log).await
         });
         watchers.push((log, task));
     }
@@ -420,6 +424,9 @@ async fn drive(
     let written = Instant::now();
     let mut watch_lag = Duration::ZERO;
     for (log, _) in &watchers {
+        if log.lock().unwrap_or_else(|p| p.into_inner()).key.is_some() {
+            continue;
+        }
         loop {
             let done = {
                 let log = log.lock().unwrap_or_else(|p| p.into_inner());
@@ -466,6 +473,21 @@ async fn drive(
             end: at(),
         });
         end.state.insert(key, read);
+    }
+    // Key watchers: until they delivered their key's final state, within the same bound.
+    for (log, _) in &watchers {
+        loop {
+            let done = {
+                let log = log.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(key) = &log.key else { break };
+                let state = end.state.get(key).cloned().unwrap_or_default();
+                log.ended.is_some() || log.agrees(key, &state)
+            };
+            if done || written.elapsed() > watch::LIVENESS_BOUND {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let _ = stop_watching.send(true);
     let mut logs = Vec::new();

@@ -1,7 +1,8 @@
 //! Watchers and their checker: every change delivered in order, once, with no gap against the
 //! write history, resumable from a version, and never silent.
 //!
-//! A watcher follows the clients' keys with `watch_tree` and, when its watch ends with an
+//! A watcher follows the clients' keys with `watch_tree` (or one key with `watch`) and, when
+//! its watch ends with an
 //! error a service would retry (`Unavailable`, `WatchLagged`), resumes it with `since` = the
 //! last version it saw, as a service would; a `Compacted` or other error ends it. Each run of
 //! one underlying watch is a *segment*. The checks ([`check`]):
@@ -15,9 +16,12 @@
 //!   version; and between two consecutive puts of a key, a Delete event whenever a delete of the
 //!   key was acknowledged entirely between the two writes;
 //! - two watchers agree on every version both covered;
-//! - never silent: after the traffic, one more write (the *sentinel*) must reach every watcher
-//!   within the liveness bound, or the watcher must have ended with an error; and then each
-//!   key's last event agrees with the key's final state.
+//! - never silent: after the traffic, one more write (the *sentinel*) must reach every tree
+//!   watcher within the liveness bound, or the watcher must have ended with an error; and then
+//!   each key's last event agrees with the key's final state (a key watcher's, its key's, within
+//!   the same bound).
+//!
+//! A key watcher is held to the same rules for its key alone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -69,6 +73,8 @@ pub struct Segment {
 pub struct WatchLog {
     /// Which watcher.
     pub watcher: usize,
+    /// The key it watches with `watch`; `None` for a `watch_tree` of every key.
+    pub key: Option<String>,
     /// Its segments in order.
     pub segments: Vec<Segment>,
     /// Why it stopped for good, if it did before the end (an error it could not resume from).
@@ -76,6 +82,20 @@ pub struct WatchLog {
 }
 
 impl WatchLog {
+    /// True if its last event for `key` says what `state` says (a put of that value at that
+    /// version, or a delete for an absent key).
+    pub fn agrees(&self, key: &str, state: &Option<(String, u64)>) -> bool {
+        let last = self.events().filter(|e| e.key == key).last();
+        match (state, last) {
+            (Some((value, version)), Some(e)) => {
+                e.put && &e.value == value && e.version == *version
+            }
+            (Some(_), None) => false,
+            (None, Some(e)) => !e.put,
+            (None, None) => true,
+        }
+    }
+
     fn last_version(&self) -> Option<u64> {
         self.segments
             .iter()
@@ -122,11 +142,14 @@ impl WatchLog {
     }
 }
 
-/// Watches `prefix` on `store` from `start` (resuming after errors, see the module doc) until
-/// `stop` says so; the log is kept in `log` as it grows.
+/// Watches `prefix` on `store` (the key `prefix` alone with `single`) from `start` (resuming
+/// after errors, see the module doc) until `stop` says so; the log is kept in `log` as it
+/// grows.
+#[allow(clippy::too_many_arguments)]
 pub async fn watcher(
     store: Arc<dyn Store>,
     prefix: String,
+    single: bool,
     start: Option<u64>,
     began: Instant,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -144,7 +167,11 @@ pub async fn watcher(
             Some(version) => WatchOptions::default().since(version),
             None => WatchOptions::default().synced(),
         };
-        let mut stream = match store.watch_tree(&prefix, options).await {
+        let watch = match single {
+            true => store.watch(&prefix, options).await,
+            false => store.watch_tree(&prefix, options).await,
+        };
+        let mut stream = match watch {
             Ok(stream) => stream,
             // History no longer kept: start again from the current state, as a service would.
             Err(Error::Compacted { .. }) if since.is_some() => {
@@ -289,6 +316,12 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
         let mut last_per_key: HashMap<&str, &Seen> = HashMap::new();
         for segment in &log.segments {
             for e in &segment.events {
+                if let Some(key) = log.key.as_deref().filter(|k| *k != e.key) {
+                    problem(format!(
+                        "watching {key} alone, it delivered {} @ {}, another key",
+                        e.key, e.version
+                    ));
+                }
                 if e.put {
                     match writes.by_value.get(&(e.key.as_str(), e.value.as_str())) {
                         None if e.key.starts_with("r/") && e.key != SENTINEL => problem(format!(
@@ -348,10 +381,12 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
                 Some(s) => (s + 1)..=hi,
                 None => 0..=hi,
             };
+            let watched = |op: &Op| log.key.as_deref().is_none_or(|k| op.key == k);
             for (version, op) in writes
                 .acknowledged
                 .range(range)
                 .flat_map(|(v, ops)| ops.iter().map(move |op| (v, op)))
+                .filter(|(_, op)| watched(op))
             {
                 if segment.since.is_none() && op.start <= segment.ready {
                     continue;
@@ -424,6 +459,16 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
         if log.ended.is_some() {
             continue;
         }
+        if let Some(key) = &log.key {
+            let state = end.state.get(key).cloned().unwrap_or_default();
+            if !log.agrees(key, &state) {
+                problem(format!(
+                    "watching {key} alone, it did not deliver the key's final state {state:?} \
+                     within {LIVENESS_BOUND:?} nor end with an error"
+                ));
+            }
+            continue;
+        }
         let Some(sentinel) = end.sentinel else {
             continue;
         };
@@ -439,15 +484,7 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
         }
         for (key, state) in &end.state {
             let last = last_per_key.get(key.as_str());
-            let agrees = match (state, last) {
-                (Some((value, version)), Some(e)) => {
-                    e.put && &e.value == value && e.version == *version
-                }
-                (Some(_), None) => false,
-                (None, Some(e)) => !e.put,
-                (None, None) => true,
-            };
-            if !agrees {
+            if !log.agrees(key, state) {
                 problem(format!(
                     "its last event for {key} is {:?}, the key's final state is {state:?}",
                     last.map(|e| (if e.put { "put" } else { "delete" }, &e.value, e.version))
@@ -469,13 +506,22 @@ pub fn check(logs: &[WatchLog], ops: &[Op], end: &Final, coalesces: bool) -> Vec
 /// A stretch of versions one segment covered, and its events: (version, key) → put.
 type Covered = (u64, u64, BTreeMap<(u64, String), bool>);
 
-/// Where two watchers that both saw a stretch of versions disagree about it.
+/// Where two watchers that both saw a stretch of versions disagree about it (about the one
+/// key either watches alone, if it does).
 fn disagreement(a: &WatchLog, b: &WatchLog) -> Option<String> {
+    let only = a.key.as_deref().or(b.key.as_deref());
+    if a.key.is_some() && b.key.is_some() && a.key != b.key {
+        return None;
+    }
     let covered = |log: &WatchLog| -> Vec<Covered> {
         log.segments
             .iter()
             .filter_map(|s| {
-                let live: Vec<&Seen> = s.events.iter().filter(|e| !e.initial).collect();
+                let live: Vec<&Seen> = s
+                    .events
+                    .iter()
+                    .filter(|e| !e.initial && only.is_none_or(|k| e.key == k))
+                    .collect();
                 let lo = live.first()?.version;
                 let hi = live.iter().map(|e| e.version).max()?;
                 let lo = s.since.map_or(lo, |since| since + 1);
@@ -568,6 +614,7 @@ mod tests {
     fn log(watcher: usize, since: Option<u64>, events: Vec<Seen>) -> WatchLog {
         WatchLog {
             watcher,
+            key: None,
             segments: vec![Segment {
                 since,
                 ready: 5,
@@ -605,6 +652,46 @@ mod tests {
             log(1, Some(1), complete()[1..].to_vec()),
         ];
         assert_eq!(check(&logs, &ops, &end, false), Vec::<String>::new());
+    }
+
+    fn key_log(watcher: usize, events: Vec<Seen>) -> WatchLog {
+        WatchLog {
+            key: Some("r/a".into()),
+            ..log(watcher, None, events)
+        }
+    }
+
+    #[test]
+    fn a_key_watcher_is_held_to_its_key() {
+        let (ops, end) = history();
+        let only_a: Vec<Seen> = complete().into_iter().filter(|e| e.key == "r/a").collect();
+        let logs = [log(0, None, complete()), key_log(2, only_a.clone())];
+        assert_eq!(check(&logs, &ops, &end, false), Vec::<String>::new());
+        // A write of its key missed; one of another key delivered; silent at the end.
+        let mut missed = only_a.clone();
+        missed.remove(0);
+        caught(&[key_log(2, missed)], &ops, &end, false, "missed");
+        let mut other = only_a.clone();
+        other.insert(1, seen("r/b", "2", 2));
+        caught(&[key_log(2, other)], &ops, &end, false, "another key");
+        let silent = only_a[..2].to_vec();
+        caught(
+            &[key_log(2, silent)],
+            &ops,
+            &end,
+            true,
+            "watching r/a alone",
+        );
+        // It never needs the sentinel, and disagrees with a tree watcher only about its key.
+        let mut tree = complete();
+        tree.remove(1);
+        let problems = check(&[key_log(2, only_a), log(0, None, tree)], &ops, &end, false);
+        assert!(
+            problems
+                .iter()
+                .all(|p| !p.contains("disagree") && !p.starts_with("watcher 2")),
+            "{problems:?}"
+        );
     }
 
     #[test]
