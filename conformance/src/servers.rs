@@ -503,6 +503,58 @@ pub struct EtcdCluster {
     pub url: String,
 }
 
+/// The ports of one cluster member whose peers reach it through proxies.
+struct ProxiedPorts {
+    /// Its client port (no proxy).
+    client: u16,
+    /// The peer ports it binds.
+    bound: Vec<u16>,
+    /// Where its peers reach each of them: the proxies' ports.
+    reached: Vec<u16>,
+}
+
+/// Starts `size` members with `proxied` peer ports each, every one behind a proxy of its own
+/// (member `i`'s proxies are `proxies[i]`, in the order of its ports), by `start`; again, with
+/// new ports, if a port was taken meanwhile.
+async fn start_behind_proxies<T>(
+    size: usize,
+    proxied: usize,
+    start: impl Fn(&[ProxiedPorts]) -> Result<T, String>,
+) -> Result<(T, Vec<Vec<crate::faults::FaultProxy>>), String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut members = Vec::with_capacity(size);
+        let mut proxies = Vec::with_capacity(size);
+        for _ in 0..size {
+            let client = free_port()?;
+            let mut ports = ProxiedPorts {
+                client,
+                bound: Vec::new(),
+                reached: Vec::new(),
+            };
+            let mut own = Vec::new();
+            for _ in 0..proxied {
+                let port = free_port()?;
+                let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let proxy = crate::faults::FaultProxy::start(target)
+                    .await
+                    .map_err(|e| format!("peer proxy: {e}"))?;
+                ports.bound.push(port);
+                ports.reached.push(proxy.addr().port());
+                own.push(proxy);
+            }
+            members.push(ports);
+            proxies.push(own);
+        }
+        match tokio::task::block_in_place(|| start(&members)) {
+            Ok(cluster) => return Ok((cluster, proxies)),
+            Err(e) if attempt < 3 && port_clash(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl EtcdCluster {
     /// Starts `size` members and waits until each is healthy (a leader is elected).
     pub fn start(size: usize) -> Result<EtcdCluster, String> {
@@ -517,28 +569,14 @@ impl EtcdCluster {
     pub async fn start_with_peer_proxies(
         size: usize,
     ) -> Result<(EtcdCluster, Vec<Vec<crate::faults::FaultProxy>>), String> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut ports = Vec::with_capacity(size);
-            let mut proxies = Vec::with_capacity(size);
-            for _ in 0..size {
-                let (client, peer) = (free_port()?, free_port()?);
-                let proxy = crate::faults::FaultProxy::start(std::net::SocketAddr::from((
-                    [127, 0, 0, 1],
-                    peer,
-                )))
-                .await
-                .map_err(|e| format!("peer proxy: {e}"))?;
-                ports.push((client, peer, proxy.addr().port()));
-                proxies.push(vec![proxy]);
-            }
-            match tokio::task::block_in_place(|| Self::start_members(&ports)) {
-                Ok(cluster) => return Ok((cluster, proxies)),
-                Err(e) if attempt < 3 && port_clash(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        start_behind_proxies(size, 1, |members| {
+            let ports: Vec<_> = members
+                .iter()
+                .map(|m| (m.client, m.bound[0], m.reached[0]))
+                .collect();
+            Self::start_members(&ports)
+        })
+        .await
     }
 
     fn start_once(size: usize) -> Result<EtcdCluster, String> {
@@ -1019,31 +1057,17 @@ impl ZooKeeperEnsemble {
     pub async fn start_with_peer_proxies(
         size: usize,
     ) -> Result<(ZooKeeperEnsemble, Vec<Vec<crate::faults::FaultProxy>>), String> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut ports = Vec::with_capacity(size);
-            let mut proxies = Vec::with_capacity(size);
-            for _ in 0..size {
-                let (client, peer, election) = (free_port()?, free_port()?, free_port()?);
-                let mut pair = Vec::new();
-                for port in [peer, election] {
-                    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                    let proxy = crate::faults::FaultProxy::start(target)
-                        .await
-                        .map_err(|e| format!("peer proxy: {e}"))?;
-                    pair.push(proxy);
-                }
-                let reached = (pair[0].addr().port(), pair[1].addr().port());
-                ports.push(((client, peer, election), reached));
-                proxies.push(pair);
-            }
-            match tokio::task::block_in_place(|| Self::start_members(&ports)) {
-                Ok(ensemble) => return Ok((ensemble, proxies)),
-                Err(e) if attempt < 3 && port_clash(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        start_behind_proxies(size, 2, |members| {
+            let ports: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    let own = (m.client, m.bound[0], m.bound[1]);
+                    (own, (m.reached[0], m.reached[1]))
+                })
+                .collect();
+            Self::start_members(&ports)
+        })
+        .await
     }
 
     fn start_once(size: usize) -> Result<ZooKeeperEnsemble, String> {

@@ -9,6 +9,26 @@ use futures::StreamExt;
 use kv_core::{Error, LockOptions, PutOptions, Store};
 use kv_zookeeper::ZooKeeperStore;
 
+/// A fault proxy in front of a server of this test's own.
+async fn proxy_to(server: &conformance::servers::Server) -> conformance::faults::FaultProxy {
+    let addr = conformance::faults::server_addr(&server.url).unwrap();
+    conformance::faults::FaultProxy::start(addr).await.unwrap()
+}
+
+/// A store opened on the server directly and one through `proxy`, both with `suffix`.
+async fn direct_and_through(
+    server: &conformance::servers::Server,
+    proxy: &conformance::faults::FaultProxy,
+    suffix: &str,
+) -> (ZooKeeperStore, ZooKeeperStore) {
+    let open = |url: String| async move { ZooKeeperStore::open(&url).await.unwrap() };
+    let direct = open(format!("{}{suffix}", server.url)).await;
+    (
+        direct,
+        open(format!("{}{suffix}", proxy.url(&server.url))).await,
+    )
+}
+
 fn skipped() -> bool {
     conformance::servers::opted_out("zookeeper", "fault tests")
 }
@@ -159,16 +179,9 @@ async fn the_server_holds_the_watch_again_after_a_reconnect() {
     let port = conformance::faults::server_addr(&server.url)
         .unwrap()
         .port();
-    let proxy = conformance::faults::FaultProxy::start(([127, 0, 0, 1], port).into())
-        .await
-        .unwrap();
+    let proxy = proxy_to(&server).await;
     let suffix = "/rearm?timeout=1s&session_timeout=6s";
-    let direct = ZooKeeperStore::open(&format!("{}{suffix}", server.url))
-        .await
-        .unwrap();
-    let proxied = ZooKeeperStore::open(&format!("{}{suffix}", proxy.url(&server.url)))
-        .await
-        .unwrap();
+    let (direct, proxied) = direct_and_through(&server, &proxy, suffix).await;
     // Watches the server holds, from `wchs` ("Total watches:N").
     let watches = || {
         conformance::servers::probe(port, b"wchs")
@@ -324,20 +337,10 @@ async fn a_cas_fails_on_a_key_deleted_and_created_again_after_its_read() {
         return;
     }
     let server = ZooKeeperProcess.start().unwrap();
-    let port = conformance::faults::server_addr(&server.url)
-        .unwrap()
-        .port();
-    let proxy = conformance::faults::FaultProxy::start(([127, 0, 0, 1], port).into())
-        .await
-        .unwrap();
+    let proxy = proxy_to(&server).await;
     for options in ["", "&layout=native"] {
         let suffix = format!("/aba{}?timeout=5s{options}", options.len());
-        let direct = ZooKeeperStore::open(&format!("{}{suffix}", server.url))
-            .await
-            .unwrap();
-        let slow = ZooKeeperStore::open(&format!("{}{suffix}", proxy.url(&server.url)))
-            .await
-            .unwrap();
+        let (direct, slow) = direct_and_through(&server, &proxy, &suffix).await;
         for round in 0..3 {
             let key = format!("k{round}");
             direct
@@ -468,19 +471,9 @@ async fn a_create_that_read_a_key_empty_fails_beside_a_value_made_after_a_reclai
     let server = ZooKeeperProcess.start().unwrap();
     let host = server.url.trim_start_matches("zookeeper://");
     let raw = zookeeper_client::Client::connect(host).await.unwrap();
-    let port = conformance::faults::server_addr(&server.url)
-        .unwrap()
-        .port();
-    let proxy = conformance::faults::FaultProxy::start(([127, 0, 0, 1], port).into())
-        .await
-        .unwrap();
+    let proxy = proxy_to(&server).await;
     let suffix = "/crossing?timeout=2s&session_timeout=3s&reclaim_after=6s";
-    let direct = ZooKeeperStore::open(&format!("{}{suffix}", server.url))
-        .await
-        .unwrap();
-    let slow = ZooKeeperStore::open(&format!("{}{suffix}", proxy.url(&server.url)))
-        .await
-        .unwrap();
+    let (direct, slow) = direct_and_through(&server, &proxy, suffix).await;
     direct
         .put("k", b"first", PutOptions::default())
         .await
