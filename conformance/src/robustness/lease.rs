@@ -1,5 +1,7 @@
 //! Lease clients: grant a lease with a TTL of a few seconds, put a key with it, read it back
-//! while holding, then revoke it or stop renewing. Their operations join the history as
+//! while holding (one time in three, where leases can be taken up by ID, after taking it up
+//! on another handle and dropping the first, as a restarted process does), then revoke it or
+//! stop renewing. Their operations join the history as
 //! ordinary operations on their own keys (`l/...`), so the linearizability checker holds them
 //! to the lease's promise:
 //! - the put, and every read while holding, are get/put operations;
@@ -35,13 +37,14 @@ pub struct Dropped {
 /// The slack on top of two TTLs for a dropped lease's key to go.
 const SLACK: Duration = Duration::from_secs(2);
 
-/// Drives one lease client on `store` until `deadline`: one lease at a time with a TTL of
-/// 2–3 s (at least the backend's minimum), held for 1–4 s. Operations go into `history`,
-/// dropped leases into `dropped`.
+/// Drives one lease client on `store` (and `other`, where it takes leases up by ID) until
+/// `deadline`: one lease at a time with a TTL of 2–3 s (at least the backend's minimum), held
+/// for 1–4 s. Operations go into `history`, dropped leases into `dropped`.
 #[allow(clippy::too_many_arguments)]
 pub async fn client(
     client: usize,
     store: Arc<dyn Store>,
+    other: Arc<dyn Store>,
     seed: u64,
     began: Instant,
     deadline: Instant,
@@ -59,7 +62,7 @@ pub async fn client(
     let mut n = 0u64;
     while Instant::now() < deadline {
         let ttl = Duration::from_millis(rng.u64(2000..3000)).max(min);
-        let lease = match store.grant(ttl).await {
+        let mut lease = match store.grant(ttl).await {
             Ok(lease) => lease,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -71,13 +74,14 @@ pub async fn client(
         let key = format!("l/c{client}-{n}");
         let value = format!("l{client}-{n}");
         let lost_at = Arc::new(AtomicU64::new(u64::MAX));
-        let watcher = {
+        let follow = |lease: &kv_core::Lease| {
             let (lost, lost_at) = (lease.lost(), lost_at.clone());
             tokio::spawn(async move {
                 lost.cancelled().await;
                 lost_at.store(at(), Ordering::SeqCst);
             })
         };
+        let mut watcher = follow(&lease);
         let start = at();
         let outcome = match store
             .put(&key, value.as_bytes(), PutOptions::default().lease(&lease))
@@ -96,6 +100,15 @@ pub async fn client(
             start,
             end: at(),
         });
+        if written && store.capabilities().attach_leases && rng.u8(0..3) == 0 {
+            // Taken up on another handle; the first stops renewing (a process restarted with
+            // the lease's ID). From now on, this lease's promise is the new handle's.
+            if let Ok(attached) = other.attach_lease(lease.id()).await {
+                watcher.abort();
+                watcher = follow(&attached);
+                drop(std::mem::replace(&mut lease, attached));
+            }
+        }
         let hold_until = Instant::now() + Duration::from_millis(rng.u64(1000..4000));
         while written && Instant::now() < hold_until.min(deadline) {
             tokio::time::sleep(Duration::from_millis(rng.u64(100..300))).await;

@@ -294,6 +294,7 @@ async fn drive(
             tasks.push(tokio::spawn(lease::client(
                 client,
                 store(n),
+                store(n + 2),
                 config.seed.wrapping_add(client as u64 * 7919),
                 began,
                 deadline,
