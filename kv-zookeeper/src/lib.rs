@@ -6,11 +6,13 @@
 //!   `ca=PATH` and `cert=PATH&key=PATH` (PEM). The base path defaults to `/kv` (never the root: `/zookeeper` is ZooKeeper's
 //!   own). With a user and password the client authenticates with the `digest` scheme and
 //!   creates every node readable and writable only by that identity.
-//! - With several members listed, each read first asks its member to catch up with the
-//!   leader (`sync`, pipelined with the read): ZooKeeper answers reads from the member's own
-//!   state, which can miss a write another client just had acknowledged. `sync_reads=false`
-//!   turns it off (faster reads that may be stale across clients), `sync_reads=true` turns it
-//!   on for a URL that names one member of an ensemble.
+//! - With several members listed, each read is preceded by a barrier that makes its member
+//!   apply every write acknowledged before (a `multi` of one `check`, a write that changes
+//!   nothing, pipelined with the read; ZooKeeper's own `sync` does not order a read on the
+//!   leader): ZooKeeper answers reads from the member's own state, which can miss a write
+//!   another client just had acknowledged. `sync_reads=false` turns it off (faster reads that
+//!   may be stale across clients), `sync_reads=true` turns it on for a URL that names one
+//!   member of an ensemble.
 //! - Each key is a directory node holding its value in a child node `=` (layout in the
 //!   `layout` module): implicit parents are never keys, a key keeps its children when its value
 //!   is deleted, and each value can be a TTL node of its own. `layout=native` keeps the value
@@ -266,6 +268,15 @@ fn connection_broke(error: &zk::Error) -> bool {
     }
 }
 
+/// True if an error of the read barrier is the server's answer (the `multi` went through the
+/// pipeline), not a lost request.
+fn is_answer(error: &zk::Error) -> bool {
+    matches!(
+        error,
+        zk::Error::BadVersion | zk::Error::NoNode | zk::Error::NoAuth | zk::Error::BadArguments(_)
+    )
+}
+
 /// The client's message for a connection that stopped answering (it carries no io::Error).
 fn names_a_silent_connection(message: &str) -> bool {
     message.contains("no response from connection")
@@ -297,21 +308,38 @@ impl Inner {
         Ok(fresh)
     }
 
-    /// Runs `reads` after asking the member the session is connected to to catch up with the
-    /// leader (`sync`). ZooKeeper answers reads from the member's own state, so without it a
-    /// read on another member than the writer's can miss an acknowledged write. The `sync` is
-    /// sent first and `reads` (not polled before) right behind it: the session's requests are
-    /// answered in order (one pipeline, no extra round trip); its answer is awaited after
-    /// theirs. Nothing more is sent without `sync_reads`.
+    /// Runs `reads` after a barrier that makes the member the session is connected to apply
+    /// every write acknowledged before it (with `sync_reads`; nothing more is sent without).
+    /// ZooKeeper answers reads from the member's own state, so without it a read can miss an
+    /// acknowledged write. ZooKeeper's `sync` is no such barrier on the leader: the leader's
+    /// commit processor does not hold a session's later reads behind a `sync` (`matchSyncs`
+    /// is false there, ZooKeeper 3.6–3.9), so a read on the leader can miss a write that a
+    /// follower already applied and another client already read (the robustness runs caught
+    /// one, 5 ms apart). A write is: every member holds a session's later requests until its
+    /// writes are applied, and applies writes in zxid order. So the barrier is a `multi` of one
+    /// `check` of `/` (any version), proposed and committed like any write and changing
+    /// nothing; only its answer matters, not its outcome. It is sent first and `reads` (not
+    /// polled before) right behind it, in the session's one pipeline; its answer is awaited
+    /// after theirs. It costs a write per read: `sync_reads=false` trades it for reads that
+    /// may be stale across clients.
     pub async fn caught_up<T>(
         &self,
         client: &zk::Client,
         reads: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let synced = self.sync_reads.then(|| client.sync("/"));
+        let barrier = self.sync_reads.then(|| {
+            let mut multi = client.new_multi_writer();
+            // `/` always exists; whatever the check answers, the multi went through the log.
+            let _ = multi.add_check_version("/", -1);
+            multi.commit()
+        });
         let value = reads.await?;
-        if let Some(synced) = synced {
-            synced.await.map_err(|e| map_error("sync", e))?;
+        if let Some(barrier) = barrier {
+            match barrier.await.map_err(zk::Error::from) {
+                Ok(_) => {}
+                Err(error) if is_answer(&error) => {}
+                Err(error) => return Err(map_error("sync", error)),
+            }
         }
         Ok(value)
     }
