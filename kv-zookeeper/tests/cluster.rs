@@ -233,3 +233,42 @@ async fn a_condition_is_checked_against_the_leaders_state() {
     }
     assert_eq!(refused, 0, "CASes refused by a member behind the leader");
 }
+
+/// A read on the leader is ordered behind a write, not a `sync`: ZooKeeper's leader does not
+/// hold a session's reads behind its `sync` (its commit processor runs with `matchSyncs` off),
+/// so a read there could miss a write a follower had applied and another client had read (the
+/// robustness runs caught one, 5 ms apart; too narrow a window to stage here). The barrier is a
+/// `multi` of one `check`, which goes through the log: each read on an ensemble advances the
+/// zxid, and none does with `sync_reads=false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_the_leader_waits_behind_a_write_barrier() {
+    let Some(ensemble) = ensemble() else { return };
+    let leader = ensemble.leader().expect("a leader");
+    let port = conformance::faults::server_addr(&ensemble.members[leader].url)
+        .unwrap()
+        .port();
+    let zxid = || {
+        let srvr = conformance::servers::probe(port, b"srvr").expect("srvr");
+        let hex = srvr
+            .lines()
+            .find_map(|l| l.strip_prefix("Zxid: 0x"))
+            .expect("a Zxid line");
+        u64::from_str_radix(hex.trim(), 16).unwrap()
+    };
+    let on_leader = &ensemble.members[leader].url;
+    for (barrier, options) in [(true, "sync_reads=true"), (false, "sync_reads=false")] {
+        let store = ZooKeeperStore::open(&format!("{on_leader}/barrier?timeout=2s&{options}"))
+            .await
+            .unwrap();
+        store.put("k", b"v", PutOptions::default()).await.unwrap();
+        let before = zxid();
+        for _ in 0..20 {
+            assert_eq!(&store.get("k").await.unwrap().unwrap().value[..], b"v");
+        }
+        let advanced = zxid() - before;
+        match barrier {
+            true => assert!(advanced >= 20, "20 reads, zxid +{advanced}"),
+            false => assert_eq!(advanced, 0, "20 reads without the barrier"),
+        }
+    }
+}
