@@ -57,24 +57,27 @@ pub(crate) async fn start(
 
 impl Watcher {
     /// Everything the watch covers, read now, as events against what was delivered.
+    ///
+    /// A key gone since is deleted at its last version + 1: ZooKeeper before 3.9 does not say
+    /// a delete's zxid, and that is at most the delete's and below any later write's to the
+    /// key. (The newest version read + 1, used before, can be the key's next write's: the
+    /// robustness runs saw `r/k0` deleted at 14244, then put at 14244.)
     async fn resync(&mut self) -> Result<Vec<WatchEvent>> {
-        let (current, newest) = if self.recurse {
+        let current = if self.recurse {
             let walk = crate::tree::walk(&self.inner, &self.client, &self.target).await?;
-            let newest = walk.values.iter().map(|n| n.stat.mzxid).max().unwrap_or(0);
-            (walk.live(), newest)
+            walk.live()
         } else {
             let state = self.inner.read_key(&self.client, &self.target).await?;
-            let newest = state.nodes.iter().map(|n| n.stat.mzxid).max().unwrap_or(0);
             let live = state
                 .live()
                 .map(|n| (Key::from_normalized(&self.target), n.clone()));
-            (live.into_iter().collect(), newest)
+            live.into_iter().collect()
         };
         let current: BTreeMap<Key, Observed> = current
             .into_iter()
             .map(|(key, node)| (key, observed(&node)))
             .collect();
-        Ok(self.view.replace_all(current, version_of(newest) + 1))
+        Ok(self.view.replace_all(current, 0))
     }
 
     /// The event for one value node that changed, after re-reading its key.

@@ -562,3 +562,68 @@ async fn a_cas_on_its_own_write_fails_once_the_key_was_made_again() {
         Err(Error::Conflict { .. })
     ));
 }
+
+/// A key deleted while a watch was disconnected is reported deleted at a version its next
+/// write cannot have: ZooKeeper before 3.9 does not say a delete's zxid, and the resync after
+/// the reconnect used "the newest version read + 1", which the key's next write can get (the
+/// deep run saw `r/k0` deleted at 14244, then put at 14244). The key's last version + 1 is at
+/// most the delete's zxid and below any later write's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_found_by_a_resync_is_never_at_the_next_writes_version() {
+    use kv_core::{EventKind, WatchOptions};
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let proxy = proxy_to(&server).await;
+    let suffix = "/resync?timeout=1s&session_timeout=6s";
+    let (direct, watching) = direct_and_through(&server, &proxy, suffix).await;
+    direct.put("a", b"1", PutOptions::default()).await.unwrap();
+    let mut events = watching
+        .watch_tree("", WatchOptions::default())
+        .await
+        .unwrap();
+    async fn next(events: &mut kv_core::WatchStream) -> kv_core::WatchEvent {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next());
+        event
+            .await
+            .expect("an event in time")
+            .expect("open")
+            .unwrap()
+    }
+    let first = next(&mut events).await;
+    assert_eq!(
+        first.version,
+        direct.get("a").await.unwrap().unwrap().version
+    );
+    // Cut the watch off, delete `a` and write `b` (the newest version a resync reads), let
+    // the watch resync, then write `a` again: the next version after `b`'s.
+    proxy.hold();
+    assert!(direct.delete("a").await.unwrap());
+    let b = direct.put("b", b"2", PutOptions::default()).await.unwrap();
+    proxy.drop_connections();
+    proxy.heal();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = next(&mut events).await;
+        seen.push((event.key.as_str().to_owned(), event.kind, event.version));
+    }
+    // A create straight away (a plain put would first try a `setData`, whose failure takes a
+    // zxid of its own).
+    let absent = kv_core::Precondition::MustNotExist;
+    let a = direct.atomic_put("a", b"3", absent, PutOptions::default());
+    let a = a.await.unwrap();
+    assert_eq!(a, b + 1, "no other write between: the case of the deep run");
+    loop {
+        let event = next(&mut events).await;
+        seen.push((event.key.as_str().to_owned(), event.kind, event.version));
+        if event.key.as_str() == "a" && event.kind == EventKind::Put {
+            break;
+        }
+    }
+    let of_a: Vec<u64> = seen.iter().filter(|e| e.0 == "a").map(|e| e.2).collect();
+    assert!(
+        of_a.windows(2).all(|w| w[0] < w[1]),
+        "versions of `a` must increase: {seen:?}"
+    );
+}
