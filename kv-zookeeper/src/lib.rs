@@ -562,7 +562,34 @@ impl Store for ZooKeeperStore {
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let prefix = self.inner.closed.prefix(prefix)?;
         let client = self.inner.client().await?;
-        tree::delete(&self.inner, &client, prefix).await
+        tree::delete(&self.inner, &client, prefix, true).await
+    }
+
+    /// Every key, the guards deletes leave for the reclaimer (epoch nodes; the native layout's
+    /// hollow nodes and markers) and the emptied lock directory: nothing of this store stays.
+    async fn purge(&self) -> Result<()> {
+        self.inner.closed.check_open()?;
+        let client = self.inner.client().await?;
+        tree::delete(&self.inner, &client, "", false).await?;
+        let layout = &self.inner.layout;
+        let markers = self
+            .inner
+            .call("purge", client.list_children(&layout.hollow_dir()))
+            .await
+            .unwrap_or_default();
+        let deletes = markers
+            .iter()
+            .map(|name| client.delete(&format!("{}/{name}", layout.hollow_dir()), None))
+            .collect::<Vec<_>>();
+        let _ = tokio::time::timeout(self.inner.timeout, futures::future::join_all(deletes)).await;
+        for dir in [
+            layout.hollow_dir(),
+            layout.locks(),
+            layout.base().to_owned(),
+        ] {
+            let _ = timed_raw("purge", self.inner.timeout, client.delete(&dir, None)).await;
+        }
+        Ok(())
     }
 
     async fn atomic_put(

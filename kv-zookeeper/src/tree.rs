@@ -381,14 +381,27 @@ async fn holding_keys(
 /// is no race: ZooKeeper's container reaper removes emptied directories on its own schedule
 /// (at most `znode.container.maxPerMinute`, 10,000 by default), so the walk keeps finding
 /// empty ones that vanish before the `multi` runs; such a batch is redone node by node.
-pub(crate) async fn delete(inner: &Inner, client: &zk::Client, prefix: &str) -> Result<u64> {
+///
+/// With `guards`, each key's epoch node stays for the reclaimer (a write in flight may check
+/// it), and so do its directory and the ones above it; without (`purge`, for a namespace
+/// nobody else uses), they go too.
+pub(crate) async fn delete(
+    inner: &Inner,
+    client: &zk::Client,
+    prefix: &str,
+    guards: bool,
+) -> Result<u64> {
     let mut removed = 0u64;
     for _ in 0..8 {
         let walk = walk(inner, client, prefix).await?;
-        let doomed_values: Vec<String> = walk.values.iter().map(|n| n.path.clone()).collect();
-        // A key's epoch node stays for the reclaimer (a write in flight may check it), and
-        // so do its directory and the directories above it.
-        let pinned: Vec<String> = walk.epochs.iter().cloned().collect();
+        let mut doomed_values: Vec<String> = walk.values.iter().map(|n| n.path.clone()).collect();
+        let pinned: Vec<String> = match guards {
+            true => walk.epochs.iter().cloned().collect(),
+            false => {
+                doomed_values.extend(walk.epochs.iter().map(|d| format!("{d}/{EPOCH}")));
+                Vec::new()
+            }
+        };
         let mut kept: HashSet<&str> = HashSet::new();
         for dir in &pinned {
             let mut at = dir.as_str();

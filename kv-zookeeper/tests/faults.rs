@@ -627,3 +627,44 @@ async fn a_delete_found_by_a_resync_is_never_at_the_next_writes_version() {
         "versions of `a` must increase: {seen:?}"
     );
 }
+
+/// `purge` (throwaway namespaces: tests, `kvctl check`) leaves no node of the store behind: not
+/// the guards deletes leave for the reclaimer (epoch nodes; the native layout's hollow nodes
+/// and their markers), which no reclaimer would collect once the handle is gone.
+#[tokio::test]
+async fn purge_leaves_no_node_behind() {
+    if skipped() {
+        return;
+    }
+    let server = ZooKeeperProcess.start().unwrap();
+    let host = server.url.trim_start_matches("zookeeper://");
+    let raw = zookeeper_client::Client::connect(host).await.unwrap();
+    for (base, options) in [("/purged", ""), ("/purged-native", "?layout=native")] {
+        let store = ZooKeeperStore::open(&format!("{}{base}{options}", server.url))
+            .await
+            .unwrap();
+        for key in ["a/b", "a", "x", "y/z"] {
+            store.put(key, b"v", PutOptions::default()).await.unwrap();
+        }
+        assert!(store.delete("a").await.unwrap() && store.delete("x").await.unwrap());
+        let guard = LockOptions::default().ttl(Duration::from_secs(5));
+        drop(
+            store
+                .new_lock("y", guard)
+                .await
+                .unwrap()
+                .acquire()
+                .await
+                .unwrap(),
+        );
+        assert!(!tree(&raw, base).await.is_empty());
+        store.purge().await.unwrap();
+        assert_eq!(tree(&raw, base).await, Vec::<String>::new(), "{options}");
+        for leftover in [format!("{base}!kv"), format!("{base}!kv-hollow")] {
+            assert!(
+                raw.check_stat(&leftover).await.unwrap().is_none(),
+                "{leftover}"
+            );
+        }
+    }
+}
