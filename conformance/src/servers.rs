@@ -503,14 +503,35 @@ pub struct EtcdCluster {
     pub url: String,
 }
 
-/// The ports of one cluster member whose peers reach it through proxies.
-struct ProxiedPorts {
-    /// Its client port (no proxy).
+/// The ports of one cluster member: its client port, the peer ports it binds, and where its
+/// peers reach each of them (the same ports, or the ports of proxies in front of them).
+struct MemberPorts {
+    /// Its client port (never behind a proxy).
     client: u16,
     /// The peer ports it binds.
     bound: Vec<u16>,
-    /// Where its peers reach each of them: the proxies' ports.
+    /// Where its peers reach each of them.
     reached: Vec<u16>,
+}
+
+impl MemberPorts {
+    /// Free ports for a member with `peer_ports` peer ports, reached directly.
+    fn direct(peer_ports: usize) -> Result<MemberPorts, String> {
+        let client = free_port()?;
+        let bound = (0..peer_ports)
+            .map(|_| free_port())
+            .collect::<Result<Vec<u16>, String>>()?;
+        Ok(MemberPorts {
+            client,
+            reached: bound.clone(),
+            bound,
+        })
+    }
+
+    /// Free ports for each of `size` members.
+    fn for_members(size: usize, peer_ports: usize) -> Result<Vec<MemberPorts>, String> {
+        (0..size).map(|_| MemberPorts::direct(peer_ports)).collect()
+    }
 }
 
 /// Starts `size` members with `proxied` peer ports each, every one behind a proxy of its own
@@ -519,32 +540,23 @@ struct ProxiedPorts {
 async fn start_behind_proxies<T>(
     size: usize,
     proxied: usize,
-    start: impl Fn(&[ProxiedPorts]) -> Result<T, String>,
+    start: impl Fn(&[MemberPorts]) -> Result<T, String>,
 ) -> Result<(T, Vec<Vec<crate::faults::FaultProxy>>), String> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut members = Vec::with_capacity(size);
+        let mut members = MemberPorts::for_members(size, proxied)?;
         let mut proxies = Vec::with_capacity(size);
-        for _ in 0..size {
-            let client = free_port()?;
-            let mut ports = ProxiedPorts {
-                client,
-                bound: Vec::new(),
-                reached: Vec::new(),
-            };
+        for ports in &mut members {
             let mut own = Vec::new();
-            for _ in 0..proxied {
-                let port = free_port()?;
-                let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            for (port, reached) in ports.bound.iter().zip(&mut ports.reached) {
+                let target = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
                 let proxy = crate::faults::FaultProxy::start(target)
                     .await
                     .map_err(|e| format!("peer proxy: {e}"))?;
-                ports.bound.push(port);
-                ports.reached.push(proxy.addr().port());
+                *reached = proxy.addr().port();
                 own.push(proxy);
             }
-            members.push(ports);
             proxies.push(own);
         }
         match tokio::task::block_in_place(|| start(&members)) {
@@ -569,45 +581,33 @@ impl EtcdCluster {
     pub async fn start_with_peer_proxies(
         size: usize,
     ) -> Result<(EtcdCluster, Vec<Vec<crate::faults::FaultProxy>>), String> {
-        start_behind_proxies(size, 1, |members| {
-            let ports: Vec<_> = members
-                .iter()
-                .map(|m| (m.client, m.bound[0], m.reached[0]))
-                .collect();
-            Self::start_members(&ports)
-        })
-        .await
+        start_behind_proxies(size, 1, Self::start_members).await
     }
 
     fn start_once(size: usize) -> Result<EtcdCluster, String> {
-        let mut ports = Vec::with_capacity(size);
-        for _ in 0..size {
-            let (client, peer) = (free_port()?, free_port()?);
-            ports.push((client, peer, peer));
-        }
-        Self::start_members(&ports)
+        Self::start_members(&MemberPorts::for_members(size, 1)?)
     }
 
-    /// Starts a member per (client port, peer port, port its peers reach it at).
-    fn start_members(ports: &[(u16, u16, u16)]) -> Result<EtcdCluster, String> {
+    /// Starts a member per [`MemberPorts`] (one peer port each).
+    fn start_members(ports: &[MemberPorts]) -> Result<EtcdCluster, String> {
         let binary = find_binary("etcd", "apt-get install etcd-server")?;
         let size = ports.len();
         let initial = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, _, advertised))| format!("m{i}=http://127.0.0.1:{advertised}"))
+            .map(|(i, m)| format!("m{i}=http://127.0.0.1:{}", m.reached[0]))
             .collect::<Vec<_>>()
             .join(",");
         // One token for the whole cluster, unique to it.
-        let token = format!("kvtest-{}", ports[0].0);
+        let token = format!("kvtest-{}", ports[0].client);
         let mut started = Vec::with_capacity(size);
-        for (i, (client, peer, advertised)) in ports.iter().enumerate() {
+        for (i, member) in ports.iter().enumerate() {
             let dir = server_dir("etcd-member")?;
             let mut args = etcd_member_args(
                 &format!("m{i}"),
                 &dir,
-                *client,
-                (*peer, *advertised),
+                member.client,
+                (member.bound[0], member.reached[0]),
                 &initial,
             );
             args.extend([
@@ -617,7 +617,7 @@ impl EtcdCluster {
                 token.clone(),
             ]);
             let lifeline = spawn_tied(&binary, &args, &dir)?;
-            started.push((lifeline, *client, dir));
+            started.push((lifeline, member.client, dir));
         }
         let mut members = Vec::with_capacity(size);
         for (lifeline, client, dir) in started {
@@ -634,7 +634,7 @@ impl EtcdCluster {
         }
         let hosts = ports
             .iter()
-            .map(|(client, _, _)| format!("127.0.0.1:{client}"))
+            .map(|m| format!("127.0.0.1:{}", m.client))
             .collect::<Vec<_>>()
             .join(",");
         Ok(EtcdCluster {
@@ -1057,32 +1057,15 @@ impl ZooKeeperEnsemble {
     pub async fn start_with_peer_proxies(
         size: usize,
     ) -> Result<(ZooKeeperEnsemble, Vec<Vec<crate::faults::FaultProxy>>), String> {
-        start_behind_proxies(size, 2, |members| {
-            let ports: Vec<_> = members
-                .iter()
-                .map(|m| {
-                    let own = (m.client, m.bound[0], m.bound[1]);
-                    (own, (m.reached[0], m.reached[1]))
-                })
-                .collect();
-            Self::start_members(&ports)
-        })
-        .await
+        start_behind_proxies(size, 2, Self::start_members).await
     }
 
     fn start_once(size: usize) -> Result<ZooKeeperEnsemble, String> {
-        let mut ports = Vec::with_capacity(size);
-        for _ in 0..size {
-            let (client, peer, election) = (free_port()?, free_port()?, free_port()?);
-            ports.push(((client, peer, election), (peer, election)));
-        }
-        Self::start_members(&ports)
+        Self::start_members(&MemberPorts::for_members(size, 2)?)
     }
 
-    /// Starts a member per ((client, quorum, election) ports it binds, (quorum, election)
-    /// ports its peers reach it at).
-    #[allow(clippy::type_complexity)]
-    fn start_members(ports: &[((u16, u16, u16), (u16, u16))]) -> Result<ZooKeeperEnsemble, String> {
+    /// Starts a member per [`MemberPorts`] (peer ports: quorum, then election).
+    fn start_members(ports: &[MemberPorts]) -> Result<ZooKeeperEnsemble, String> {
         let java = zookeeper_java()?;
         let size = ports.len();
         // Member `me`'s view of the ensemble: its own ports, the others' as reached.
@@ -1090,22 +1073,23 @@ impl ZooKeeperEnsemble {
             ports
                 .iter()
                 .enumerate()
-                .map(
-                    |(i, ((client, peer, election), (reached_peer, reached_election)))| {
-                        let (peer, election) = match i == me {
-                            true => (*peer, *election),
-                            false => (*reached_peer, *reached_election),
-                        };
-                        format!(
-                            "server.{}=127.0.0.1:{peer}:{election};127.0.0.1:{client}\n",
-                            i + 1
-                        )
-                    },
-                )
+                .map(|(i, member)| {
+                    let peer = match i == me {
+                        true => &member.bound,
+                        false => &member.reached,
+                    };
+                    format!(
+                        "server.{}=127.0.0.1:{}:{};127.0.0.1:{}\n",
+                        i + 1,
+                        peer[0],
+                        peer[1],
+                        member.client
+                    )
+                })
                 .collect()
         };
         let mut started = Vec::with_capacity(size);
-        for (i, ((client, _, _), _)) in ports.iter().enumerate() {
+        for (i, member) in ports.iter().enumerate() {
             let dir = server_dir("zookeeper-member")?;
             let data = dir.join("data");
             std::fs::create_dir_all(&data)
@@ -1114,11 +1098,11 @@ impl ZooKeeperEnsemble {
             let lifeline = spawn_zookeeper(
                 &java,
                 &dir,
-                *client,
+                member.client,
                 &format!("initLimit=20\nsyncLimit=10\n{}", servers(i)),
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",
             )?;
-            started.push((lifeline, *client, dir));
+            started.push((lifeline, member.client, dir));
         }
         let mut members = Vec::with_capacity(size);
         for (lifeline, client, dir) in started {
@@ -1135,7 +1119,7 @@ impl ZooKeeperEnsemble {
         }
         let hosts = ports
             .iter()
-            .map(|((client, _, _), _)| format!("127.0.0.1:{client}"))
+            .map(|m| format!("127.0.0.1:{}", m.client))
             .collect::<Vec<_>>()
             .join(",");
         Ok(ZooKeeperEnsemble {

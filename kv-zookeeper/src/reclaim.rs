@@ -102,6 +102,12 @@ impl Reclaimer {
         }
     }
 
+    /// Keys observed empty: they wait their turn.
+    fn wait_for(&self, seen: Vec<Seen>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.seen.extend(seen);
+    }
+
     fn next_due(&self) -> Option<Instant> {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         queue.seen.front().map(|s| s.due)
@@ -146,20 +152,13 @@ async fn round(inner: &Inner) {
         return;
     };
     let seen = observe(inner, &client, &fresh).await;
-    {
-        let mut queue = inner
-            .reclaimer
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let kept: HashSet<&str> = seen.iter().map(|s| s.key.as_str()).collect();
-        for key in &fresh {
-            if !kept.contains(key.as_str()) {
-                queue.queued.remove(key);
-            }
-        }
-        queue.seen.extend(seen);
-    }
+    let kept: HashSet<&str> = seen.iter().map(|s| s.key.as_str()).collect();
+    let dropped = fresh
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !kept.contains(k));
+    inner.reclaimer.done(dropped);
+    inner.reclaimer.wait_for(seen);
     let reclaimed = futures::future::join_all(due.iter().map(|s| reclaim(inner, &client, s)));
     reclaimed.await;
     inner.reclaimer.done(due.iter().map(|s| s.key.as_str()));

@@ -322,7 +322,7 @@ impl Inner {
             }
             // Changed since: the read below tells a conflict from a success.
         }
-        if precondition.is_none() && ttl.is_none() && lease.is_none() {
+        if precondition.is_none() && permanent {
             match timed_raw("put", self.timeout, client.set_data(&target, &data, None)).await? {
                 Ok(stat) => return Ok(version_of(stat.mzxid)),
                 Err(zk::Error::NoNode) => {}

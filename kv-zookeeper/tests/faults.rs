@@ -9,6 +9,12 @@ use futures::StreamExt;
 use kv_core::{Error, LockOptions, PutOptions, Store};
 use kv_zookeeper::ZooKeeperStore;
 
+/// ZooKeeper's own client on a server of this test's own, to look at the nodes kv leaves.
+async fn raw_client(server: &conformance::servers::Server) -> zookeeper_client::Client {
+    let host = server.url.trim_start_matches("zookeeper://");
+    zookeeper_client::Client::connect(host).await.unwrap()
+}
+
 /// A fault proxy in front of a server of this test's own.
 async fn proxy_to(server: &conformance::servers::Server) -> conformance::faults::FaultProxy {
     let addr = conformance::faults::server_addr(&server.url).unwrap();
@@ -123,9 +129,7 @@ async fn a_write_the_server_refuses_leaves_nothing_behind() {
         store.list_children("").await.unwrap().is_empty(),
         "no directory left behind"
     );
-    let raw = zookeeper_client::Client::connect(server.url.trim_start_matches("zookeeper://"))
-        .await
-        .unwrap();
+    let raw = raw_client(&server).await;
     assert_eq!(
         raw.list_children("/oversize").await.unwrap(),
         Vec::<String>::new(),
@@ -405,8 +409,7 @@ async fn emptied_keys_are_reclaimed_after_reclaim_after() {
         return;
     }
     let server = ZooKeeperProcess.start().unwrap();
-    let host = server.url.trim_start_matches("zookeeper://");
-    let raw = zookeeper_client::Client::connect(host).await.unwrap();
+    let raw = raw_client(&server).await;
     assert!(matches!(
         ZooKeeperStore::open(&format!(
             "{}/r?timeout=1s&session_timeout=2s&reclaim_after=2s",
@@ -469,8 +472,7 @@ async fn a_create_that_read_a_key_empty_fails_beside_a_value_made_after_a_reclai
         return;
     }
     let server = ZooKeeperProcess.start().unwrap();
-    let host = server.url.trim_start_matches("zookeeper://");
-    let raw = zookeeper_client::Client::connect(host).await.unwrap();
+    let raw = raw_client(&server).await;
     let proxy = proxy_to(&server).await;
     let suffix = "/crossing?timeout=2s&session_timeout=3s&reclaim_after=6s";
     let (direct, slow) = direct_and_through(&server, &proxy, suffix).await;
@@ -637,8 +639,7 @@ async fn purge_leaves_no_node_behind() {
         return;
     }
     let server = ZooKeeperProcess.start().unwrap();
-    let host = server.url.trim_start_matches("zookeeper://");
-    let raw = zookeeper_client::Client::connect(host).await.unwrap();
+    let raw = raw_client(&server).await;
     for (base, options) in [("/purged", ""), ("/purged-native", "?layout=native")] {
         let store = ZooKeeperStore::open(&format!("{}{base}{options}", server.url))
             .await

@@ -193,6 +193,25 @@ where
     drive(kind, stores, config, Some(&target), Some(children)).await
 }
 
+/// Waits until a watcher's log says `delivered` or that it ended, or until the liveness bound
+/// has passed since `written`.
+async fn delivered_within(
+    log: &Mutex<watch::WatchLog>,
+    written: Instant,
+    delivered: impl Fn(&watch::WatchLog) -> bool,
+) {
+    loop {
+        let done = {
+            let log = log.lock().unwrap_or_else(|p| p.into_inner());
+            log.ended.is_some() || delivered(&log)
+        };
+        if done || written.elapsed() > watch::LIVENESS_BOUND {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every `127.0.0.1:port` in a store URL.
 fn hosts(url: &str) -> Vec<std::net::SocketAddr> {
     url.split("127.0.0.1:")
@@ -428,19 +447,11 @@ async fn drive(
         if log.lock().unwrap_or_else(|p| p.into_inner()).key.is_some() {
             continue;
         }
-        loop {
-            let done = {
-                let log = log.lock().unwrap_or_else(|p| p.into_inner());
-                log.ended.is_some()
-                    || log
-                        .events()
-                        .any(|e| Some(e.version) == end.sentinel && e.key == watch::SENTINEL)
-            };
-            if done || written.elapsed() > watch::LIVENESS_BOUND {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        delivered_within(log, written, |log| {
+            log.events()
+                .any(|e| Some(e.version) == end.sentinel && e.key == watch::SENTINEL)
+        })
+        .await;
         watch_lag = watch_lag.max(written.elapsed());
     }
     let mut final_keys: Vec<String> = history
@@ -477,18 +488,11 @@ async fn drive(
     }
     // Key watchers: until they delivered their key's final state, within the same bound.
     for (log, _) in &watchers {
-        loop {
-            let done = {
-                let log = log.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(key) = &log.key else { break };
-                let state = end.state.get(key).cloned().unwrap_or_default();
-                log.ended.is_some() || log.agrees(key, &state)
-            };
-            if done || written.elapsed() > watch::LIVENESS_BOUND {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        delivered_within(log, written, |log| match &log.key {
+            Some(key) => log.agrees(key, &end.state.get(key).cloned().unwrap_or_default()),
+            None => true,
+        })
+        .await;
     }
     let _ = stop_watching.send(true);
     let mut logs = Vec::new();
