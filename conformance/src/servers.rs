@@ -274,7 +274,8 @@ pub fn find_binary(binary: &str, install: &str) -> Result<PathBuf, String> {
 /// our end of a pipe and kills the server (and removes `dir`) when that pipe closes, which
 /// happens when this process exits, however it exits. Meanwhile it takes commands on the pipe,
 /// one per line: `kill` (SIGKILL), `start` (again, same arguments), `pause` (SIGSTOP),
-/// `resume` (SIGCONT); see [`Server::controlled`].
+/// `resume` (SIGCONT); see [`Server::controlled`]. With `KV_KEEP_SERVER_LOGS=DIR` the server's
+/// log is copied into DIR before `dir` goes.
 pub fn spawn_tied(program: &Path, args: &[String], dir: &Path) -> Result<ChildStdin, String> {
     let log = dir.join("server.log");
     let script = r#"dir=$1; log=$2; shift 2
@@ -289,6 +290,7 @@ while read -r command; do
   esac
 done
 kill -CONT "$pid" 2>/dev/null; kill "$pid" 2>/dev/null; sleep 0.2; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+if [ -n "$KV_KEEP_SERVER_LOGS" ]; then cp "$log" "$KV_KEEP_SERVER_LOGS/${dir##*/}.log"; fi
 rm -rf "$dir""#;
     let mut child = Command::new("sh")
         .env("PID_FILE", PID_FILE)
@@ -385,8 +387,15 @@ pub fn with_port_retries<T>(mut start: impl FnMut() -> Result<T, String>) -> Res
     }
 }
 
-/// Sends `request` to 127.0.0.1:`port` and returns what comes back (up to 64 KiB, 1 s timeouts).
+/// Sends `request` to 127.0.0.1:`port` and returns what comes back (up to 64 KiB, 1 s timeouts;
+/// a `PING` ends at its answer, anything else when the server closes).
 pub fn probe(port: u16, request: &[u8]) -> Option<String> {
+    let ping = request.starts_with(b"PING");
+    probe_until(port, request, |answer| ping && !answer.is_empty())
+}
+
+/// [`probe`] that returns as soon as `complete` says the answer so far is whole.
+pub fn probe_until(port: u16, request: &[u8], complete: impl Fn(&[u8]) -> bool) -> Option<String> {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
@@ -401,7 +410,7 @@ pub fn probe(port: u16, request: &[u8]) -> Option<String> {
             Ok(0) | Err(_) => break,
             Ok(n) => filled += n,
         }
-        if request.starts_with(b"PING") && filled > 0 {
+        if complete(&buffer[..filled]) {
             break;
         }
     }
@@ -772,16 +781,21 @@ impl RedisSentinelGroup {
         for _ in 0..=replicas {
             let dir = server_dir("redis-node")?;
             let port = free_port()?;
-            let mut args = redis_args(port, &dir, true);
+            // A config file, as deployments have: the Sentinels rewrite it (`CONFIG REWRITE`)
+            // when they make a node a primary or a replica, so that a restart keeps its role.
+            let config = dir.join("redis.conf");
+            let mut lines = format!(
+                "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly yes\ndir {}\n",
+                dir.display()
+            );
             if let Some(primary) = primary {
-                args.extend([
-                    "--replicaof".into(),
-                    "127.0.0.1".into(),
-                    format!("{primary}"),
-                ]);
+                lines.push_str(&format!("replicaof 127.0.0.1 {primary}\n"));
                 replica_dirs.push((port, dir.clone()));
             }
+            std::fs::write(&config, lines)
+                .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
             primary.get_or_insert(port);
+            let args = [config.to_string_lossy().into_owned()];
             let lifeline = spawn_tied(&binary, &args, &dir)?;
             wait_ready("redis node", &dir, Duration::from_secs(30), || {
                 ready("redis", port)
@@ -856,10 +870,10 @@ impl RedisSentinelGroup {
     /// The index in `nodes` of the node the Sentinels name as the primary now (asking each
     /// Sentinel until one answers).
     pub fn primary(&self) -> Option<usize> {
-        let request = format!("SENTINEL get-master-addr-by-name {SENTINEL_SERVICE}\r\nQUIT\r\n");
+        let request = format!("SENTINEL get-master-addr-by-name {SENTINEL_SERVICE}\r\n");
         let port = self.sentinels.iter().find_map(|sentinel| {
             let sentinel = crate::faults::server_addr(&sentinel.url)?.port();
-            let answer = probe(sentinel, request.as_bytes())?;
+            let answer = probe_until(sentinel, request.as_bytes(), whole_array)?;
             // *2 $9 127.0.0.1 $5 PORT
             answer.split("\r\n").nth(4).map(str::to_owned)
         })?;
@@ -869,10 +883,52 @@ impl RedisSentinelGroup {
     }
 }
 
+impl RedisSentinelGroup {
+    /// True when every node is up and in sync: the primary the Sentinels name reports every
+    /// other node as a replica that finished its sync (`state=online`).
+    pub fn in_sync(&self) -> bool {
+        let Some(primary) = self.primary() else {
+            return false;
+        };
+        let Some(port) = crate::faults::server_addr(&self.nodes[primary].url).map(|a| a.port())
+        else {
+            return false;
+        };
+        let Some(info) = probe(port, b"INFO replication\r\nQUIT\r\n") else {
+            return false;
+        };
+        info.contains("role:master") && info.matches("state=online").count() == self.nodes.len() - 1
+    }
+}
+
+impl crate::robustness::Cluster for RedisSentinelGroup {
+    fn leader(&self) -> Option<usize> {
+        self.primary()
+    }
+
+    fn may_lose_a_member(&self) -> bool {
+        self.in_sync()
+    }
+}
+
+/// True once `answer` holds a whole RESP array of bulk strings (`*N`, then N `$len` lines and
+/// their values) or a null one: a Sentinel does not close the connection on `QUIT`.
+fn whole_array(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some(header) = text.strip_prefix('*').and_then(|t| t.split("\r\n").next()) else {
+        return false;
+    };
+    match header.parse::<i64>() {
+        Ok(n) if n < 0 => text.contains("\r\n"),
+        Ok(n) => text.matches("\r\n").count() as i64 > 2 * n,
+        Err(_) => false,
+    }
+}
+
 /// A field of `SENTINEL master` [`SENTINEL_SERVICE`] as a Sentinel on `port` reports it.
 fn sentinel_master_field(port: u16, field: &str) -> Option<String> {
-    let request = format!("SENTINEL master {SENTINEL_SERVICE}\r\nQUIT\r\n");
-    let answer = probe(port, request.as_bytes())?;
+    let request = format!("SENTINEL master {SENTINEL_SERVICE}\r\n");
+    let answer = probe_until(port, request.as_bytes(), whole_array)?;
     let lines: Vec<&str> = answer.split("\r\n").collect();
     let at = lines.iter().position(|line| *line == field)?;
     lines.get(at + 2).map(|value| (*value).to_owned())

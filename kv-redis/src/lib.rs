@@ -269,7 +269,7 @@ impl Inner {
             read.arg("v");
         }
         read.arg("ver").arg("exp");
-        let mut fields: Vec<Option<Vec<u8>>> = self.run(operation, read).await?;
+        let mut fields: Vec<Option<Vec<u8>>> = self.read(operation, read).await?;
         let number = |field: Option<Vec<u8>>| -> Option<u64> {
             std::str::from_utf8(field.as_deref()?).ok()?.parse().ok()
         };

@@ -137,7 +137,7 @@ impl Lock for RedisLock {
         );
         let (token, value): (Option<u64>, Option<Vec<u8>>) = self
             .inner
-            .run(
+            .read(
                 "lock holder",
                 redis::cmd("HMGET").arg(lock_key).arg("t").arg("v").clone(),
             )

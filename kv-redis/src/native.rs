@@ -254,7 +254,7 @@ impl Inner {
                 .arg(BATCH)
                 .arg("TYPE")
                 .arg("string");
-            let (next, found): (u64, Vec<String>) = self.run("list", cmd).await?;
+            let (next, found): (u64, Vec<String>) = self.read("list", cmd).await?;
             names.extend(found.into_iter().filter(|n| native.key_of(n).is_some()));
             if next == 0 {
                 break;
@@ -274,7 +274,7 @@ impl Inner {
     pub async fn native_exists(&self, key: &str) -> Result<bool> {
         self.native().check(key)?;
         let cmd = redis::cmd("EXISTS").arg(self.native().name(key)).clone();
-        Ok(self.run::<i64>("exists", cmd).await? == 1)
+        Ok(self.read::<i64>("exists", cmd).await? == 1)
     }
 
     /// Deletes a key (at `expected` only, if given): `Ok(true)` if it existed.

@@ -4,7 +4,7 @@
 //! the call's budget ([`kv_core::backend::Budget`]) where nothing can have been applied twice.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kv_core::backend::Budget;
@@ -112,8 +112,8 @@ impl Connector {
 
 /// The Sentinels of a `redis+sentinel://` store and the service they monitor.
 pub(crate) struct Sentinels {
-    /// In the order to ask them: the last one that answered first (Sentinel's client rules).
-    addresses: Mutex<Vec<(String, u16)>>,
+    /// Every Sentinel, all asked at once.
+    addresses: Vec<(String, u16)>,
     service: String,
     /// One discovery at a time, and when the last one ended.
     following: tokio::sync::Mutex<Option<Instant>>,
@@ -122,41 +122,34 @@ pub(crate) struct Sentinels {
 impl Sentinels {
     pub fn new(addresses: Vec<(String, u16)>, service: String) -> Sentinels {
         Sentinels {
-            addresses: Mutex::new(addresses),
+            addresses,
             service,
             following: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// Where the Sentinels say the primary is: each is asked in turn (each within what is left,
-    /// at most 1 s) until one answers.
+    /// Where the Sentinels say the primary is: all are asked at once, each within what is
+    /// left of `within`, and the first to name one answers (a Sentinel that is down or cut off
+    /// costs nothing while another answers).
     pub async fn primary(&self, connector: &Connector, within: Duration) -> Result<(String, u16)> {
-        let budget = Budget::new(within);
-        let addresses = self
+        use futures::StreamExt as _;
+        let mut asking: futures::stream::FuturesUnordered<_> = self
             .addresses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .iter()
+            .map(|(host, port)| async move {
+                let answer = tokio::time::timeout(within, self.ask(connector, host, *port)).await;
+                (host, port, answer)
+            })
+            .collect();
         let mut failures = Vec::new();
-        for (host, port) in addresses {
-            let slice = budget.remaining().min(Duration::from_secs(1));
-            if slice.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(slice, self.ask(connector, &host, port)).await {
-                Ok(Ok(Some(primary))) => {
-                    let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(at) = addresses.iter().position(|a| *a == (host.clone(), port)) {
-                        let answered = addresses.remove(at);
-                        addresses.insert(0, answered);
-                    }
-                    return Ok(primary);
-                }
+        while let Some((host, port, answer)) = asking.next().await {
+            match answer {
+                Ok(Ok(Some(primary))) => return Ok(primary),
                 Ok(Ok(None)) => {
                     failures.push(format!("{host}:{port} does not monitor {:?}", self.service))
                 }
                 Ok(Err(e)) => failures.push(format!("{host}:{port}: {e}")),
-                Err(_) => failures.push(format!("{host}:{port}: no answer within {slice:?}")),
+                Err(_) => failures.push(format!("{host}:{port}: no answer within {within:?}")),
             }
         }
         Err(Error::unavailable(
@@ -243,12 +236,18 @@ impl Inner {
     }
 
     /// Runs a script; a write is followed by `WAIT` when the store asks for replicas
-    /// (`wait_replicas`), and fails with [`Error::OutcomeUnknown`] if fewer confirm it in time.
+    /// (`wait_replicas`), and fails with [`Error::OutcomeUnknown`] if fewer confirm it in time;
+    /// a read then goes through the replication barrier ([`Inner::read`]).
     pub async fn invoke<T: FromRedisValue>(
         &self,
         operation: &'static str,
         call: Call<'_>,
     ) -> Result<T> {
+        if !call.write && self.wait_replicas.is_some() {
+            return self
+                .read_through(operation, &call.evalsha, Some(call.script))
+                .await;
+        }
         let wait = self.wait_replicas.filter(|_| call.write);
         let call = &call;
         let (value, confirmed): (T, usize) = self
@@ -261,20 +260,16 @@ impl Inner {
                             .await
                             .map(|v| (v, 0));
                     };
-                    let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1);
                     redis::pipe()
                         .add_command(call.evalsha.clone())
                         .cmd("WAIT")
                         .arg(replicas)
-                        .arg(ms)
+                        .arg(millis(left))
                         .query_async::<(T, usize)>(&mut conn)
                         .await
                 };
                 match send(conn.clone()).await {
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
+                    Err(e) if is_noscript(&e) => {
                         call.script.load_async(&mut conn).await?;
                         send(conn).await
                     }
@@ -300,6 +295,66 @@ impl Inner {
         let cmd = &cmd;
         self.attempt(operation, false, |mut conn, _| async move {
             cmd.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Reads data: [`Inner::run`], and with `wait_replicas=N` behind a replication barrier, so
+    /// that it returns only what N replicas have — what a failover keeps. The command is
+    /// followed by a `PUBLISH` (which Redis replicates, moving this connection's replication
+    /// offset past every write the read saw) and `WAIT N`; fewer confirmations in time, or a
+    /// node that turned out to be a replica, and the read is tried again (on the primary the
+    /// Sentinels name) within the budget. Without it a read could return a write whose own
+    /// `WAIT` failed and which a failover then lost, and a watch could deliver it.
+    pub async fn read<T: FromRedisValue>(&self, operation: &'static str, cmd: Cmd) -> Result<T> {
+        match self.wait_replicas {
+            Some(_) => self.read_through(operation, &cmd, None).await,
+            None => self.run(operation, cmd).await,
+        }
+    }
+
+    /// [`Inner::read`]'s barrier around `cmd`, an `EVALSHA` of `script` (loaded again after a
+    /// `NOSCRIPT`) or a plain command.
+    async fn read_through<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        cmd: &Cmd,
+        script: Option<&Script>,
+    ) -> Result<T> {
+        let replicas = self.wait_replicas.unwrap_or(0);
+        self.attempt(operation, false, |mut conn, left| async move {
+            let send = |mut conn: ConnectionManager| async move {
+                redis::pipe()
+                    .add_command(cmd.clone())
+                    .cmd("PUBLISH")
+                    .arg(BARRIER_CHANNEL)
+                    .arg("")
+                    .cmd("WAIT")
+                    .arg(replicas)
+                    .arg(millis(left))
+                    .query_async::<(T, redis::Value, usize)>(&mut conn)
+                    .await
+            };
+            let (value, _, confirmed) = match send(conn.clone()).await {
+                Err(e) if is_noscript(&e) && script.is_some() => {
+                    if let Some(script) = script {
+                        script.load_async(&mut conn).await?;
+                    }
+                    send(conn).await?
+                }
+                other => other?,
+            };
+            if confirmed < replicas {
+                // Transient: the caller asks the Sentinels and tries again.
+                return Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "{confirmed} of the {replicas} replicas asked for (wait_replicas) \
+                         confirmed the data read"
+                    ),
+                )));
+            }
+            Ok(value)
         })
         .await
     }
@@ -411,7 +466,51 @@ impl Inner {
     }
 }
 
-/// A replica refusing a write: nothing was applied.
+/// A replica refusing a write (or the `WAIT` after it: a node demoted since the handle
+/// connected runs a script that wrote nothing, then refuses `WAIT`): nothing was applied.
 fn is_readonly(error: &redis::RedisError) -> bool {
-    error.code() == Some("READONLY") || error.to_string().contains("READONLY")
+    let text = error.to_string();
+    error.code() == Some("READONLY")
+        || text.contains("READONLY")
+        || text.contains("WAIT cannot be used with replica instances")
+}
+
+/// The script cache of the node did not have the script (a restart, a failover).
+fn is_noscript(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+/// A `WAIT` timeout: what is left of the budget, in ms (at least 1: 0 would wait forever).
+fn millis(left: Duration) -> u64 {
+    u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The channel of the replication barrier's `PUBLISH` (no one listens).
+const BARRIER_CHANNEL: &str = "kv:barrier";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node demoted since the handle connected refuses the `WAIT` after a script that wrote
+    /// nothing: like `READONLY`, nothing was applied (the call follows the new primary and is
+    /// sent again) — not an untyped error (found by the Sentinel robustness run).
+    #[test]
+    fn wait_refused_by_a_replica_means_nothing_was_applied() {
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "WAIT cannot be used with replica instances. Please also note that since Redis 4.0 \
+             if a replica is configured to be writable (which is not the default) writes to \
+             replicas are just local and are not propagated."
+                .to_owned(),
+        ));
+        assert!(is_readonly(&refused), "{refused}");
+        let other = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "ERR unknown command".to_owned(),
+        ));
+        assert!(!is_readonly(&other));
+    }
 }

@@ -77,7 +77,7 @@ pub(crate) async fn open(
 /// The revision of the last record trimmed from the log (0: none).
 async fn trimmed_through(inner: &Inner) -> Result<u64> {
     let floor: Option<String> = inner
-        .run(
+        .read(
             "watch",
             redis::cmd("GET")
                 .arg(format!("{}:floor", inner.prefix))

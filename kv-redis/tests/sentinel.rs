@@ -117,6 +117,82 @@ async fn a_hung_replica_fails_no_call() {
     );
 }
 
+/// With `wait_replicas=1`, a read returns only what a replica has: a write no replica
+/// confirmed (`OutcomeUnknown`: applied on the primary, lost if it fails now) is not read back
+/// until a replica has it. Found by the Sentinel robustness run: reads returned such a write,
+/// a failover lost it, and later reads went back to the value before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_returns_only_what_a_replica_has_with_wait_replicas() {
+    let Some(group) = group() else { return };
+    let url = format!("{}?root=barrier&timeout=1s&wait_replicas=1", group.url);
+    let (writer, reader) = (
+        RedisStore::open(&url).await.unwrap(),
+        RedisStore::open(&url).await.unwrap(),
+    );
+    writer
+        .put("k", b"kept", PutOptions::default())
+        .await
+        .unwrap();
+    let primary = group.primary().expect("a primary");
+    let replicas: Vec<usize> = (0..group.nodes.len()).filter(|&n| n != primary).collect();
+    for &replica in &replicas {
+        group.nodes[replica].pause().unwrap();
+    }
+    let unconfirmed = writer.put("k", b"unconfirmed", PutOptions::default()).await;
+    // However often it is asked while no replica can confirm, no read returns it.
+    let mut reads = Vec::new();
+    let asking = Instant::now();
+    while asking.elapsed() < Duration::from_secs(3) {
+        let read = reader.get("k").await;
+        let unreplicated = matches!(&read, Ok(Some(p)) if &p.value[..] == b"unconfirmed");
+        reads.push(read.map(|p| p.map(|p| String::from_utf8_lossy(&p.value).into_owned())));
+        if unreplicated {
+            break;
+        }
+    }
+    for &replica in &replicas {
+        group.nodes[replica].resume().unwrap();
+    }
+    assert!(
+        unconfirmed.as_ref().is_err_and(|e| e.is_outcome_unknown()),
+        "a write no replica confirmed: {unconfirmed:?}"
+    );
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| e.is_retryable())),
+        "reads while no replica can confirm what they saw must fail, not return the \
+         unconfirmed write: {reads:?}"
+    );
+    // Once a replica has it, it is read (the write was applied on the primary).
+    let pair = reader.get("k").await.unwrap().unwrap();
+    assert_eq!(&pair.value[..], b"unconfirmed");
+}
+
+/// A Sentinel that takes connections but never answers costs a discovery nothing while
+/// another answers: they are all asked at once (asked in turn, the silent one took the whole
+/// 1 s budget, and opening the store failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sentinel_does_not_hold_up_discovery() {
+    let Some(group) = group() else { return };
+    let first = conformance::faults::server_addr(&group.sentinels[0].url).unwrap();
+    let silent = conformance::faults::FaultProxy::start(first).await.unwrap();
+    silent.hold();
+    let url = group
+        .url
+        .replacen(&first.to_string(), &silent.addr().to_string(), 1);
+    assert_ne!(url, group.url);
+    let started = Instant::now();
+    let store = RedisStore::open(&format!("{url}?root=silent&timeout=1s"))
+        .await
+        .unwrap_or_else(|e| panic!("open with the first Sentinel silent: {e}"));
+    store.put("k", b"v", PutOptions::default()).await.unwrap();
+    eprintln!(
+        "redis sentinel, first Sentinel silent: open and put in {:?}",
+        started.elapsed()
+    );
+}
+
 /// Bad Sentinel URLs are refused with what to write instead, and a service no Sentinel
 /// monitors is a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,12 @@ pub struct Config {
     /// The nemesis may also kill the server with SIGKILL and restart it on its data (only
     /// for servers that keep every acknowledged write across that).
     pub kills: bool,
+    /// The nemesis may pause members (SIGSTOP), briefly and past the TTLs. Off for systems
+    /// that promise nothing across a paused primary (Redis Sentinel: a primary frozen and then
+    /// woken takes writes until it is demoted).
+    pub pauses: bool,
+    /// How long (ms) a killed member stays down before its restart.
+    pub down_ms: std::ops::Range<u64>,
     /// Also run clients as processes of their own (two doing traffic, one holding the
     /// lock), which the nemesis kills and pauses ([`process`]; the test binary must have the
     /// [`process::CHILD_TEST`] test, as `robustness_tests!` writes it).
@@ -74,6 +80,8 @@ impl Config {
             seed,
             faults: true,
             kills: false,
+            pauses: true,
+            down_ms: 300..1300,
             processes: true,
         }
     }
@@ -157,7 +165,7 @@ pub async fn run_cluster<S, F, Fut>(
     members: &[&Server],
     peers: &[Vec<FaultProxy>],
     url: &str,
-    leader: Option<&(dyn Fn() -> Option<usize> + Sync)>,
+    leader: Option<&dyn Cluster>,
     suffix: &str,
     config: Config,
     open: F,
@@ -234,8 +242,28 @@ struct Target<'a> {
     peers: Vec<&'a Vec<FaultProxy>>,
     /// A proxy per host of the clients' URL.
     proxies: Vec<FaultProxy>,
-    /// Which member leads, if that can be asked.
-    leader: Option<&'a (dyn Fn() -> Option<usize> + Sync)>,
+    /// Which member leads, if that can be asked, and when one may be killed.
+    leader: Option<&'a dyn Cluster>,
+}
+
+/// What the nemesis asks of a cluster: which member leads, and whether one may be killed now.
+/// A closure that names the leader is one that always lets a member die.
+pub trait Cluster: Sync {
+    /// The index of the member that leads now, if one does and that can be asked.
+    fn leader(&self) -> Option<usize>;
+
+    /// Whether a member may die now without breaking what the system promises (Redis
+    /// Sentinel with `wait_replicas=1` keeps what it acknowledged through one node's death
+    /// at a time, once the replicas are back in sync). Kills wait for it (up to 10 s).
+    fn may_lose_a_member(&self) -> bool {
+        true
+    }
+}
+
+impl<F: Fn() -> Option<usize> + Sync> Cluster for F {
+    fn leader(&self) -> Option<usize> {
+        self()
+    }
 }
 
 impl Target<'_> {
@@ -704,9 +732,15 @@ async fn nemesis(
         ]);
     }
     if !target.members.is_empty() {
-        kinds.extend(["pause", "pause", "long pause"]);
+        if config.pauses {
+            kinds.extend(["pause", "pause", "long pause"]);
+        }
         if config.kills {
             kinds.extend(["kill", "kill"]);
+            if !config.pauses {
+                // The kills take the pauses' share.
+                kinds.extend(["kill", "kill", "kill"]);
+            }
         }
     }
     if !target.peers.is_empty() {
@@ -734,7 +768,7 @@ async fn nemesis(
             .proxies
             .get(rng.usize(0..target.proxies.len().max(1)));
         let leader = match target.leader {
-            Some(leader) if rng.bool() => tokio::task::block_in_place(leader),
+            Some(cluster) if rng.bool() => tokio::task::block_in_place(|| cluster.leader()),
             _ => None,
         };
         let member = leader.unwrap_or_else(|| rng.usize(0..target.members.len().max(1)));
@@ -778,8 +812,20 @@ async fn nemesis(
                 }
             }
             ("kill", _, Some(server)) => {
+                if let Some(cluster) = target.leader {
+                    let until = Instant::now() + Duration::from_secs(10);
+                    while !tokio::task::block_in_place(|| cluster.may_lose_a_member()) {
+                        if Instant::now() > until {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    if !tokio::task::block_in_place(|| cluster.may_lose_a_member()) {
+                        continue;
+                    }
+                }
                 let killed = tokio::task::block_in_place(|| server.kill9());
-                tokio::time::sleep(length).await;
+                tokio::time::sleep(Duration::from_millis(rng.u64(config.down_ms.clone()))).await;
                 let restarted = tokio::task::block_in_place(|| server.restart());
                 if let Err(e) = killed.and(restarted) {
                     panic!("the nemesis could not kill and restart the server: {e}");
