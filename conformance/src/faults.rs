@@ -245,7 +245,7 @@ pub async fn a_write_during_a_partition(
             .await
         {
             Ok(_) => break,
-            Err(e) if e.is_retryable() && writing.elapsed() < Duration::from_secs(30) => {
+            Err(e) if e.is_transient() && writing.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("the handle did not recover after the heal: {e:?}"),
@@ -391,7 +391,7 @@ pub async fn a_paused_server(
     let error = result
         .expect("a call to a frozen server must give up on its own")
         .expect_err("a frozen server cannot answer");
-    assert!(error.is_retryable(), "retryable: {error:?}");
+    assert!(error.is_transient(), "retryable: {error:?}");
     assert!(
         failed < Duration::from_secs(5),
         "failed only after {failed:?}"
@@ -400,7 +400,7 @@ pub async fn a_paused_server(
     loop {
         match store.put("pause/k", b"w", PutOptions::default()).await {
             Ok(_) => break,
-            Err(e) if e.is_retryable() && resumed.elapsed() < Duration::from_secs(30) => {
+            Err(e) if e.is_transient() && resumed.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("the handle did not recover after SIGCONT: {e:?}"),
@@ -733,7 +733,7 @@ pub async fn a_server_restart(
             .await
         {
             Ok(_) => break,
-            Err(e) if e.is_retryable() && restarted.elapsed() < Duration::from_secs(30) => {
+            Err(e) if e.is_transient() && restarted.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("the handle did not recover after the restart: {e:?}"),
@@ -821,7 +821,7 @@ pub async fn a_stopped_server(store: &dyn Store, stop: impl FnOnce()) {
         .await
         .expect_err("a put to a stopped server must fail");
     assert!(
-        error.is_retryable(),
+        error.is_transient(),
         "a dead server is Unavailable or Timeout, got {error:?}"
     );
     assert!(

@@ -89,7 +89,7 @@ impl Watcher {
             };
             let read = match read {
                 Ok(read) => read,
-                Err(error) if error.is_retryable() => {
+                Err(error) if error.is_transient() => {
                     let patience = self.inner.api.timeout * 3;
                     let closed = self.inner.closed.clone();
                     match resume_watch(&sender, &closed, patience, || self.read(None)).await {

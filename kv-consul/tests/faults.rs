@@ -79,7 +79,7 @@ async fn unreachable_agent_fails_at_open() {
     let error = ConsulStore::open(&format!("consul://127.0.0.1:{port}?timeout=1s"))
         .await
         .unwrap_err();
-    assert!(error.is_retryable(), "{error:?}");
+    assert!(error.is_transient(), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

@@ -148,16 +148,51 @@ pub enum Error {
 }
 
 impl Error {
-    /// True if the same call may succeed when repeated (after a pause): timeouts, lost
-    /// connections, and lagged watches (start a new one).
+    /// True if the same call may be sent again as it is, whatever it was: nothing was applied
+    /// ([`Error::Unavailable`]: refused, reset before sending, no leader), or a watch fell
+    /// behind ([`Error::WatchLagged`]: start a new one). False where a write may have been
+    /// applied ([`Error::Timeout`], [`Error::OutcomeUnknown`]): sending it again could apply a
+    /// put twice or fail a CAS against its own success — re-read first
+    /// ([`Error::is_outcome_unknown`]). The loop to write:
+    ///
+    /// ```no_run
+    /// # async fn demo(store: &dyn kv_core::Store) -> kv_core::Result<u64> {
+    /// use kv_core::{Precondition, PutOptions};
+    /// loop {
+    ///     let current = store.get("jobs/next").await?;
+    ///     let (expected, n) = match &current {
+    ///         Some(pair) => (Precondition::Version(pair.version), pair.value.len()),
+    ///         None => (Precondition::MustNotExist, 0),
+    ///     };
+    ///     let next = vec![b'x'; n + 1];
+    ///     match store.atomic_put("jobs/next", &next, expected, PutOptions::default()).await {
+    ///         Ok(version) => return Ok(version),
+    ///         // Nothing applied: the same call again.
+    ///         Err(e) if e.is_retryable() => continue,
+    ///         // Maybe applied: the next round re-reads; a CAS that took effect then
+    ///         // fails its check, so stop if the key holds what this one wrote.
+    ///         Err(e) if e.is_outcome_unknown() => {
+    ///             if let Some(pair) = store.get("jobs/next").await? {
+    ///                 if pair.value[..] == next[..] {
+    ///                     return Ok(pair.version);
+    ///                 }
+    ///             }
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout { .. }
-                | Error::OutcomeUnknown { .. }
-                | Error::Unavailable { .. }
-                | Error::WatchLagged { .. }
-        )
+        matches!(self, Error::Unavailable { .. } | Error::WatchLagged { .. })
+    }
+
+    /// True if the failure may pass: [`Error::is_retryable`] errors and those that leave a
+    /// write's outcome unknown (a timeout, a connection lost under the call). A read may be
+    /// repeated after any of them; a write only after re-reading when
+    /// [`Error::is_outcome_unknown`].
+    pub fn is_transient(&self) -> bool {
+        self.is_retryable() || self.is_outcome_unknown()
     }
 
     /// True if a write that failed this way may nevertheless have been applied: the request
@@ -214,18 +249,99 @@ impl Error {
 mod tests {
     use super::*;
 
+    /// Every error kind: may the same call be sent again as it is (nothing applied), may the
+    /// failure pass, may a write have been applied. Sending again is never allowed where a
+    /// write may have been applied (the retry that applies a put twice).
     #[test]
-    fn retryable_errors() {
-        assert!(
-            Error::Timeout {
-                operation: "get",
-                after: Duration::from_secs(1)
-            }
-            .is_retryable()
-        );
-        assert!(Error::unavailable("down", None).is_retryable());
-        assert!(!Error::conflict("k", "exists").is_retryable());
-        assert!(!Error::Closed.is_retryable());
+    fn each_error_kind_says_whether_a_call_may_be_sent_again() {
+        let s = String::new;
+        let kinds: Vec<(Error, bool, bool, bool)> = vec![
+            // (error, is_retryable, is_transient, is_outcome_unknown)
+            (
+                Error::InvalidKey {
+                    key: s(),
+                    reason: "empty",
+                },
+                false,
+                false,
+                false,
+            ),
+            (Error::InvalidUrl { reason: s() }, false, false, false),
+            (Error::invalid_argument("bad"), false, false, false),
+            (
+                Error::ValueTooLarge { size: 2, max: 1 },
+                false,
+                false,
+                false,
+            ),
+            (Error::conflict("k", "exists"), false, false, false),
+            (
+                Error::Timeout {
+                    operation: "put",
+                    after: Duration::from_secs(1),
+                },
+                false,
+                true,
+                true,
+            ),
+            (
+                Error::OutcomeUnknown {
+                    operation: "put",
+                    reason: s(),
+                },
+                false,
+                true,
+                true,
+            ),
+            (Error::unavailable("refused", None), true, true, false),
+            (Error::Auth { message: s() }, false, false, false),
+            (Error::LockLost { key: s() }, false, false, false),
+            (Error::LeaseLost { id: s() }, false, false, false),
+            (Error::WatchLagged { buffer: 1 }, true, true, false),
+            (
+                Error::Compacted {
+                    requested: 1,
+                    oldest: 2,
+                },
+                false,
+                false,
+                false,
+            ),
+            (
+                Error::Unsupported {
+                    backend: "b",
+                    capability: "c",
+                },
+                false,
+                false,
+                false,
+            ),
+            (Error::Closed, false, false, false),
+            (
+                Error::Decode {
+                    key: s(),
+                    type_name: "T",
+                    reason: s(),
+                },
+                false,
+                false,
+                false,
+            ),
+            (Error::Backend("boom".into()), false, false, false),
+        ];
+        for (error, retryable, transient, unknown) in kinds {
+            assert_eq!(error.is_retryable(), retryable, "is_retryable: {error:?}");
+            assert_eq!(error.is_transient(), transient, "is_transient: {error:?}");
+            assert_eq!(
+                error.is_outcome_unknown(),
+                unknown,
+                "is_outcome_unknown: {error:?}"
+            );
+            assert!(
+                !(error.is_retryable() && error.is_outcome_unknown()),
+                "sent again although it may have been applied: {error:?}"
+            );
+        }
     }
 
     #[test]
@@ -239,7 +355,7 @@ mod tests {
             operation: "put",
             reason: "rpc error making call: EOF".into(),
         };
-        assert!(lost.is_outcome_unknown() && lost.is_retryable());
+        assert!(lost.is_outcome_unknown() && !lost.is_retryable());
         assert!(!Error::unavailable("refused", None).is_outcome_unknown());
         assert!(!Error::conflict("k", "exists").is_outcome_unknown());
     }

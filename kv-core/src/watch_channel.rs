@@ -174,7 +174,7 @@ impl Stream for ChannelStream {
 }
 
 /// Re-establishes a watch whose connection was lost: calls `connect` until it succeeds, fails
-/// with an error that is not retryable (returned as is), `patience` passes or the consumer
+/// with an error that is not transient (returned as is), `patience` passes or the consumer
 /// leaves (then `Unavailable`), or `closed` fires (`Closed`). Backs off from 100 ms to 1 s.
 pub async fn resume_watch<T, F, Fut>(
     sender: &WatchSender,
@@ -197,7 +197,7 @@ where
                 tracing::debug!(target: "kv", "watch resumed");
                 return Ok(connection);
             }
-            Err(error) if !error.is_retryable() => return Err(error),
+            Err(error) if !error.is_transient() => return Err(error),
             Err(error) if tokio::time::Instant::now() >= deadline || sender.is_closed() => {
                 tracing::warn!(target: "kv", %error, "watch lost: could not be resumed in time");
                 return Err(Error::unavailable(

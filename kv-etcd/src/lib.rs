@@ -165,7 +165,7 @@ impl Inner {
                 map_write_error(operation, status)
             })
             .await;
-        if result.as_ref().is_err_and(Error::is_retryable) {
+        if result.as_ref().is_err_and(Error::is_transient) {
             self.members.failed(member);
         }
         result
@@ -212,7 +212,7 @@ impl Inner {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
             };
-            if !error.is_retryable() {
+            if !error.is_transient() {
                 return Err(error);
             }
             self.members.failed(member);
@@ -452,7 +452,7 @@ impl Members {
         for attempt in futures::future::join_all(attempts).await {
             match attempt {
                 Ok(client) => clients.push(client),
-                Err(error) if !error.is_retryable() => return Err(error),
+                Err(error) if !error.is_transient() => return Err(error),
                 Err(error) => last_error = Some(error),
             }
         }

@@ -35,7 +35,7 @@ async fn an_unreachable_cluster_fails_at_open() {
     ))
     .await
     .unwrap_err();
-    assert!(error.is_retryable(), "{error:?}");
+    assert!(error.is_transient(), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

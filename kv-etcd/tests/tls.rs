@@ -104,7 +104,7 @@ async fn mutual_tls() {
 
     // A plain connection to the TLS port fails too, with a typed error.
     let plain = format!("etcd://127.0.0.1:{client}/tls?timeout=2s&connect_timeout=2s");
-    assert!(EtcdStore::open(&plain).await.unwrap_err().is_retryable());
+    assert!(EtcdStore::open(&plain).await.unwrap_err().is_transient());
 
     // Without `ca=`, the system's roots: here the test CA, made the system's by SSL_CERT_FILE
     // (which rustls-native-certs honours), in a child run of this test binary so that the

@@ -507,7 +507,7 @@ impl Watcher {
                         return;
                     }
                 }
-                Err(error) if error.is_retryable() && notifications.is_none() => {
+                Err(error) if error.is_transient() && notifications.is_none() => {
                     // A failed poll: the next one reads everything again, within patience.
                     match self.recover(&mut notifications, patience).await {
                         Ok(events) => {

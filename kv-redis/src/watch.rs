@@ -145,7 +145,7 @@ impl Reader {
             };
             let (floor, records, revision, epoch) = match read {
                 Ok(read) => read,
-                Err(error) if error.is_retryable() => match self.reconnect(&sender).await {
+                Err(error) if error.is_transient() => match self.reconnect(&sender).await {
                     Ok(fresh) => {
                         conn = fresh;
                         continue;

@@ -140,7 +140,7 @@ async fn an_unreachable_server_fails_at_open() {
     let error = RedisStore::open(&format!("redis://127.0.0.1:{port}?timeout=1s"))
         .await
         .unwrap_err();
-    assert!(error.is_retryable(), "{error:?}");
+    assert!(error.is_transient(), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

@@ -160,7 +160,7 @@ async fn a_read_returns_only_what_a_replica_has_with_wait_replicas() {
     assert!(
         reads
             .iter()
-            .all(|r| r.as_ref().is_err_and(|e| e.is_retryable())),
+            .all(|r| r.as_ref().is_err_and(|e| e.is_transient())),
         "reads while no replica can confirm what they saw must fail, not return the \
          unconfirmed write: {reads:?}"
     );

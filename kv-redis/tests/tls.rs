@@ -82,7 +82,7 @@ async fn mutual_tls() {
     );
     let error = RedisStore::open(&without_identity).await.unwrap_err();
     assert!(
-        error.is_retryable() || matches!(error, Error::Auth { .. } | Error::Backend(_)),
+        error.is_transient() || matches!(error, Error::Auth { .. } | Error::Backend(_)),
         "{error:?}"
     );
 

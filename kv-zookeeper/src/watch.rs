@@ -194,7 +194,7 @@ impl Watcher {
                         return;
                     }
                 }
-                Err(error) if error.is_retryable() => {
+                Err(error) if error.is_transient() => {
                     // The connection dropped under the read: the session events that follow
                     // decide between a resync and the end of the watch.
                     disconnected_since.get_or_insert_with(Instant::now);

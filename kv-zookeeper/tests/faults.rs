@@ -118,7 +118,7 @@ async fn a_write_the_server_refuses_leaves_nothing_behind() {
                 assert!(!exists, "the refused value must not exist");
                 break;
             }
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(e) => panic!("{e:?}"),
@@ -148,7 +148,7 @@ async fn unreachable_ensemble_fails_at_open() {
     let error = ZooKeeperStore::open(&format!("zookeeper://127.0.0.1:{port}?timeout=1s"))
         .await
         .unwrap_err();
-    assert!(error.is_retryable(), "{error:?}");
+    assert!(error.is_transient(), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

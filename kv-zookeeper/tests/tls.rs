@@ -111,5 +111,5 @@ async fn mutual_tls() {
     let error = ZooKeeperStore::open(&base)
         .await
         .expect_err("the server requires a client certificate");
-    assert!(error.is_retryable(), "{error:?}");
+    assert!(error.is_transient(), "{error:?}");
 }
