@@ -199,6 +199,30 @@ impl Leadership {
         self.version
     }
 
+    /// The fencing token, as [`LockGuard::fencing_token`](crate::LockGuard::fencing_token)
+    /// names it: [`Leadership::version`], higher for every later leader.
+    pub fn fencing_token(&self) -> u64 {
+        self.version
+    }
+
+    /// The leader key.
+    pub fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    /// A condition that holds exactly while this is the leadership in office: the leader key
+    /// still at this version. Put it in a transaction ([`Txn::when`](crate::Txn::when)) or
+    /// pass it to [`StoreExt::update_fenced`](crate::StoreExt::update_fenced), and a write
+    /// lands only while this instance leads — even one sent by a process that was paused past
+    /// its lease and has not yet seen [`Leadership::lost`] fire, which `lost()` alone cannot
+    /// prevent.
+    pub fn fence(&self) -> (String, crate::Condition) {
+        (
+            self.key.as_str().to_owned(),
+            crate::Condition::Version(self.version),
+        )
+    }
+
     /// Changes the leader's value (observers see it), only while still the leader.
     pub async fn proclaim(&mut self, value: impl Into<Bytes>) -> Result<()> {
         let options = PutOptions::default().lease(&self.lease);

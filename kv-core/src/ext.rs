@@ -7,7 +7,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::key::normalize_key;
 use crate::store::Store;
+use crate::txn::{Condition, Txn, TxnOpResult};
 use crate::types::{Precondition, PutOptions};
 
 /// How many times [`StoreExt::update`] reads and tries again after another writer won.
@@ -94,6 +96,66 @@ pub trait StoreExt: Store {
                     ));
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// [`StoreExt::update`] that writes only while every `fence` holds (conditions on other
+    /// keys, checked in the same transaction as the write — e.g. [`Leadership::fence`]:
+    /// "only while I lead"). A fence that fails stops the update with
+    /// [`Error::Conflict`] naming the fence's key and nothing written; a change of `key` by
+    /// another writer reads again, as `update` does. Needs transactions
+    /// ([`Capabilities::max_txn_ops`](crate::Capabilities::max_txn_ops) ≥ fences + 2).
+    ///
+    /// [`Leadership::fence`]: crate::Leadership::fence
+    async fn update_fenced<F>(
+        &self,
+        key: &str,
+        fences: &[(String, Condition)],
+        mut f: F,
+    ) -> Result<u64>
+    where
+        F: FnMut(Option<&[u8]>) -> Result<Vec<u8>> + Send,
+    {
+        let key = normalize_key(key)?;
+        let mut pause = Duration::from_millis(1);
+        let mut attempt = 1;
+        loop {
+            let current = self.get(key).await?;
+            let new = f(current.as_ref().map(|pair| &pair.value[..]))?;
+            // Fences first: the conflict names the first condition that failed.
+            let mut txn = fences.iter().fold(Txn::new(), |txn, (fence, condition)| {
+                txn.when(fence.clone(), condition.clone())
+            });
+            txn = match &current {
+                Some(pair) => txn.when(key, Condition::Version(pair.version)),
+                None => txn.when(key, Condition::Missing),
+            };
+            match self.txn(txn.put(key, new)).await {
+                Ok(results) => {
+                    return match results.first() {
+                        Some(TxnOpResult::Put { version }) => Ok(*version),
+                        _ => Err(Error::Backend(
+                            "a transaction of one put answered no version".into(),
+                        )),
+                    };
+                }
+                Err(Error::Conflict { key: failed, .. })
+                    if normalize_key(&failed).ok() == Some(key) && attempt < UPDATE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(Error::Conflict { key: failed, .. })
+                    if normalize_key(&failed).ok() == Some(key) =>
+                {
+                    return Err(Error::conflict(
+                        failed,
+                        format!("other writers changed it {UPDATE_ATTEMPTS} times in a row"),
+                    ));
+                }
+                Err(error) => return Err(error),
             }
         }
     }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kv_core::{Election, Error, EventKind, Lease, Limiter, PutOptions, Store, WatchOptions};
+use kv_core::{
+    Election, Error, EventKind, Lease, Limiter, PutOptions, Store, StoreExt as _, WatchOptions,
+};
 
 use crate::support::{PATIENCE, assert_delete, next_event, next_event_within};
 use crate::{Ctx, Outcome, assert_err};
@@ -306,6 +308,85 @@ async fn next_leader(stream: &mut kv_core::LeaderStream) -> Option<bytes::Bytes>
         Ok(Some(Ok(leader))) => leader,
         other => panic!("observing the election: {other:?}"),
     }
+}
+
+/// A write fenced by a leadership (`Leadership::fence`, `StoreExt::update_fenced`) lands while
+/// it leads — retried past other writers of the key — and never once it has ended, whether no
+/// one or another candidate leads now: what a leader paused past its lease needs, since it
+/// cannot see `lost()` fire while frozen.
+pub async fn fenced_writes_land_only_while_leading(ctx: Ctx) -> Outcome {
+    let store = ctx.store().clone();
+    if let Some(outcome) = gated(&store).await {
+        return outcome;
+    }
+    if let Some(outcome) = crate::cases::txn::gated(&store).await {
+        return outcome;
+    }
+    let ttl = lease_ttl(&store);
+    let other = ctx.another().await;
+    let increment = |current: Option<&[u8]>| {
+        let n: u64 = current
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        Ok((n + 1).to_string().into_bytes())
+    };
+    let count = |store: Arc<dyn Store>| async move {
+        let pair = store.get("fence/count").await.unwrap();
+        pair.map(|p| String::from_utf8_lossy(&p.value).into_owned())
+    };
+    let first = Election::new(store.clone(), "fence/leader")
+        .unwrap()
+        .ttl(ttl);
+    let leading = first.campaign("one").await.unwrap();
+    assert_eq!(leading.fencing_token(), leading.version());
+    assert_eq!(leading.key(), "fence/leader");
+    let fence = leading.fence();
+    store
+        .update_fenced("fence/count", std::slice::from_ref(&fence), increment)
+        .await
+        .unwrap();
+    // Two writers of the key at once, both fenced: conflicts read again, no update is lost.
+    let writers = [store.clone(), other.clone()].map(|writer| {
+        let fence = fence.clone();
+        async move {
+            for _ in 0..10 {
+                writer
+                    .update_fenced("fence/count", std::slice::from_ref(&fence), increment)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let [a, b] = writers;
+    tokio::join!(a, b);
+    assert_eq!(count(store.clone()).await.as_deref(), Some("21"));
+    // The leadership ends; a write fenced by it is refused, with no one leading and with a
+    // new leader, and writes nothing.
+    let token = leading.fencing_token();
+    leading.resign().await.unwrap();
+    let mut next = None;
+    for round in ["no leader", "another leader"] {
+        if round == "another leader" {
+            let second = Election::new(other.clone(), "fence/leader")
+                .unwrap()
+                .ttl(ttl);
+            let elected = second.campaign("two").await.unwrap();
+            assert!(elected.fencing_token() > token, "fencing tokens increase");
+            next = Some(elected);
+        }
+        let refused = store
+            .update_fenced("fence/count", std::slice::from_ref(&fence), increment)
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::Conflict { key, .. }) if key.trim_start_matches('/') == "fence/leader"),
+            "a write fenced by an ended leadership ({round}): {refused:?}"
+        );
+        assert_eq!(count(store.clone()).await.as_deref(), Some("21"), "{round}");
+    }
+    if let Some(next) = next {
+        next.resign().await.unwrap();
+    }
+    Outcome::Passed
 }
 
 /// A limiter admits at most N holders; a waiter gets a slot when a holder releases it.

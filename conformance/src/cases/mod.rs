@@ -56,6 +56,7 @@ macro_rules! __with_cases {
             leases::lease_keys_go_when_the_holder_stops
             leases::a_lease_is_taken_up_by_id
             leases::election_has_one_leader_at_a_time
+            leases::fenced_writes_land_only_while_leading
             leases::limiter_admits_at_most_n
             locks::lock_excludes_under_contention
             locks::lock_ttls_below_the_minimum_are_refused

@@ -12,7 +12,7 @@ use crate::support::{expect_quiet, next_event};
 use crate::{Ctx, Outcome, assert_err};
 
 /// `Some(outcome)` if the backend has no transactions (after checking that `txn` says so).
-async fn gated(store: &Arc<dyn Store>) -> Option<Outcome> {
+pub(crate) async fn gated(store: &Arc<dyn Store>) -> Option<Outcome> {
     if store.capabilities().max_txn_ops > 0 {
         return None;
     }
