@@ -120,6 +120,83 @@ impl Election {
         }
     }
 
+    /// Leads whenever it can, until `stop` is cancelled: campaigns with `value`, runs
+    /// `lead(term)` while it leads, and campaigns again after the leadership was lost (its
+    /// lease expired or could not be renewed: a partition, a server restart, this process
+    /// frozen past the TTL) or a campaign failed for a reason that may pass (the store
+    /// unreachable, the campaign's own lease lost during an outage), pausing 0.1 s doubling
+    /// to 5 s between attempts with a `tracing` warning. When the leadership is lost the
+    /// `lead` future is dropped at once — its work cancelled — but work a frozen process had
+    /// already sent is stopped only by fencing its writes with [`Term::fence`].
+    ///
+    /// Returns `Ok(())` when `stop` is cancelled (resigning if leading) or `lead` returns
+    /// (its work is done: resigns); an error that will not pass (`Closed`, `Auth`, a bad
+    /// key) ends it.
+    ///
+    /// ```
+    /// # async fn demo(store: std::sync::Arc<dyn kv_core::Store>) -> kv_core::Result<()> {
+    /// use kv_core::{Election, StoreExt};
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// let election = Election::new(store.clone(), "services/scheduler/leader")?;
+    /// election
+    ///     .run("node-1", stop, |term| {
+    ///         let store = store.clone();
+    ///         async move {
+    ///             loop {
+    ///                 // Lands only while this term lasts, even from a frozen process.
+    ///                 let fences = [term.fence()];
+    ///                 let _ = store.update_fenced("jobs/ticks", &fences, |n| {
+    ///                     let n: u64 = n.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
+    ///                     Ok((n + 1).to_string().into_bytes())
+    ///                 }).await;
+    ///                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///             }
+    ///         }
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn run<F, Fut>(
+        &self,
+        value: impl Into<Bytes>,
+        stop: CancellationToken,
+        mut lead: F,
+    ) -> Result<()>
+    where
+        F: FnMut(Term) -> Fut + Send,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let value = value.into();
+        let mut pause = Healing::default();
+        loop {
+            let campaign = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                campaign = self.campaign(value.clone()) => campaign,
+            };
+            let leadership = match campaign {
+                Ok(leadership) => leadership,
+                Err(error) if heals(&error) => {
+                    tracing::warn!(target: "kv", key = %self.key, %error, "election: campaigning again");
+                    if !pause.wait(&stop).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            pause = Healing::default();
+            let lost = leadership.lost();
+            let work = lead(leadership.term());
+            tokio::select! {
+                _ = stop.cancelled() => return leadership.resign().await,
+                () = work => return leadership.resign().await,
+                _ = lost.cancelled() => {
+                    tracing::warn!(target: "kv", key = %self.key, "election: leadership lost; campaigning again");
+                }
+            }
+        }
+    }
+
     /// The current leader's value, if there is a leader.
     pub async fn leader(&self) -> Result<Option<Bytes>> {
         Ok(self.store.get(self.key.as_str()).await?.map(|p| p.value))
@@ -217,10 +294,17 @@ impl Leadership {
     /// its lease and has not yet seen [`Leadership::lost`] fire, which `lost()` alone cannot
     /// prevent.
     pub fn fence(&self) -> (String, crate::Condition) {
-        (
-            self.key.as_str().to_owned(),
-            crate::Condition::Version(self.version),
-        )
+        self.term().fence()
+    }
+
+    /// This leadership as its work sees it ([`Election::run`]): its fence, token and end.
+    pub fn term(&self) -> Term {
+        Term {
+            key: self.key.clone(),
+            version: self.version,
+            lost: self.lease.lost(),
+            lease_id: self.lease.id().to_owned(),
+        }
     }
 
     /// Changes the leader's value (observers see it), only while still the leader.
@@ -241,6 +325,73 @@ impl Leadership {
     /// Gives up leadership at once (the key goes; a waiting candidate is elected).
     pub async fn resign(self) -> Result<()> {
         self.lease.revoke().await
+    }
+}
+
+/// One leadership as the leader's work in [`Election::run`] sees it.
+#[derive(Debug, Clone)]
+pub struct Term {
+    key: Key,
+    version: u64,
+    lost: CancellationToken,
+    lease_id: String,
+}
+
+impl Term {
+    /// See [`Leadership::fence`]: the leader key still at this term's version.
+    pub fn fence(&self) -> (String, crate::Condition) {
+        (
+            self.key.as_str().to_owned(),
+            crate::Condition::Version(self.version),
+        )
+    }
+
+    /// See [`Leadership::fencing_token`].
+    pub fn fencing_token(&self) -> u64 {
+        self.version
+    }
+
+    /// Fires when the term ends (see [`Leadership::lost`]).
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// The ID of the lease the leader key lives under: put keys with it
+    /// ([`Store::attach_lease`]) and they go when the term ends.
+    pub fn lease_id(&self) -> &str {
+        &self.lease_id
+    }
+}
+
+/// True if a recipe should try again after `error`: it may pass (the store unreachable, an
+/// answer lost) or the recipe's own lease ended (during an outage).
+pub(crate) fn heals(error: &Error) -> bool {
+    error.is_transient() || matches!(error, Error::LeaseLost { .. } | Error::LockLost { .. })
+}
+
+/// The pause of a self-healing recipe between attempts: 0.1 s, doubling to 5 s, jittered.
+#[derive(Debug)]
+pub(crate) struct Healing {
+    next: Duration,
+}
+
+impl Default for Healing {
+    fn default() -> Healing {
+        Healing {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Healing {
+    /// Sleeps the next pause; `false` if `stop` was cancelled first.
+    pub(crate) async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let pause = crate::retry::jittered(self.next);
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
     }
 }
 

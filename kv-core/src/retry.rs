@@ -119,7 +119,7 @@ where
 }
 
 /// `nominal` × a random factor in [0.75, 1.25).
-fn jittered(nominal: Duration) -> Duration {
+pub(crate) fn jittered(nominal: Duration) -> Duration {
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();

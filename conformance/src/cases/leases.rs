@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kv_core::{
-    Election, Error, EventKind, Lease, Limiter, PutOptions, Store, StoreExt as _, WatchOptions,
+    Election, Error, EventKind, Lease, Limiter, PutOptions, Registered, Registration, Store,
+    StoreExt as _, WatchOptions,
 };
 
 use crate::support::{PATIENCE, assert_delete, next_event, next_event_within};
@@ -308,6 +309,143 @@ async fn next_leader(stream: &mut kv_core::LeaderStream) -> Option<bytes::Bytes>
         Ok(Some(Ok(leader))) => leader,
         other => panic!("observing the election: {other:?}"),
     }
+}
+
+/// `Some(outcome)` if leases cannot be taken up by ID here (the self-healing cases end a
+/// recipe's lease from another handle that way).
+fn without_attach(store: &Arc<dyn Store>) -> Option<Outcome> {
+    (!store.capabilities().attach_leases).then_some(Outcome::Gated("attach_leases"))
+}
+
+/// A `Registration` puts its key back after its lease is lost (revoked here from another
+/// handle, as an outage past the TTL would end it), with a new lease, and reports each
+/// state; `stop()` removes the key at once.
+pub async fn a_registration_comes_back_after_its_lease_is_lost(ctx: Ctx) -> Outcome {
+    let store = ctx.store().clone();
+    if let Some(outcome) = gated(&store).await {
+        return outcome;
+    }
+    if let Some(outcome) = without_attach(&store) {
+        return outcome;
+    }
+    let other = ctx.another().await;
+    let registration = Registration::start(
+        store.clone(),
+        "reg/node-1",
+        "10.0.0.7:80",
+        lease_ttl(&store),
+    )
+    .unwrap();
+    registration.live().await.unwrap();
+    let Registered::Live { lease_id, .. } = registration.state() else {
+        panic!("live, then {:?}", registration.state());
+    };
+    assert!(store.exists("reg/node-1").await.unwrap());
+    other
+        .attach_lease(&lease_id)
+        .await
+        .unwrap()
+        .revoke()
+        .await
+        .unwrap();
+    let mut states = registration.watch();
+    let back = tokio::time::timeout(
+        PATIENCE,
+        states.wait_for(|s| matches!(s, Registered::Live { lease_id: id, .. } if *id != lease_id)),
+    )
+    .await;
+    let back = back.is_ok_and(|seen| seen.is_ok());
+    drop(states);
+    assert!(
+        back,
+        "registered again within {PATIENCE:?} after its lease was revoked: {:?}",
+        registration.state()
+    );
+    let pair = store
+        .get("reg/node-1")
+        .await
+        .unwrap()
+        .expect("the key is back");
+    assert_eq!(&pair.value[..], b"10.0.0.7:80");
+    registration.stop().await;
+    assert!(
+        !store.exists("reg/node-1").await.unwrap(),
+        "stop() removes the key at once"
+    );
+    Outcome::Passed
+}
+
+/// `Election::run` leads, drops the leader's work when the leadership is lost (its lease
+/// revoked here from another handle), campaigns again and leads in a new term with a higher
+/// fencing token; cancelling `stop` resigns.
+pub async fn an_election_run_leads_again_after_losing_its_leadership(ctx: Ctx) -> Outcome {
+    let store = ctx.store().clone();
+    if let Some(outcome) = gated(&store).await {
+        return outcome;
+    }
+    if let Some(outcome) = without_attach(&store) {
+        return outcome;
+    }
+    let other = ctx.another().await;
+    let election = Election::new(store.clone(), "run/leader")
+        .unwrap()
+        .ttl(lease_ttl(&store));
+    let (terms, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = kv_core::CancellationToken::new();
+    let running = {
+        let (ended, stop) = (ended.clone(), stop.clone());
+        tokio::spawn(async move {
+            election
+                .run("one", stop, move |term| {
+                    let _ = terms.send(term);
+                    // Counts the work dropped (cancelled) when its term ends.
+                    struct Work(Arc<std::sync::atomic::AtomicUsize>);
+                    impl Drop for Work {
+                        fn drop(&mut self) {
+                            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    let work = Work(ended.clone());
+                    async move {
+                        let _work = work;
+                        std::future::pending::<()>().await
+                    }
+                })
+                .await
+        })
+    };
+    let first = tokio::time::timeout(PATIENCE, started.recv())
+        .await
+        .expect("elected")
+        .unwrap();
+    other
+        .attach_lease(first.lease_id())
+        .await
+        .unwrap()
+        .revoke()
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(PATIENCE, started.recv())
+        .await
+        .expect("elected again after losing the leadership")
+        .unwrap();
+    assert!(first.lost().is_cancelled(), "the first term ended");
+    assert_eq!(
+        ended.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the first term's work was dropped"
+    );
+    assert!(second.fencing_token() > first.fencing_token());
+    stop.cancel();
+    tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("run ends when stopped")
+        .unwrap()
+        .unwrap();
+    assert!(second.lost().is_cancelled(), "stopping resigns");
+    assert!(!store.exists("run/leader").await.unwrap());
+    Outcome::Passed
 }
 
 /// A write fenced by a leadership (`Leadership::fence`, `StoreExt::update_fenced`) lands while
