@@ -125,7 +125,7 @@ impl Election {
     /// lease expired or could not be renewed: a partition, a server restart, this process
     /// frozen past the TTL) or a campaign failed for a reason that may pass (the store
     /// unreachable, the campaign's own lease lost during an outage), pausing 0.1 s doubling
-    /// to 5 s between attempts with a `tracing` warning. When the leadership is lost the
+    /// to 2 s between attempts with a `tracing` warning. When the leadership is lost the
     /// `lead` future is dropped at once — its work cancelled — but work a frozen process had
     /// already sent is stopped only by fencing its writes with [`Term::fence`].
     ///
@@ -369,7 +369,7 @@ pub(crate) fn heals(error: &Error) -> bool {
     error.is_transient() || matches!(error, Error::LeaseLost { .. } | Error::LockLost { .. })
 }
 
-/// The pause of a self-healing recipe between attempts: 0.1 s, doubling to 5 s, jittered.
+/// The pause of a self-healing recipe between attempts: 0.1 s, doubling to 2 s, jittered.
 #[derive(Debug)]
 pub(crate) struct Healing {
     next: Duration,
@@ -387,7 +387,7 @@ impl Healing {
     /// Sleeps the next pause; `false` if `stop` was cancelled first.
     pub(crate) async fn wait(&mut self, stop: &CancellationToken) -> bool {
         let pause = crate::retry::jittered(self.next);
-        self.next = (self.next * 2).min(Duration::from_secs(5));
+        self.next = (self.next * 2).min(Duration::from_secs(2));
         tokio::select! {
             _ = stop.cancelled() => false,
             _ = tokio::time::sleep(pause) => true,

@@ -38,7 +38,7 @@ pub enum Registered {
 
 /// A service's entry in a registry: `key = value` under a lease of `ttl`, renewed in the
 /// background, and granted and put again whenever the lease is lost — an outage longer than
-/// the TTL, a server restart, this process frozen — pausing 0.1 s doubling to 5 s between
+/// the TTL, a server restart, this process frozen — pausing 0.1 s doubling to 2 s between
 /// attempts, with a `tracing` warning. While the store is unreachable the key may be gone
 /// (others see the instance leave after the TTL); it comes back once a put succeeds. Ends on
 /// [`Registration::stop`] (the key goes at once), when the handle closes, or on an error that

@@ -113,3 +113,26 @@ conformance::fault_tests!(
     "/faults?timeout=1s",
     |url: String| async move { EtcdStore::open(&url).await }
 );
+
+/// A service's recipes through a 10 s etcd outage (killed, restarted on its data): both
+/// instances' `Registration`s put their keys back and one `Election::run` leads again, within
+/// the lease TTL + 2 s of etcd's return (issue 27's target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recipes_heal_after_a_10s_outage() {
+    let Some(server) = own_server() else { return };
+    let healed = conformance::faults::recipes_heal_after_an_outage(
+        &server,
+        "/recipes?timeout=1s",
+        Duration::from_secs(10),
+        |url: String| async move { EtcdStore::open(&url).await },
+    )
+    .await;
+    eprintln!("etcd, recipes after a 10 s outage: {healed:?}");
+    let bound = healed.ttl + Duration::from_secs(2);
+    assert!(
+        healed.registered <= bound && healed.leading <= bound,
+        "registered again after {:?}, leading after {:?}: over TTL + 2 s ({bound:?})",
+        healed.registered,
+        healed.leading
+    );
+}
