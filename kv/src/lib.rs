@@ -45,9 +45,10 @@ pub use kv_core::{
     BoxError, Bytes, CallRecord, CancellationToken, Capabilities, Child, Condition,
     DEFAULT_RECIPE_TTL, Election, Error, EventKind, HostPort, Key, KvPair, LeaderStream,
     Leadership, Lease, Limiter, Lock, LockGuard, LockHolder, LockOptions, LockScope, MAX_KEY_BYTES,
-    MetricsHook, Permit, Precondition, Prefix, PrefixStore, PutOptions, Result, Secret, Store,
-    StoreExt, StoreUrl, Tls, TracedStore, TtlSupport, Txn, TxnOpResult, UPDATE_ATTEMPTS, Validity,
-    WatchEvent, WatchOptions, WatchStream, backend, covers, normalize, normalize_key,
+    MetricsHook, Permit, Precondition, Prefix, PrefixStore, PutOptions, Registered, Registration,
+    Result, Secret, Store, StoreExt, StoreUrl, Term, Tls, TracedStore, TtlSupport, Txn,
+    TxnOpResult, UPDATE_ATTEMPTS, Validity, WatchEvent, WatchOptions, WatchStream, backend, covers,
+    normalize, normalize_key,
 };
 
 // Each backend's own API, for configuring a store in code instead of a URL (typed options, TLS
