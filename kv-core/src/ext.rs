@@ -7,9 +7,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::key::normalize_key;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use crate::key::{Key, normalize_key};
 use crate::store::Store;
+use crate::store::WatchStream;
 use crate::txn::{Condition, Txn, TxnOpResult};
+use crate::types::{EventKind, WatchOptions};
 use crate::types::{Precondition, PutOptions};
 
 /// How many times [`StoreExt::update`] reads and tries again after another writer won.
@@ -160,6 +167,45 @@ pub trait StoreExt: Store {
         }
     }
 
+    /// [`Store::watch`] (with `tree`, [`Store::watch_tree`]) with each put's value decoded
+    /// from JSON as `T`: events keep their kind, key and version, and the
+    /// [`EventKind::Synced`](crate::EventKind::Synced) marker passes through (`value: None`,
+    /// as for deletes). A value that is not valid JSON for `T` is an `Err(`[`Error::Decode`]`)`
+    /// item naming the key, and the watch goes on; any other error ends it, as for every watch.
+    ///
+    /// ```
+    /// # async fn demo(store: &dyn kv_core::Store) -> kv_core::Result<()> {
+    /// use futures::StreamExt;
+    /// use kv_core::{StoreExt, WatchOptions};
+    /// #[derive(serde::Deserialize)]
+    /// struct Config { replicas: u32 }
+    /// let mut configs = store.watch_json::<Config>("app/config", false, WatchOptions::default()).await?;
+    /// while let Some(event) = configs.next().await {
+    ///     if let Some(config) = event?.value {
+    ///         println!("replicas: {}", config.replicas);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    async fn watch_json<T>(
+        &self,
+        key: &str,
+        tree: bool,
+        options: WatchOptions,
+    ) -> Result<JsonWatchStream<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let events = match tree {
+            true => self.watch_tree(key, options).await?,
+            false => self.watch(key, options).await?,
+        };
+        Ok(Box::pin(JsonEvents {
+            events,
+            _type: std::marker::PhantomData,
+        }))
+    }
+
     /// [`StoreExt::update`] on a JSON value: `f` gets the decoded value (`None` if absent) and
     /// returns the new one. A current value that is not valid JSON for `T` is
     /// [`Error::Decode`] and nothing is written.
@@ -189,4 +235,52 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
 fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value)
         .map_err(|e| Error::invalid_argument(format!("the value for {key} is not JSON: {e}")))
+}
+
+/// A watch event whose value was decoded from JSON ([`StoreExt::watch_json`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonEvent<T> {
+    /// Put, Delete or Synced.
+    pub kind: EventKind,
+    /// The key that changed.
+    pub key: Key,
+    /// The decoded value of a put; `None` for deletes and the `Synced` marker.
+    pub value: Option<T>,
+    /// The version of the change.
+    pub version: u64,
+}
+
+/// The stream [`StoreExt::watch_json`] returns.
+pub type JsonWatchStream<T> = Pin<Box<dyn Stream<Item = Result<JsonEvent<T>>> + Send + 'static>>;
+
+/// Decodes a watch's puts as they come.
+struct JsonEvents<T> {
+    events: WatchStream,
+    _type: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Stream for JsonEvents<T> {
+    type Item = Result<JsonEvent<T>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let event = match self.events.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(event))) => event,
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let value = match event.kind {
+            EventKind::Put => match decode::<T>(event.key.as_str(), &event.value) {
+                Ok(value) => Some(value),
+                Err(error) => return Poll::Ready(Some(Err(error))),
+            },
+            _ => None,
+        };
+        Poll::Ready(Some(Ok(JsonEvent {
+            kind: event.kind,
+            key: event.key,
+            value,
+            version: event.version,
+        })))
+    }
 }

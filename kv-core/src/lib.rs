@@ -57,7 +57,7 @@ pub use bytes::Bytes;
 pub use capabilities::{Capabilities, TtlSupport};
 pub use election::{DEFAULT_RECIPE_TTL, Election, LeaderStream, Leadership, Limiter, Permit, Term};
 pub use error::{BoxError, Error, Result};
-pub use ext::{StoreExt, UPDATE_ATTEMPTS};
+pub use ext::{JsonEvent, JsonWatchStream, StoreExt, UPDATE_ATTEMPTS};
 pub use grant::Lease;
 pub use key::{Key, MAX_KEY_BYTES, Prefix, covers, normalize, normalize_key};
 pub use lease::Validity;

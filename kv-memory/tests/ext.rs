@@ -183,3 +183,47 @@ async fn the_metrics_hook_sees_every_call_and_its_outcome() {
         ]
     );
 }
+
+/// `watch_json` decodes each put as `T`, passes deletes and the `Synced` marker with no value,
+/// and reports a value that is not JSON for `T` as a `Decode` item, then goes on.
+#[tokio::test]
+async fn watch_json_decodes_puts_and_goes_on_after_a_bad_value() {
+    let store = store();
+    store
+        .put_json("cfg/a", &Counter { n: 1 }, PutOptions::default())
+        .await
+        .unwrap();
+    let mut events = store
+        .watch_json::<Counter>("cfg", true, WatchOptions::default().synced())
+        .await
+        .unwrap();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.kind, first.value),
+        (EventKind::Put, Some(Counter { n: 1 }))
+    );
+    assert_eq!(first.key.as_str(), "cfg/a");
+    let synced = events.next().await.unwrap().unwrap();
+    assert_eq!((synced.kind, synced.value), (EventKind::Synced, None));
+    store
+        .put("cfg/a", b"not json", PutOptions::default())
+        .await
+        .unwrap();
+    let bad = events.next().await.unwrap();
+    assert!(
+        matches!(&bad, Err(Error::Decode { key, .. }) if key == "cfg/a"),
+        "{bad:?}"
+    );
+    let version = store
+        .put_json("cfg/b", &Counter { n: 2 }, PutOptions::default())
+        .await
+        .unwrap();
+    let next = events.next().await.unwrap().unwrap();
+    assert_eq!(
+        (next.value, next.version),
+        (Some(Counter { n: 2 }), version)
+    );
+    store.delete("cfg/b").await.unwrap();
+    let gone = events.next().await.unwrap().unwrap();
+    assert_eq!((gone.kind, gone.value), (EventKind::Delete, None));
+}
