@@ -107,6 +107,7 @@ impl Election {
                         key: self.key.clone(),
                         lease,
                         version,
+                        resigned: false,
                     });
                 }
                 Err(Error::Conflict { .. }) => {
@@ -256,6 +257,8 @@ pub struct Leadership {
     key: Key,
     lease: Lease,
     version: u64,
+    /// Resigned already: nothing to do on drop.
+    resigned: bool,
 }
 
 impl Leadership {
@@ -323,8 +326,26 @@ impl Leadership {
     }
 
     /// Gives up leadership at once (the key goes; a waiting candidate is elected).
-    pub async fn resign(self) -> Result<()> {
+    pub async fn resign(mut self) -> Result<()> {
+        self.resigned = true;
         self.lease.revoke().await
+    }
+}
+
+impl Drop for Leadership {
+    /// Dropped without [`Leadership::resign`]: resigns in the background (on the current
+    /// Tokio runtime, if any), as a dropped [`LockGuard`](crate::LockGuard) releases its lock —
+    /// a waiting candidate is elected at once rather than after the lease's TTL.
+    fn drop(&mut self) {
+        if self.resigned {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let lease = self.lease.clone();
+            runtime.spawn(async move {
+                let _ = lease.revoke().await;
+            });
+        }
     }
 }
 

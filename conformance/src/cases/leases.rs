@@ -311,6 +311,41 @@ async fn next_leader(stream: &mut kv_core::LeaderStream) -> Option<bytes::Bytes>
     }
 }
 
+/// A leadership dropped without `resign()` resigns in the background, as a dropped lock
+/// guard releases: a waiting candidate is elected at once, not after the lease's TTL.
+pub async fn a_dropped_leadership_hands_over_at_once(ctx: Ctx) -> Outcome {
+    let store = ctx.store().clone();
+    if let Some(outcome) = gated(&store).await {
+        return outcome;
+    }
+    let ttl = lease_ttl(&store).max(Duration::from_secs(10)) * 2;
+    let other = ctx.another().await;
+    let first = Election::new(store.clone(), "drop/leader")
+        .unwrap()
+        .ttl(ttl);
+    let second = Election::new(other.clone(), "drop/leader")
+        .unwrap()
+        .ttl(ttl);
+    let leading = first.campaign("one").await.unwrap();
+    let waiting = tokio::spawn(async move { second.campaign("two").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second leader while the first leads"
+    );
+    let dropped = std::time::Instant::now();
+    drop(leading);
+    let next = tokio::time::timeout(ttl / 2, waiting)
+        .await
+        .unwrap_or_else(|_| panic!("no handover within {:?} of the drop (TTL {ttl:?})", ttl / 2))
+        .unwrap()
+        .unwrap();
+    let handover = dropped.elapsed();
+    assert!(handover < ttl / 2, "handed over after {handover:?}");
+    next.resign().await.unwrap();
+    Outcome::Passed
+}
+
 /// `Some(outcome)` if leases cannot be taken up by ID here (the self-healing cases end a
 /// recipe's lease from another handle that way).
 fn without_attach(store: &Arc<dyn Store>) -> Option<Outcome> {

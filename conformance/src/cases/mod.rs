@@ -57,6 +57,7 @@ macro_rules! __with_cases {
             leases::a_lease_is_taken_up_by_id
             leases::election_has_one_leader_at_a_time
             leases::fenced_writes_land_only_while_leading
+            leases::a_dropped_leadership_hands_over_at_once
             leases::a_registration_comes_back_after_its_lease_is_lost
             leases::an_election_run_leads_again_after_losing_its_leadership
             leases::limiter_admits_at_most_n
