@@ -31,3 +31,61 @@ async fn service_registry_on_etcd() {
     let seen = service_registry::run(&url).await.unwrap();
     assert_eq!(seen, REGISTRY);
 }
+
+#[path = "../examples/service.rs"]
+#[allow(dead_code)]
+mod service;
+
+/// Two instances of the service example on one store: one leads at a time and every tick a
+/// leader counted is in the counter exactly once (fenced, read-modify-write: none lost, none
+/// applied twice).
+async fn two_service_instances(url: &str) {
+    let store = kv::open(url).await.unwrap();
+    let (one, two) = tokio::join!(
+        service::run(kv::open(url).await.unwrap(), "node-1".into(), Some(3)),
+        service::run(kv::open(url).await.unwrap(), "node-2".into(), Some(3)),
+    );
+    let (one, two) = (one.unwrap(), two.unwrap());
+    let counter = store.get("services/api/ticks").await.unwrap().unwrap();
+    let counted: u64 = std::str::from_utf8(&counter.value)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(one + two > 0, "someone led");
+    assert_eq!(
+        counted,
+        one + two,
+        "ticks counted {one} + {two}, stored {counted}"
+    );
+    assert!(
+        store
+            .list("services/api/instances")
+            .await
+            .unwrap()
+            .is_empty(),
+        "both left the registry"
+    );
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_example_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("kv-service-{}", conformance::random_name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    two_service_instances(&format!("sqlite://{}/kv.db", dir.display())).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_example_on_etcd() {
+    use conformance::servers::{EtcdProcess, Provision, provision};
+    let server = match provision(&EtcdProcess) {
+        Provision::Ready(server) => server,
+        Provision::Skipped(message) => {
+            eprintln!("{message}");
+            return;
+        }
+    };
+    two_service_instances(&format!("{}/{}", server.url, conformance::random_name())).await;
+}
