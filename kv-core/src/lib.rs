@@ -1,5 +1,6 @@
 //! The contract of **kv**: one async API for coordination data — keys, watches, leases and
-//! locks — implemented by every backend (in-memory, sled, etcd, Consul, ZooKeeper, Redis).
+//! locks — implemented by every backend (in-memory, SQLite, sled, etcd, Consul, ZooKeeper,
+//! Redis).
 //!
 //! This crate holds no backend code: the [`Store`] and [`Lock`] traits, [`Key`] and [`Prefix`]
 //! normalization, [`KvPair`] and [`WatchEvent`], options, [`Capabilities`], the [`Error`] type

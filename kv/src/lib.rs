@@ -151,6 +151,21 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     open_url(&StoreUrl::parse(url)?).await
 }
 
+/// Opens the store `KV_STORE` names (as `kvctl` does), else `default`: one binary, pointed at
+/// a laptop's embedded store or a cluster by its environment.
+///
+/// ```no_run
+/// # async fn demo() -> kv::Result<()> {
+/// let store = kv::open_env("memory://app").await?; // KV_STORE=etcd://10.0.0.1:2379/app in production
+/// # Ok(()) }
+/// ```
+pub async fn open_env(default: &str) -> Result<Arc<dyn Store>> {
+    match std::env::var("KV_STORE") {
+        Ok(url) if !url.trim().is_empty() => open(url.trim()).await,
+        _ => open(default).await,
+    }
+}
+
 /// Opens the store of a parsed URL; see [`open`]. Every call of the store it returns runs in
 /// a `tracing` span ([`TracedStore`]).
 pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
