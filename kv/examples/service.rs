@@ -8,8 +8,7 @@
 //! cargo run -p coordkv --features etcd --example service -- etcd://127.0.0.1:2379/app node-2
 //! ```
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, atomic::AtomicU64, atomic::Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
