@@ -106,6 +106,7 @@ impl EtcdStore {
         let root = kv_core::Prefix::parse(root)?;
         let members = Members {
             clients: vec![Client::over(channel)],
+            endpoints: vec!["the channel given".to_owned()],
             preferred: std::sync::atomic::AtomicUsize::new(0),
         };
         let shown = format!("etcd (a channel given, root {:?})", root.as_str());
@@ -168,7 +169,7 @@ impl Inner {
         if result.as_ref().is_err_and(Error::is_transient) {
             self.members.failed(member);
         }
-        result
+        result.map_err(|error| self.members.at(member, error))
     }
 
     /// Runs `call` within `budget`, its errors mapped; running out is `operation` timing out
@@ -210,7 +211,7 @@ impl Inner {
                 .await
             {
                 Ok(answer) => return Ok(answer),
-                Err(error) => error,
+                Err(error) => self.members.at(member, error),
             };
             if !error.is_transient() {
                 return Err(error);
@@ -428,6 +429,8 @@ impl Inner {
 /// random; etcd's own balancer keeps picking it.
 pub(crate) struct Members {
     clients: Vec<Client>,
+    /// The endpoint of each client (same order), for errors.
+    endpoints: Vec<String>,
     preferred: std::sync::atomic::AtomicUsize,
 }
 
@@ -446,12 +449,16 @@ impl Members {
                     operation: "connect",
                     after: within,
                 })?
+                .map(|client| (client, endpoint.clone()))
         });
-        let mut clients = Vec::new();
+        let (mut clients, mut kept) = (Vec::new(), Vec::new());
         let mut last_error = None;
         for attempt in futures::future::join_all(attempts).await {
             match attempt {
-                Ok(client) => clients.push(client),
+                Ok((client, endpoint)) => {
+                    clients.push(client);
+                    kept.push(endpoint);
+                }
                 Err(error) if !error.is_transient() => return Err(error),
                 Err(error) => last_error = Some(error),
             }
@@ -460,6 +467,7 @@ impl Members {
             (true, Some(error)) => Err(error),
             _ => Ok(Members {
                 clients,
+                endpoints: kept,
                 preferred: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
@@ -467,6 +475,16 @@ impl Members {
 
     fn len(&self) -> usize {
         self.clients.len()
+    }
+
+    /// `error` naming the member it came from, when it says the member could not be reached.
+    fn at(&self, member: usize, error: Error) -> Error {
+        naming(&self.endpoints[member], error)
+    }
+
+    /// `error` naming every member, when none could be reached.
+    fn at_all(&self, error: Error) -> Error {
+        naming(&format!("none of {}", self.endpoints.join(", ")), error)
     }
 
     /// Asks every member for its status at once and prefers the first that answers; an error
@@ -482,7 +500,13 @@ impl Members {
                     .store(index, std::sync::atomic::Ordering::Release);
                 Ok(())
             }
-            Ok(Err(error)) => Err(map_error(error).timed_out_as("status", within)),
+            Ok(Err(error)) => {
+                let error = map_error(error).timed_out_as("status", within);
+                Err(match self.len() {
+                    1 => self.at(0, error),
+                    _ => self.at_all(error),
+                })
+            }
             Err(_) => Err(Error::Timeout {
                 operation: "status",
                 after: within,
@@ -639,6 +663,17 @@ pub(crate) fn map_error(status: tonic::Status) -> Error {
             Some(Box::new(status)),
         ),
         _ => Error::Backend(Box::new(status)),
+    }
+}
+
+/// An `Unavailable` error with the member(s) it could not reach named; others unchanged.
+fn naming(members: &str, error: Error) -> Error {
+    match error {
+        Error::Unavailable { message, source } => Error::Unavailable {
+            message: format!("{message} ({members})"),
+            source,
+        },
+        other => other,
     }
 }
 

@@ -136,3 +136,20 @@ async fn the_recipes_heal_after_a_10s_outage() {
         healed.leading
     );
 }
+
+/// A member that cannot be reached is named in the error (tonic's own text does not say
+/// where it tried), once.
+#[tokio::test]
+async fn an_unreachable_member_is_named_in_the_error() {
+    let refused = conformance::servers::free_port().unwrap();
+    let error = EtcdStore::open(&format!("etcd://127.0.0.1:{refused}/x?timeout=1s"))
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+    assert_eq!(
+        text.matches(&format!("127.0.0.1:{refused}")).count(),
+        1,
+        "{text}"
+    );
+}
