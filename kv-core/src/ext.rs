@@ -16,8 +16,7 @@ use crate::key::{Key, normalize_key};
 use crate::store::Store;
 use crate::store::WatchStream;
 use crate::txn::{Condition, Txn, TxnOpResult};
-use crate::types::{EventKind, WatchOptions};
-use crate::types::{Precondition, PutOptions};
+use crate::types::{EventKind, KvPair, Precondition, PutOptions, WatchOptions};
 
 /// How many times [`StoreExt::update`] reads and tries again after another writer won.
 pub const UPDATE_ATTEMPTS: usize = 16;
@@ -74,37 +73,19 @@ pub trait StoreExt: Store {
     ///
     /// Other errors are returned at once. After [`Error::is_outcome_unknown`] the write may
     /// have landed: read the key before deciding to call `update` again.
-    async fn update<F>(&self, key: &str, mut f: F) -> Result<u64>
+    async fn update<F>(&self, key: &str, f: F) -> Result<u64>
     where
         F: FnMut(Option<&[u8]>) -> Result<Vec<u8>> + Send,
     {
-        let mut pause = Duration::from_millis(1);
-        let mut attempt = 1;
-        loop {
-            let current = self.get(key).await?;
-            let new = f(current.as_ref().map(|pair| &pair.value[..]))?;
-            let precondition = match &current {
+        let write = |current: Option<KvPair>, new: Vec<u8>| async move {
+            let precondition = match current {
                 Some(pair) => Precondition::Version(pair.version),
                 None => Precondition::MustNotExist,
             };
-            match self
-                .atomic_put(key, &new, precondition, PutOptions::default())
+            self.atomic_put(key, &new, precondition, PutOptions::default())
                 .await
-            {
-                Err(Error::Conflict { .. }) if attempt < UPDATE_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(Error::Conflict { key, .. }) => {
-                    return Err(Error::conflict(
-                        key,
-                        format!("other writers changed it {UPDATE_ATTEMPTS} times in a row"),
-                    ));
-                }
-                other => return other,
-            }
-        }
+        };
+        read_modify_write(self, key, f, |_| true, write).await
     }
 
     /// [`StoreExt::update`] that writes only while every `fence` holds (conditions on other
@@ -115,56 +96,30 @@ pub trait StoreExt: Store {
     /// ([`Capabilities::max_txn_ops`](crate::Capabilities::max_txn_ops) ≥ fences + 2).
     ///
     /// [`Leadership::fence`]: crate::Leadership::fence
-    async fn update_fenced<F>(
-        &self,
-        key: &str,
-        fences: &[(String, Condition)],
-        mut f: F,
-    ) -> Result<u64>
+    async fn update_fenced<F>(&self, key: &str, fences: &[(String, Condition)], f: F) -> Result<u64>
     where
         F: FnMut(Option<&[u8]>) -> Result<Vec<u8>> + Send,
     {
         let key = normalize_key(key)?;
-        let mut pause = Duration::from_millis(1);
-        let mut attempt = 1;
-        loop {
-            let current = self.get(key).await?;
-            let new = f(current.as_ref().map(|pair| &pair.value[..]))?;
+        let write = |current: Option<KvPair>, new: Vec<u8>| async move {
             // Fences first: the conflict names the first condition that failed.
-            let mut txn = fences.iter().fold(Txn::new(), |txn, (fence, condition)| {
+            let txn = fences.iter().fold(Txn::new(), |txn, (fence, condition)| {
                 txn.when(fence.clone(), condition.clone())
             });
-            txn = match &current {
+            let txn = match current {
                 Some(pair) => txn.when(key, Condition::Version(pair.version)),
                 None => txn.when(key, Condition::Missing),
             };
-            match self.txn(txn.put(key, new)).await {
-                Ok(results) => {
-                    return match results.first() {
-                        Some(TxnOpResult::Put { version }) => Ok(*version),
-                        _ => Err(Error::Backend(
-                            "a transaction of one put answered no version".into(),
-                        )),
-                    };
-                }
-                Err(Error::Conflict { key: failed, .. })
-                    if normalize_key(&failed).ok() == Some(key) && attempt < UPDATE_ATTEMPTS =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(Error::Conflict { key: failed, .. })
-                    if normalize_key(&failed).ok() == Some(key) =>
-                {
-                    return Err(Error::conflict(
-                        failed,
-                        format!("other writers changed it {UPDATE_ATTEMPTS} times in a row"),
-                    ));
-                }
-                Err(error) => return Err(error),
+            match self.txn(txn.put(key, new)).await?.first() {
+                Some(TxnOpResult::Put { version }) => Ok(*version),
+                _ => Err(Error::Backend(
+                    "a transaction of one put answered no version".into(),
+                )),
             }
-        }
+        };
+        // A failed fence is returned as it is; only a change of `key` reads again.
+        let ours = |failed: &str| normalize_key(failed).ok() == Some(key);
+        read_modify_write(self, key, f, ours, write).await
     }
 
     /// [`Store::watch`] (with `tree`, [`Store::watch_tree`]) with each put's value decoded
@@ -223,6 +178,45 @@ pub trait StoreExt: Store {
 }
 
 impl<S: Store + ?Sized> StoreExt for S {}
+
+/// The loop of [`StoreExt::update`] and [`StoreExt::update_fenced`]: reads `key`, asks `f`
+/// for the new value, `write`s it given what was read; a [`Error::Conflict`] whose key `ours`
+/// accepts (another writer changed the key) reads again, up to [`UPDATE_ATTEMPTS`] times with
+/// a short backoff; anything else is returned as it is.
+async fn read_modify_write<S, F, W, Fut>(
+    store: &S,
+    key: &str,
+    mut f: F,
+    ours: impl Fn(&str) -> bool,
+    write: W,
+) -> Result<u64>
+where
+    S: Store + ?Sized,
+    F: FnMut(Option<&[u8]>) -> Result<Vec<u8>>,
+    W: Fn(Option<KvPair>, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let mut pause = Duration::from_millis(1);
+    let mut attempt = 1;
+    loop {
+        let current = store.get(key).await?;
+        let new = f(current.as_ref().map(|pair| &pair.value[..]))?;
+        match write(current, new).await {
+            Err(Error::Conflict { key: failed, .. }) if ours(&failed) => {
+                if attempt >= UPDATE_ATTEMPTS {
+                    return Err(Error::conflict(
+                        failed,
+                        format!("other writers changed it {UPDATE_ATTEMPTS} times in a row"),
+                    ));
+                }
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Decode {

@@ -335,14 +335,12 @@ impl Inner {
                     .query_async::<(T, redis::Value, usize)>(&mut conn)
                     .await
             };
-            let (value, _, confirmed) = match send(conn.clone()).await {
-                Err(e) if is_noscript(&e) && script.is_some() => {
-                    if let Some(script) = script {
-                        script.load_async(&mut conn).await?;
-                    }
+            let (value, _, confirmed) = match (send(conn.clone()).await, script) {
+                (Err(e), Some(script)) if is_noscript(&e) => {
+                    script.load_async(&mut conn).await?;
                     send(conn).await?
                 }
-                other => other?,
+                (other, _) => other?,
             };
             if confirmed < replicas {
                 // Transient: the caller asks the Sentinels and tries again.

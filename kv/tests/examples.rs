@@ -16,18 +16,23 @@ async fn service_registry_on_memory() {
     assert_eq!(seen, REGISTRY);
 }
 
+/// A fresh namespace on the suite's etcd server (`None`, said, where the suite skips etcd).
+#[cfg(feature = "etcd")]
+fn etcd_namespace() -> Option<String> {
+    use conformance::servers::{EtcdProcess, Provision, provision};
+    match provision(&EtcdProcess) {
+        Provision::Ready(server) => Some(format!("{}/{}", server.url, conformance::random_name())),
+        Provision::Skipped(message) => {
+            eprintln!("{message}");
+            None
+        }
+    }
+}
+
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_registry_on_etcd() {
-    use conformance::servers::{EtcdProcess, Provision, provision};
-    let server = match provision(&EtcdProcess) {
-        Provision::Ready(server) => server,
-        Provision::Skipped(message) => {
-            eprintln!("{message}");
-            return;
-        }
-    };
-    let url = format!("{}/{}", server.url, conformance::random_name());
+    let Some(url) = etcd_namespace() else { return };
     let seen = service_registry::run(&url).await.unwrap();
     assert_eq!(seen, REGISTRY);
 }
@@ -79,13 +84,6 @@ async fn the_service_example_on_sqlite() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_example_on_etcd() {
-    use conformance::servers::{EtcdProcess, Provision, provision};
-    let server = match provision(&EtcdProcess) {
-        Provision::Ready(server) => server,
-        Provision::Skipped(message) => {
-            eprintln!("{message}");
-            return;
-        }
-    };
-    two_service_instances(&format!("{}/{}", server.url, conformance::random_name())).await;
+    let Some(url) = etcd_namespace() else { return };
+    two_service_instances(&url).await;
 }

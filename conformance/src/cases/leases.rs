@@ -346,10 +346,13 @@ pub async fn a_dropped_leadership_hands_over_at_once(ctx: Ctx) -> Outcome {
     Outcome::Passed
 }
 
-/// `Some(outcome)` if leases cannot be taken up by ID here (the self-healing cases end a
-/// recipe's lease from another handle that way).
-fn without_attach(store: &Arc<dyn Store>) -> Option<Outcome> {
-    (!store.capabilities().attach_leases).then_some(Outcome::Gated("attach_leases"))
+/// [`gated`], and `Some(outcome)` too if leases cannot be taken up by ID here (the
+/// self-healing cases end a recipe's lease from another handle that way).
+async fn gated_by_id(store: &Arc<dyn Store>) -> Option<Outcome> {
+    match gated(store).await {
+        Some(outcome) => Some(outcome),
+        None => (!store.capabilities().attach_leases).then_some(Outcome::Gated("attach_leases")),
+    }
 }
 
 /// A `Registration` puts its key back after its lease is lost (revoked here from another
@@ -357,10 +360,7 @@ fn without_attach(store: &Arc<dyn Store>) -> Option<Outcome> {
 /// state; `stop()` removes the key at once.
 pub async fn a_registration_comes_back_after_its_lease_is_lost(ctx: Ctx) -> Outcome {
     let store = ctx.store().clone();
-    if let Some(outcome) = gated(&store).await {
-        return outcome;
-    }
-    if let Some(outcome) = without_attach(&store) {
+    if let Some(outcome) = gated_by_id(&store).await {
         return outcome;
     }
     let other = ctx.another().await;
@@ -415,10 +415,7 @@ pub async fn a_registration_comes_back_after_its_lease_is_lost(ctx: Ctx) -> Outc
 /// fencing token; cancelling `stop` resigns.
 pub async fn an_election_run_leads_again_after_losing_its_leadership(ctx: Ctx) -> Outcome {
     let store = ctx.store().clone();
-    if let Some(outcome) = gated(&store).await {
-        return outcome;
-    }
-    if let Some(outcome) = without_attach(&store) {
+    if let Some(outcome) = gated_by_id(&store).await {
         return outcome;
     }
     let other = ctx.another().await;

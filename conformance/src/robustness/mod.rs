@@ -814,13 +814,16 @@ async fn nemesis(
             ("kill", _, Some(server)) => {
                 if let Some(cluster) = target.leader {
                     let until = Instant::now() + Duration::from_secs(10);
-                    while !tokio::task::block_in_place(|| cluster.may_lose_a_member()) {
+                    let ready = loop {
+                        if tokio::task::block_in_place(|| cluster.may_lose_a_member()) {
+                            break true;
+                        }
                         if Instant::now() > until {
-                            break;
+                            break false;
                         }
                         tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    if !tokio::task::block_in_place(|| cluster.may_lose_a_member()) {
+                    };
+                    if !ready {
                         continue;
                     }
                 }
