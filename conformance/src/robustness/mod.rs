@@ -191,6 +191,7 @@ where
             .expect("store for a robustness client");
         stores.push(Arc::new(store));
     }
+    // Each member's own view, asked when a run fails (a replica that diverged shows there).
     let target = Target {
         members: members.to_vec(),
         peers: peers.iter().collect(),
@@ -198,7 +199,19 @@ where
         leader,
     };
     let children = format!("{url}{suffix}");
-    drive(kind, stores, config, Some(&target), Some(children)).await
+    match drive(kind, stores, config, Some(&target), Some(children)).await {
+        Ok(report) => report,
+        Err(mut failed) => {
+            if members.len() > 1 {
+                let views = member_views(members, suffix, &open, &failed.state).await;
+                failed.add(
+                    "the members' own answers where they differ from the final state",
+                    views,
+                );
+            }
+            panic!("{}", failed.message)
+        }
+    }
 }
 
 /// Waits until a watcher's log says `delivered` or that it ended, or until the liveness bound
@@ -244,6 +257,75 @@ struct Target<'a> {
     proxies: Vec<FaultProxy>,
     /// Which member leads, if that can be asked, and when one may be killed.
     leader: Option<&'a dyn Cluster>,
+}
+
+/// What each member holds of every key in `state` whose reading on some member differs from
+/// `state` (the final state read through the clients' URL): one line per such key, empty when
+/// all members agree with it. Each member is read through a store of its own (with that
+/// backend's linearizable read: a member that answers otherwise than the others after the run
+/// has diverged).
+async fn member_views<S, F, Fut>(
+    members: &[&Server],
+    suffix: &str,
+    open: &F,
+    state: &BTreeMap<String, Option<(String, u64)>>,
+) -> Vec<String>
+where
+    S: Store + 'static,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = kv_core::Result<S>>,
+{
+    let show = |read: &Option<(String, u64)>| match read {
+        Some((value, version)) => format!("{value} @ {version}"),
+        None => "absent".to_owned(),
+    };
+    let mut answers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for member in members {
+        let url = format!("{}{suffix}", member.url);
+        let store = tokio::time::timeout(Duration::from_secs(10), open(url)).await;
+        for (key, expected) in state {
+            let answer = match &store {
+                Ok(Ok(store)) => {
+                    match tokio::time::timeout(Duration::from_secs(5), store.get(key)).await {
+                        Ok(Ok(pair)) => {
+                            let read = pair.map(|p| {
+                                (String::from_utf8_lossy(&p.value).into_owned(), p.version)
+                            });
+                            if &read == expected {
+                                "agrees".to_owned()
+                            } else {
+                                show(&read)
+                            }
+                        }
+                        Ok(Err(e)) => format!("error: {e}"),
+                        Err(_) => "no answer in 5 s".to_owned(),
+                    }
+                }
+                Ok(Err(e)) => format!("no store: {e}"),
+                Err(_) => "no store in 10 s".to_owned(),
+            };
+            answers.entry(key).or_default().push(answer);
+        }
+        if let Ok(Ok(store)) = store {
+            let _ = store.close().await;
+        }
+    }
+    answers
+        .into_iter()
+        .filter(|(_, answers)| answers.iter().any(|a| a != "agrees"))
+        .map(|(key, answers)| {
+            let each: Vec<String> = answers
+                .iter()
+                .enumerate()
+                .map(|(member, a)| format!("member {member}: {a}"))
+                .collect();
+            format!(
+                "{key} = {} through the clients' URL; {}",
+                show(&state[key]),
+                each.join("; ")
+            )
+        })
+        .collect()
 }
 
 /// What the nemesis asks of a cluster: which member leads, and whether one may be killed now.
@@ -302,20 +384,23 @@ where
         proxies: Vec::new(),
         leader: None,
     };
-    drive(kind, stores, config, Some(&target), Some(url.to_owned())).await
+    drive(kind, stores, config, Some(&target), Some(url.to_owned()))
+        .await
+        .unwrap_or_else(|failed| panic!("{}", failed.message))
 }
 
 /// Drives the clients over `stores` (get/put/CAS/delete traffic on every handle, two
 /// watchers, two lease clients and three lock clients sharing them, as services share a
 /// handle), with the nemesis when there is a server (and its proxy) and faults are on; then
-/// writes the sentinel, reads the final state, checks, reports, and panics on a violation.
+/// writes the sentinel, reads the final state, checks and reports; a violation is returned
+/// (the caller adds what it can tell and panics).
 async fn drive(
     kind: &str,
     stores: Vec<Arc<dyn Store>>,
     config: Config,
     faulty: Option<&Target<'_>>,
     child_url: Option<String>,
-) -> Report {
+) -> Result<Report, Failed> {
     let began = Instant::now();
     let at = move || began.elapsed().as_nanos() as u64;
     let history = Arc::new(Mutex::new(Vec::<Op>::new()));
@@ -633,7 +718,7 @@ async fn drive(
         report.checked_in
     );
     if violations.is_empty() && untyped.is_empty() && unforced.is_empty() && problems.is_empty() {
-        return report;
+        return Ok(report);
     }
     let focus = violations
         .first()
@@ -693,13 +778,41 @@ async fn drive(
         ));
     }
     let _ = std::fs::write(dir.join("report.txt"), &message);
-    panic!(
-        "{kind}: robustness seed {} failed (replay with KV_ROBUSTNESS_SEED={}); history and \
-         faults in {}{message}",
-        config.seed,
-        config.seed,
-        dir.display()
-    );
+    Err(Failed {
+        message: format!(
+            "{kind}: robustness seed {} failed (replay with KV_ROBUSTNESS_SEED={}); history and \
+             faults in {}{message}",
+            config.seed,
+            config.seed,
+            dir.display()
+        ),
+        dir,
+        state: end.state,
+    })
+}
+
+/// A run that found a violation: what to say, where its files are, the final state read.
+struct Failed {
+    message: String,
+    dir: PathBuf,
+    state: BTreeMap<String, Option<(String, u64)>>,
+}
+
+impl Failed {
+    /// Adds `lines` under `title` (and to the saved report), unless there are none.
+    fn add(&mut self, title: &str, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut text = format!("\n\n{title}:");
+        for line in lines {
+            text.push_str(&format!("\n  {line}"));
+        }
+        self.message.push_str(&text);
+        let report = self.dir.join("report.txt");
+        let saved = std::fs::read_to_string(&report).unwrap_or_default();
+        let _ = std::fs::write(report, saved + &text);
+    }
 }
 
 /// Injects faults until `deadline`, one at a time with pauses between, each of a kind the
