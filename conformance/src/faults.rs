@@ -195,6 +195,58 @@ pub async fn lock_faults<S, F, Fut>(
     );
 }
 
+/// A revoke cut off from the server by a partition says `Ok` only if the lease's key is gone
+/// (read directly at once); otherwise its error says the outcome is unknown, and the key goes
+/// anyway within twice the TTL (plus 2 s) after the heal: the lease is no longer renewed.
+/// Returns what the revoke said and when the key was gone, from the revoke's return.
+pub async fn a_revoke_cut_off(
+    proxied: &dyn Store,
+    direct: &dyn Store,
+    proxy: &FaultProxy,
+    ttl: Duration,
+) -> (String, Duration) {
+    let key = "faults/revoked";
+    let lease = proxied
+        .grant(ttl)
+        .await
+        .expect("grant before the partition");
+    proxied
+        .put(key, b"leased", PutOptions::default().lease(&lease))
+        .await
+        .expect("put with the lease before the partition");
+    proxy.hold();
+    let revoked = tokio::time::timeout(Duration::from_secs(10), lease.revoke())
+        .await
+        .expect("a revoke during a partition must give up on its own");
+    let returned = Instant::now();
+    let left = direct.get(key).await.expect("read directly");
+    proxy.heal();
+    match &revoked {
+        Ok(()) => assert!(
+            left.is_none(),
+            "revoke said Ok while the lease's key was still there: {left:?}"
+        ),
+        Err(e) => assert!(
+            e.is_outcome_unknown(),
+            "a revoke sent into a partition may have been applied: its error must say the \
+             outcome is unknown: {e:?}"
+        ),
+    }
+    let until = returned + ttl * 2 + Duration::from_secs(2);
+    while direct.get(key).await.ok().flatten().is_some() {
+        assert!(
+            Instant::now() < until,
+            "the key outlived its lease by twice the TTL after a revoke that said {revoked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said = match &revoked {
+        Ok(()) => "Ok".to_owned(),
+        Err(e) => format!("{e}"),
+    };
+    (said, returned.elapsed())
+}
+
 /// A write during a partition fails within the store's timeout (1 s in the fault tests, plus
 /// slack) with a retryable error whose outcome is unknown or that reached no server; after the
 /// heal the same handle works again without being reopened. Returns the time to the error,
@@ -1003,7 +1055,8 @@ pub fn own_server(launcher: &dyn crate::servers::Launcher) -> Option<crate::serv
 /// `locks_keep_their_promises_through_a_partition` ([`lock_faults`], TTL 3 s),
 /// `watches_keep_their_promises_through_a_partition` ([`watch_faults`], a 4 s partition),
 /// `a_write_whose_answer_is_lost_is_an_unknown_outcome` ([`a_write_whose_answer_is_lost`],
-/// 200 ms per chunk) and `a_restarted_or_paused_server_is_used_again` ([`restart_faults`]).
+/// 200 ms per chunk), `a_revoke_cut_off_by_a_partition_says_so` ([`a_revoke_cut_off`], TTL 3 s)
+/// and `a_restarted_or_paused_server_is_used_again` ([`restart_faults`]).
 ///
 /// ```ignore
 /// conformance::fault_tests!(&EtcdProcess, "/faults?timeout=1s", |url: String| async move {
@@ -1046,6 +1099,20 @@ macro_rules! fault_tests {
                 $crate::faults::a_write_whose_answer_is_lost(&proxied, &direct, &proxy, delay)
                     .await;
             eprintln!("{kind}: a put whose answer was reset: {error}");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_revoke_cut_off_by_a_partition_says_so() {
+            let Some(server) = $crate::faults::own_server($launcher) else {
+                return;
+            };
+            let kind = $crate::servers::Launcher::kind($launcher);
+            let (proxy, direct, proxied) =
+                $crate::faults::proxied_stores(&server.url, $suffix, &$open).await;
+            let ttl = ::std::time::Duration::from_secs(3);
+            let (said, gone) =
+                $crate::faults::a_revoke_cut_off(&proxied, &direct, &proxy, ttl).await;
+            eprintln!("{kind}: a revoke during a partition said {said}; its key was gone {gone:?} after it returned");
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,9 @@ use crate::lease::Validity;
 #[async_trait]
 pub trait LeaseOps: Send + Sync + fmt::Debug + 'static {
     /// Deletes every key put with the lease at once (Delete events) and ends it; renewal
-    /// stops and `lost` fires. Revoking a lease that is already gone is not an error.
+    /// stops and `lost` fires. `Ok` only once the keys are gone: a call cut off from the
+    /// server is an error whose outcome is unknown (the keys then go within the TTL).
+    /// Revoking a lease that is already gone is not an error.
     async fn revoke(&self) -> Result<()>;
 
     /// Stops renewing without revoking (every [`Lease`] clone was dropped): the keys go when
@@ -111,7 +113,9 @@ impl Lease {
         self.granted.lost.is_cancelled()
     }
 
-    /// Deletes every key put with the lease, at once, and ends it.
+    /// Deletes every key put with the lease, at once, and ends it. `Ok` means they are gone;
+    /// an error cut off from the server is [`Error::is_outcome_unknown`] (some may be gone;
+    /// the lease is no longer renewed, so the rest go within the TTL).
     pub async fn revoke(&self) -> Result<()> {
         self.granted.ops.revoke().await
     }

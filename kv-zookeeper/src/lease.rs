@@ -13,7 +13,7 @@ use kv_core::backend::LeaseOps;
 use kv_core::{CancellationToken, Error, Lease, Result};
 use zookeeper_client as zk;
 
-use crate::{Inner, timed_raw};
+use crate::{Inner, map_error, timed_raw};
 
 /// A lease's session and the value nodes created on it.
 pub(crate) struct LeaseSession {
@@ -43,7 +43,8 @@ impl LeaseSession {
         }
     }
 
-    /// Records a value node created on the session (removed explicitly on revoke).
+    /// Records a value node the session may own: called before its create is sent, so that
+    /// a create whose answer was lost is deleted on revoke too.
     pub fn created(&self, path: String) {
         self.nodes
             .lock()
@@ -52,31 +53,82 @@ impl LeaseSession {
     }
 
     /// Ends the lease now: deletes the value nodes the session still owns (each only at the
-    /// version read, so a node rewritten meanwhile stays), closes the session, fires `lost`.
-    pub async fn end(&self, inner: &Inner) {
+    /// version read, so a node rewritten without the lease stays), closes the session, fires
+    /// `lost`. `Ok` once none is left; else `OutcomeUnknown` (some may stay until the session,
+    /// closed or left to expire, ends within the TTL), and a later call tries the rest through
+    /// the store's own session.
+    pub async fn end(&self, inner: &Inner) -> Result<()> {
         self.stop.cancel();
-        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(client) = client {
-            let nodes: Vec<String> = self
+        let own = self.client.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // The session's own client while it lives (its requests are ordered after the
+        // session's creates), else the store's.
+        let client = match own.clone().filter(|c| !c.state().is_terminated()) {
+            Some(client) => Ok(Some(client)),
+            None if self
                 .nodes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .drain()
-                .collect();
-            for path in nodes {
-                if let Ok(Ok(Some(stat))) =
-                    timed_raw("revoke", inner.timeout, client.check_stat(&path)).await
-                    && stat.ephemeral_owner == self.session_id
-                {
-                    let delete = client.delete(&path, Some(stat.version));
-                    let _ = timed_raw("revoke", inner.timeout, delete).await;
-                    if let Some(key) = inner.layout.key_of_value(&path) {
-                        inner.reclaimer.schedule(&key);
+                .is_empty() =>
+            {
+                Ok(None)
+            }
+            None => inner.client().await.map(Some),
+        };
+        let deleted = match client {
+            Ok(Some(client)) => self.delete_nodes(&client, inner).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        // Dropping the last client closes the session (ZooKeeper deletes what it still owns).
+        drop(own);
+        self.lost.cancel();
+        deleted.map_err(|e| Error::OutcomeUnknown {
+            operation: "revoke",
+            reason: format!(
+                "{e}; the lease's keys go when its session ends, within {:?}",
+                self.ttl
+            ),
+        })
+    }
+
+    /// Deletes every recorded node the session owns, within one call's budget; each node found
+    /// gone (or no longer the session's) is forgotten.
+    async fn delete_nodes(&self, client: &zk::Client, inner: &Inner) -> Result<()> {
+        let budget = kv_core::backend::Budget::new(inner.timeout);
+        let nodes: Vec<String> = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        for path in nodes {
+            loop {
+                let stat = timed_raw("revoke", budget.remaining(), client.check_stat(&path))
+                    .await?
+                    .map_err(|e| map_error("revoke", e))?;
+                let Some(stat) = stat.filter(|s| s.ephemeral_owner == self.session_id) else {
+                    break;
+                };
+                let delete = client.delete(&path, Some(stat.version));
+                match timed_raw("revoke", budget.remaining(), delete).await? {
+                    Ok(()) => {
+                        if let Some(key) = inner.layout.key_of_value(&path) {
+                            inner.reclaimer.schedule(&key);
+                        }
+                        break;
                     }
+                    // Deleted or rewritten meanwhile: look again.
+                    Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
+                    Err(e) => return Err(map_error("revoke", e)),
                 }
             }
+            self.nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&path);
         }
-        self.lost.cancel();
+        Ok(())
     }
 }
 
@@ -151,13 +203,13 @@ pub(crate) fn session_of(lease: &Lease) -> Result<Arc<LeaseSession>> {
 #[async_trait]
 impl LeaseOps for ZooKeeperLeaseOps {
     async fn revoke(&self) -> Result<()> {
-        self.session.end(&self.inner).await;
+        let ended = self.session.end(&self.inner).await;
         self.inner
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|s| !Arc::ptr_eq(s, &self.session));
-        Ok(())
+        ended
     }
 
     /// Nobody renews the lease any more: the session (and its nodes) ends one TTL later, as

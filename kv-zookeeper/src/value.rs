@@ -399,13 +399,9 @@ impl Inner {
                     Some(lease) => {
                         let options = self.ephemeral_options();
                         let on = lease.client()?;
-                        let replaced = self
-                            .replace(&on, key, &state, &target, &data, &options)
-                            .await?;
-                        if replaced.is_some() {
-                            lease.created(target.clone());
-                        }
-                        replaced
+                        lease.created(target.clone());
+                        self.replace(&on, key, &state, &target, &data, &options)
+                            .await?
                     }
                     None => {
                         let sent = std::time::Instant::now();
