@@ -52,7 +52,10 @@ async fn main() -> kv::Result<()> {
         ["node-a", "node-b", "node-c"].map(|name| tokio::spawn(candidate(store.clone(), name)));
     tokio::time::sleep(Duration::from_millis(50)).await;
     if let Some(leader) = observer.leader().await? {
-        println!("observer: the leader is {:?}", String::from_utf8_lossy(&leader));
+        println!(
+            "observer: the leader is {:?}",
+            String::from_utf8_lossy(&leader)
+        );
     }
     for candidate in candidates {
         candidate.await.expect("candidate task")?;

@@ -8,11 +8,12 @@
 //! cargo run -p coordkv --features etcd --example service -- etcd://127.0.0.1:2379/app node-2
 //! ```
 
-use std::sync::{Arc, atomic::AtomicU64, atomic::Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kv::{CancellationToken, Election, Registration, StoreExt, WatchOptions};
+use kv::{CancellationToken, Election, Registration, Store, StoreExt, WatchOptions};
 
 /// The config every instance follows.
 #[derive(Debug, serde::Deserialize)]
@@ -27,24 +28,21 @@ async fn main() -> kv::Result<()> {
     let url = args.next().unwrap_or_else(|| "memory://service".into());
     let name = args.next().unwrap_or_else(|| "node-1".into());
     let seconds = args.next().and_then(|s| s.parse().ok());
-    let ticks = run(kv::open(&url).await?, name.clone(), seconds).await?;
-    println!("{name} wrote {ticks} ticks");
+    let [ticks, unsure] = run(kv::open(&url).await?, name.clone(), seconds).await?;
+    println!("{name} wrote {ticks} ticks ({unsure} more may have landed)");
     Ok(())
 }
 
-/// Runs instance `name` until Ctrl-C or `seconds`; returns the ticks it wrote as leader.
-pub async fn run(store: Arc<dyn kv::Store>, name: String, seconds: Option<u64>) -> kv::Result<u64> {
+/// Runs instance `name` until Ctrl-C or `secs` seconds: the ticks it wrote as leader, and those
+/// whose outcome it could not know (a write cut off: it may have landed, once).
+pub async fn run(store: Arc<dyn Store>, name: String, secs: Option<u64>) -> kv::Result<[u64; 2]> {
     let ttl = Duration::from_secs(5);
     let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            match seconds {
-                Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds)).await,
-                None => drop(tokio::signal::ctrl_c().await),
-            }
-            stop.cancel();
-        }
+    let cancel = stop.clone();
+    let wait = secs.map_or(Duration::MAX, Duration::from_secs);
+    tokio::spawn(async move {
+        tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = tokio::signal::ctrl_c() => {} }
+        cancel.cancel();
     });
     // In the registry for as long as it runs, again after every outage.
     let key = format!("services/api/instances/{name}");
@@ -58,16 +56,16 @@ pub async fn run(store: Arc<dyn kv::Store>, name: String, seconds: Option<u64>) 
     tokio::spawn(async move {
         while let Some(Ok(event)) = configs.next().await {
             if let Some(config) = event.value {
-                follow.store(config.tick_ms, Ordering::Relaxed);
+                follow.store(config.tick_ms, Relaxed);
             }
         }
     });
     // The job, only while leading; a write from a term that ended is refused.
-    let ticks = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]); // written, unsure
     let election = Election::new(store.clone(), "services/api/leader")?.ttl(ttl);
     election
         .run(name.clone(), stop, |term| {
-            let (store, ticks, tick_ms) = (store.clone(), ticks.clone(), tick_ms.clone());
+            let (store, tick_ms, counts) = (store.clone(), tick_ms.clone(), counts.clone());
             async move {
                 loop {
                     let fences = [term.fence()];
@@ -76,15 +74,16 @@ pub async fn run(store: Arc<dyn kv::Store>, name: String, seconds: Option<u64>) 
                             n.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
                         Ok((n.unwrap_or(0) + 1).to_string().into_bytes())
                     });
-                    if written.await.is_ok() {
-                        ticks.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(tick_ms.load(Ordering::Relaxed)))
-                        .await;
+                    match written.await {
+                        Ok(_) => counts[0].fetch_add(1, Relaxed),
+                        Err(e) if e.is_outcome_unknown() => counts[1].fetch_add(1, Relaxed),
+                        Err(_) => 0, // refused: nothing written (no longer leading, a conflict)
+                    };
+                    tokio::time::sleep(Duration::from_millis(tick_ms.load(Relaxed))).await;
                 }
             }
         })
         .await?;
     registration.stop().await;
-    Ok(ticks.load(Ordering::Relaxed))
+    Ok(counts.each_ref().map(|c| c.load(Relaxed)))
 }

@@ -195,7 +195,7 @@ where
     let target = Target {
         members: members.to_vec(),
         peers: peers.iter().collect(),
-        proxies,
+        proxies: proxies.iter().collect(),
         leader,
     };
     let children = format!("{url}{suffix}");
@@ -254,7 +254,7 @@ struct Target<'a> {
     /// other).
     peers: Vec<&'a Vec<FaultProxy>>,
     /// A proxy per host of the clients' URL.
-    proxies: Vec<FaultProxy>,
+    proxies: Vec<&'a FaultProxy>,
     /// Which member leads, if that can be asked, and when one may be killed.
     leader: Option<&'a dyn Cluster>,
 }
@@ -353,6 +353,7 @@ impl Target<'_> {
         for proxy in self
             .proxies
             .iter()
+            .copied()
             .chain(self.peers.iter().copied().flatten())
         {
             proxy.heal();
@@ -813,6 +814,29 @@ impl Failed {
         let saved = std::fs::read_to_string(&report).unwrap_or_default();
         let _ = std::fs::write(report, saved + &text);
     }
+}
+
+/// The nemesis on the clients' side alone, for `duration` from now: the connections through
+/// `proxies` held (a partition), reset or delayed, one fault at a time with quiet pauses
+/// between (as in every robustness run), all healed at the end. For a test of code built on
+/// kv (a recipe, an example) under the runner's faults. Returns the log.
+pub async fn client_faults(proxies: &[FaultProxy], seed: u64, duration: Duration) -> Vec<Fault> {
+    let target = Target {
+        members: Vec::new(),
+        peers: Vec::new(),
+        proxies: proxies.iter().collect(),
+        leader: None,
+    };
+    let config = Config {
+        seed,
+        ..Config::from_env(duration.as_secs())
+    };
+    let children = tokio::sync::Mutex::new(Vec::new());
+    let began = Instant::now();
+    let spawn = |_: usize| -> process::Child { unreachable!("no client processes to replace") };
+    let log = nemesis(&target, &children, &spawn, &config, began, began + duration).await;
+    target.heal();
+    log
 }
 
 /// Injects faults until `deadline`, one at a time with pauses between, each of a kind the
