@@ -44,6 +44,10 @@ pub struct Capabilities {
     pub locks_process_local: bool,
     /// `delete_tree` removes the whole subtree atomically (no reader sees half of it).
     pub atomic_delete_tree: bool,
+    /// `list` reads every key at one point in time (a list that shows a write never misses
+    /// one acknowledged before it began); false where a list is read key by key or page by
+    /// page.
+    pub snapshot_lists: bool,
     /// Longest key in bytes (never more than [`MAX_KEY_BYTES`]).
     pub max_key_bytes: usize,
     /// Largest value in bytes; larger values fail with [`Error::ValueTooLarge`].
@@ -70,6 +74,7 @@ impl Capabilities {
             subtree_locks: true,
             locks_process_local: false,
             atomic_delete_tree: true,
+            snapshot_lists: true,
             max_key_bytes: MAX_KEY_BYTES,
             max_value_bytes,
             max_txn_ops: usize::MAX,

@@ -11,7 +11,8 @@
 //! - `watch-drop-on-reconnect`: a resumed watch drops its first event (a gap);
 //! - `lock-skip-lease-recheck`: a lock taken after waiting trusts its waiting lease as fresh
 //!   (`lost()` fires too late: two holders);
-//! - `write-unavailable-after-send`: a write whose answer was lost says nothing was applied.
+//! - `write-unavailable-after-send`: a write whose answer was lost says nothing was applied;
+//! - `list-key-by-key`: a list reads each key again on its own (not one snapshot).
 
 /// Whether the failpoint `name` is armed.
 #[cfg(not(feature = "failpoints"))]

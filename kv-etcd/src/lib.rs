@@ -742,7 +742,18 @@ impl Store for EtcdStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         let prefix = self.inner.prefix(prefix)?;
-        Ok(self.inner.list_at(prefix, 0).await?.0)
+        let pairs = self.inner.list_at(prefix, 0).await?.0;
+        if kv_core::failpoint::armed("list-key-by-key") {
+            // Planted (the robustness self-test): each key read again on its own, a moment
+            // apart, as a list that walks its keys would — no longer one snapshot.
+            let mut walked = Vec::with_capacity(pairs.len());
+            for pair in pairs {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                walked.extend(self.get(pair.key.as_str()).await?);
+            }
+            return Ok(walked);
+        }
+        Ok(pairs)
     }
 
     async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {

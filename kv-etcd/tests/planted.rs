@@ -51,3 +51,9 @@ async fn a_lock_trusting_its_waiting_lease_is_caught() {
 async fn a_sent_write_reported_unavailable_is_caught() {
     caught("write-unavailable-after-send").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the robustness self-test: scripts/robustness --planted"]
+async fn a_list_read_key_by_key_is_caught() {
+    caught("list-key-by-key").await;
+}

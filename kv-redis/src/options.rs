@@ -309,6 +309,9 @@ impl RedisOptions {
             granularity: Duration::from_millis(1),
         });
         capabilities.max_txn_ops = MAX_TXN_OPS;
+        // A list reads 1,000 keys per script call (`SCAN` on the native layout): a longer
+        // one is not one snapshot.
+        capabilities.snapshot_lists = false;
         let native = self.native.map(|poll| {
             capabilities.watch_history = false;
             capabilities.watch_coalesces = true;

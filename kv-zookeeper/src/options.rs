@@ -231,6 +231,8 @@ impl ZooKeeperOptions {
         let mut capabilities = Capabilities::full("zookeeper", self.max_value_bytes);
         // One `multi` up to 2,000 nodes, batches beyond.
         capabilities.atomic_delete_tree = false;
+        // A list walks the tree, one level per round trip.
+        capabilities.snapshot_lists = false;
         capabilities.watch_history = false;
         capabilities.watch_coalesces = true;
         capabilities.max_txn_ops = MAX_TXN_OPS;

@@ -33,6 +33,7 @@ macro_rules! __with_cases {
             tree::delete_removes_one_key
             tree::delete_tree_removes_the_subtree
             tree::delete_tree_is_all_or_nothing_where_declared_atomic
+            tree::list_is_a_snapshot_where_declared
             cas::atomic_put_preconditions
             cas::atomic_delete_preconditions
             cas::concurrent_cas_has_one_winner

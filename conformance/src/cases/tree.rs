@@ -202,3 +202,55 @@ pub async fn delete_tree_is_all_or_nothing_where_declared_atomic(ctx: Ctx) -> Ou
     );
     Outcome::Passed
 }
+
+/// Where `Capabilities::snapshot_lists` is declared, a list is one point in time: while a
+/// writer puts `snap/a` and then `snap/b` to the same round number, over and over, no list
+/// (from another handle) shows `b` ahead of `a` — the later write without the earlier one.
+pub async fn list_is_a_snapshot_where_declared(ctx: Ctx) -> Outcome {
+    const ROUNDS: u64 = 100;
+    let store = ctx.store();
+    let reader = ctx.another().await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lists = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let pairs = reader.list("snap").await.unwrap();
+                let round = |key: &str| {
+                    pairs
+                        .iter()
+                        .find(|p| p.key == key)
+                        .and_then(|p| std::str::from_utf8(&p.value).ok()?.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                seen.push((round("snap/a"), round("snap/b")));
+                tokio::task::yield_now().await;
+            }
+            seen
+        }
+    });
+    for round in 1..=ROUNDS {
+        for key in ["snap/a", "snap/b"] {
+            let value = round.to_string();
+            store
+                .put(key, value.as_bytes(), PutOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = lists.await.unwrap();
+    if !ctx.caps().snapshot_lists {
+        return Outcome::Gated("snapshot_lists");
+    }
+    let torn: Vec<_> = seen.iter().filter(|(a, b)| b > a).collect();
+    assert!(
+        torn.is_empty(),
+        "{} of {} lists showed snap/b's write without snap/a's before it, e.g. (a, b) = {:?}",
+        torn.len(),
+        seen.len(),
+        torn.first()
+    );
+    Outcome::Passed
+}

@@ -18,6 +18,7 @@
 pub mod history;
 pub mod lease;
 pub mod linearizable;
+pub mod list;
 pub mod lock;
 pub mod process;
 pub mod timeline;
@@ -683,6 +684,9 @@ async fn drive(
         .collect();
     let mut problems = watch::check(&logs, &ops, &end, capabilities.watch_coalesces);
     problems.extend(lease::check(&dropped, &end.state));
+    if capabilities.snapshot_lists {
+        problems.extend(list::check(&ops));
+    }
     problems.extend(lock_problems);
     report.checked_in = checking.elapsed();
     // Errors must be typed; and with no fault at all, no call may fail saying nothing was
