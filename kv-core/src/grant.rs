@@ -100,6 +100,20 @@ impl Lease {
     /// Fires when the lease can no longer be guaranteed (revoked, expired, renewal failed,
     /// handle closed): from then on its keys may be gone. It fires before the server can
     /// remove them for lack of renewal (docs/SEMANTICS.md, "Leases").
+    ///
+    /// The token is returned owned: in `select!`, await `lost().cancelled_owned()` (or bind
+    /// the token first); `lease.lost().cancelled()` borrows a temporary that is dropped at
+    /// once (E0716). The same holds for every `lost()` of kv's recipes.
+    ///
+    /// ```
+    /// # async fn work() {}
+    /// # async fn f(lease: kv_core::Lease) {
+    /// tokio::select! {
+    ///     _ = lease.lost().cancelled_owned() => println!("lease lost: stop"),
+    ///     _ = work() => {}
+    /// }
+    /// # }
+    /// ```
     pub fn lost(&self) -> CancellationToken {
         self.granted.lost.clone()
     }

@@ -165,7 +165,8 @@ impl LockGuard {
     }
 
     /// Fires when the lock can no longer be guaranteed (lease expired, renewal failed, store
-    /// closed). Await `lost().cancelled()` or use it in `select!`.
+    /// closed). Await `lost().cancelled_owned()`, in `select!` too (see
+    /// [`Lease::lost`](crate::Lease::lost)).
     pub fn lost(&self) -> CancellationToken {
         self.lost.clone()
     }
