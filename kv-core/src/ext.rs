@@ -122,6 +122,66 @@ pub trait StoreExt: Store {
         read_modify_write(self, key, f, ours, write).await
     }
 
+    /// Claims `fence_key` for the holder of fencing token `token` (a lock's
+    /// [`LockGuard::fencing_token`]): the key keeps the highest token that claimed it, and the
+    /// returned fence — the key at the version this claim left — holds until a holder with a
+    /// higher token claims it. Pass it to [`StoreExt::update_fenced`] (or a [`Txn`]) and a
+    /// write lands only while no later holder has claimed the fence: a holder that lost its
+    /// lock, and was paused past it without seeing `lost()` fire, writes nothing once the next
+    /// holder has claimed. Claim before the first write of each hold. A claim with a lower
+    /// token than the key's is [`Error::Conflict`] naming the key, and changes nothing; the
+    /// same token again returns the fence it holds.
+    ///
+    /// [`LockGuard::fencing_token`]: crate::LockGuard::fencing_token
+    async fn claim_fence(&self, fence_key: &str, token: u64) -> Result<(String, Condition)> {
+        let key = normalize_key(fence_key)?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get(key).await?;
+            let claimed = current
+                .as_ref()
+                .map(|pair| {
+                    std::str::from_utf8(&pair.value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            Error::invalid_argument(format!(
+                                "{key} does not hold a fencing token; use a key of its own"
+                            ))
+                        })
+                })
+                .transpose()?;
+            let version = match (claimed, current) {
+                (Some(claimed), _) if claimed > token => {
+                    return Err(Error::conflict(
+                        key,
+                        format!("claimed by a later holder (token {claimed} > {token})"),
+                    ));
+                }
+                (Some(claimed), Some(pair)) if claimed == token => pair.version,
+                (_, current) => {
+                    let expected = current.map_or(Precondition::MustNotExist, |p| {
+                        Precondition::Version(p.version)
+                    });
+                    let value = token.to_string();
+                    match self
+                        .atomic_put(key, value.as_bytes(), expected, PutOptions::default())
+                        .await
+                    {
+                        Ok(version) => version,
+                        // Claimed meanwhile: read again (a higher token then refuses).
+                        Err(Error::Conflict { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            return Ok((key.to_owned(), Condition::Version(version)));
+        }
+        Err(Error::conflict(
+            key,
+            format!("other holders claimed it {UPDATE_ATTEMPTS} times in a row"),
+        ))
+    }
+
     /// [`Store::watch`] (with `tree`, [`Store::watch_tree`]) with each put's value decoded
     /// from JSON as `T`: events keep their kind, key and version, and the
     /// [`EventKind::Synced`](crate::EventKind::Synced) marker passes through (`value: None`,

@@ -159,7 +159,8 @@ impl LockGuard {
     }
 
     /// Strictly increasing across successive holders of this lock: pass it along with writes
-    /// so that a resource can refuse writes from a holder that has since lost the lock.
+    /// so that a resource can refuse writes from a holder that has since lost the lock — for
+    /// keys of this store, [`StoreExt::claim_fence`](crate::StoreExt::claim_fence).
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
     }

@@ -174,6 +174,81 @@ pub async fn fencing_tokens_increase(ctx: Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// A lock holder's writes fenced by `StoreExt::claim_fence`: once the next holder (a greater
+/// fencing token) has claimed the fence key, a write fenced by the earlier claim is a
+/// `Conflict` naming the fence key and writes nothing, as is a claim with the earlier token;
+/// the same token claims again idempotently; a fence key that holds no token is refused.
+pub async fn a_claimed_fence_refuses_an_earlier_holders_writes(ctx: Ctx) -> Outcome {
+    require_locks!(ctx);
+    if let Some(outcome) = crate::cases::txn::gated(ctx.store()).await {
+        return outcome;
+    }
+    use kv_core::StoreExt;
+    let stores = [ctx.store().clone(), ctx.another().await];
+    let write = |store: Arc<dyn Store>,
+                 fence: (String, kv_core::Condition),
+                 value: &'static str| async move {
+        store
+            .update_fenced("claimed/state", &[fence], |_| Ok(value.as_bytes().to_vec()))
+            .await
+    };
+    let first = stores[0]
+        .new_lock("claimed", LockOptions::default())
+        .await
+        .unwrap();
+    let held = first.acquire().await.unwrap();
+    let early = held.fencing_token();
+    let fence = stores[0].claim_fence("claimed/fence", early).await.unwrap();
+    write(stores[0].clone(), fence.clone(), "first")
+        .await
+        .unwrap();
+    // The lock passes on (as it would after the first holder's lease ran out while it was
+    // paused); the next holder claims the fence.
+    held.release().await.unwrap();
+    let second = stores[1]
+        .new_lock("claimed", LockOptions::default())
+        .await
+        .unwrap();
+    let next = second.acquire().await.unwrap();
+    assert!(next.fencing_token() > early);
+    let claimed = stores[1]
+        .claim_fence("claimed/fence", next.fencing_token())
+        .await
+        .unwrap();
+    assert_eq!(
+        stores[1]
+            .claim_fence("claimed/fence", next.fencing_token())
+            .await
+            .unwrap(),
+        claimed,
+        "the same token claims again: the same fence"
+    );
+    let late = write(stores[0].clone(), fence, "late").await;
+    assert!(
+        matches!(&late, Err(Error::Conflict { key, .. }) if key == "claimed/fence"),
+        "a write fenced by the earlier holder's claim: {late:?}"
+    );
+    let again = stores[0].claim_fence("claimed/fence", early).await;
+    assert!(
+        matches!(&again, Err(Error::Conflict { key, .. }) if key == "claimed/fence"),
+        "a claim with the earlier token: {again:?}"
+    );
+    let state = stores[0].get("claimed/state").await.unwrap().unwrap();
+    assert_eq!(state.value, "first", "the refused write wrote nothing");
+    write(stores[1].clone(), claimed, "second").await.unwrap();
+    next.release().await.unwrap();
+    stores[0]
+        .put("claimed/other", b"not a token", Default::default())
+        .await
+        .unwrap();
+    assert_err!(
+        stores[0].claim_fence("claimed/other", 1).await,
+        Error::InvalidArgument { .. },
+        "a fence key that holds no token"
+    );
+    Outcome::Passed
+}
+
 /// A holder that stalls past its lease loses the lock: `lost()` fires, another client takes
 /// it with a greater token, and the stale holder's release fails with `LockLost` without
 /// freeing the new holder's lock.

@@ -66,6 +66,7 @@ macro_rules! __with_cases {
             locks::lock_ttls_below_the_minimum_are_refused
             locks::try_acquire_and_holder
             locks::fencing_tokens_increase
+            locks::a_claimed_fence_refuses_an_earlier_holders_writes
             locks::lock_is_lost_when_the_lease_is_not_renewed
             locks::locks_are_released_on_close_and_drop
             locks::abandoned_acquire_leaves_nothing_behind
