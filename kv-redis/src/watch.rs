@@ -135,6 +135,9 @@ fn id_of(id: &str) -> (u64, u64) {
 impl Reader {
     async fn run(mut self, mut conn: MultiplexedConnection, mut sender: WatchSender) {
         let log = format!("{}:log", self.inner.prefix);
+        // Since when the log reads have failed: a watch that cannot read the log (the server
+        // answers, but no replica confirms what it read) ends as one that cannot reach it.
+        let mut failing: Option<std::time::Instant> = None;
         loop {
             let mut invocation = self.inner.reading(&scripts::READ_LOG);
             invocation.arg(&self.last_id).arg(BATCH);
@@ -144,7 +147,26 @@ impl Reader {
                 read = self.inner.invoke::<(String, Vec<(String, Vec<Vec<u8>>)>, u64, String)>("watch", invocation) => read,
             };
             let (floor, records, revision, epoch) = match read {
-                Ok(read) => read,
+                Ok(read) => {
+                    failing = None;
+                    read
+                }
+                Err(error)
+                    if error.is_transient()
+                        && failing
+                            .get_or_insert_with(std::time::Instant::now)
+                            .elapsed()
+                            > self.inner.timeout * 3 =>
+                {
+                    return sender.fail(Error::unavailable(
+                        format!(
+                            "the watch could not read the change log for {:?} ({error}); the \
+                             watch ended",
+                            self.inner.timeout * 3
+                        ),
+                        Some(Box::new(error)),
+                    ));
+                }
                 Err(error) if error.is_transient() => match self.reconnect(&sender).await {
                     Ok(fresh) => {
                         conn = fresh;

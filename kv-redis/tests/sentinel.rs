@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conformance::servers::RedisSentinelGroup;
+use futures::StreamExt;
 use kv_core::{PutOptions, Store};
 use kv_redis::RedisStore;
 
@@ -167,6 +168,41 @@ async fn a_read_returns_only_what_a_replica_has_with_wait_replicas() {
     // Once a replica has it, it is read (the write was applied on the primary).
     let pair = reader.get("k").await.unwrap().unwrap();
     assert_eq!(&pair.value[..], b"unconfirmed");
+}
+
+/// With `wait_replicas=1`, a watch whose change-log reads no replica can confirm ends with an
+/// error within the watch liveness bound (it used to try again for as long as the replicas
+/// were away, delivering nothing and never ending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_whose_reads_no_replica_confirms_ends() {
+    let Some(group) = group() else { return };
+    let url = format!("{}?root=unconfirmed&timeout=1s&wait_replicas=1", group.url);
+    let store = RedisStore::open(&url).await.unwrap();
+    store.put("k", b"v", PutOptions::default()).await.unwrap();
+    let mut watch = store
+        .watch("k", kv_core::WatchOptions::default())
+        .await
+        .unwrap();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(&first.value[..], b"v");
+    let primary = group.primary().expect("a primary");
+    let replicas: Vec<usize> = (0..group.nodes.len()).filter(|&n| n != primary).collect();
+    for &replica in &replicas {
+        group.nodes[replica].pause().unwrap();
+    }
+    let frozen = Instant::now();
+    let ended = tokio::time::timeout(conformance::faults::WATCH_LIVENESS, watch.next()).await;
+    let took = frozen.elapsed();
+    for &replica in &replicas {
+        group.nodes[replica].resume().unwrap();
+    }
+    match ended {
+        Ok(Some(Err(e))) => eprintln!("the watch ended after {took:?}: {e}"),
+        other => panic!(
+            "no replica could confirm the watch's reads for {took:?}: it must end with an \
+             error, got {other:?}"
+        ),
+    }
 }
 
 /// A Sentinel that takes connections but never answers costs a discovery nothing while
