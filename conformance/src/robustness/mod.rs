@@ -192,7 +192,6 @@ where
             .expect("store for a robustness client");
         stores.push(Arc::new(store));
     }
-    // Each member's own view, asked when a run fails (a replica that diverged shows there).
     let target = Target {
         members: members.to_vec(),
         peers: peers.iter().collect(),
