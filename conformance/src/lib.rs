@@ -37,6 +37,7 @@ pub mod clusters;
 pub mod containers;
 pub mod faults;
 pub mod native;
+pub mod netns;
 mod restricted;
 pub mod robustness;
 pub mod servers;

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,7 +27,7 @@ pub struct Server {
     /// takes commands (`kill`, `start`, `pause`, `resume`) on it, one per line.
     lifeline: Option<Mutex<ChildStdin>>,
     /// For a process this crate started: its kind, readiness port and directory.
-    process: Option<(&'static str, u16, PathBuf)>,
+    process: Option<(&'static str, SocketAddr, PathBuf)>,
 }
 
 impl Server {
@@ -59,14 +59,26 @@ impl Server {
         port: u16,
         dir: PathBuf,
     ) -> Server {
+        Server::controlled_at(url, lifeline, kind, loopback(port), dir)
+    }
+
+    /// [`Server::controlled`] for a server that listens on `address` (in a network namespace
+    /// of the test's, [`crate::netns`]).
+    pub fn controlled_at(
+        url: impl Into<String>,
+        lifeline: ChildStdin,
+        kind: &'static str,
+        address: SocketAddr,
+        dir: PathBuf,
+    ) -> Server {
         Server {
             url: url.into(),
             lifeline: Some(Mutex::new(lifeline)),
-            process: Some((kind, port, dir)),
+            process: Some((kind, address, dir)),
         }
     }
 
-    fn command(&self, command: &str) -> Result<&(&'static str, u16, PathBuf), String> {
+    fn command(&self, command: &str) -> Result<&(&'static str, SocketAddr, PathBuf), String> {
         let (Some(lifeline), Some(process)) = (&self.lifeline, &self.process) else {
             return Err(format!("{} is not a process these tests control", self.url));
         };
@@ -80,11 +92,11 @@ impl Server {
     /// Kills the server with SIGKILL (no shutdown of any kind) and waits until its port is
     /// closed.
     pub fn kill9(&self) -> Result<(), String> {
-        let (_, port, _) = self.command("kill")?;
+        let (_, address, _) = self.command("kill")?;
         let started = Instant::now();
-        while connects(*port) {
+        while connects(*address) {
             if started.elapsed() > Duration::from_secs(10) {
-                return Err(format!("port {port} still open after kill -9"));
+                return Err(format!("{address} still open after kill -9"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -94,8 +106,10 @@ impl Server {
     /// Starts the server again (same binary, arguments, data directory and port) after
     /// [`Server::kill9`], and waits until it is ready.
     pub fn restart(&self) -> Result<(), String> {
-        let (kind, port, dir) = self.command("start")?;
-        wait_ready(kind, dir, Duration::from_secs(60), || ready(kind, *port))
+        let (kind, address, dir) = self.command("start")?;
+        wait_ready(kind, dir, Duration::from_secs(60), || {
+            ready_at(kind, *address)
+        })
     }
 
     /// Freezes the server (SIGSTOP): its connections stay open and it answers nothing. Returns
@@ -146,10 +160,14 @@ fn wait_for_state(dir: &Path, stopped: bool) -> Result<(), String> {
     }
 }
 
-/// True if something accepts connections on 127.0.0.1:`port`.
-fn connects(port: u16) -> bool {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+/// True if something accepts connections on `address`.
+fn connects(address: SocketAddr) -> bool {
     TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+}
+
+/// 127.0.0.1:`port`.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Starts a throwaway server of one kind. The process launcher is one implementation; a
@@ -317,16 +335,22 @@ rm -rf "$dir""#;
 /// process and for a container. etcd: `/health`; Redis: `PING`; Consul: a leader is known
 /// (`/v1/status/leader`); ZooKeeper: `srvr` says standalone (`ruok` answers too early).
 pub fn ready(kind: &str, port: u16) -> bool {
+    ready_at(kind, loopback(port))
+}
+
+/// [`ready`] for a server on `address`.
+pub fn ready_at(kind: &str, address: SocketAddr) -> bool {
+    let probe = |request: &[u8]| probe_at(address, request);
     match kind {
-        "etcd" => probe(port, b"GET /health HTTP/1.0\r\n\r\n")
+        "etcd" => probe(b"GET /health HTTP/1.0\r\n\r\n")
             .is_some_and(|r| r.contains("\"health\":\"true\"")),
-        "redis" => probe(port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")),
-        "consul" => probe(port, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")
+        "redis" => probe(b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")),
+        "consul" => probe(b"GET /v1/status/leader HTTP/1.0\r\n\r\n")
             .and_then(|r| r.split("\r\n\r\n").nth(1).map(|body| body.trim().len() > 2))
             .unwrap_or(false),
-        "zookeeper" => probe(port, b"srvr").is_some_and(|r| r.contains("Mode: standalone")),
+        "zookeeper" => probe(b"srvr").is_some_and(|r| r.contains("Mode: standalone")),
         // A member of an ensemble serves once it is the leader or follows one.
-        "zookeeper-member" => probe(port, b"srvr")
+        "zookeeper-member" => probe(b"srvr")
             .is_some_and(|r| r.contains("Mode: leader") || r.contains("Mode: follower")),
         _ => false,
     }
@@ -390,13 +414,25 @@ pub fn with_port_retries<T>(mut start: impl FnMut() -> Result<T, String>) -> Res
 /// Sends `request` to 127.0.0.1:`port` and returns what comes back (up to 64 KiB, 1 s timeouts;
 /// a `PING` ends at its answer, anything else when the server closes).
 pub fn probe(port: u16, request: &[u8]) -> Option<String> {
+    probe_at(loopback(port), request)
+}
+
+/// [`probe`] of a server on `address`.
+pub fn probe_at(address: SocketAddr, request: &[u8]) -> Option<String> {
     let ping = request.starts_with(b"PING");
-    probe_until(port, request, |answer| ping && !answer.is_empty())
+    probe_until_at(address, request, |answer| ping && !answer.is_empty())
 }
 
 /// [`probe`] that returns as soon as `complete` says the answer so far is whole.
 pub fn probe_until(port: u16, request: &[u8], complete: impl Fn(&[u8]) -> bool) -> Option<String> {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    probe_until_at(loopback(port), request, complete)
+}
+
+fn probe_until_at(
+    address: SocketAddr,
+    request: &[u8],
+    complete: impl Fn(&[u8]) -> bool,
+) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     stream
@@ -1197,12 +1233,25 @@ impl ZooKeeperEnsemble {
 /// The arguments every test agent shares: loopback only, its HTTP, Serf LAN/WAN and server RPC
 /// ports, no DNS or gRPC, sessions as short as 1 s, quiet logs.
 fn consul_args(http: u16, lan: u16, wan: u16, rpc: u16) -> Vec<String> {
+    consul_args_on(
+        Ipv4Addr::LOCALHOST,
+        Ipv4Addr::LOCALHOST,
+        [http, lan, wan, rpc],
+    )
+}
+
+/// [`consul_args`] with the HTTP API on `client` and the cluster traffic on `bind`.
+fn consul_args_on(
+    client: Ipv4Addr,
+    bind: Ipv4Addr,
+    [http, lan, wan, rpc]: [u16; 4],
+) -> Vec<String> {
     [
         "agent",
         "-client",
-        "127.0.0.1",
+        &client.to_string(),
         "-bind",
-        "127.0.0.1",
+        &bind.to_string(),
         "-http-port",
         &http.to_string(),
         "-serf-lan-port",
@@ -1233,27 +1282,59 @@ pub struct ConsulCluster {
     pub servers: Vec<Server>,
     /// The client agent: `consul://127.0.0.1:PORT`, where applications point kv.
     pub agent: Server,
+    /// The servers' network namespaces ([`ConsulCluster::start_in_namespaces`]), removed
+    /// after the servers stop.
+    network: Option<crate::netns::Network>,
 }
 
 impl ConsulCluster {
     /// Starts `size` servers and a client agent, and waits until the agent sees a leader and
     /// every node.
     pub fn start(size: usize) -> Result<ConsulCluster, String> {
-        with_port_retries(|| Self::start_once(size))
+        with_port_retries(|| Self::start_once(size, None))
     }
 
-    fn start_once(size: usize) -> Result<ConsulCluster, String> {
+    /// [`ConsulCluster::start`] with each server in a network namespace of its own
+    /// ([`crate::netns`]), so that a server can be cut off from its peers
+    /// ([`ConsulCluster::links`]); the agent stays in the test's namespace, its HTTP API on
+    /// loopback. Needs root and iproute2.
+    pub fn start_in_namespaces(size: usize) -> Result<ConsulCluster, String> {
+        with_port_retries(|| Self::start_once(size, Some(crate::netns::Network::create(size)?)))
+    }
+
+    /// Each server's link, in order (empty unless started in namespaces).
+    pub fn links(&self) -> &[crate::netns::Link] {
+        self.network.as_ref().map_or(&[], |n| n.members())
+    }
+
+    fn start_once(
+        size: usize,
+        network: Option<crate::netns::Network>,
+    ) -> Result<ConsulCluster, String> {
         let binary = find_binary(
             "consul",
             "scripts/fetch-consul (Debian bullseye's consul 1.8.7)",
         )?;
+        // Where each node listens: its namespace's address (the agent: loopback for its API,
+        // the bridge for the cluster), or loopback for all.
+        let address = |i: usize| match &network {
+            Some(network) if i < size => network.members()[i].address(),
+            _ => Ipv4Addr::LOCALHOST,
+        };
+        let bind = |i: usize| match &network {
+            Some(network) if i == size => network.gateway(),
+            _ => address(i),
+        };
         let mut ports = Vec::with_capacity(size + 1);
         for _ in 0..=size {
             ports.push((free_port()?, free_port()?, free_port()?, free_port()?));
         }
         let joins: Vec<String> = ports[..size]
             .iter()
-            .flat_map(|(_, lan, _, _)| ["-retry-join".to_owned(), format!("127.0.0.1:{lan}")])
+            .enumerate()
+            .flat_map(|(i, (_, lan, _, _))| {
+                ["-retry-join".to_owned(), format!("{}:{lan}", address(i))]
+            })
             .collect();
         let mut started = Vec::with_capacity(size + 1);
         for (i, (http, lan, wan, rpc)) in ports.iter().enumerate() {
@@ -1263,7 +1344,7 @@ impl ConsulCluster {
             } else {
                 "consul-agent"
             })?;
-            let mut args = consul_args(*http, *lan, *wan, *rpc);
+            let mut args = consul_args_on(address(i), bind(i), [*http, *lan, *wan, *rpc]);
             args.extend([
                 "-node".into(),
                 if server {
@@ -1280,13 +1361,21 @@ impl ConsulCluster {
                 args.extend(["-server".into(), format!("-bootstrap-expect={size}")]);
             }
             args.extend(joins.iter().cloned());
-            let lifeline = spawn_tied(&binary, &args, &dir)?;
-            started.push((lifeline, *http, dir));
+            let lifeline = match &network {
+                Some(network) if server => {
+                    let mut inside: Vec<String> = network.members()[i].exec().into();
+                    inside.push(binary.to_string_lossy().into_owned());
+                    inside.extend(args);
+                    spawn_tied(Path::new("ip"), &inside, &dir)?
+                }
+                _ => spawn_tied(&binary, &args, &dir)?,
+            };
+            started.push((lifeline, SocketAddr::from((address(i), *http)), dir));
         }
         let mut members = Vec::with_capacity(size + 1);
         for (lifeline, http, dir) in started {
             let nodes = |count: usize| {
-                probe(http, b"GET /v1/catalog/nodes?stale HTTP/1.0\r\n\r\n")
+                probe_at(http, b"GET /v1/catalog/nodes?stale HTTP/1.0\r\n\r\n")
                     .and_then(|r| {
                         r.split("\r\n\r\n")
                             .nth(1)
@@ -1298,10 +1387,10 @@ impl ConsulCluster {
                 "consul cluster member",
                 &dir,
                 Duration::from_secs(90),
-                || ready("consul", http) && nodes(size + 1),
+                || ready_at("consul", http) && nodes(size + 1),
             )?;
-            members.push(Server::controlled(
-                format!("consul://127.0.0.1:{http}"),
+            members.push(Server::controlled_at(
+                format!("consul://{http}"),
                 lifeline,
                 "consul",
                 http,
@@ -1312,6 +1401,7 @@ impl ConsulCluster {
         Ok(ConsulCluster {
             servers: members,
             agent,
+            network,
         })
     }
 
@@ -1326,9 +1416,9 @@ impl ConsulCluster {
             .trim_matches('"')
             .to_owned();
         self.servers.iter().position(|server| {
-            let http = crate::faults::server_addr(&server.url).map(|a| a.port());
+            let http = crate::faults::server_addr(&server.url);
             // The leader's address is its RPC port: ask each server for its own.
-            http.and_then(|port| probe(port, b"GET /v1/agent/self HTTP/1.0\r\n\r\n"))
+            http.and_then(|http| probe_at(http, b"GET /v1/agent/self HTTP/1.0\r\n\r\n"))
                 .is_some_and(|me| {
                     me.contains(&format!(
                         "\"ServerPort\":{}",

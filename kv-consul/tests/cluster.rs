@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use conformance::servers::ConsulCluster;
 use kv_consul::ConsulStore;
-use kv_core::Store;
+use kv_core::{PutOptions, Store};
 
 /// Four writers increment a counter with CAS through the client agent while the leader server
 /// is killed and restarted: no read fails, a store opened during the election works, and every
@@ -175,3 +175,48 @@ conformance::cluster_conformance_tests!(
     namespace: |url, name| format!("{url}/{name}"),
     open: kv_consul::ConsulStore::open,
 );
+
+/// The robustness runs' partition between servers is real: a leader whose network namespace's
+/// link is down is replaced by another server (as the agent sees it), and once linked again it
+/// rejoins as a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_peers_is_replaced() {
+    if conformance::servers::opted_out("consul", "cluster tests") {
+        return;
+    }
+    let cluster = ConsulCluster::start_in_namespaces(3).unwrap_or_else(|e| {
+        panic!("no Consul cluster in network namespaces (root and iproute2 needed): {e}")
+    });
+    let leader_now = || tokio::task::block_in_place(|| cluster.leader());
+    let started = Instant::now();
+    let leader = loop {
+        if let Some(leader) = leader_now() {
+            break leader;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    cluster.links()[leader].cut();
+    let cut = Instant::now();
+    let replaced = loop {
+        match leader_now() {
+            Some(now) if now != leader => break now,
+            _ if cut.elapsed() > Duration::from_secs(20) => {
+                panic!("server {leader} still leads 20 s after it was cut off from its peers")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    eprintln!(
+        "consul: leader {leader} cut off from its peers; server {replaced} leads after {:?}",
+        cut.elapsed()
+    );
+    cluster.links()[leader].heal();
+    let store = ConsulStore::open(&format!("{}/cut?timeout=2s", cluster.agent.url))
+        .await
+        .unwrap();
+    store
+        .put("k", b"after", PutOptions::default())
+        .await
+        .unwrap();
+}

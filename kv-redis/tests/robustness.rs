@@ -54,7 +54,7 @@ async fn a_sentinel_history_under_failovers_is_linearizable() {
     conformance::robustness::run_cluster(
         "redis-sentinel",
         &members,
-        &[],
+        conformance::robustness::NO_PEER_CUTS,
         &group.url,
         Some(&*group),
         "?root=robustness&timeout=1s&wait_replicas=1",

@@ -144,7 +144,7 @@ where
     run_cluster(
         kind,
         &[server],
-        &[],
+        NO_PEER_CUTS,
         &server.url,
         None,
         suffix,
@@ -156,15 +156,16 @@ where
 
 /// [`run`] against a cluster: `members` are the servers the nemesis may pause, kill and
 /// restart (`leader` tells which one leads, and is picked half the time), and cut off from
-/// their peers where `peers` has proxies in front of each (same order); `url` is the one
+/// their peers where `peers` has a [`Partition`] for each (same order: the proxies in front of
+/// a member for its peers, or its network namespace's link); `url` is the one
 /// clients use (every member, or a client agent), and every `127.0.0.1:port` in it gets a
 /// proxy of its own, which the proxied half of the clients go through and the nemesis holds,
 /// resets and delays one at a time.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_cluster<S, F, Fut>(
+pub async fn run_cluster<S, F, Fut, P>(
     kind: &str,
     members: &[&Server],
-    peers: &[Vec<FaultProxy>],
+    peers: &[P],
     url: &str,
     leader: Option<&dyn Cluster>,
     suffix: &str,
@@ -175,6 +176,7 @@ where
     S: Store + 'static,
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = kv_core::Result<S>>,
+    P: Partition,
 {
     let mut proxies = Vec::new();
     let mut proxied = url.to_owned();
@@ -194,7 +196,7 @@ where
     }
     let target = Target {
         members: members.to_vec(),
-        peers: peers.iter().collect(),
+        peers: peers.iter().map(|p| p as &dyn Partition).collect(),
         proxies: proxies.iter().collect(),
         leader,
     };
@@ -250,9 +252,9 @@ fn hosts(url: &str) -> Vec<std::net::SocketAddr> {
 struct Target<'a> {
     /// Servers it can pause, kill and restart.
     members: Vec<&'a Server>,
-    /// The proxies in front of each member for its peers (empty: members always reach each
+    /// How each member is cut off from its peers (empty: members always reach each
     /// other).
-    peers: Vec<&'a Vec<FaultProxy>>,
+    peers: Vec<&'a dyn Partition>,
     /// A proxy per host of the clients' URL.
     proxies: Vec<&'a FaultProxy>,
     /// Which member leads, if that can be asked, and when one may be killed.
@@ -328,6 +330,37 @@ where
         .collect()
 }
 
+/// `peers` for [`run_cluster`] when no member is ever cut off from its peers.
+pub const NO_PEER_CUTS: &[Vec<FaultProxy>] = &[];
+
+/// How the nemesis cuts a member off from its peers, and links it again.
+pub trait Partition: Sync {
+    /// Cuts it off.
+    fn cut(&self);
+    /// Links it again.
+    fn heal(&self);
+}
+
+/// The proxies in front of a member for its peers: held, then healed.
+impl Partition for Vec<FaultProxy> {
+    fn cut(&self) {
+        self.iter().for_each(FaultProxy::hold);
+    }
+    fn heal(&self) {
+        self.iter().for_each(FaultProxy::heal);
+    }
+}
+
+/// A member in a network namespace of its own: its link down, then up.
+impl Partition for crate::netns::Link {
+    fn cut(&self) {
+        crate::netns::Link::cut(self);
+    }
+    fn heal(&self) {
+        crate::netns::Link::heal(self);
+    }
+}
+
 /// What the nemesis asks of a cluster: which member leads, and whether one may be killed now.
 /// A closure that names the leader is one that always lets a member die.
 pub trait Cluster: Sync {
@@ -350,13 +383,11 @@ impl<F: Fn() -> Option<usize> + Sync> Cluster for F {
 
 impl Target<'_> {
     fn heal(&self) {
-        for proxy in self
-            .proxies
-            .iter()
-            .copied()
-            .chain(self.peers.iter().copied().flatten())
-        {
+        for proxy in &self.proxies {
             proxy.heal();
+        }
+        for peers in &self.peers {
+            peers.heal();
         }
         for member in &self.members {
             let _ = member.resume();
@@ -977,9 +1008,9 @@ async fn nemesis(
             }
             ("member partition", _, _) => {
                 let Some(peers) = peers else { continue };
-                peers.iter().for_each(FaultProxy::hold);
+                peers.cut();
                 tokio::time::sleep(Duration::from_millis(rng.u64(1000..3000))).await;
-                peers.iter().for_each(FaultProxy::heal);
+                peers.heal();
                 named("member partition", "leader partition")
             }
             ("client kill", _, _) => {
