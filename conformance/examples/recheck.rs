@@ -1,11 +1,12 @@
 //! Checks a saved robustness history again (per-key linearizability, with the watchers'
-//! deliveries of `watches.jsonl` when it is there, as the run did):
+//! deliveries of `watches.jsonl` when it is there, as the run did; and lists as snapshots
+//! across keys, which holds only where the backend declares `snapshot_lists`):
 //! `cargo run -p coordkv-conformance --example recheck -- target/robustness/<backend>-<seed>`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use conformance::robustness::history::Op;
-use conformance::robustness::linearizable;
+use conformance::robustness::{linearizable, list};
 
 fn main() {
     let dir = std::env::args()
@@ -54,5 +55,8 @@ fn main() {
                 v.stuck.as_ref().map_or("?".into(), Op::describe)
             ),
         }
+    }
+    for problem in list::check(&ops) {
+        println!("{problem}");
     }
 }
