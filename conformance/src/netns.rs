@@ -4,7 +4,8 @@
 //! linked by a veth pair to a bridge in the test's namespace; cutting a member sets its link
 //! down, which drops every packet to and from it (peers' and clients' alike) with connections
 //! left hanging, as in a real partition. Everything is created by the test and removed when
-//! the [`Network`] drops (root and iproute2's `ip` needed).
+//! the [`Network`] drops (root and iproute2's `ip` needed); what a test process killed before
+//! that left behind is removed by the next one (namespaces are named after their process).
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -46,6 +47,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl Network {
     /// A bridge and `size` namespaces linked to it, each with its address up.
     pub fn create(size: usize) -> Result<Network, String> {
+        remove_stale();
         let mut last = String::new();
         // A subnet no other test process (or a leftover of a killed one) holds.
         for _ in 0..20 {
@@ -71,7 +73,7 @@ impl Network {
         ip(&["link", "set", &bridge, "up"])?;
         for i in 0..size {
             let link = Link {
-                namespace: format!("kvns{id}-{i}"),
+                namespace: format!("kvns{}-{id}-{i}", std::process::id()),
                 veth: format!("kvv{id}-{i}"),
                 address: Ipv4Addr::new(10, 213, id as u8, 10 + i as u8),
             };
@@ -143,6 +145,28 @@ impl Link {
         if let Err(e) = ip(&["link", "set", &self.veth, "up"]) {
             panic!("cannot heal {}: {e}", self.namespace);
         }
+    }
+}
+
+/// Removes the namespaces (and their links and bridge) of test processes that are gone.
+fn remove_stale() {
+    let Ok(listed) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let mut parts = name.strip_prefix("kvns").unwrap_or("").split('-');
+        let (Some(pid), Some(id), Some(i)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let _ = ip(&["netns", "del", name]);
+        let _ = ip(&["link", "del", &format!("kvv{id}-{i}")]);
+        let _ = ip(&["link", "del", &format!("kvbr{id}")]);
     }
 }
 
