@@ -30,8 +30,44 @@ pub struct Dropped {
     /// Dropped at (ns since the run began).
     pub at: u64,
     /// The key must be gone by then (ns since the run began): TTL × 2 + slack after `at`
-    /// (Consul ends a session between one and two TTLs after its last renewal).
+    /// (Consul ends a session between one and two TTLs after its last renewal), or when a
+    /// revoke that said `Ok` returned.
     pub gone_by: u64,
+    /// For a lease left to expire: TTL × 2 + slack, the time it may live again after a
+    /// failover ([`after_failovers`]).
+    pub span: Option<u64>,
+}
+
+/// The faults after which a new leader (or a restarted server) may start lease timers again.
+const FAILOVERS: [&str; 8] = [
+    "kill",
+    "leader kill",
+    "pause",
+    "leader pause",
+    "long pause",
+    "leader long pause",
+    "member partition",
+    "leader partition",
+];
+
+/// Moves each expiring lease's deadline past the failovers that began before it: a new leader
+/// starts lease timers again (etcd gives every lease its whole TTL, Consul and ZooKeeper
+/// restart their session timers), so a key may live its span again after such a fault ends.
+pub fn after_failovers(dropped: &mut [Dropped], faults: &[super::Fault]) {
+    for lease in dropped.iter_mut() {
+        let Some(span) = lease.span else { continue };
+        loop {
+            let later = faults
+                .iter()
+                .filter(|f| FAILOVERS.contains(&f.kind) && f.start < lease.gone_by)
+                .map(|f| f.end + span)
+                .max();
+            match later {
+                Some(later) if later > lease.gone_by => lease.gone_by = later,
+                _ => break,
+            }
+        }
+    }
 }
 
 /// The slack on top of two TTLs for a dropped lease's key to go.
@@ -168,9 +204,10 @@ pub async fn client(
         });
         if written {
             // A revoke that succeeded deleted the key by the time it returned.
-            let gone_by = match revoked {
-                Some(Ok(())) => revoke_end,
-                _ => stopped + (ttl * 2 + SLACK).as_nanos() as u64,
+            let span = (ttl * 2 + SLACK).as_nanos() as u64;
+            let (gone_by, span) = match revoked {
+                Some(Ok(())) => (revoke_end, None),
+                _ => (stopped + span, Some(span)),
             };
             dropped
                 .lock()
@@ -179,6 +216,7 @@ pub async fn client(
                     key: key.clone(),
                     at: stopped,
                     gone_by,
+                    span,
                 });
         }
     }
@@ -206,4 +244,48 @@ pub fn check(
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::robustness::Fault;
+
+    #[test]
+    fn a_failover_gives_an_expiring_lease_its_span_again() {
+        let ms = 1_000_000;
+        let expiring = |at: u64| Dropped {
+            key: "l/k".into(),
+            at: at * ms,
+            gone_by: (at + 6000) * ms,
+            span: Some(6000 * ms),
+        };
+        let fault = |kind, start: u64, end: u64| Fault {
+            kind,
+            start: start * ms,
+            end: end * ms,
+        };
+        let revoked = Dropped {
+            span: None,
+            ..expiring(1000)
+        };
+        let mut dropped = vec![expiring(1000), expiring(1000), revoked];
+        let faults = [
+            fault("member partition", 5000, 8000),
+            // A client fault changes no leader.
+            fault("partition", 13000, 14000),
+            // Begins before the moved deadline (14 s): moves it again.
+            fault("kill", 13500, 15000),
+        ];
+        after_failovers(&mut dropped[..1], &faults);
+        assert_eq!(dropped[0].gone_by, 21000 * ms);
+        after_failovers(&mut dropped[1..2], &faults[1..2]);
+        assert_eq!(dropped[1].gone_by, 7000 * ms, "no failover, no change");
+        after_failovers(&mut dropped[2..], &faults);
+        assert_eq!(
+            dropped[2].gone_by,
+            7000 * ms,
+            "a revoke that said Ok is not moved"
+        );
+    }
 }

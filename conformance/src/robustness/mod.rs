@@ -569,7 +569,8 @@ async fn drive(
         child.finish(Duration::from_secs(15)).await;
     }
     // Dropped leases' keys must be gone by their deadline; wait for the last one.
-    let dropped = std::mem::take(&mut *dropped.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut dropped = std::mem::take(&mut *dropped.lock().unwrap_or_else(|p| p.into_inner()));
+    lease::after_failovers(&mut dropped, &faults);
     if let Some(last) = dropped.iter().map(|d| d.gone_by).max() {
         tokio::time::sleep(Duration::from_nanos(last.saturating_sub(at()))).await;
     }
