@@ -269,7 +269,7 @@ mod tests {
             span: None,
             ..expiring(1000)
         };
-        let mut dropped = vec![expiring(1000), expiring(1000), revoked];
+        let mut dropped = [expiring(1000), expiring(1000), revoked];
         let faults = [
             fault("member partition", 5000, 8000),
             // A client fault changes no leader.
