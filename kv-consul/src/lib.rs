@@ -370,7 +370,9 @@ impl Inner {
     /// A transaction: read every key it names, check the conditions on what is visible, then
     /// commit in one `/v1/txn` that first checks each key is unchanged since the read
     /// (`check-index` / `check-not-exists`), so the conditions still hold when it applies. A
-    /// key changed in between means reading again, a few times.
+    /// key changed in between means reading again: at once a few times, then with growing
+    /// pauses until the call's budget is spent — then `Unavailable` (nothing applied), never
+    /// `Conflict`, which says a condition failed.
     async fn txn(&self, txn: Txn) -> Result<Vec<TxnOpResult>> {
         self.closed.check_open()?;
         let txn = txn.check(&self.capabilities)?;
@@ -378,7 +380,13 @@ impl Inner {
         for key in &keys {
             self.layout.check_key(key.as_str())?;
         }
-        for _ in 0..TXN_ATTEMPTS {
+        let mut budget = kv_core::backend::Budget::new(self.api.timeout);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > TXN_ATTEMPTS && !budget.pause().await {
+                break;
+            }
             let reads = keys.iter().map(|key| async move {
                 let consul_key = self.layout.data_key(key.as_str());
                 let read = self.api.read("txn", &consul_key, false, None).await?;
@@ -435,9 +443,14 @@ impl Inner {
                 .map(|r| r.unwrap_or(TxnOpResult::Put { version }))
                 .collect());
         }
-        Err(Error::conflict(
-            keys.first().map_or("", |k| k.as_str()),
-            format!("the keys kept changing during {TXN_ATTEMPTS} attempts; try again"),
+        Err(Error::unavailable(
+            format!(
+                "the transaction's keys kept changing under other writers for {:?} ({} \
+                 attempts); nothing was applied: try again",
+                budget.total(),
+                attempts - 1
+            ),
+            None,
         ))
     }
 

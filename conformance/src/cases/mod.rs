@@ -41,6 +41,7 @@ macro_rules! __with_cases {
             txn::txn_is_checked_before_anything_is_sent
             txn::txn_writes_are_watch_events
             txn::concurrent_txns_are_serializable
+            txn::a_txn_is_never_refused_while_its_conditions_hold
             ttl::ttl_keys_expire_with_a_delete_event
             ttl::put_without_ttl_clears_the_expiry
             ttl::bad_ttls_are_rejected

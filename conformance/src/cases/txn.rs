@@ -326,3 +326,55 @@ pub async fn concurrent_txns_are_serializable(ctx: Ctx) -> Outcome {
     );
     Outcome::Passed
 }
+
+/// Under contention on a key it writes, a transaction whose conditions hold is applied, or fails
+/// saying nothing was applied — never `Conflict`, which says a condition failed (a Consul
+/// robustness run found a transaction that gave up after five reads of a busy key reported as
+/// a `Conflict`).
+pub async fn a_txn_is_never_refused_while_its_conditions_hold(ctx: Ctx) -> Outcome {
+    let store = ctx.store().clone();
+    if let Some(outcome) = gated(&store).await {
+        return outcome;
+    }
+    let writers = [ctx.another().await, ctx.another().await];
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = writers
+        .into_iter()
+        .map(|writer| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    n += 1;
+                    let value = n.to_string();
+                    let _ = writer
+                        .put("busy/b", value.as_bytes(), PutOptions::default())
+                        .await;
+                }
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for round in 0..10 {
+        let txn = Txn::new()
+            .when("busy/a", Condition::Missing)
+            .put("busy/a", "x")
+            .put("busy/b", "txn");
+        match store.txn(txn).await {
+            Ok(_) => {
+                store.delete("busy/a").await.unwrap();
+            }
+            Err(e @ Error::Conflict { .. }) => refused.push((round, e)),
+            Err(_) => {}
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for writer in busy {
+        writer.await.unwrap();
+    }
+    assert!(
+        refused.is_empty(),
+        "transactions whose condition held (busy/a missing) were refused: {refused:?}"
+    );
+    Outcome::Passed
+}
