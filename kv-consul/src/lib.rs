@@ -381,12 +381,7 @@ impl Inner {
             self.layout.check_key(key.as_str())?;
         }
         let mut budget = kv_core::backend::Budget::new(self.api.timeout);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            if attempts > TXN_ATTEMPTS && !budget.pause().await {
-                break;
-            }
+        while budget.attempt(TXN_ATTEMPTS).await {
             let reads = keys.iter().map(|key| async move {
                 let consul_key = self.layout.data_key(key.as_str());
                 let read = self.api.read("txn", &consul_key, false, None).await?;
@@ -448,7 +443,7 @@ impl Inner {
                 "the transaction's keys kept changing under other writers for {:?} ({} \
                  attempts); nothing was applied: try again",
                 budget.total(),
-                attempts - 1
+                budget.attempts()
             ),
             None,
         ))

@@ -40,6 +40,7 @@ pub struct Budget {
     deadline: Instant,
     total: Duration,
     pause: Duration,
+    attempts: usize,
 }
 
 impl Budget {
@@ -49,6 +50,7 @@ impl Budget {
             deadline: Instant::now() + total,
             total,
             pause: FIRST_PAUSE,
+            attempts: 0,
         }
     }
 
@@ -70,6 +72,18 @@ impl Budget {
     /// True once nothing is left.
     pub fn expired(&self) -> bool {
         self.remaining().is_zero()
+    }
+
+    /// Whether to make another attempt: the first `immediate` at once, each later one after a
+    /// [`Budget::pause`], while the budget allows one.
+    pub async fn attempt(&mut self, immediate: usize) -> bool {
+        self.attempts += 1;
+        self.attempts <= immediate || self.pause().await
+    }
+
+    /// The attempts [`Budget::attempt`] allowed.
+    pub fn attempts(&self) -> usize {
+        self.attempts.saturating_sub(1)
     }
 
     /// Sleeps the next backoff pause and returns true, or returns false at once if the pause

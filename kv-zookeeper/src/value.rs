@@ -333,12 +333,7 @@ impl Inner {
         // growing pauses until the call's budget is spent: an unconditional put racing other
         // writers and deletes must get through, not give up after a few milliseconds.
         let mut budget = kv_core::backend::Budget::new(self.timeout);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            if attempts > ATTEMPTS && !budget.pause().await {
-                break;
-            }
+        while budget.attempt(ATTEMPTS).await {
             let state = self.read_key_to_write(&client, key).await?;
             if state.dir.is_none() {
                 self.make_dirs(&client, &self.layout.dir(key)).await?;
