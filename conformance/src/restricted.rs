@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use kv_core::{
-    Capabilities, Child, Error, KvPair, Lock, LockOptions, LockScope, Precondition, PutOptions,
+    Capabilities, Child, DeleteOptions, Error, KvPair, Lock, LockOptions, LockScope, PutOptions,
     Result, Store, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 
@@ -64,17 +64,17 @@ impl Store for Restricted {
         &self.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         self.check_put(&options)?;
-        self.inner.put(key, value, options).await
+        self.inner.put_opts(key, value, options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         self.inner.get(key).await
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.inner.delete_opts(key, options).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -91,23 +91,6 @@ impl Store for Restricted {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         self.inner.delete_tree(prefix).await
-    }
-
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        self.check_put(&options)?;
-        self.inner
-            .atomic_put(key, value, precondition, options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        self.inner.atomic_delete(key, version).await
     }
 
     async fn grant(&self, ttl: std::time::Duration) -> Result<kv_core::Lease> {
@@ -130,16 +113,10 @@ impl Store for Restricted {
         self.inner.txn(txn).await
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         self.check_open()?;
         self.capabilities.check_watch(&options)?;
-        self.inner.watch(key, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.check_open()?;
-        self.capabilities.check_watch(&options)?;
-        self.inner.watch_tree(prefix, options).await
+        self.inner.watch_opts(key, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -41,9 +41,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kv_core::backend::{HandleState, TxnOp as TxnOpKind};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
-    Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult, WatchOptions,
-    WatchStream,
+    CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult,
+    WatchOptions, WatchStream,
 };
 
 use crate::api::{Api, Entry, SessionSpec, TxnOp};
@@ -494,10 +494,12 @@ impl Store for ConsulStore {
         &self.inner.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
-        self.inner.write(key, value, None, &options).await
+        self.inner
+            .write(key, value, options.precondition, &options)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -509,13 +511,28 @@ impl Store for ConsulStore {
         }))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
         let key = self.inner.key(key)?;
         let consul_key = self.inner.layout.data_key(key);
-        let ops = [TxnOp::get(&consul_key), TxnOp::delete(&consul_key)];
-        match self.inner.api.txn("delete", &ops).await? {
-            Ok(entries) => Ok(entries.iter().any(|e| !e.expired(now_ms()))),
-            Err(_) => Ok(false),
+        let Some(version) = options.version else {
+            let ops = [TxnOp::get(&consul_key), TxnOp::delete(&consul_key)];
+            return match self.inner.api.txn("delete", &ops).await? {
+                Ok(entries) => Ok(entries.iter().any(|e| !e.expired(now_ms()))),
+                Err(_) => Ok(false),
+            };
+        };
+        let ops = [
+            TxnOp::get(&consul_key),
+            TxnOp::check_index(&consul_key, version),
+            TxnOp::delete(&consul_key),
+        ];
+        match self.inner.api.txn("atomic_delete", &ops).await? {
+            Ok(entries) if entries.iter().all(|e| !e.expired(now_ms())) => Ok(true),
+            Ok(_) => Err(Error::conflict(key, "the key's TTL had passed")),
+            Err(rollback) => Err(Error::conflict(
+                key,
+                format!("expected version {version}: {}", rollback.what),
+            )),
         }
     }
 
@@ -590,38 +607,6 @@ impl Store for ConsulStore {
         }
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        let key = self.inner.key(key)?;
-        self.inner.capabilities.check_put(&options)?;
-        self.inner
-            .write(key, value, Some(precondition), &options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        let key = self.inner.key(key)?;
-        let consul_key = self.inner.layout.data_key(key);
-        let ops = [
-            TxnOp::get(&consul_key),
-            TxnOp::check_index(&consul_key, version),
-            TxnOp::delete(&consul_key),
-        ];
-        match self.inner.api.txn("atomic_delete", &ops).await? {
-            Ok(entries) if entries.iter().all(|e| !e.expired(now_ms())) => Ok(()),
-            Ok(_) => Err(Error::conflict(key, "the key's TTL had passed")),
-            Err(rollback) => Err(Error::conflict(
-                key,
-                format!("expected version {version}: {}", rollback.what),
-            )),
-        }
-    }
-
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
         let ttl = self.inner.capabilities.check_grant(ttl)?;
@@ -638,14 +623,12 @@ impl Store for ConsulStore {
         self.inner.txn(txn).await
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.key(key)?;
-        watch::start(self.inner.clone(), key, false, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.prefix(prefix)?;
-        watch::start(self.inner.clone(), prefix, true, options).await
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let watched = match options.tree {
+            true => self.inner.prefix(key)?,
+            false => self.inner.key(key)?,
+        };
+        watch::start(self.inner.clone(), watched, options.tree, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::key::{normalize, normalize_key};
+use crate::types::WatchOptions;
 
 /// Whether a store handle is open, shared by the handle, its watches and its locks. Every
 /// `Store` method starts with [`HandleState::key`], [`HandleState::prefix`] or
@@ -32,6 +33,15 @@ impl HandleState {
     pub fn prefix<'a>(&self, prefix: &'a str) -> Result<&'a str> {
         self.check_open()?;
         normalize(prefix)
+    }
+
+    /// Checks the handle is open and returns what a watch with `options` watches: the
+    /// normalized prefix of a [`WatchOptions::tree`] watch, else the normalized key.
+    pub fn watched<'a>(&self, target: &'a str, options: &WatchOptions) -> Result<&'a str> {
+        match options.tree {
+            true => self.prefix(target),
+            false => self.key(target),
+        }
     }
 }
 

@@ -70,7 +70,7 @@ pub use tokio_util::sync::CancellationToken;
 pub use traced::{CallRecord, MetricsHook, TracedStore};
 pub use txn::{Condition, Txn, TxnOpResult};
 pub use types::{
-    Child, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions, WatchEvent,
-    WatchOptions,
+    Child, DeleteOptions, EventKind, KvPair, LockOptions, LockScope, Precondition, PutOptions,
+    WatchEvent, WatchOptions,
 };
 pub use url::{HostPort, Secret, StoreUrl, Tls};

@@ -15,7 +15,7 @@ use crate::lock::{Lock, LockGuard, LockHolder};
 use crate::store::{Store, WatchStream};
 use crate::txn::{Txn, TxnOpResult};
 use crate::types::{
-    Child, EventKind, KvPair, LockOptions, Precondition, PutOptions, WatchEvent, WatchOptions,
+    Child, DeleteOptions, EventKind, KvPair, LockOptions, PutOptions, WatchEvent, WatchOptions,
 };
 
 /// A store that sees only the keys below `prefix` of another store, with `prefix/` taken off
@@ -134,8 +134,10 @@ impl Store for PrefixStore {
         &self.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner.put(&self.outer_key(key)?, value, options).await
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.inner
+            .put_opts(&self.outer_key(key)?, value, options)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -148,8 +150,8 @@ impl Store for PrefixStore {
         }))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(&self.outer_key(key)?).await
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.inner.delete_opts(&self.outer_key(key)?, options).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -192,25 +194,6 @@ impl Store for PrefixStore {
         Ok(deleted)
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        let key = self.outer_key(key)?;
-        self.inner
-            .atomic_put(&key, value, precondition, options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        self.inner
-            .atomic_delete(&self.outer_key(key)?, version)
-            .await
-    }
-
     async fn grant(&self, ttl: std::time::Duration) -> Result<crate::Lease> {
         self.inner.grant(ttl).await
     }
@@ -232,16 +215,12 @@ impl Store for PrefixStore {
         })
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let stream = self.inner.watch(&self.outer_key(key)?, options).await?;
-        Ok(self.scoped_watch(stream))
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let stream = self
-            .inner
-            .watch_tree(&self.outer_prefix(prefix)?, options)
-            .await?;
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let outer = match options.tree {
+            true => self.outer_prefix(key)?,
+            false => self.outer_key(key)?,
+        };
+        let stream = self.inner.watch_opts(&outer, options).await?;
         Ok(self.scoped_watch(stream))
     }
 

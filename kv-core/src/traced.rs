@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::store::{Store, WatchStream};
 use crate::txn::{Txn, TxnOpResult};
-use crate::types::{Child, KvPair, LockOptions, Precondition, PutOptions, WatchOptions};
+use crate::types::{
+    Child, DeleteOptions, KvPair, LockOptions, Precondition, PutOptions, WatchOptions,
+};
 
 /// Wraps a store so that every call runs in a `debug` span of target `kv` named `kv`, with
 /// fields `backend`, `op` and `key` (the key or prefix as given) — never a value, and errors
@@ -112,26 +114,14 @@ impl fmt::Debug for TracedStore {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Store for TracedStore {
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.traced("put", key, self.inner.put(key, value, options))
-            .await
-    }
-
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         self.traced("get", key, self.inner.get(key)).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.traced("delete", key, self.inner.delete(key)).await
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.traced("exists", key, self.inner.exists(key)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
@@ -143,8 +133,44 @@ impl Store for TracedStore {
             .await
     }
 
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        let op = match options.precondition {
+            Some(_) => "atomic_put",
+            None => "put",
+        };
+        self.traced(op, key, self.inner.put_opts(key, value, options))
+            .await
+    }
+
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        let op = match options.version {
+            Some(_) => "atomic_delete",
+            None => "delete",
+        };
+        self.traced(op, key, self.inner.delete_opts(key, options))
+            .await
+    }
+
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         self.traced("delete_tree", prefix, self.inner.delete_tree(prefix))
+            .await
+    }
+
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let op = match options.tree {
+            true => "watch_tree",
+            false => "watch",
+        };
+        self.traced(op, key, self.inner.watch_opts(key, options))
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.traced("close", "", self.inner.close()).await
+    }
+
+    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.traced("put", key, self.inner.put(key, value, options))
             .await
     }
 
@@ -159,8 +185,26 @@ impl Store for TracedStore {
         self.traced("atomic_put", key, call).await
     }
 
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.traced("delete", key, self.inner.delete(key)).await
+    }
+
     async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
         self.traced("atomic_delete", key, self.inner.atomic_delete(key, version))
+            .await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.traced("exists", key, self.inner.exists(key)).await
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.traced("watch", key, self.inner.watch(key, options))
+            .await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.traced("watch_tree", prefix, self.inner.watch_tree(prefix, options))
             .await
     }
 
@@ -178,16 +222,6 @@ impl Store for TracedStore {
         self.traced("txn", &key, self.inner.txn(txn)).await
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.traced("watch", key, self.inner.watch(key, options))
-            .await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.traced("watch_tree", prefix, self.inner.watch_tree(prefix, options))
-            .await
-    }
-
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
         self.traced("new_lock", key, self.inner.new_lock(key, options))
             .await
@@ -195,9 +229,5 @@ impl Store for TracedStore {
 
     async fn purge(&self) -> Result<()> {
         self.traced("purge", "", self.inner.purge()).await
-    }
-
-    async fn close(&self) -> Result<()> {
-        self.traced("close", "", self.inner.close()).await
     }
 }

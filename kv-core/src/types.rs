@@ -58,13 +58,15 @@ pub struct WatchEvent {
     pub version: u64,
 }
 
-/// Options of [`Store::put`](crate::Store::put) and
-/// [`Store::atomic_put`](crate::Store::atomic_put).
+/// Options of [`Store::put_opts`](crate::Store::put_opts) (and its conveniences
+/// [`put`](crate::Store::put) and [`atomic_put`](crate::Store::atomic_put)).
 ///
 /// ```
-/// use kv_core::PutOptions;
+/// use kv_core::{Precondition, PutOptions};
 /// use std::time::Duration;
-/// let opts = PutOptions::default().ttl(Duration::from_secs(30));
+/// let opts = PutOptions::default()
+///     .ttl(Duration::from_secs(30))
+///     .precondition(Precondition::MustNotExist);
 /// assert_eq!(opts.ttl, Some(Duration::from_secs(30)));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +78,9 @@ pub struct PutOptions {
     /// The key lives as long as this lease ([`Store::grant`](crate::Store::grant)); not with
     /// a `ttl`. A later put without it detaches the key.
     pub lease: Option<Lease>,
+    /// Write only if this holds, else [`Error::Conflict`](crate::Error::Conflict) and nothing
+    /// changes (a compare-and-swap).
+    pub precondition: Option<Precondition>,
 }
 
 impl PutOptions {
@@ -90,9 +95,38 @@ impl PutOptions {
         self.lease = Some(lease.clone());
         self
     }
+
+    /// Writes only if `precondition` holds.
+    pub fn precondition(mut self, precondition: Precondition) -> Self {
+        self.precondition = Some(precondition);
+        self
+    }
 }
 
-/// The condition of [`Store::atomic_put`](crate::Store::atomic_put).
+/// Options of [`Store::delete_opts`](crate::Store::delete_opts) (and its conveniences
+/// [`delete`](crate::Store::delete) and [`atomic_delete`](crate::Store::atomic_delete)).
+///
+/// ```
+/// use kv_core::DeleteOptions;
+/// assert_eq!(DeleteOptions::default().version(7).version, Some(7));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeleteOptions {
+    /// Delete only if the key exists with exactly this version, else
+    /// [`Error::Conflict`](crate::Error::Conflict) and nothing changes.
+    pub version: Option<u64>,
+}
+
+impl DeleteOptions {
+    /// Deletes only if the key exists with exactly `version`.
+    pub fn version(mut self, version: u64) -> Self {
+        self.version = Some(version);
+        self
+    }
+}
+
+/// The condition of a put ([`PutOptions::precondition`], [`Store::atomic_put`](crate::Store::atomic_put)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precondition {
     /// The key must not exist.
@@ -101,8 +135,8 @@ pub enum Precondition {
     Version(u64),
 }
 
-/// Options of [`Store::watch`](crate::Store::watch) and
-/// [`Store::watch_tree`](crate::Store::watch_tree).
+/// Options of [`Store::watch_opts`](crate::Store::watch_opts) (and its conveniences
+/// [`watch`](crate::Store::watch) and [`watch_tree`](crate::Store::watch_tree)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WatchOptions {
@@ -115,6 +149,8 @@ pub struct WatchOptions {
     /// After the initial state, send one [`EventKind::Synced`] event (a config loader knows it
     /// has everything). `since` watches have no initial state and get none.
     pub synced: bool,
+    /// Watch every key the given prefix covers instead of one key.
+    pub tree: bool,
 }
 
 impl WatchOptions {
@@ -138,6 +174,12 @@ impl WatchOptions {
         self.synced = true;
         self
     }
+
+    /// Watches the subtree of a prefix instead of one key.
+    pub fn tree(mut self) -> Self {
+        self.tree = true;
+        self
+    }
 }
 
 impl Default for WatchOptions {
@@ -146,6 +188,7 @@ impl Default for WatchOptions {
             since: None,
             buffer: Self::DEFAULT_BUFFER,
             synced: false,
+            tree: false,
         }
     }
 }

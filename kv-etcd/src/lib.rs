@@ -40,9 +40,9 @@ use client::pb::mvccpb::KeyValue;
 use client::{Client, ConnectOptions};
 use kv_core::backend::{HandleState, TxnOp as KvTxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Condition, Error, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, TxnOpResult,
-    WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock,
+    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport,
+    TxnOpResult, WatchOptions, WatchStream,
 };
 
 use crate::layout::{Layout, Range};
@@ -691,8 +691,10 @@ impl Store for EtcdStore {
         &self.inner.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner.write(key, value, None, &options).await
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.inner
+            .write(key, value, options.precondition, &options)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -711,18 +713,37 @@ impl Store for EtcdStore {
             .and_then(|kv| inner.pair(kv)))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
         let inner = &self.inner;
         let key = inner.key(key)?;
-        let response = inner
-            .call(
-                "delete",
-                inner
-                    .client()
-                    .delete_range(client::delete(inner.layout.data_key(key), None)),
-            )
-            .await?;
-        Ok(response.deleted > 0)
+        let etcd_key = inner.layout.data_key(key);
+        let Some(version) = options.version else {
+            let request = client::delete(etcd_key, None);
+            let response = inner
+                .call("delete", inner.client().delete_range(request))
+                .await?;
+            return Ok(response.deleted > 0);
+        };
+        let txn = client::txn(
+            vec![client::mod_revision(
+                etcd_key.clone(),
+                CompareResult::Equal,
+                i64::try_from(version).unwrap_or(i64::MAX),
+            )],
+            [request_op::Request::RequestDeleteRange(client::delete(
+                etcd_key.clone(),
+                None,
+            ))],
+            [request_op::Request::RequestRange(client::get(etcd_key))],
+        );
+        let response = inner.call("atomic_delete", inner.client().txn(txn)).await?;
+        if !response.succeeded {
+            return Err(Error::conflict(
+                key,
+                conflict_reason(Some(Precondition::Version(version)), &response.responses),
+            ));
+        }
+        Ok(true)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -861,44 +882,6 @@ impl Store for EtcdStore {
         Ok(u64::try_from(deleted_in(&response.responses)).unwrap_or(0))
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        self.inner
-            .write(key, value, Some(precondition), &options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        let inner = &self.inner;
-        let key = inner.key(key)?;
-        let etcd_key = inner.layout.data_key(key);
-        let txn = client::txn(
-            vec![client::mod_revision(
-                etcd_key.clone(),
-                CompareResult::Equal,
-                i64::try_from(version).unwrap_or(i64::MAX),
-            )],
-            [request_op::Request::RequestDeleteRange(client::delete(
-                etcd_key.clone(),
-                None,
-            ))],
-            [request_op::Request::RequestRange(client::get(etcd_key))],
-        );
-        let response = inner.call("atomic_delete", inner.client().txn(txn)).await?;
-        if !response.succeeded {
-            return Err(Error::conflict(
-                key,
-                conflict_reason(Some(Precondition::Version(version)), &response.responses),
-            ));
-        }
-        Ok(())
-    }
-
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
         let ttl = self.inner.capabilities.check_grant(ttl)?;
@@ -966,14 +949,12 @@ impl Store for EtcdStore {
             .collect())
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.key(key)?;
-        watch::open(self.inner.clone(), key, false, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.prefix(prefix)?;
-        watch::open(self.inner.clone(), prefix, true, options).await
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let watched = match options.tree {
+            true => self.inner.prefix(key)?,
+            false => self.inner.key(key)?,
+        };
+        watch::open(self.inner.clone(), watched, options.tree, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -35,8 +35,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::backend::HandleState;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lease, Lock, LockOptions,
-    Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lease, Lock,
+    LockOptions, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 
 use crate::lock::MemoryLock;
@@ -226,8 +227,8 @@ impl Store for MemoryStore {
         &self.namespace.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.write(key, value, None, &options)
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.write(key, value, options.precondition, &options)
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -235,9 +236,12 @@ impl Store for MemoryStore {
         Ok(self.namespace.state.read().get(key, &Now::lazy()))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
         let key = self.closed.key(key)?;
-        self.namespace.state.write().delete(key, None, &Now::lazy())
+        self.namespace
+            .state
+            .write()
+            .delete(key, options.version, &Now::lazy())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -267,25 +271,6 @@ impl Store for MemoryStore {
             .delete_tree(prefix, &Now::lazy())
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        self.write(key, value, Some(precondition), &options)
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        let key = self.closed.key(key)?;
-        self.namespace
-            .state
-            .write()
-            .delete(key, Some(version), &Now::lazy())
-            .map(drop)
-    }
-
     async fn grant(&self, ttl: Duration) -> Result<Lease> {
         self.closed.check_open()?;
         let ttl = self.namespace.capabilities.check_grant(ttl)?;
@@ -305,14 +290,9 @@ impl Store for MemoryStore {
         self.namespace.state.write().txn(&txn, &Now::lazy())
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.closed.key(key)?;
-        self.open_watch(key, false, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.closed.prefix(prefix)?;
-        self.open_watch(prefix, true, options).await
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let watched = self.closed.watched(key, &options)?;
+        self.open_watch(watched, options.tree, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

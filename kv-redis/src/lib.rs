@@ -36,9 +36,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::backend::{HandleState, TxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Condition, Error, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
-    WatchStream,
+    CancellationToken, Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock,
+    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult,
+    WatchOptions, WatchStream,
 };
 use node::Call;
 pub use options::RedisOptions;
@@ -413,8 +413,10 @@ impl Store for RedisStore {
         &self.inner.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner.write(key, value, None, &options).await
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.inner
+            .write(key, value, options.precondition, &options)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -430,15 +432,33 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
         let key = self.inner.closed.key(key)?;
         if self.inner.native.is_some() {
-            return self.inner.native_delete(key, None).await;
+            return self.inner.native_delete(key, options.version).await;
         }
         let mut invocation = self.inner.writing(&scripts::DELETE);
-        invocation.arg(key).arg(0);
-        let outcome: Vec<i64> = self.inner.invoke("delete", invocation).await?;
-        Ok(outcome.first() == Some(&1))
+        let Some(version) = options.version else {
+            invocation.arg(key).arg(0);
+            let outcome: Vec<i64> = self.inner.invoke("delete", invocation).await?;
+            return Ok(outcome.first() == Some(&1));
+        };
+        invocation.arg(key).arg(version.max(1));
+        let outcome: Vec<u64> = match self
+            .inner
+            .invoke::<Vec<i64>>("atomic_delete", invocation)
+            .await?
+        {
+            outcome if outcome.first() == Some(&1) => return Ok(true),
+            outcome => outcome.into_iter().map(|v| v.unsigned_abs()).collect(),
+        };
+        Err(Error::conflict(
+            key,
+            match outcome.get(1) {
+                Some(current) => format!("the version is {current}, expected {version}"),
+                None => format!("the key does not exist (expected version {version})"),
+            },
+        ))
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -490,42 +510,6 @@ impl Store for RedisStore {
         self.inner.invoke("delete_tree", invocation).await
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        self.inner
-            .write(key, value, Some(precondition), &options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        let key = self.inner.closed.key(key)?;
-        if self.inner.native.is_some() {
-            return self.inner.native_delete(key, Some(version)).await.map(drop);
-        }
-        let mut invocation = self.inner.writing(&scripts::DELETE);
-        invocation.arg(key).arg(version.max(1));
-        let outcome: Vec<u64> = match self
-            .inner
-            .invoke::<Vec<i64>>("atomic_delete", invocation)
-            .await?
-        {
-            outcome if outcome.first() == Some(&1) => return Ok(()),
-            outcome => outcome.into_iter().map(|v| v.unsigned_abs()).collect(),
-        };
-        Err(Error::conflict(
-            key,
-            match outcome.get(1) {
-                Some(current) => format!("the version is {current}, expected {version}"),
-                None => format!("the key does not exist (expected version {version})"),
-            },
-        ))
-    }
-
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
         let ttl = self.inner.capabilities.check_grant(ttl)?;
@@ -542,20 +526,12 @@ impl Store for RedisStore {
         self.inner.txn(txn).await
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.closed.key(key)?;
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let watched = self.inner.closed.watched(key, &options)?;
         if self.inner.native.is_some() {
-            return native::watch(self.inner.clone(), key, false, options).await;
+            return native::watch(self.inner.clone(), watched, options.tree, options).await;
         }
-        watch::open(self.inner.clone(), key, false, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.closed.prefix(prefix)?;
-        if self.inner.native.is_some() {
-            return native::watch(self.inner.clone(), prefix, true, options).await;
-        }
-        watch::open(self.inner.clone(), prefix, true, options).await
+        watch::open(self.inner.clone(), watched, options.tree, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

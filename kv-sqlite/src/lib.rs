@@ -46,8 +46,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use kv_core::backend::{HandleState, TxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
-    Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
+    CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 use tokio::sync::Notify;
 
@@ -493,8 +494,10 @@ impl Store for SqliteStore {
         &self.inner.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner.write(key, value, None, &options).await
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+        self.inner
+            .write(key, value, options.precondition, &options)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -512,8 +515,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.remove(key, None).await
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
+        self.inner.remove(key, options.version).await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -602,22 +605,6 @@ impl Store for SqliteStore {
         Ok(removed)
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        self.inner
-            .write(key, value, Some(precondition), &options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        self.inner.remove(key, Some(version)).await.map(drop)
-    }
-
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
         let ttl = self.inner.capabilities.check_grant(ttl)?;
@@ -634,14 +621,9 @@ impl Store for SqliteStore {
         self.inner.txn(txn).await
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.closed.key(key)?;
-        watch::open(self.inner.clone(), key, false, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.closed.prefix(prefix)?;
-        watch::open(self.inner.clone(), prefix, true, options).await
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let watched = self.inner.closed.watched(key, &options)?;
+        watch::open(self.inner.clone(), watched, options.tree, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -49,8 +49,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kv_core::backend::HandleState;
 use kv_core::{
-    CancellationToken, Capabilities, Child, Error, Key, KvPair, Lock, LockOptions, LockScope,
-    Precondition, PutOptions, Result, Secret, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
+    CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
+    LockScope, PutOptions, Result, Secret, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
     WatchStream,
 };
 use zookeeper_client as zk;
@@ -491,10 +491,12 @@ impl Store for ZooKeeperStore {
         &self.inner.capabilities
     }
 
-    async fn put(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
+    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
-        self.inner.write(key, value, None, &options).await
+        self.inner
+            .write(key, value, options.precondition, &options)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -515,10 +517,10 @@ impl Store for ZooKeeperStore {
             .await
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
         let key = self.inner.key(key)?;
         Ok(matches!(
-            self.inner.remove(key, None).await?,
+            self.inner.remove(key, options.version).await?,
             Removal::Removed { live: true }
         ))
     }
@@ -592,25 +594,6 @@ impl Store for ZooKeeperStore {
         Ok(())
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Precondition,
-        options: PutOptions,
-    ) -> Result<u64> {
-        let key = self.inner.key(key)?;
-        self.inner.capabilities.check_put(&options)?;
-        self.inner
-            .write(key, value, Some(precondition), &options)
-            .await
-    }
-
-    async fn atomic_delete(&self, key: &str, version: u64) -> Result<()> {
-        let key = self.inner.key(key)?;
-        self.inner.remove(key, Some(version)).await.map(drop)
-    }
-
     async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
         self.inner.closed.check_open()?;
         let ttl = self.inner.capabilities.check_grant(ttl)?;
@@ -629,14 +612,12 @@ impl Store for ZooKeeperStore {
         self.inner.txn(&txn).await
     }
 
-    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let key = self.inner.key(key)?;
-        watch::start(self.inner.clone(), key, false, options).await
-    }
-
-    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        let prefix = self.inner.closed.prefix(prefix)?;
-        watch::start(self.inner.clone(), prefix, true, options).await
+    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let watched = match options.tree {
+            true => self.inner.closed.prefix(key)?,
+            false => self.inner.key(key)?,
+        };
+        watch::start(self.inner.clone(), watched, options.tree, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
