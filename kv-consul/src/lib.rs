@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::backend::{HandleState, TxnOp as TxnOpKind};
+use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp as TxnOpKind};
 use kv_core::{
     CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
     LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult,
@@ -66,6 +66,18 @@ pub const MAX_VALUE_BYTES: usize = 380 * 1024;
 const MAX_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Consul's minimum session TTL when the server does not say (its default).
 const DEFAULT_SESSION_TTL_MIN: Duration = Duration::from_secs(10);
+
+/// `consul://host:8500[/root]`: this backend as `kv::open` and the tools know it.
+pub const DRIVER: Driver = Driver::new(
+    "consul",
+    &["consul", "consuls"],
+    Locality::Server,
+    open_driver,
+);
+
+fn open_driver(url: StoreUrl) -> Opening {
+    Box::pin(async move { Ok(Arc::new(ConsulStore::from_url(&url).await?) as Arc<dyn Store>) })
+}
 
 /// A handle on a Consul agent. Cheap to share as `Arc<dyn Store>`.
 pub struct ConsulStore {

@@ -35,22 +35,7 @@ mod url;
 mod watch_channel;
 mod watch_view;
 
-/// What a backend crate needs beyond the user-facing API: handle state, watch plumbing, the
-/// shared lease keep-alive and retries, lock and lease handles, checked transactions. Users of
-/// stores never need it; the `kv` facade re-exports it only as `kv::backend`.
-pub mod backend {
-    pub use crate::grant::{
-        LeaseOps, Renewed, lease_number, lost_on_close, renewed_lease, upgraded,
-    };
-    pub use crate::handle::HandleState;
-    pub use crate::key::{LOCK_AREA, check_outside_lock_area};
-    pub use crate::lease::{keep_alive, lease_deadline, safety_margin, spawn_keep_alive};
-    pub use crate::lock::{LeaseHandle, ReleaseWith};
-    pub use crate::retry::{Budget, retry_idempotent};
-    pub use crate::txn::{CheckedTxn, TxnOp};
-    pub use crate::watch_channel::{WatchSender, initial_events, resume_watch, watch_channel};
-    pub use crate::watch_view::{Observed, WatchView};
-}
+pub mod backend;
 
 #[doc(hidden)]
 pub use async_trait::async_trait as __async_trait;

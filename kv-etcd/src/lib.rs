@@ -38,7 +38,7 @@ use client::pb::etcdserverpb::{
 };
 use client::pb::mvccpb::KeyValue;
 use client::{Client, ConnectOptions};
-use kv_core::backend::{HandleState, TxnOp as KvTxnOp};
+use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp as KvTxnOp};
 use kv_core::{
     CancellationToken, Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock,
     LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport,
@@ -56,6 +56,13 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_TXN_OPS: usize = 128;
 /// Keys per page when reading large ranges.
 const PAGE: i64 = 1000;
+
+/// `etcd://host:2379[,host...][/root]`: this backend as `kv::open` and the tools know it.
+pub const DRIVER: Driver = Driver::new("etcd", &["etcd", "etcds"], Locality::Server, open_driver);
+
+fn open_driver(url: StoreUrl) -> Opening {
+    Box::pin(async move { Ok(Arc::new(EtcdStore::from_url(&url).await?) as Arc<dyn Store>) })
+}
 
 /// A handle on an etcd cluster. Cheap to share as `Arc<dyn Store>`.
 pub struct EtcdStore {

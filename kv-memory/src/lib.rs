@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::HandleState;
+use kv_core::backend::{Driver, HandleState, Locality, Opening};
 use kv_core::{
     CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lease, Lock,
     LockOptions, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
@@ -61,6 +61,19 @@ pub struct Durable {
     pub journal: Arc<dyn journal::Journal>,
     /// The state to start from.
     pub recovered: journal::Recovered,
+}
+
+/// `memory://[name]`: this backend as `kv::open` and the tools know it.
+pub const DRIVER: Driver =
+    Driver::new("memory", &["memory"], Locality::Process, open_driver).with_scratch(scratch);
+
+fn open_driver(url: StoreUrl) -> Opening {
+    Box::pin(async move { Ok(Arc::new(MemoryStore::from_url(&url)?) as Arc<dyn Store>) })
+}
+
+/// A fresh named namespace.
+fn scratch(_: &StoreUrl, leaf: &str) -> Result<StoreUrl> {
+    StoreUrl::parse(&format!("memory://{leaf}"))
 }
 
 /// A handle on an in-memory namespace. Cheap to share as `Arc<dyn Store>`.

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::{HandleState, TxnOp};
+use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp};
 use kv_core::{
     CancellationToken, Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock,
     LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult,
@@ -55,6 +55,32 @@ pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_TXN_OPS: usize = 1024;
 /// Keys per page when listing.
 const PAGE: usize = 1000;
+
+/// `redis://host:6379[/db][?root=...]` and Sentinel's URLs: this backend as `kv::open` and the
+/// tools know it.
+pub const DRIVER: Driver = Driver::new(
+    "redis",
+    &["redis", "rediss", "redis+sentinel", "rediss+sentinel"],
+    Locality::Server,
+    open_driver,
+)
+.with_scratch(scratch);
+
+fn open_driver(url: StoreUrl) -> Opening {
+    Box::pin(async move { Ok(Arc::new(RedisStore::from_url(&url).await?) as Arc<dyn Store>) })
+}
+
+/// A `?root=` below the URL's root (the path names the database).
+fn scratch(url: &StoreUrl, leaf: &str) -> Result<StoreUrl> {
+    let mut url = url.clone();
+    let root = match url.option("root") {
+        Some(root) if !root.is_empty() => format!("{root}/{leaf}"),
+        _ => leaf.to_owned(),
+    };
+    url.options.retain(|(name, _)| name != "root");
+    url.options.push(("root".into(), root));
+    Ok(url)
+}
 
 /// A handle on a Redis server. Cheap to share as `Arc<dyn Store>`.
 pub struct RedisStore {

@@ -43,12 +43,26 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kv_core::{Capabilities, Error, Result, StoreUrl};
+use kv_core::backend::{Driver, Locality, Opening, scratch_in_temp_dir};
+use kv_core::{Capabilities, Error, Result, Store, StoreUrl};
 use kv_memory::{DEFAULT_HISTORY, DEFAULT_MAX_VALUE_BYTES, Durable, MemoryStore};
 
 pub use journal::LAYOUT_VERSION;
 
 use crate::journal::{SledJournal, backend};
+
+/// `sled:///path`: this backend as `kv::open` and the tools know it.
+pub const DRIVER: Driver = Driver::new("sled", &["sled"], Locality::File, open_driver)
+    .with_scratch(|url, leaf| scratch_in_temp_dir(url, leaf, ""))
+    .with_local_path(SledStore::path_for)
+    .with_leases_bound_to_process()
+    .with_busy_hint(
+        "the sled store takes one process at a time: stop the other kvctl (watch, lock) or wait longer with --store 'sled:///path?busy_timeout=30s'",
+    );
+
+fn open_driver(url: StoreUrl) -> Opening {
+    Box::pin(async move { Ok(Arc::new(SledStore::from_url(&url)?) as Arc<dyn Store>) })
+}
 
 /// A handle on a sled store. Cheap to share as `Arc<dyn Store>`.
 pub struct SledStore {

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::{HandleState, TxnOp};
+use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp, scratch_in_temp_dir};
 use kv_core::{
     CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
     LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
@@ -64,6 +64,18 @@ pub const DEFAULT_HISTORY: u64 = 10_000;
 pub const DEFAULT_POLL: Duration = Duration::from_millis(10);
 /// Default `max_value_bytes`.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// `sqlite:///path/kv.db`: this backend as `kv::open` and the tools know it.
+pub const DRIVER: Driver = Driver::new("sqlite", &["sqlite"], Locality::File, open_driver)
+    .with_scratch(|url, leaf| scratch_in_temp_dir(url, leaf, "kv.db"))
+    .with_local_path(SqliteStore::path_for)
+    .with_busy_hint(
+        "another process kept the SQLite store locked for a write longer than busy_timeout; retry, or wait longer with --store 'sqlite:///path/kv.db?busy_timeout=30s'",
+    );
+
+fn open_driver(url: StoreUrl) -> Opening {
+    Box::pin(async move { Ok(Arc::new(SqliteStore::from_url(&url).await?) as Arc<dyn Store>) })
+}
 
 /// A handle on a SQLite store. Cheap to share as `Arc<dyn Store>`.
 pub struct SqliteStore {

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::backend::HandleState;
+use kv_core::backend::{Driver, HandleState, Locality, Opening};
 use kv_core::{
     CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
     LockScope, PutOptions, Result, Secret, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
@@ -72,6 +72,30 @@ pub const MAX_TXN_OPS: usize = 256;
 pub const DEFAULT_BASE: &str = "/kv";
 /// Longest TTL a ZooKeeper TTL node can carry (five bytes of milliseconds).
 const MAX_TTL_MS: u128 = 0xFF_FFFF_FFFF;
+
+/// `zookeeper://host:2181[,host...][/base]`: this backend as `kv::open` and the tools know it.
+pub const DRIVER: Driver = Driver::new(
+    "zookeeper",
+    &["zookeeper", "zookeepers"],
+    Locality::Server,
+    open_driver,
+)
+.with_scratch(scratch);
+
+fn open_driver(url: StoreUrl) -> Opening {
+    Box::pin(async move { Ok(Arc::new(ZooKeeperStore::from_url(&url).await?) as Arc<dyn Store>) })
+}
+
+/// A node below the URL's base (`/kv` when it names none, as the store's default base).
+fn scratch(url: &StoreUrl, leaf: &str) -> Result<StoreUrl> {
+    let mut url = url.clone();
+    let base = match url.path.is_empty() {
+        true => "kv",
+        false => url.path.as_str(),
+    };
+    url.path = format!("{base}/{leaf}");
+    Ok(url)
+}
 
 /// A handle on a ZooKeeper ensemble. Cheap to share as `Arc<dyn Store>`.
 pub struct ZooKeeperStore {

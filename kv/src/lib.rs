@@ -35,9 +35,6 @@
 //! | `consul://host:8500[/root][?token=...]`, `consuls://` | `consul` | Consul 1.8+ |
 //! | `zookeeper://[user:pass@]host:2181[,host...][/base]` | `zookeeper` | ZooKeeper 3.6+ (TTL nodes on) |
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock, RwLock};
 
 // The user-facing API; backend-author plumbing stays in `kv::backend`.
@@ -75,73 +72,126 @@ pub use kv_sqlite as sqlite;
 #[cfg(feature = "zookeeper")]
 pub use kv_zookeeper as zookeeper;
 
-/// The future an [`Opener`] returns.
-pub type Opening = Pin<Box<dyn Future<Output = Result<Arc<dyn Store>>> + Send + 'static>>;
+pub use kv_core::backend::{Driver, Locality, Opening};
 
-/// What [`register`] takes: opens a store for a parsed URL of the registered scheme.
-pub type Opener = fn(StoreUrl) -> Opening;
+/// Lists the backends this crate knows — each one's Cargo feature, its crate and its URL
+/// schemes — as [`DRIVERS`] (those compiled in) and `FEATURES` (every one's feature and
+/// schemes, so a URL of a backend left out names the feature to enable; a test checks them
+/// against the drivers'). Adding a backend is one line here.
+macro_rules! drivers {
+    ($($feature:literal => $krate:ident [$($scheme:literal),+]),+ $(,)?) => {
+        /// The drivers of the backends compiled into this build, in the order of the table
+        /// above.
+        pub const DRIVERS: &[&Driver] = &[$(#[cfg(feature = $feature)] &$krate::DRIVER),+];
 
-/// Schemes registered by other crates, and how to open them.
-static REGISTERED: LazyLock<RwLock<HashMap<String, Opener>>> = LazyLock::new(Default::default);
+        /// Every built-in backend's Cargo feature and URL schemes.
+        const FEATURES: &[(&str, &[&str])] = &[$(($feature, &[$($scheme),+])),+];
+    };
+}
 
-/// Makes [`open`] open `scheme://` URLs with `opener`: how a backend crate outside this
-/// workspace joins `kv::open` (call it once at startup). The built-in schemes cannot be
-/// replaced (`InvalidArgument`); registering a scheme again replaces its opener.
+drivers! {
+    "memory" => kv_memory ["memory"],
+    "sqlite" => kv_sqlite ["sqlite"],
+    "sled" => kv_sled ["sled"],
+    "etcd" => kv_etcd ["etcd", "etcds"],
+    "redis" => kv_redis ["redis", "rediss", "redis+sentinel", "rediss+sentinel"],
+    "consul" => kv_consul ["consul", "consuls"],
+    "zookeeper" => kv_zookeeper ["zookeeper", "zookeepers"],
+}
+
+/// Drivers registered by other crates.
+static REGISTERED: LazyLock<RwLock<Vec<Driver>>> = LazyLock::new(Default::default);
+
+/// Makes [`open`] (and the tools) open the URLs of `driver`'s schemes: how a backend crate
+/// outside this workspace joins `kv::open` (call it once at startup); [`open`] then walks it
+/// as it walks the built-in drivers. The built-in schemes cannot be taken over
+/// (`InvalidArgument`); registering a driver of a registered scheme again replaces it.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> kv::Result<()> {
-/// use std::sync::Arc;
-/// fn open_mine(url: kv::StoreUrl) -> kv::Opening {
+/// use kv::{Driver, Locality, Opening, StoreUrl};
+/// fn open_mine(url: StoreUrl) -> Opening {
 ///     // A real backend would connect to url.hosts here.
 ///     Box::pin(async move { kv::open(&format!("memory://{}", url.hosts[0].host)).await })
 /// }
-/// kv::register("mine", open_mine)?;
+/// kv::register(Driver::new("mine", &["mine"], Locality::Server, open_mine))?;
 /// let store = kv::open("mine://demo").await?;
 /// # Ok(()) }
 /// ```
-pub fn register(scheme: &str, opener: Opener) -> Result<()> {
-    if SCHEMES.iter().any(|(s, _)| *s == scheme) {
-        return Err(Error::invalid_argument(format!(
-            "{scheme}:// is a built-in scheme of kv and cannot be registered again"
-        )));
+pub fn register(driver: Driver) -> Result<()> {
+    for scheme in driver.schemes() {
+        if FEATURES.iter().any(|(_, schemes)| schemes.contains(scheme)) {
+            return Err(Error::invalid_argument(format!(
+                "{scheme}:// is a built-in scheme of kv and cannot be registered again"
+            )));
+        }
+        StoreUrl::parse(&format!("{scheme}://x"))?;
     }
-    StoreUrl::parse(&format!("{scheme}://x"))?;
-    REGISTERED
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(scheme.to_owned(), opener);
+    let mut registered = REGISTERED.write().unwrap_or_else(|p| p.into_inner());
+    registered.retain(|known| !known.schemes().iter().any(|s| driver.opens(s)));
+    registered.push(driver);
     Ok(())
 }
 
-/// The schemes registered with [`register`].
+/// The schemes registered with [`register`], sorted.
 pub fn registered_schemes() -> Vec<String> {
-    let mut schemes: Vec<String> = REGISTERED
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .keys()
-        .cloned()
+    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    let mut schemes: Vec<String> = registered
+        .iter()
+        .flat_map(|driver| driver.schemes().iter().map(|s| (*s).to_owned()))
         .collect();
     schemes.sort();
     schemes
 }
 
-/// URL schemes of every backend, with the Cargo feature that compiles it in.
-const SCHEMES: &[(&str, &str)] = &[
-    ("memory", "memory"),
-    ("sqlite", "sqlite"),
-    ("sled", "sled"),
-    ("etcd", "etcd"),
-    ("etcds", "etcd"),
-    ("redis", "redis"),
-    ("rediss", "redis"),
-    ("redis+sentinel", "redis"),
-    ("rediss+sentinel", "redis"),
-    ("consul", "consul"),
-    ("consuls", "consul"),
-    ("zookeeper", "zookeeper"),
-    ("zookeepers", "zookeeper"),
-];
+/// The driver that opens `scheme://` URLs in this build: a compiled-in one, else a registered
+/// one.
+pub fn driver_for(scheme: &str) -> Option<Driver> {
+    if let Some(driver) = DRIVERS.iter().find(|driver| driver.opens(scheme)) {
+        return Some(**driver);
+    }
+    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    registered
+        .iter()
+        .find(|driver| driver.opens(scheme))
+        .copied()
+}
+
+/// The driver of the backend named `name` ([`Capabilities::backend`]) in this build.
+pub fn driver_named(name: &str) -> Option<Driver> {
+    if let Some(driver) = DRIVERS.iter().find(|driver| driver.name() == name) {
+        return Some(**driver);
+    }
+    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
+    registered
+        .iter()
+        .find(|driver| driver.name() == name)
+        .copied()
+}
+
+/// The driver that opens `url`, or the [`Error::InvalidUrl`] that says what to do: enable the
+/// Cargo feature of a known backend left out of this build, or use a known scheme.
+pub fn driver(url: &StoreUrl) -> Result<Driver> {
+    let scheme = url.scheme.as_str();
+    if let Some(driver) = driver_for(scheme) {
+        return Ok(driver);
+    }
+    if let Some((feature, _)) = FEATURES.iter().find(|(_, s)| s.contains(&scheme)) {
+        return Err(Error::invalid_url(format!(
+            "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate (package `coordkv`)"
+        )));
+    }
+    let known: Vec<String> = FEATURES
+        .iter()
+        .flat_map(|(_, schemes)| schemes.iter().map(|s| (*s).to_owned()))
+        .chain(registered_schemes())
+        .collect();
+    Err(Error::invalid_url(format!(
+        "unknown scheme {scheme}://; known schemes: {}",
+        known.join(", ")
+    )))
+}
 
 /// Opens the store a URL names, with the backend its scheme selects.
 ///
@@ -166,76 +216,16 @@ pub async fn open_env(default: &str) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// Opens the store of a parsed URL; see [`open`]. Every call of the store it returns runs in
-/// a `tracing` span ([`TracedStore`]).
+/// Opens the store of a parsed URL with its [`driver`]; see [`open`]. Every call of the store
+/// it returns runs in a `tracing` span ([`TracedStore`]).
 pub async fn open_url(url: &StoreUrl) -> Result<Arc<dyn Store>> {
-    let store = open_backend(url).await?;
+    let store = driver(url)?.open(url.clone()).await?;
     Ok(Arc::new(TracedStore::new(store)))
 }
 
-/// The backend's store itself, without the tracing wrapper.
-async fn open_backend(url: &StoreUrl) -> Result<Arc<dyn Store>> {
-    let scheme = url.scheme.as_str();
-    let backend = SCHEMES.iter().find(|(s, _)| *s == scheme).map(|(_, b)| *b);
-    match backend {
-        #[cfg(feature = "memory")]
-        Some("memory") => Ok(Arc::new(kv_memory::MemoryStore::from_url(url)?)),
-        #[cfg(feature = "sqlite")]
-        Some("sqlite") => Ok(Arc::new(kv_sqlite::SqliteStore::from_url(url).await?)),
-        #[cfg(feature = "sled")]
-        Some("sled") => Ok(Arc::new(kv_sled::SledStore::from_url(url)?)),
-        #[cfg(feature = "etcd")]
-        Some("etcd") => Ok(Arc::new(kv_etcd::EtcdStore::from_url(url).await?)),
-        #[cfg(feature = "redis")]
-        Some("redis") => Ok(Arc::new(kv_redis::RedisStore::from_url(url).await?)),
-        #[cfg(feature = "consul")]
-        Some("consul") => Ok(Arc::new(kv_consul::ConsulStore::from_url(url).await?)),
-        #[cfg(feature = "zookeeper")]
-        Some("zookeeper") => Ok(Arc::new(kv_zookeeper::ZooKeeperStore::from_url(url).await?)),
-        Some(feature) => Err(Error::invalid_url(format!(
-            "the {scheme}:// backend is not compiled in; enable the `{feature}` feature of the kv crate (package `coordkv`)"
-        ))),
-        None => {
-            let opener = REGISTERED
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(scheme)
-                .copied();
-            match opener {
-                Some(opener) => opener(url.clone()).await,
-                None => Err(Error::invalid_url(format!(
-                    "unknown scheme {scheme}://; known schemes: {}",
-                    SCHEMES
-                        .iter()
-                        .map(|(s, _)| (*s).to_owned())
-                        .chain(registered_schemes())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))),
-            }
-        }
-    }
-}
-
-/// The schemes [`open`] can open in this build.
+/// The names of the backends [`open`] can open in this build (without registered ones).
 pub fn compiled_schemes() -> Vec<&'static str> {
-    let compiled: &[&str] = &[
-        #[cfg(feature = "memory")]
-        "memory",
-        #[cfg(feature = "sqlite")]
-        "sqlite",
-        #[cfg(feature = "sled")]
-        "sled",
-        #[cfg(feature = "etcd")]
-        "etcd",
-        #[cfg(feature = "redis")]
-        "redis",
-        #[cfg(feature = "consul")]
-        "consul",
-        #[cfg(feature = "zookeeper")]
-        "zookeeper",
-    ];
-    compiled.to_vec()
+    DRIVERS.iter().map(|driver| driver.name()).collect()
 }
 
 #[cfg(test)]
@@ -256,14 +246,25 @@ mod tests {
         }
         let err = open("tenant://acme").await.unwrap_err().to_string();
         assert!(err.contains("unknown scheme"), "{err}");
-        register("tenant", open_tenant).unwrap();
+        register(Driver::new(
+            "tenant",
+            &["tenant"],
+            Locality::Server,
+            open_tenant,
+        ))
+        .unwrap();
         assert!(registered_schemes().contains(&"tenant".to_owned()));
         let store = open("tenant://acme").await.unwrap();
         store.put("k", b"v", PutOptions::default()).await.unwrap();
         let again = open("tenant://acme").await.unwrap();
         assert_eq!(again.get("k").await.unwrap().unwrap().value, "v");
         assert!(matches!(
-            register("etcd", open_tenant),
+            register(Driver::new(
+                "tenant",
+                &["tenant", "etcd"],
+                Locality::Server,
+                open_tenant
+            )),
             Err(Error::InvalidArgument { .. })
         ));
     }
@@ -272,23 +273,40 @@ mod tests {
     async fn unknown_and_missing_backends_say_what_to_do() {
         // Every scheme whose backend this build leaves out names the feature to enable (CI
         // builds the crate with no backend and with each one alone, so each is checked).
-        for (scheme, feature) in SCHEMES {
+        for (feature, schemes) in FEATURES {
             if compiled_schemes().contains(feature) {
                 continue;
             }
-            let err = open(&format!("{scheme}://127.0.0.1:1/x"))
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, Error::InvalidUrl { .. })
-                    && err.to_string().contains(&format!("`{feature}` feature")),
-                "{scheme}: {err}"
-            );
+            for scheme in *schemes {
+                let err = open(&format!("{scheme}://127.0.0.1:1/x"))
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(err, Error::InvalidUrl { .. })
+                        && err.to_string().contains(&format!("`{feature}` feature")),
+                    "{scheme}: {err}"
+                );
+            }
         }
         let err = open("ftp://x").await.unwrap_err();
         assert!(err.to_string().contains("unknown scheme ftp://"), "{err}");
         let err = open("not a url").await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }));
+    }
+
+    #[test]
+    fn the_table_names_each_drivers_own_schemes() {
+        for driver in DRIVERS {
+            let listed = FEATURES
+                .iter()
+                .find(|(feature, _)| *feature == driver.name());
+            assert_eq!(
+                listed.map(|(_, schemes)| *schemes),
+                Some(driver.schemes()),
+                "{}",
+                driver.name()
+            );
+        }
     }
 
     #[cfg(feature = "memory")]

@@ -11,8 +11,9 @@ use serde_json::json;
 
 use crate::output::{Failure, Printer, code};
 
-/// Hands out namespaces under the checked store: a fresh sub-root per case (a fresh named
-/// namespace for `memory://`, a fresh temporary store for `sled://`).
+/// Hands out namespaces under the checked store: a fresh scratch namespace per case, as its
+/// driver makes them (a sub-root; a fresh named namespace for `memory://`, a fresh temporary
+/// store for `sled://`).
 struct Deployment {
     url: StoreUrl,
     run: String,
@@ -21,35 +22,8 @@ struct Deployment {
 
 impl Deployment {
     fn namespace_url(&self, case: &str) -> Result<String> {
-        let mut url = self.url.clone();
         let leaf = format!("{}-{case}", self.run);
-        match url.scheme.as_str() {
-            "memory" => return Ok(format!("memory://{leaf}")),
-            "sled" => {
-                let dir = std::env::temp_dir().join(&leaf);
-                return Ok(format!("sled://{}", dir.display()));
-            }
-            "sqlite" => {
-                let dir = std::env::temp_dir().join(&leaf);
-                return Ok(format!("sqlite://{}/kv.db", dir.display()));
-            }
-            "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel" => {
-                let root = match url.option("root") {
-                    Some(root) if !root.is_empty() => format!("{root}/{leaf}"),
-                    _ => leaf,
-                };
-                url.options.retain(|(name, _)| name != "root");
-                url.options.push(("root".into(), root));
-                return Ok(url.to_url_string());
-            }
-            "zookeeper" if url.path.is_empty() => url.path = "kv".into(),
-            _ => {}
-        }
-        url.path = if url.path.is_empty() {
-            leaf
-        } else {
-            format!("{}/{leaf}", url.path)
-        };
+        let url = kv::driver(&self.url)?.scratch(&self.url, &leaf)?;
         Ok(url.to_url_string())
     }
 }

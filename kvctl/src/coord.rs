@@ -16,7 +16,9 @@ pub async fn lease(store: &dyn Store, out: &Printer, args: LeaseArgs) -> Result<
     match args.action {
         Some(LeaseAction::Grant { ttl }) => {
             let caps = store.capabilities();
-            if !caps.attach_leases || matches!(caps.backend, "memory" | "sled") {
+            let outlives =
+                kv::driver_named(caps.backend).is_some_and(|d| d.leases_outlive_process());
+            if !caps.attach_leases || !outlives {
                 return Err(Failure::new(
                     code::USAGE,
                     format!(

@@ -84,19 +84,24 @@ async fn run(cli: Cli, format: Output) -> Result<u8, Failure> {
         _ => {}
     }
     let parsed = StoreUrl::parse(&url)?;
-    if parsed.scheme == "memory" {
+    let driver = kv::driver(&parsed)?;
+    if driver.locality() == kv::Locality::Process {
         eprintln!(
             "kvctl: note: memory:// lives only as long as this kvctl process; nothing written here is kept"
         );
     }
-    let store = if reads_only(&cli.command) && !embedded_store_exists(&parsed)? {
+    let nothing_there = match driver.local_path(&parsed) {
+        Some(path) => !path?.exists(),
+        None => false,
+    };
+    let store = if reads_only(&cli.command) && nothing_there {
         // Nothing was ever written there: answer from an empty store rather than create a
         // file for a read (a mistyped path would otherwise leave one behind).
         kv::open("memory://").await?
     } else {
         kv::open_url(&parsed)
             .await
-            .map_err(|e| busy_hint(&parsed, e))?
+            .map_err(|e| busy_hint(&driver, e))?
     };
     // A granted lease outlives this kvctl: closing the handle would revoke it.
     let granting = matches!(
@@ -130,29 +135,11 @@ fn reads_only(command: &Command) -> bool {
     )
 }
 
-/// False for an embedded store (`sqlite://`, `sled://`) whose file or directory does not exist;
-/// true for every other store.
-fn embedded_store_exists(url: &StoreUrl) -> Result<bool, Failure> {
-    match url.scheme.as_str() {
-        "sled" => Ok(kv_sled::SledStore::path_for(url)?.exists()),
-        "sqlite" => Ok(kv_sqlite::SqliteStore::path_for(url)?.exists()),
-        _ => Ok(true),
-    }
-}
-
 /// An embedded store that is busy: say what holds it, not "is a server up?".
-fn busy_hint(url: &StoreUrl, error: kv::Error) -> Failure {
+fn busy_hint(driver: &kv::Driver, error: kv::Error) -> Failure {
     let failure = Failure::from(error);
-    if failure.code != code::UNREACHABLE {
-        return failure;
-    }
-    match url.scheme.as_str() {
-        "sled" => failure.hint(
-            "the sled store takes one process at a time: stop the other kvctl (watch, lock) or wait longer with --store 'sled:///path?busy_timeout=30s'",
-        ),
-        "sqlite" => failure.hint(
-            "another process kept the SQLite store locked for a write longer than busy_timeout; retry, or wait longer with --store 'sqlite:///path/kv.db?busy_timeout=30s'",
-        ),
+    match driver.busy_hint() {
+        Some(hint) if failure.code == code::UNREACHABLE => failure.hint(hint),
         _ => failure,
     }
 }

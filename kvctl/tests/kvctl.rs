@@ -294,6 +294,11 @@ fn lease_ids_work_across_kvctl_processes() {
     let output = Kvctl::memory().run(&["lease", "grant"]);
     assert_status(&output, 2, &["lease", "grant"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("kvctl lease KEY=VALUE"));
+    // So is one of a store one process holds at a time (its driver says so).
+    let sled = format!("sled://{}/sled", kv.home.path().display());
+    let output = kv.run(&["--store", &sled, "lease", "grant"]);
+    assert_status(&output, 2, &["--store", &sled, "lease", "grant"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a sled lease cannot"));
 }
 
 #[test]

@@ -309,13 +309,7 @@ fn merge(total: &mut Option<Sample>, sample: Sample) {
 /// Runs `kvctl bench`.
 pub async fn run(url: &str, args: &BenchArgs, out: &Printer) -> Result<u8, Failure> {
     let parsed = StoreUrl::parse(url)?;
-    let backend = match parsed.scheme.as_str() {
-        "etcds" => "etcd".to_owned(),
-        "rediss" | "redis+sentinel" | "rediss+sentinel" => "redis".to_owned(),
-        "consuls" => "consul".to_owned(),
-        "zookeepers" => "zookeeper".to_owned(),
-        s => s.to_owned(),
-    };
+    let backend = kv::driver(&parsed)?.name().to_owned();
     let run_id = format!("kvbench-{:08x}", fastrand::u32(..));
     if let Some(watchdog) = WATCHDOG.get() {
         watchdog.running("setup".to_owned());
