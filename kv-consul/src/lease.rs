@@ -27,11 +27,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
         })
         .await?;
     let lease = renewing(inner, session, session_ttl, sent);
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(lease.id().to_owned(), lease.lost());
+    inner.held.hold(lease.id().to_owned(), lease.lost());
     Ok(lease)
 }
 

@@ -35,15 +35,15 @@ mod watch;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp as TxnOpKind};
+use kv_core::backend::{Driver, HandleState, Holdings, Locality, Opening, TxnOp as TxnOpKind};
 use kv_core::{
-    CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult,
-    WatchOptions, WatchStream,
+    Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 
 use crate::api::{Api, Entry, SessionSpec, TxnOp};
@@ -93,7 +93,7 @@ pub(crate) struct Inner {
     /// Shortest session TTL the server accepts.
     pub session_ttl_min: Duration,
     /// Lock sessions held through this handle and their `lost` tokens, ended on close.
-    pub held: Mutex<HashMap<String, CancellationToken>>,
+    pub held: Holdings<String>,
     shown: String,
 }
 
@@ -188,7 +188,7 @@ impl ConsulStore {
                 capabilities,
                 closed: HandleState::default(),
                 session_ttl_min,
-                held: Mutex::new(HashMap::new()),
+                held: Holdings::default(),
                 shown,
             }),
         })
@@ -255,10 +255,7 @@ impl Inner {
 
     /// Drops a session from the handle's list of those to end on close.
     pub fn forget(&self, session: &str) {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(session);
+        self.held.forget(|held| held == session);
     }
 
     /// The session TTL that makes Consul delete a key `ttl` after its write: Consul ends a
@@ -654,19 +651,10 @@ impl Store for ConsulStore {
     }
 
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.is_cancelled() {
+        if !self.inner.closed.begin_close() {
             return Ok(());
         }
-        self.inner.closed.cancel();
-        let held: Vec<(String, CancellationToken)> = self
-            .inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
-        for (session, lost) in held {
-            lost.cancel();
+        for session in self.inner.held.take_all() {
             let _ = self.inner.api.destroy_session(&session).await;
         }
         Ok(())

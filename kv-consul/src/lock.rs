@@ -182,11 +182,7 @@ impl ConsulLock {
         let lost = CancellationToken::new();
         // Renewal stops on release or when the handle closes.
         let stop = self.inner.closed.child_token();
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(session.id.clone(), lost.clone());
+        self.inner.held.hold(session.id.clone(), lost.clone());
         // Consul documents that it ends a session between one and two session TTLs after its
         // last renewal: the lease that `lost()` counts down is one session TTL.
         let lease = self.inner.session_ttl(self.options.ttl);
@@ -302,11 +298,7 @@ async fn keep_alive(
 /// lock had been lost.
 async fn release(session: Arc<Session>, lock_key: String) -> Result<bool> {
     let inner = session.inner.clone();
-    let lost = inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&session.id);
+    let lost = inner.held.forget(|held| *held == session.id).pop();
     let ops = [
         TxnOp::check_session(&lock_key, &session.id),
         TxnOp::delete(&lock_key),

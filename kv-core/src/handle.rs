@@ -23,6 +23,14 @@ impl HandleState {
         Ok(())
     }
 
+    /// Closes the handle: `true` the first time, when the caller lets go of what the handle
+    /// holds; `false` if it was closed already (a second `close()` does nothing).
+    pub fn begin_close(&self) -> bool {
+        let first = !self.0.is_cancelled();
+        self.0.cancel();
+        first
+    }
+
     /// Checks the handle is open and returns the normalized key ([`normalize_key`]).
     pub fn key<'a>(&self, key: &'a str) -> Result<&'a str> {
         self.check_open()?;

@@ -22,11 +22,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
         sent,
         crate::lock::renewer(inner.clone(), id),
     );
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, lease.lost()));
+    inner.held.hold(id, lease.lost());
     Ok(lease)
 }
 
@@ -73,11 +69,7 @@ fn renewing(
         move || {
             let inner = revoking.clone();
             async move {
-                inner
-                    .held
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|(held, _)| *held != id);
+                inner.held.forget(|held| *held == id);
                 match inner
                     .call("lease revoke", inner.client().lease_revoke(id))
                     .await

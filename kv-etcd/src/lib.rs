@@ -27,7 +27,7 @@ pub use client::pb as proto;
 pub use options::EtcdOptions;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,11 +38,11 @@ use client::pb::etcdserverpb::{
 };
 use client::pb::mvccpb::KeyValue;
 use client::{Client, ConnectOptions};
-use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp as KvTxnOp};
+use kv_core::backend::{Driver, HandleState, Holdings, Locality, Opening, TxnOp as KvTxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock,
-    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport,
-    TxnOpResult, WatchOptions, WatchStream,
+    Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, TtlSupport, TxnOpResult,
+    WatchOptions, WatchStream,
 };
 
 use crate::layout::{Layout, Range};
@@ -79,7 +79,7 @@ pub(crate) struct Inner {
     /// Fires on close: ends watches, lock waits and renewals.
     pub closed: HandleState,
     /// Leases of the locks held through this handle, revoked on close.
-    pub held: Mutex<Vec<(i64, CancellationToken)>>,
+    pub held: Holdings<i64>,
     shown: String,
 }
 
@@ -140,7 +140,7 @@ impl EtcdStore {
                 timeout,
                 capabilities,
                 closed: HandleState::default(),
-                held: Mutex::new(Vec::new()),
+                held: Holdings::default(),
                 shown,
             }),
         };
@@ -977,10 +977,10 @@ impl Store for EtcdStore {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.cancel();
-        let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));
-        for (lease, lost) in held {
-            lost.cancel();
+        if !self.inner.closed.begin_close() {
+            return Ok(());
+        }
+        for lease in self.inner.held.take_all() {
             let _ = self
                 .inner
                 .call("lease revoke", self.inner.client().lease_revoke(lease))

@@ -92,11 +92,7 @@ impl EtcdLock {
         let lost = CancellationToken::new();
         // Renewal stops on release or when the handle closes.
         let stop = self.inner.closed.child_token();
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((lease, lost.clone()));
+        self.inner.held.hold(lease, lost.clone());
         // Planted bug (self-test only): trust a lease that waited as if granted just now.
         let sent = if kv_core::failpoint::armed("lock-skip-lease-recheck") {
             Instant::now()
@@ -333,10 +329,6 @@ async fn release(inner: Arc<Inner>, lock_key: String, lease: i64, token: u64) ->
     let _ = inner
         .call("lease revoke", inner.client().lease_revoke(lease))
         .await;
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(l, _)| *l != lease);
+    inner.held.forget(|l| *l == lease);
     Ok(released)
 }

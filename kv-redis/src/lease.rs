@@ -28,11 +28,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     invocation.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     let id: u64 = inner.invoke("grant", invocation).await?;
     let lease = renewing(inner, id, ttl, sent);
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, lease.lost()));
+    inner.leases.hold(id, lease.lost());
     Ok(lease)
 }
 
@@ -82,10 +78,6 @@ pub(crate) fn lost(lease: &Lease) -> Error {
 
 /// Revokes a lease: its keys go at once (Delete records).
 pub(crate) async fn revoke(inner: &Inner, id: u64) -> Result<()> {
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(held, _)| *held != id);
+    inner.leases.forget(|held| *held == id);
     call(inner, id, "revoke").await.map(drop)
 }

@@ -29,16 +29,16 @@ mod scripts;
 mod watch;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp};
+use kv_core::backend::{Driver, HandleState, Holdings, Locality, Opening, TxnOp};
 use kv_core::{
-    CancellationToken, Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock,
-    LockOptions, LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult,
-    WatchOptions, WatchStream,
+    Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
+    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
+    WatchStream,
 };
 use node::Call;
 pub use options::RedisOptions;
@@ -103,9 +103,9 @@ pub(crate) struct Inner {
     pub capabilities: Capabilities,
     pub closed: HandleState,
     /// Locks held through this handle (key, subtree, token), released on close.
-    pub held: Mutex<Vec<(Key, bool, u64, CancellationToken)>>,
+    pub held: Holdings<(Key, bool, u64)>,
     /// Leases granted through this handle (id, lost), revoked on close.
-    pub leases: Mutex<Vec<(u64, CancellationToken)>>,
+    pub leases: Holdings<u64>,
     /// Wakes the reaper after a TTL write.
     pub reaper: Notify,
     /// `layout=native`: values as plain strings where Redis's tools look.
@@ -582,16 +582,13 @@ impl Store for RedisStore {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.cancel();
-        let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));
-        for (key, subtree, token, lost) in held {
-            lost.cancel();
+        if !self.inner.closed.begin_close() {
+            return Ok(());
+        }
+        for (key, subtree, token) in self.inner.held.take_all() {
             let _ = lock::renew_or_release(&self.inner, &key, subtree, token, Duration::ZERO).await;
         }
-        let leases =
-            std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
-        for (id, lost) in leases {
-            lost.cancel();
+        for id in self.inner.leases.take_all() {
             let _ = lease::revoke(&self.inner, id).await;
         }
         Ok(())

@@ -81,9 +81,7 @@ impl RedisLock {
         let stop = self.inner.closed.child_token();
         self.inner
             .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((self.key.clone(), self.subtree, token, lost.clone()));
+            .hold((self.key.clone(), self.subtree, token), lost.clone());
         let valid = kv_core::Validity::from_renewal(self.options.ttl, sent);
         tokio::spawn(keep_alive(
             self.inner.clone(),
@@ -173,10 +171,6 @@ async fn keep_alive(
 /// Releases the lock if `token` still holds it; returns whether it did.
 async fn release(inner: Arc<Inner>, key: Key, subtree: bool, token: u64) -> Result<bool> {
     let released = renew_or_release(&inner, &key, subtree, token, Duration::ZERO).await?;
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(_, _, t, _)| *t != token);
+    inner.held.forget(|(_, _, t)| *t == token);
     Ok(released)
 }

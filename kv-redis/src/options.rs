@@ -1,10 +1,10 @@
 //! Typed configuration: what a `redis://` URL says, built in code ([`RedisOptions`]).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use kv_core::backend::HandleState;
+use kv_core::backend::{HandleState, Holdings};
 use kv_core::{Capabilities, Error, HostPort, Result, Secret, StoreUrl, Tls, TtlSupport};
 use redis::RedisConnectionInfo;
 use tokio::sync::Notify;
@@ -333,8 +333,8 @@ impl RedisOptions {
             timeout,
             capabilities,
             closed: HandleState::default(),
-            held: Mutex::new(Vec::new()),
-            leases: Mutex::new(Vec::new()),
+            held: Holdings::default(),
+            leases: Holdings::default(),
             reaper: Notify::new(),
             native,
             shown,

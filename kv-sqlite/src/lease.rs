@@ -16,11 +16,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let id = inner.db.write("grant", move |w| w.grant(ttl_ms)).await?;
     let lease = renewing(inner, id, ttl, sent);
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, lease.lost()));
+    inner.leases.hold(id, lease.lost());
     Ok(lease)
 }
 
@@ -75,11 +71,7 @@ pub(crate) fn lost(lease: &Lease) -> Error {
 
 /// Revokes a lease: its keys go at once (Delete records).
 pub(crate) async fn revoke(inner: &Arc<Inner>, id: i64) -> Result<()> {
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(held, _)| *held != id);
+    inner.leases.forget(|held| *held == id);
     let revoked = inner
         .db
         .write("revoke a lease", move |w| w.revoke(id))

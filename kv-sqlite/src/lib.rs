@@ -39,16 +39,17 @@ mod watch;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::{Driver, HandleState, Locality, Opening, TxnOp, scratch_in_temp_dir};
+use kv_core::backend::{
+    Driver, HandleState, Holdings, Locality, Opening, TxnOp, scratch_in_temp_dir,
+};
 use kv_core::{
-    CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
-    LockScope, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
-    WatchStream,
+    Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 use tokio::sync::Notify;
 
@@ -93,9 +94,9 @@ pub(crate) struct Inner {
     reaper: Notify,
     poll: Duration,
     /// Locks held through this handle (key, subtree, token, lost), released on close.
-    pub held: Mutex<Vec<(Key, bool, u64, CancellationToken)>>,
+    pub held: Holdings<(Key, bool, u64)>,
     /// Leases granted through this handle (id, lost), revoked on close.
-    pub leases: Mutex<Vec<(i64, CancellationToken)>>,
+    pub leases: Holdings<i64>,
     shown: String,
 }
 
@@ -150,8 +151,8 @@ impl SqliteStore {
             changed,
             reaper: Notify::new(),
             poll,
-            held: Mutex::new(Vec::new()),
-            leases: Mutex::new(Vec::new()),
+            held: Holdings::default(),
+            leases: Holdings::default(),
             shown,
         });
         tokio::spawn(poll_for_changes(Arc::downgrade(&inner)));
@@ -651,19 +652,13 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.is_cancelled() {
+        if !self.inner.closed.begin_close() {
             return Ok(());
         }
-        self.inner.closed.cancel();
-        let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));
-        for (key, subtree, token, lost) in held {
-            lost.cancel();
+        for (key, subtree, token) in self.inner.held.take_all() {
             let _ = lock::renew_or_release(&self.inner, &key, subtree, token, Duration::ZERO).await;
         }
-        let leases =
-            std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
-        for (id, lost) in leases {
-            lost.cancel();
+        for id in self.inner.leases.take_all() {
             let _ = lease::revoke(&self.inner, id).await;
         }
         Ok(())

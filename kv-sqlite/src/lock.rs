@@ -150,9 +150,7 @@ impl SqliteLock {
         let stop = self.inner.closed.child_token();
         self.inner
             .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((self.key.clone(), self.subtree, token, lost.clone()));
+            .hold((self.key.clone(), self.subtree, token), lost.clone());
         let (inner, key) = (self.inner.clone(), self.key.clone());
         let valid =
             kv_core::backend::spawn_keep_alive(ttl, sent, stop.clone(), lost.clone(), move || {
@@ -221,10 +219,6 @@ impl Lock for SqliteLock {
 /// Releases the lock if `token` still holds it; returns whether it did.
 async fn release(inner: Arc<Inner>, key: Key, subtree: bool, token: u64) -> Result<bool> {
     let released = renew_or_release(&inner, &key, subtree, token, Duration::ZERO).await?;
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|(_, _, t, _)| *t != token);
+    inner.held.forget(|(_, _, t)| *t == token);
     Ok(released)
 }

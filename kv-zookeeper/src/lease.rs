@@ -175,11 +175,7 @@ pub(crate) async fn grant(inner: &Arc<Inner>, ttl: Duration) -> Result<Lease> {
         stop,
         id: id.clone(),
     });
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(session.clone());
+    inner.leases.hold(session.clone(), lost.clone());
     let ops = ZooKeeperLeaseOps {
         inner: inner.clone(),
         session,
@@ -204,11 +200,7 @@ pub(crate) fn session_of(lease: &Lease) -> Result<Arc<LeaseSession>> {
 impl LeaseOps for ZooKeeperLeaseOps {
     async fn revoke(&self) -> Result<()> {
         let ended = self.session.end(&self.inner).await;
-        self.inner
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|s| !Arc::ptr_eq(s, &self.session));
+        self.inner.leases.forget(|s| Arc::ptr_eq(s, &self.session));
         ended
     }
 

@@ -41,17 +41,15 @@ mod watch;
 
 pub use options::ZooKeeperOptions;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kv_core::backend::{Driver, HandleState, Locality, Opening};
+use kv_core::backend::{Driver, HandleState, Holdings, Locality, Opening};
 use kv_core::{
-    CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
-    LockScope, PutOptions, Result, Secret, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
-    WatchStream,
+    Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lock, LockOptions, LockScope,
+    PutOptions, Result, Secret, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 use zookeeper_client as zk;
 
@@ -124,9 +122,9 @@ pub(crate) struct Inner {
     /// when the URL lists several members).
     sync_reads: bool,
     /// Lock nodes held through this handle (path → holder session and `lost`), freed on close.
-    pub held: Mutex<HashMap<String, (zk::Client, CancellationToken)>>,
+    pub held: Holdings<(String, zk::Client)>,
     /// Lease sessions granted through this handle, ended on close.
-    pub leases: Mutex<Vec<Arc<lease::LeaseSession>>>,
+    pub leases: Holdings<Arc<lease::LeaseSession>>,
     /// Removes the guards of emptied keys once no write in flight can need them.
     pub reclaimer: Arc<reclaim::Reclaimer>,
     /// This handle's last conditional writes, for CASes on their versions without a read.
@@ -655,24 +653,13 @@ impl Store for ZooKeeperStore {
     }
 
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.is_cancelled() {
+        if !self.inner.closed.begin_close() {
             return Ok(());
         }
-        self.inner.closed.cancel();
-        let held: Vec<(String, (zk::Client, CancellationToken))> = self
-            .inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
-        for (path, (client, lost)) in held {
-            lost.cancel();
+        for (path, client) in self.inner.held.take_all() {
             let _ = timed("unlock", self.inner.timeout, client.delete(&path, None)).await;
         }
-        let leases =
-            std::mem::take(&mut *self.inner.leases.lock().unwrap_or_else(|p| p.into_inner()));
-        for session in leases {
+        for session in self.inner.leases.take_all() {
             // Not confirmed: its keys go with its session, within the TTL.
             let _ = session.end(&self.inner).await;
         }

@@ -139,15 +139,12 @@ impl ZooKeeperLock {
     /// it holding was sent (the session was alive on the server then).
     fn guard(&self, contender: Contender, sent: tokio::time::Instant) -> LockGuard {
         let lost = CancellationToken::new();
-        let stop = CancellationToken::new();
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                contender.path.clone(),
-                (contender.client.clone(), lost.clone()),
-            );
+        // Renewal stops on release or when the handle closes.
+        let stop = self.inner.closed.child_token();
+        self.inner.held.hold(
+            (contender.path.clone(), contender.client.clone()),
+            lost.clone(),
+        );
         tokio::spawn(watch_session(
             contender.client.state_watcher(),
             stop.clone(),
@@ -300,11 +297,7 @@ async fn release(
     contender: Arc<Contender>,
     lost: CancellationToken,
 ) -> Result<bool> {
-    inner
-        .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&contender.path);
+    inner.held.forget(|(path, _)| *path == contender.path);
     let was_lost = lost.is_cancelled();
     let after = inner.timeout.min(Duration::from_secs(5));
     let delete = contender.client.delete(&contender.path, None);

@@ -1,11 +1,10 @@
 //! Typed configuration: what a `zookeeper://` URL says, built in code ([`ZooKeeperOptions`]).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kv_core::backend::HandleState;
+use kv_core::backend::{HandleState, Holdings};
 use kv_core::{Capabilities, Error, HostPort, Result, Secret, StoreUrl, Tls, TtlSupport};
 use zookeeper_client as zk;
 
@@ -263,8 +262,8 @@ impl ZooKeeperOptions {
                 closed: HandleState::default(),
                 timeout,
                 sync_reads,
-                held: Mutex::new(HashMap::new()),
-                leases: Mutex::new(Vec::new()),
+                held: Holdings::default(),
+                leases: Holdings::default(),
                 reclaimer: Arc::new(crate::reclaim::Reclaimer::new(reclaim_after)),
                 // A remembered write must land before its key's guard could be reclaimed:
                 // the write took up to a timeout, the next one up to a session plus a timeout.

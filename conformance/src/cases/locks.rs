@@ -292,9 +292,11 @@ pub async fn lock_is_lost_when_the_lease_is_not_renewed(ctx: Ctx) -> Outcome {
     Outcome::Passed
 }
 
-/// Closing a handle releases its locks and fires their `lost()`; dropping a guard releases it.
+/// Closing a handle releases its locks and fires their `lost()`, and nothing renews them any
+/// more (a guard kept after the close keeps no session alive); dropping a guard releases it.
 pub async fn locks_are_released_on_close_and_drop(ctx: Ctx) -> Outcome {
     require_locks!(ctx);
+    let ttl = short_ttl(&ctx);
     let lock = ctx
         .store()
         .new_lock("owned", LockOptions::default())
@@ -304,7 +306,7 @@ pub async fn locks_are_released_on_close_and_drop(ctx: Ctx) -> Outcome {
     drop(guard);
     let other = ctx.another().await;
     let theirs = other
-        .new_lock("owned", LockOptions::default())
+        .new_lock("owned", LockOptions::default().ttl(ttl))
         .await
         .unwrap();
     let guard = tokio::time::timeout(PATIENCE, theirs.acquire())
@@ -316,6 +318,14 @@ pub async fn locks_are_released_on_close_and_drop(ctx: Ctx) -> Outcome {
     tokio::time::timeout(PATIENCE, lost.cancelled())
         .await
         .expect("close fires lost()");
+    let until = guard.validity().until();
+    // Renewals come every third of the TTL: two would have come by now.
+    tokio::time::sleep(ttl).await;
+    assert_eq!(
+        guard.validity().until(),
+        until,
+        "a lock of a closed handle was still renewed"
+    );
     tokio::time::timeout(PATIENCE, lock.acquire())
         .await
         .expect("close releases the handle's locks")

@@ -6,6 +6,7 @@
 //! it and what tools need to know of it); the `kv` facade lists the drivers it compiles in.
 
 mod driver;
+mod holdings;
 
 pub use crate::grant::{LeaseOps, Renewed, lease_number, lost_on_close, renewed_lease, upgraded};
 pub use crate::handle::HandleState;
@@ -17,3 +18,4 @@ pub use crate::txn::{CheckedTxn, TxnOp};
 pub use crate::watch_channel::{WatchSender, initial_events, resume_watch, watch_channel};
 pub use crate::watch_view::{Observed, WatchView};
 pub use driver::{Driver, Locality, Opening, scratch_in_temp_dir};
+pub use holdings::Holdings;
