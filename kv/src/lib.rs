@@ -25,15 +25,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! | scheme | feature | backend |
-//! |---|---|---|
-//! | `memory://[name]` | `memory` (default) | in-process reference backend |
-//! | `sqlite:///path/kv.db`, `sqlite://./path/kv.db` | `sqlite` | embedded, shared by the processes of a machine |
-//! | `sled:///path`, `sled://./path` | `sled` | embedded, persistent, one process at a time |
-//! | `etcd://host:2379[,host...][/root]` | `etcd` | etcd v3 (3.4+) |
-//! | `redis://[user:pass@]host:6379[/db][?root=...]`, `redis+sentinel://host:26379[,host...]/service` | `redis` | Redis 6.2+, or its primary named by Sentinel |
-//! | `consul://host:8500[/root][?token=...]`, `consuls://` | `consul` | Consul 1.8+ |
-//! | `zookeeper://[user:pass@]host:2181[,host...][/base]` | `zookeeper` | ZooKeeper 3.6+ (TTL nodes on) |
+//! Each backend is a Cargo feature of this crate (`memory` is on by default); [`DRIVERS`] lists
+//! them with their URL schemes. Each backend crate is also a module here (`kv::etcd`, ...) with
+//! its typed options, for configuring a store in code instead of a URL.
 
 use std::sync::{Arc, LazyLock, RwLock};
 
@@ -48,55 +42,48 @@ pub use kv_core::{
     normalize, normalize_key,
 };
 
-// Each backend's own API, for configuring a store in code instead of a URL (typed options, TLS
-// from PEM bytes, a client of your own): `kv::etcd::EtcdOptions::new([...]).connect()`.
-/// The Consul backend: [`consul::ConsulOptions`], [`consul::ConsulStore::with_client`].
-#[cfg(feature = "consul")]
-pub use kv_consul as consul;
-/// The etcd backend: [`etcd::EtcdOptions`], [`etcd::EtcdStore::with_channel`], [`etcd::proto`].
-#[cfg(feature = "etcd")]
-pub use kv_etcd as etcd;
-/// The in-memory reference backend.
-#[cfg(feature = "memory")]
-pub use kv_memory as memory;
-/// The Redis backend: [`redis::RedisOptions`] (also over a `redis::Client` of your own).
-#[cfg(feature = "redis")]
-pub use kv_redis as redis;
-/// The embedded sled backend: [`sled::SledOptions`].
-#[cfg(feature = "sled")]
-pub use kv_sled as sled;
-/// The embedded SQLite backend: [`sqlite::SqliteOptions`].
-#[cfg(feature = "sqlite")]
-pub use kv_sqlite as sqlite;
-/// The ZooKeeper backend: [`zookeeper::ZooKeeperOptions`].
-#[cfg(feature = "zookeeper")]
-pub use kv_zookeeper as zookeeper;
-
 pub use kv_core::backend::{Driver, Locality, Opening};
 
-/// Lists the backends this crate knows — each one's Cargo feature, its crate and its URL
-/// schemes — as [`DRIVERS`] (those compiled in) and `FEATURES` (every one's feature and
-/// schemes, so a URL of a backend left out names the feature to enable; a test checks them
-/// against the drivers'). Adding a backend is one line here.
+/// Lists the backends this crate knows, one line each — its Cargo feature, crate, module name,
+/// URL schemes and what it is — as [`DRIVERS`] (those compiled in, documented with the whole
+/// table), the module re-exports, and `FEATURES` (every one's feature and schemes, so a URL of a
+/// backend left out names the feature to enable; a test checks them against the drivers').
+/// Adding a backend is one line here.
 macro_rules! drivers {
-    ($($feature:literal => $krate:ident [$($scheme:literal),+]),+ $(,)?) => {
-        /// The drivers of the backends compiled into this build, in the order of the table
-        /// above.
+    ($($feature:literal => $krate:ident as $module:ident [$($scheme:literal),+] $what:literal),+ $(,)?) => {
+        /// The drivers of the backends compiled into this build, in this order:
+        ///
+        /// | feature | schemes | backend |
+        /// |---|---|---|
+        $(#[doc = concat!("| `", $feature, "` | ", $("`", $scheme, "://` ",)+ "| ", $what, " |")])+
         pub const DRIVERS: &[&Driver] = &[$(#[cfg(feature = $feature)] &$krate::DRIVER),+];
 
         /// Every built-in backend's Cargo feature and URL schemes.
         const FEATURES: &[(&str, &[&str])] = &[$(($feature, &[$($scheme),+])),+];
+
+        $(
+            #[doc = concat!("The ", $feature, " backend's own API (typed options): ", $what, ".")]
+            #[cfg(feature = $feature)]
+            pub use $krate as $module;
+        )+
     };
 }
 
 drivers! {
-    "memory" => kv_memory ["memory"],
-    "sqlite" => kv_sqlite ["sqlite"],
-    "sled" => kv_sled ["sled"],
-    "etcd" => kv_etcd ["etcd", "etcds"],
-    "redis" => kv_redis ["redis", "rediss", "redis+sentinel", "rediss+sentinel"],
-    "consul" => kv_consul ["consul", "consuls"],
-    "zookeeper" => kv_zookeeper ["zookeeper", "zookeepers"],
+    "memory" => kv_memory as memory ["memory"]
+        "in-process reference backend: `memory://[name]`",
+    "sqlite" => kv_sqlite as sqlite ["sqlite"]
+        "embedded, shared by the processes of a machine: `sqlite:///path/kv.db`, `sqlite://./path/kv.db`",
+    "sled" => kv_sled as sled ["sled"]
+        "embedded, persistent, one process at a time: `sled:///path`, `sled://./path`",
+    "etcd" => kv_etcd as etcd ["etcd", "etcds"]
+        "etcd v3 (3.4+): `etcd://host:2379[,host...][/root]`",
+    "redis" => kv_redis as redis ["redis", "rediss", "redis+sentinel", "rediss+sentinel"]
+        "Redis 6.2+, or its primary named by Sentinel: `redis://[user:pass@]host:6379[/db][?root=...]`, `redis+sentinel://host:26379[,host...]/service`",
+    "consul" => kv_consul as consul ["consul", "consuls"]
+        "Consul 1.8+: `consul://host:8500[/root][?token=...]`",
+    "zookeeper" => kv_zookeeper as zookeeper ["zookeeper", "zookeepers"]
+        "ZooKeeper 3.6+ (TTL nodes on): `zookeeper://[user:pass@]host:2181[,host...][/base]`",
 }
 
 /// Drivers registered by other crates.
