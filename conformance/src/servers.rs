@@ -1405,6 +1405,19 @@ impl ConsulCluster {
         })
     }
 
+    /// What each server answers itself to "who leads?" (`None`: it did not answer), for a
+    /// failure's message.
+    pub fn leader_views(&self) -> Vec<Option<String>> {
+        self.servers
+            .iter()
+            .map(|server| {
+                let http = crate::faults::server_addr(&server.url)?;
+                let answer = probe_at(http, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")?;
+                Some(answer.split("\r\n\r\n").nth(1)?.trim().to_owned())
+            })
+            .collect()
+    }
+
     /// The index of the server that leads now, if one does (from the agent's view).
     pub fn leader(&self) -> Option<usize> {
         let port = crate::faults::server_addr(&self.agent.url)?.port();
