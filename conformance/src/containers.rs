@@ -16,7 +16,7 @@ use testcontainers::core::{ContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerRequest, GenericImage, ImageExt};
 
-use crate::servers::{Launcher, Server, ready};
+use crate::servers::{Launcher, Readiness, Server};
 
 /// The image of each kind: `(kind, name, tag)`. The one place image names and tags live.
 pub const IMAGES: &[(&str, &str, &str)] = &[
@@ -45,6 +45,8 @@ pub struct ContainerSpec {
     pub started: &'static str,
     /// The store URL scheme.
     pub scheme: &'static str,
+    /// When it serves: the process launcher's check.
+    pub ready: Readiness,
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -67,8 +69,8 @@ impl ContainerSpec {
             Some((name, tag)) => (name.to_owned(), tag.to_owned()),
             None => (name.to_owned(), tag.to_owned()),
         };
-        let spec =
-            |port, cmd: Vec<String>, env: Vec<(String, String)>, started, scheme| ContainerSpec {
+        let spec = |port, cmd: Vec<String>, env: Vec<(String, String)>, started, scheme, ready| {
+            ContainerSpec {
                 kind,
                 image: image.clone(),
                 tag: tag.clone(),
@@ -77,7 +79,9 @@ impl ContainerSpec {
                 env,
                 started,
                 scheme,
-            };
+                ready,
+            }
+        };
         Some(match kind {
             "etcd" => spec(
                 2379,
@@ -93,6 +97,7 @@ impl ContainerSpec {
                 Vec::new(),
                 "ready to serve client requests",
                 "etcd",
+                crate::servers::ETCD_READY,
             ),
             "redis" => spec(
                 6379,
@@ -109,6 +114,7 @@ impl ContainerSpec {
                 Vec::new(),
                 "Ready to accept connections",
                 "redis",
+                crate::servers::REDIS_READY,
             ),
             "consul" => spec(
                 8500,
@@ -123,6 +129,7 @@ impl ContainerSpec {
                 Vec::new(),
                 "Synced node info",
                 "consul",
+                crate::servers::CONSUL_READY,
             ),
             "zookeeper" => spec(
                 2181,
@@ -144,6 +151,7 @@ impl ContainerSpec {
                 ],
                 "binding to port",
                 "zookeeper",
+                crate::servers::ZOOKEEPER_READY,
             ),
             _ => return None,
         })
@@ -212,7 +220,7 @@ impl Launcher for ContainerLauncher {
         .map_err(|_| "the container start panicked".to_string())??;
         let lifeline = tie(&id)?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready(self.0.kind, port) {
+        while !self.0.ready.on(port) {
             if Instant::now() > deadline {
                 return Err(format!("{} container {id} never became ready", self.0.kind));
             }
