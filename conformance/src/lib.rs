@@ -33,14 +33,15 @@
 
 mod cases;
 pub mod clusters;
-#[cfg(feature = "testcontainers")]
-pub mod containers;
 pub mod faults;
 pub mod native;
 pub mod netns;
+pub mod proxy;
 mod restricted;
 pub mod robustness;
 pub mod servers;
+#[cfg(feature = "testcontainers")]
+pub use servers::containers;
 mod support;
 
 use std::io::Write;

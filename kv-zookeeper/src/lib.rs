@@ -29,6 +29,7 @@
 //! - Locks follow the ephemeral-sequential recipe in one lock directory, each holder on a
 //!   ZooKeeper session of its own whose timeout is the lock's TTL.
 
+mod batch;
 mod layout;
 mod lease;
 mod lock;

@@ -179,7 +179,7 @@ async fn observe(inner: &Inner, client: &zk::Client, keys: &[String]) -> Vec<See
             ],
         })
         .collect();
-    let Ok(read) = crate::tree::read_many(inner, client, &paths, false).await else {
+    let Ok(read) = crate::batch::read_many(inner, client, &paths, false).await else {
         return Vec::new();
     };
     let per_key = if layout.native() { 2 } else { 3 };

@@ -235,7 +235,7 @@ impl Inner {
             return Ok(HashSet::new());
         }
         let markers: Vec<String> = candidates.iter().map(|(_, _, m)| m.clone()).collect();
-        let read = crate::tree::read_many(self, client, &markers, false).await?;
+        let read = crate::batch::read_many(self, client, &markers, false).await?;
         Ok(candidates
             .into_iter()
             .zip(read)

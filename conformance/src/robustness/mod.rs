@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use kv_core::Store;
 
-use crate::faults::FaultProxy;
+use crate::proxy::FaultProxy;
 use crate::servers::Server;
 use history::Op;
 
@@ -378,6 +378,17 @@ pub trait Cluster: Sync {
 impl<F: Fn() -> Option<usize> + Sync> Cluster for F {
     fn leader(&self) -> Option<usize> {
         self()
+    }
+}
+
+/// A Sentinel group leads with its primary; a member may go while every replica is in sync.
+impl Cluster for crate::servers::RedisSentinelGroup {
+    fn leader(&self) -> Option<usize> {
+        self.primary()
+    }
+
+    fn may_lose_a_member(&self) -> bool {
+        self.in_sync()
     }
 }
 

@@ -249,7 +249,7 @@ impl ConsulCluster {
         self.servers
             .iter()
             .map(|server| {
-                let http = crate::faults::server_addr(&server.url)?;
+                let http = crate::proxy::server_addr(&server.url)?;
                 let answer = probe_at(http, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")?;
                 Some(answer.split("\r\n\r\n").nth(1)?.trim().to_owned())
             })
@@ -258,7 +258,7 @@ impl ConsulCluster {
 
     /// The index of the server that leads now, if one does (from the agent's view).
     pub fn leader(&self) -> Option<usize> {
-        let port = crate::faults::server_addr(&self.agent.url)?.port();
+        let port = crate::proxy::server_addr(&self.agent.url)?.port();
         let answer = probe(port, b"GET /v1/status/leader HTTP/1.0\r\n\r\n")?;
         let leader = answer
             .split("\r\n\r\n")
@@ -267,7 +267,7 @@ impl ConsulCluster {
             .trim_matches('"')
             .to_owned();
         self.servers.iter().position(|server| {
-            let http = crate::faults::server_addr(&server.url);
+            let http = crate::proxy::server_addr(&server.url);
             // The leader's address is its RPC port: ask each server for its own.
             http.and_then(|http| probe_at(http, b"GET /v1/agent/self HTTP/1.0\r\n\r\n"))
                 .is_some_and(|me| {

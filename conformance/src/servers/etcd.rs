@@ -103,14 +103,14 @@ impl EtcdCluster {
         with_port_retries(|| Self::start_once(size))
     }
 
-    /// Starts `size` members whose traffic to each other goes through a [`FaultProxy`](crate::faults::FaultProxy) per
+    /// Starts `size` members whose traffic to each other goes through a [`FaultProxy`](crate::proxy::FaultProxy) per
     /// member (member `i` is reached by its peers at `proxies[i][0]`): holding a member's proxy
     /// cuts what its peers send it over the connections they open to it (etcd's pipeline
     /// messages and the streams that carry its own messages out), a partition between
     /// members that clients do not see.
     pub async fn start_with_peer_proxies(
         size: usize,
-    ) -> Result<(EtcdCluster, Vec<Vec<crate::faults::FaultProxy>>), String> {
+    ) -> Result<(EtcdCluster, Vec<Vec<crate::proxy::FaultProxy>>), String> {
         start_behind_proxies(size, 1, Self::start_members).await
     }
 
@@ -183,7 +183,7 @@ impl EtcdCluster {
             Some(text[at..].split('"').next()?.to_owned())
         };
         self.members.iter().position(|member| {
-            crate::faults::server_addr(&member.url)
+            crate::proxy::server_addr(&member.url)
                 .and_then(|addr| {
                     probe(
                         addr.port(),

@@ -12,6 +12,8 @@
 //! `SKIPPED` on stderr. CI never sets it. Cases isolate themselves by random root prefix.
 
 mod consul;
+#[cfg(feature = "testcontainers")]
+pub mod containers;
 mod etcd;
 mod redis;
 mod tls;
@@ -289,9 +291,9 @@ fn in_containers(kind: &str) -> bool {
 
 #[cfg(feature = "testcontainers")]
 fn start_container(kind: &str) -> Result<Server, String> {
-    let spec = crate::containers::ContainerSpec::of(kind)
+    let spec = containers::ContainerSpec::of(kind)
         .ok_or_else(|| format!("no container spec for {kind}"))?;
-    crate::containers::ContainerLauncher(spec).start()
+    containers::ContainerLauncher(spec).start()
 }
 
 #[cfg(not(feature = "testcontainers"))]
@@ -538,7 +540,7 @@ async fn start_behind_proxies<T>(
     size: usize,
     proxied: usize,
     start: impl Fn(&[MemberPorts]) -> Result<T, String>,
-) -> Result<(T, Vec<Vec<crate::faults::FaultProxy>>), String> {
+) -> Result<(T, Vec<Vec<crate::proxy::FaultProxy>>), String> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -548,7 +550,7 @@ async fn start_behind_proxies<T>(
             let mut own = Vec::new();
             for (port, reached) in ports.bound.iter().zip(&mut ports.reached) {
                 let target = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-                let proxy = crate::faults::FaultProxy::start(target)
+                let proxy = crate::proxy::FaultProxy::start(target)
                     .await
                     .map_err(|e| format!("peer proxy: {e}"))?;
                 *reached = proxy.addr().port();

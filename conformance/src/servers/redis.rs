@@ -209,7 +209,7 @@ impl RedisSentinelGroup {
     pub fn primary(&self) -> Option<usize> {
         let request = format!("SENTINEL get-master-addr-by-name {SENTINEL_SERVICE}\r\n");
         let port = self.sentinels.iter().find_map(|sentinel| {
-            let sentinel = crate::faults::server_addr(&sentinel.url)?.port();
+            let sentinel = crate::proxy::server_addr(&sentinel.url)?.port();
             let answer = probe_until(sentinel, request.as_bytes(), whole_array)?;
             // *2 $9 127.0.0.1 $5 PORT
             answer.split("\r\n").nth(4).map(str::to_owned)
@@ -227,7 +227,7 @@ impl RedisSentinelGroup {
         let Some(primary) = self.primary() else {
             return false;
         };
-        let Some(port) = crate::faults::server_addr(&self.nodes[primary].url).map(|a| a.port())
+        let Some(port) = crate::proxy::server_addr(&self.nodes[primary].url).map(|a| a.port())
         else {
             return false;
         };
@@ -235,16 +235,6 @@ impl RedisSentinelGroup {
             return false;
         };
         info.contains("role:master") && info.matches("state=online").count() == self.nodes.len() - 1
-    }
-}
-
-impl crate::robustness::Cluster for RedisSentinelGroup {
-    fn leader(&self) -> Option<usize> {
-        self.primary()
-    }
-
-    fn may_lose_a_member(&self) -> bool {
-        self.in_sync()
     }
 }
 

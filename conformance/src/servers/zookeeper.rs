@@ -72,14 +72,14 @@ impl ZooKeeperEnsemble {
     }
 
     /// Starts `size` members whose traffic to each other goes through two
-    /// [`FaultProxy`](crate::faults::FaultProxy)s per member, one for its quorum port and one
+    /// [`FaultProxy`](crate::proxy::FaultProxy)s per member, one for its quorum port and one
     /// for its election port (member `i` is reached by its peers at `proxies[i]`): holding
     /// them cuts every connection its peers open to it, a partition between members that
     /// clients do not see. Each member's own line in its configuration names the ports it
     /// binds; the others' name their proxies.
     pub async fn start_with_peer_proxies(
         size: usize,
-    ) -> Result<(ZooKeeperEnsemble, Vec<Vec<crate::faults::FaultProxy>>), String> {
+    ) -> Result<(ZooKeeperEnsemble, Vec<Vec<crate::proxy::FaultProxy>>), String> {
         start_behind_proxies(size, 2, Self::start_members).await
     }
 
@@ -154,7 +154,7 @@ impl ZooKeeperEnsemble {
     /// The index of the member that leads now, if one does.
     pub fn leader(&self) -> Option<usize> {
         self.members.iter().position(|member| {
-            crate::faults::server_addr(&member.url)
+            crate::proxy::server_addr(&member.url)
                 .and_then(|addr| probe(addr.port(), b"srvr"))
                 .is_some_and(|r| r.contains("Mode: leader"))
         })
