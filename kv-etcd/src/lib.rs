@@ -17,10 +17,13 @@
 //!   subtree locks and the whole range of locks below.
 
 mod client;
+mod errors;
 mod layout;
 mod lease;
 mod lock;
+mod members;
 mod options;
+mod store;
 mod watch;
 
 pub use client::pb as proto;
@@ -32,12 +35,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use client::Client;
 use client::pb::etcdserverpb::{
     Compare, RangeRequest, ResponseHeader, ResponseOp, compare::CompareResult, request_op,
     response_op,
 };
 use client::pb::mvccpb::KeyValue;
-use client::{Client, ConnectOptions};
 use kv_core::backend::{Driver, HandleState, Holdings, Locality, Opening, TxnOp as KvTxnOp};
 use kv_core::{
     Capabilities, Child, Condition, DeleteOptions, Error, Key, KvPair, Lock, LockOptions,
@@ -45,7 +48,9 @@ use kv_core::{
     WatchOptions, WatchStream,
 };
 
+use crate::errors::{map_error, map_write_error};
 use crate::layout::{Layout, Range};
+use crate::members::Members;
 
 /// Default timeout of every call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,11 +116,7 @@ impl EtcdStore {
         timeout: Duration,
     ) -> Result<EtcdStore> {
         let root = kv_core::Prefix::parse(root)?;
-        let members = Members {
-            clients: vec![Client::over(channel)],
-            endpoints: vec!["the channel given".to_owned()],
-            preferred: std::sync::atomic::AtomicUsize::new(0),
-        };
+        let members = Members::over(Client::over(channel), "the channel given");
         let shown = format!("etcd (a channel given, root {:?})", root.as_str());
         Self::over(members, Layout::new(root.as_str(), false), timeout, shown).await
     }
@@ -430,118 +431,6 @@ impl Inner {
     }
 }
 
-/// The cluster's members as the store sees them: a client per listed endpoint, and which one
-/// calls go to. A member that fails to answer hands the role to the next (round robin), so a
-/// hung or dead member is skipped after one failed call instead of being picked again at
-/// random; etcd's own balancer keeps picking it.
-pub(crate) struct Members {
-    clients: Vec<Client>,
-    /// The endpoint of each client (same order), for errors.
-    endpoints: Vec<String>,
-    preferred: std::sync::atomic::AtomicUsize,
-}
-
-impl Members {
-    /// One client per endpoint (connecting is lazy, except for authentication, where the
-    /// members that refuse or do not answer are left out); an error only if none is usable.
-    pub(crate) async fn connect(
-        endpoints: &[String],
-        options: &ConnectOptions,
-        within: Duration,
-    ) -> Result<Members> {
-        let attempts = endpoints.iter().map(|endpoint| async move {
-            tokio::time::timeout(within, Client::connect(endpoint, options))
-                .await
-                .map_err(|_| Error::Timeout {
-                    operation: "connect",
-                    after: within,
-                })?
-                .map(|client| (client, endpoint.clone()))
-        });
-        let (mut clients, mut kept) = (Vec::new(), Vec::new());
-        let mut last_error = None;
-        for attempt in futures::future::join_all(attempts).await {
-            match attempt {
-                Ok((client, endpoint)) => {
-                    clients.push(client);
-                    kept.push(endpoint);
-                }
-                Err(error) if !error.is_transient() => return Err(error),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        match (clients.is_empty(), last_error) {
-            (true, Some(error)) => Err(error),
-            _ => Ok(Members {
-                clients,
-                endpoints: kept,
-                preferred: std::sync::atomic::AtomicUsize::new(0),
-            }),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.clients.len()
-    }
-
-    /// `error` naming the member it came from, when it says the member could not be reached.
-    fn at(&self, member: usize, error: Error) -> Error {
-        naming(&self.endpoints[member], error)
-    }
-
-    /// `error` naming every member, when none could be reached.
-    fn at_all(&self, error: Error) -> Error {
-        naming(&format!("none of {}", self.endpoints.join(", ")), error)
-    }
-
-    /// Asks every member for its status at once and prefers the first that answers; an error
-    /// if none answers within `within`.
-    async fn prefer_first_answering(&self, within: Duration) -> Result<()> {
-        let asks = self.clients.iter().enumerate().map(|(index, client)| {
-            let client = client.clone();
-            Box::pin(async move { client.status().await.map(|_| index) })
-        });
-        match tokio::time::timeout(within, futures::future::select_ok(asks)).await {
-            Ok(Ok((index, _))) => {
-                self.preferred
-                    .store(index, std::sync::atomic::Ordering::Release);
-                Ok(())
-            }
-            Ok(Err(error)) => {
-                let error = map_error(error).timed_out_as("status", within);
-                Err(match self.len() {
-                    1 => self.at(0, error),
-                    _ => self.at_all(error),
-                })
-            }
-            Err(_) => Err(Error::Timeout {
-                operation: "status",
-                after: within,
-            }),
-        }
-    }
-
-    /// The preferred member's index and client.
-    fn pick(&self) -> (usize, Client) {
-        let index = self.preferred.load(std::sync::atomic::Ordering::Acquire) % self.len();
-        (index, self.clients[index].clone())
-    }
-
-    /// `member` did not answer: prefer the next one (unless another call moved on already).
-    fn failed(&self, member: usize) {
-        let next = (member + 1) % self.len();
-        let moved = self.preferred.compare_exchange(
-            member,
-            next,
-            std::sync::atomic::Ordering::AcqRel,
-            std::sync::atomic::Ordering::Acquire,
-        );
-        if moved.is_ok() && self.len() > 1 {
-            tracing::warn!(target: "kv", backend = "etcd", member, next, "a member did not answer; moving to the next one");
-        }
-    }
-}
-
 /// The etcd comparison that holds exactly when `condition` holds for `key`.
 fn compare(key: String, condition: &Condition) -> Compare {
     let revision = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -606,388 +495,6 @@ pub(crate) fn revision_of(header: Option<&ResponseHeader>) -> Result<u64> {
 /// The revision in a response's header (0 if it has none).
 pub(crate) fn revision_in(header: Option<&ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision)
-}
-
-/// Maps the status of a failed write (any call that may change etcd's state) to a kv error:
-/// `Unavailable` only when etcd cannot have applied it — the connection was never made, or
-/// etcd had no leader to propose it to (etcd's own client retries writes on these alone);
-/// the other failures of a sent request (the connection reset or its pings unanswered, a
-/// leader change, etcd's own "request timed out") are [`Error::OutcomeUnknown`].
-pub(crate) fn map_write_error(operation: &'static str, status: tonic::Status) -> Error {
-    use tonic::Code;
-    let message = status.message();
-    if kv_core::failpoint::armed("write-unavailable-after-send") {
-        // Planted bug (self-test only): every failed write "applied nothing".
-        return Error::unavailable(format!("etcd: {message}"), None);
-    }
-    let ambiguous = match status.code() {
-        Code::Unavailable if message.starts_with("etcdserver:") => {
-            message != "etcdserver: no leader"
-        }
-        // tonic's status for a connection that could not be made ("tcp connect error", a
-        // refused connection): the request never left. Any other: it may have.
-        Code::Unavailable => !(message.contains("connect") || message.contains("refused")),
-        // A connection that broke under the call.
-        Code::Unknown | Code::Aborted => true,
-        // tonic's own request timeout ("Timeout expired") is a Timeout: unknown too.
-        Code::Cancelled => !message.contains("Timeout expired"),
-        _ => false,
-    };
-    if ambiguous {
-        return Error::OutcomeUnknown {
-            operation,
-            reason: format!("etcd: {message}"),
-        };
-    }
-    map_error(status)
-}
-
-/// Maps the gRPC status of a failed etcd call to a kv error.
-pub(crate) fn map_error(status: tonic::Status) -> Error {
-    use tonic::Code;
-    match status.code() {
-        Code::Unauthenticated | Code::PermissionDenied => Error::Auth {
-            message: status.message().to_owned(),
-        },
-        // etcd reports bad credentials as InvalidArgument.
-        Code::InvalidArgument if status.message().contains("authentication failed") => {
-            Error::Auth {
-                message: status.message().to_owned(),
-            }
-        }
-        // tonic's own request timeout (the connection's `timeout`) ends a call with
-        // Cancelled, "Timeout expired": the request was sent, its outcome is unknown.
-        Code::DeadlineExceeded => Error::Timeout {
-            operation: "etcd request",
-            after: Duration::ZERO,
-        },
-        Code::Cancelled if status.message().contains("Timeout expired") => Error::Timeout {
-            operation: "etcd request",
-            after: Duration::ZERO,
-        },
-        Code::Unavailable | Code::Cancelled | Code::Aborted | Code::Unknown => Error::unavailable(
-            format!("etcd: {}", status.message()),
-            Some(Box::new(status)),
-        ),
-        _ => Error::Backend(Box::new(status)),
-    }
-}
-
-/// An `Unavailable` error with the member(s) it could not reach named; others unchanged.
-fn naming(members: &str, error: Error) -> Error {
-    match error {
-        Error::Unavailable { message, source } => Error::Unavailable {
-            message: format!("{message} ({members})"),
-            source,
-        },
-        other => other,
-    }
-}
-
-impl fmt::Debug for EtcdStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdStore")
-            .field("url", &self.inner.shown)
-            .finish()
-    }
-}
-
-#[async_trait]
-impl Store for EtcdStore {
-    fn capabilities(&self) -> &Capabilities {
-        &self.inner.capabilities
-    }
-
-    async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner
-            .write(key, value, options.precondition, &options)
-            .await
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
-        let inner = &self.inner;
-        let key = inner.key(key)?;
-        let response = inner
-            .read("get", |client| {
-                let request = client::get(inner.layout.data_key(key));
-                async move { client.range(request).await }
-            })
-            .await?;
-        Ok(response
-            .kvs
-            .into_iter()
-            .next()
-            .and_then(|kv| inner.pair(kv)))
-    }
-
-    async fn delete_opts(&self, key: &str, options: DeleteOptions) -> Result<bool> {
-        let inner = &self.inner;
-        let key = inner.key(key)?;
-        let etcd_key = inner.layout.data_key(key);
-        let Some(version) = options.version else {
-            let request = client::delete(etcd_key, None);
-            let response = inner
-                .call("delete", inner.client().delete_range(request))
-                .await?;
-            return Ok(response.deleted > 0);
-        };
-        let txn = client::txn(
-            vec![client::mod_revision(
-                etcd_key.clone(),
-                CompareResult::Equal,
-                i64::try_from(version).unwrap_or(i64::MAX),
-            )],
-            [request_op::Request::RequestDeleteRange(client::delete(
-                etcd_key.clone(),
-                None,
-            ))],
-            [request_op::Request::RequestRange(client::get(etcd_key))],
-        );
-        let response = inner.call("atomic_delete", inner.client().txn(txn)).await?;
-        if !response.succeeded {
-            return Err(Error::conflict(
-                key,
-                conflict_reason(Some(Precondition::Version(version)), &response.responses),
-            ));
-        }
-        Ok(true)
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool> {
-        let inner = &self.inner;
-        let key = inner.key(key)?;
-        let response = inner
-            .read("exists", |client| {
-                let request = RangeRequest {
-                    count_only: true,
-                    ..client::get(inner.layout.data_key(key))
-                };
-                async move { client.range(request).await }
-            })
-            .await?;
-        Ok(response.count > 0)
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        let prefix = self.inner.prefix(prefix)?;
-        let pairs = self.inner.list_at(prefix, 0).await?.0;
-        if kv_core::failpoint::armed("list-key-by-key") {
-            // Planted (the robustness self-test): each key read again on its own, a moment
-            // apart, as a list that walks its keys would — no longer one snapshot.
-            let mut walked = Vec::with_capacity(pairs.len());
-            for pair in pairs {
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                walked.extend(self.get(pair.key.as_str()).await?);
-            }
-            return Ok(walked);
-        }
-        Ok(pairs)
-    }
-
-    async fn list_children(&self, prefix: &str) -> Result<Vec<Child>> {
-        let inner = &self.inner;
-        let prefix = inner.prefix(prefix)?;
-        let below = inner.layout.below(prefix);
-        let base_len = below.base;
-        let mut children: Vec<Child> = Vec::new();
-        let (mut start, mut revision) = (below.start.clone(), 0);
-        // Keys only, a page at a time, at one revision; after each page, jump past the rest of
-        // the last child's subtree, so a big subtree costs one page, not all of its keys.
-        loop {
-            let request = RangeRequest {
-                keys_only: true,
-                ..client::range(start.clone(), below.end.clone(), PAGE, revision)
-            };
-            let response = inner
-                .read("list_children", |client| {
-                    let request = request.clone();
-                    async move { client.range(request).await }
-                })
-                .await?;
-            if revision == 0 {
-                revision = revision_in(response.header.as_ref());
-            }
-            let mut next = None;
-            for kv in &response.kvs {
-                // Past this key, or past the subtree of its child.
-                next = Some([&kv.key[..], b"\0"].concat());
-                if inner.layout.kv_key(&kv.key).is_none() {
-                    continue; // a lock, or an etcd key that is not a kv key
-                }
-                let Some(rest) = kv
-                    .key
-                    .get(base_len..)
-                    .and_then(|r| std::str::from_utf8(r).ok())
-                else {
-                    continue;
-                };
-                let (name, deeper) = match rest.split_once('/') {
-                    Some((name, _)) => (name, true),
-                    None => (rest, false),
-                };
-                let child_key = if prefix.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                match children
-                    .iter_mut()
-                    .rev()
-                    .find(|c| c.key.as_str() == child_key)
-                {
-                    Some(child) => {
-                        child.has_children |= deeper;
-                        child.has_value |= !deeper;
-                    }
-                    None => children.push(Child {
-                        key: Key::from_normalized(&child_key),
-                        has_value: !deeper,
-                        has_children: deeper,
-                    }),
-                }
-                if deeper {
-                    // `child0`: just past `child/...`.
-                    let child_end = base_len + name.len();
-                    next = Some([&kv.key[..child_end], b"0"].concat());
-                }
-            }
-            match next {
-                Some(next) if response.more => start = next,
-                _ => break,
-            }
-        }
-        children.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(children)
-    }
-
-    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
-        let inner = &self.inner;
-        let prefix = inner.prefix(prefix)?;
-        let mut ops: Vec<request_op::Request> = inner
-            .layout
-            .data_ranges(prefix)
-            .into_iter()
-            .map(|range| {
-                request_op::Request::RequestDeleteRange(client::delete(
-                    range.start,
-                    Some(range.end),
-                ))
-            })
-            .collect();
-        if !prefix.is_empty() {
-            ops.push(request_op::Request::RequestDeleteRange(client::delete(
-                inner.layout.data_key(prefix),
-                None,
-            )));
-        }
-        let response = inner
-            .call(
-                "delete_tree",
-                inner.client().txn(client::txn(Vec::new(), ops, [])),
-            )
-            .await?;
-        Ok(u64::try_from(deleted_in(&response.responses)).unwrap_or(0))
-    }
-
-    async fn grant(&self, ttl: Duration) -> Result<kv_core::Lease> {
-        self.inner.closed.check_open()?;
-        let ttl = self.inner.capabilities.check_grant(ttl)?;
-        lease::grant(&self.inner, ttl).await
-    }
-
-    async fn attach_lease(&self, id: &str) -> Result<kv_core::Lease> {
-        self.inner.closed.check_open()?;
-        self.inner.capabilities.check_attach()?;
-        lease::attach(&self.inner, id).await
-    }
-
-    async fn txn(&self, txn: kv_core::Txn) -> Result<Vec<TxnOpResult>> {
-        let inner = &self.inner;
-        inner.closed.check_open()?;
-        let txn = txn.check(&inner.capabilities)?;
-        for key in txn.keys() {
-            inner.layout.check_key(key.as_str())?;
-        }
-        let data_key = |key: &Key| inner.layout.data_key(key.as_str());
-        let compares: Vec<Compare> = txn
-            .conditions
-            .iter()
-            .map(|(key, condition)| compare(data_key(key), condition))
-            .collect();
-        let ops = txn.ops.iter().map(|op| match op {
-            KvTxnOp::Put { key, value } => {
-                request_op::Request::RequestPut(client::put(data_key(key), value.to_vec(), 0))
-            }
-            KvTxnOp::Delete { key } => {
-                request_op::Request::RequestDeleteRange(client::delete(data_key(key), None))
-            }
-        });
-        // On failure, read the compared keys (same revision) to say which condition failed.
-        let reads = txn
-            .conditions
-            .iter()
-            .map(|(key, _)| request_op::Request::RequestRange(client::get(data_key(key))));
-        let request = client::txn(compares, ops, reads);
-        let response = inner.call("txn", inner.client().txn(request)).await?;
-        if !response.succeeded {
-            let found: Vec<Option<KeyValue>> = ranges_read(response.responses)
-                .map(|kvs| kvs.into_iter().next())
-                .collect();
-            let mut found = found.iter();
-            txn.check_conditions(|_| {
-                let kv = found.next()?.as_ref()?;
-                Some((&kv.value[..], u64::try_from(kv.mod_revision).unwrap_or(0)))
-            })?;
-            return Err(Error::conflict(
-                txn.conditions.first().map_or("", |(k, _)| k.as_str()),
-                "a condition did not hold",
-            ));
-        }
-        let revision = revision_of(response.header.as_ref())?;
-        Ok(response
-            .responses
-            .iter()
-            .map(|r| match &r.response {
-                Some(response_op::Response::ResponseDeleteRange(d)) => TxnOpResult::Delete {
-                    existed: d.deleted > 0,
-                },
-                _ => TxnOpResult::Put { version: revision },
-            })
-            .collect())
-    }
-
-    async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        let watched = match options.tree {
-            true => self.inner.prefix(key)?,
-            false => self.inner.key(key)?,
-        };
-        watch::open(self.inner.clone(), watched, options.tree, options).await
-    }
-
-    async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {
-        self.inner.closed.check_open()?;
-        let key = Key::parse(key)?;
-        let ttl = self.inner.capabilities.check_ttl(options.ttl)?;
-        Ok(Box::new(lock::EtcdLock {
-            inner: self.inner.clone(),
-            key,
-            subtree: options.scope == LockScope::Subtree,
-            options: options.ttl(ttl),
-        }))
-    }
-
-    async fn close(&self) -> Result<()> {
-        if !self.inner.closed.begin_close() {
-            return Ok(());
-        }
-        for lease in self.inner.held.take_all() {
-            let _ = self
-                .inner
-                .call("lease revoke", self.inner.client().lease_revoke(lease))
-                .await;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
