@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kv_core::backend::ReleaseWith;
-use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
+use kv_core::backend::LeasedLock;
+use kv_core::{Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 
 use crate::Inner;
 use crate::api::{MAX_TXN_OPS, SessionSpec, TxnOp};
@@ -179,27 +179,26 @@ impl ConsulLock {
     /// Turns a taken lock into a guard that renews the session, whose last renewal (or
     /// creation) was sent at `renewed_sent`.
     fn guard(&self, session: Arc<Session>, token: u64, renewed_sent: Instant) -> LockGuard {
-        let lost = CancellationToken::new();
-        // Renewal stops on release or when the handle closes.
-        let stop = self.inner.closed.child_token();
-        self.inner.held.hold(session.id.clone(), lost.clone());
         // Consul documents that it ends a session between one and two session TTLs after its
         // last renewal: the lease that `lost()` counts down is one session TTL.
-        let lease = self.inner.session_ttl(self.options.ttl);
-        let valid = kv_core::Validity::from_renewal(lease, renewed_sent);
-        tokio::spawn(keep_alive(
-            self.inner.clone(),
-            session.id.clone(),
-            lease,
-            renewed_sent,
-            stop.clone(),
-            (lost.clone(), valid.clone()),
-        ));
+        let leased = LeasedLock {
+            key: &self.key,
+            fencing_token: token,
+            closed: &self.inner.closed,
+            held: (&self.inner.held, session.id.clone()),
+            ttl: self.inner.session_ttl(self.options.ttl),
+            renewed_sent: renewed_sent.into(),
+        };
+        let renewing = (self.inner.clone(), session.id.clone());
         let lock_key = self.lock_key();
-        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
-            release(session.clone(), lock_key.clone())
-        });
-        LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid)
+        let (guard, _) = leased.guard(
+            move || {
+                let (inner, session) = renewing.clone();
+                async move { inner.api.renew_session(&session).await }
+            },
+            move || release(session.clone(), lock_key.clone()),
+        );
+        guard
     }
 
     /// The lock area's current index, to wait for the next change after it.
@@ -274,24 +273,6 @@ impl Lock for ConsulLock {
                 fencing_token: e.modify_index,
             }))
     }
-}
-
-/// Renews the session through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires
-/// when Consul no longer knows the session, or at the lease deadline (`lease` from the last
-/// renewal sent, less the safety margin) without waiting for a renewal that hangs.
-async fn keep_alive(
-    inner: Arc<Inner>,
-    session: String,
-    lease: Duration,
-    renewed_sent: Instant,
-    stop: CancellationToken,
-    (lost, valid): (CancellationToken, kv_core::Validity),
-) {
-    kv_core::backend::keep_alive(lease, renewed_sent.into(), stop, lost, valid, || {
-        let (inner, session) = (inner.clone(), session.clone());
-        async move { inner.api.renew_session(&session).await }
-    })
-    .await;
 }
 
 /// Deletes the lock key if the session still holds it, then ends the session; `false` if the

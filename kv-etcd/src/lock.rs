@@ -10,8 +10,8 @@ use crate::client::pb::etcdserverpb::{
 };
 use crate::client::pb::mvccpb::event::EventType;
 use async_trait::async_trait;
-use kv_core::backend::ReleaseWith;
-use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
+use kv_core::backend::LeasedLock;
+use kv_core::{Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 
 use crate::client;
 use crate::{Inner, revision_in, revision_of};
@@ -89,36 +89,25 @@ impl EtcdLock {
             return Ok(Err(revision_in(response.header.as_ref())));
         }
         let token = revision_of(response.header.as_ref())?;
-        let lost = CancellationToken::new();
-        // Renewal stops on release or when the handle closes.
-        let stop = self.inner.closed.child_token();
-        self.inner.held.hold(lease, lost.clone());
         // Planted bug (self-test only): trust a lease that waited as if granted just now.
         let sent = if kv_core::failpoint::armed("lock-skip-lease-recheck") {
             Instant::now()
         } else {
             sent
         };
-        let valid = kv_core::Validity::from_renewal(ttl, sent);
-        tokio::spawn(keep_alive(
-            self.inner.clone(),
-            lease,
+        let leased = LeasedLock {
+            key: &self.key,
+            fencing_token: token,
+            closed: &self.inner.closed,
+            held: (&self.inner.held, lease),
             ttl,
-            sent,
-            stop.clone(),
-            (lost.clone(), valid.clone()),
-        ));
+            renewed_sent: sent.into(),
+        };
         let (inner, lock_key) = (self.inner.clone(), self.lock_key());
-        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
+        let (guard, _) = leased.guard(renewer(self.inner.clone(), lease), move || {
             release(inner.clone(), lock_key.clone(), lease, token)
         });
-        Ok(Ok(LockGuard::new(
-            self.key.clone(),
-            token,
-            lost,
-            Box::new(handle),
-        )
-        .with_validity(valid)))
+        Ok(Ok(guard))
     }
 
     /// A fresh lease for an attempt, with when its grant was sent.
@@ -242,21 +231,6 @@ impl Lock for EtcdLock {
             fencing_token: u64::try_from(kv.create_revision).unwrap_or(0),
         }))
     }
-}
-
-/// Renews the lease through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires when
-/// etcd says the lease expired, or at the lease deadline (counted from the last renewal *sent*,
-/// less the safety margin) without waiting for a renewal that hangs.
-async fn keep_alive(
-    inner: Arc<Inner>,
-    lease: i64,
-    ttl: Duration,
-    renewed_sent: Instant,
-    stop: CancellationToken,
-    (lost, valid): (CancellationToken, kv_core::Validity),
-) {
-    let renew = renewer(inner, lease);
-    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, valid, renew).await;
 }
 
 /// One renewal per call (`Ok(false)`: the lease is gone), as [`renewer`] makes them.

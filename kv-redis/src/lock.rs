@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::ReleaseWith;
-use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
+use kv_core::backend::LeasedLock;
+use kv_core::{Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 
 use crate::{Inner, scripts};
 
@@ -76,30 +76,25 @@ impl RedisLock {
         if token == 0 {
             return Ok(None);
         }
-        let lost = CancellationToken::new();
-        // Renewal stops on release or when the handle closes.
-        let stop = self.inner.closed.child_token();
-        self.inner
-            .held
-            .hold((self.key.clone(), self.subtree, token), lost.clone());
-        let valid = kv_core::Validity::from_renewal(self.options.ttl, sent);
-        tokio::spawn(keep_alive(
-            self.inner.clone(),
-            self.key.clone(),
-            self.subtree,
-            token,
-            self.options.ttl,
-            sent,
-            stop.clone(),
-            (lost.clone(), valid.clone()),
-        ));
-        let (inner, key, subtree) = (self.inner.clone(), self.key.clone(), self.subtree);
-        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
-            release(inner.clone(), key.clone(), subtree, token)
-        });
-        Ok(Some(
-            LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid),
-        ))
+        let (subtree, ttl) = (self.subtree, self.options.ttl);
+        let leased = LeasedLock {
+            key: &self.key,
+            fencing_token: token,
+            closed: &self.inner.closed,
+            held: (&self.inner.held, (self.key.clone(), subtree, token)),
+            ttl,
+            renewed_sent: sent.into(),
+        };
+        let renewing = (self.inner.clone(), self.key.clone());
+        let releasing = renewing.clone();
+        let (guard, _) = leased.guard(
+            move || {
+                let (inner, key) = renewing.clone();
+                async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
+            },
+            move || release(releasing.0.clone(), releasing.1.clone(), subtree, token),
+        );
+        Ok(Some(guard))
     }
 }
 
@@ -145,27 +140,6 @@ impl Lock for RedisLock {
             fencing_token,
         }))
     }
-}
-
-/// Renews through the shared keep-alive ([`kv_core::backend::keep_alive`]): `lost` fires when the token
-/// no longer holds the lock, or at the lease deadline counted from the last renewal *sent*,
-/// without waiting for a renewal that hangs.
-#[allow(clippy::too_many_arguments)]
-async fn keep_alive(
-    inner: Arc<Inner>,
-    key: Key,
-    subtree: bool,
-    token: u64,
-    ttl: Duration,
-    renewed_sent: Instant,
-    stop: CancellationToken,
-    (lost, valid): (CancellationToken, kv_core::Validity),
-) {
-    kv_core::backend::keep_alive(ttl, renewed_sent.into(), stop, lost, valid, || {
-        let (inner, key) = (inner.clone(), key.clone());
-        async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
-    })
-    .await;
 }
 
 /// Releases the lock if `token` still holds it; returns whether it did.

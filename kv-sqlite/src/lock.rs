@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::ReleaseWith;
-use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
+use kv_core::backend::LeasedLock;
+use kv_core::{Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 use rusqlite::{OptionalExtension, params};
 
 use crate::Inner;
@@ -146,24 +146,24 @@ impl SqliteLock {
         let Some(token) = token else {
             return Ok(None);
         };
-        let lost = CancellationToken::new();
-        let stop = self.inner.closed.child_token();
-        self.inner
-            .held
-            .hold((self.key.clone(), self.subtree, token), lost.clone());
-        let (inner, key) = (self.inner.clone(), self.key.clone());
-        let valid =
-            kv_core::backend::spawn_keep_alive(ttl, sent, stop.clone(), lost.clone(), move || {
-                let (inner, key) = (inner.clone(), key.clone());
+        let leased = LeasedLock {
+            key: &self.key,
+            fencing_token: token,
+            closed: &self.inner.closed,
+            held: (&self.inner.held, (self.key.clone(), subtree, token)),
+            ttl,
+            renewed_sent: sent,
+        };
+        let renewing = (self.inner.clone(), self.key.clone());
+        let releasing = renewing.clone();
+        let (guard, _) = leased.guard(
+            move || {
+                let (inner, key) = renewing.clone();
                 async move { renew_or_release(&inner, &key, subtree, token, ttl).await }
-            });
-        let (inner, key) = (self.inner.clone(), self.key.clone());
-        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
-            release(inner.clone(), key.clone(), subtree, token)
-        });
-        Ok(Some(
-            LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid),
-        ))
+            },
+            move || release(releasing.0.clone(), releasing.1.clone(), subtree, token),
+        );
+        Ok(Some(guard))
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kv_core::backend::ReleaseWith;
+use kv_core::backend::LeasedLock;
 use kv_core::{CancellationToken, Error, Key, Lock, LockGuard, LockHolder, LockOptions, Result};
 use zookeeper_client as zk;
 
@@ -138,27 +138,27 @@ impl ZooKeeperLock {
     /// Turns a contender that holds the lock into a guard; `sent`: when the request that found
     /// it holding was sent (the session was alive on the server then).
     fn guard(&self, contender: Contender, sent: tokio::time::Instant) -> LockGuard {
-        let lost = CancellationToken::new();
-        // Renewal stops on release or when the handle closes.
-        let stop = self.inner.closed.child_token();
-        self.inner.held.hold(
-            (contender.path.clone(), contender.client.clone()),
-            lost.clone(),
-        );
-        tokio::spawn(watch_session(
-            contender.client.state_watcher(),
-            stop.clone(),
-            lost.clone(),
-        ));
+        let watcher = contender.client.state_watcher();
         // The session is the lease: the server ends it a session timeout after the last
         // request it received. A request answered (sent at `sent`) proves the session alive
         // until `sent` + timeout, so the guard's validity follows the requests kv sends on the
         // session, one every third of the timeout (`keep_alive`): a holder frozen past it is
         // told at its first look (`is_lost`), and `kvctl lock`'s watchdog can stop its command.
-        let ttl = contender.client.session_timeout();
+        let leased = LeasedLock {
+            key: &self.key,
+            fencing_token: contender.fencing_token,
+            closed: &self.inner.closed,
+            held: (
+                &self.inner.held,
+                (contender.path.clone(), contender.client.clone()),
+            ),
+            ttl: contender.client.session_timeout(),
+            renewed_sent: sent,
+        };
         let session = contender.client.clone();
-        let valid =
-            kv_core::backend::spawn_keep_alive(ttl, sent, stop.clone(), lost.clone(), move || {
+        let (inner, contender) = (self.inner.clone(), Arc::new(contender));
+        let (guard, stop) = leased.guard(
+            move || {
                 let session = session.clone();
                 async move {
                     match session.check_stat("/").await {
@@ -167,14 +167,11 @@ impl ZooKeeperLock {
                         Err(error) => Err(map_error("lock", error)),
                     }
                 }
-            });
-        let token = contender.fencing_token;
-        let contender = Arc::new(contender);
-        let (inner, watched) = (self.inner.clone(), lost.clone());
-        let handle = ReleaseWith::new(self.key.clone(), stop, move || {
-            release(inner.clone(), contender.clone(), watched.clone())
-        });
-        LockGuard::new(self.key.clone(), token, lost, Box::new(handle)).with_validity(valid)
+            },
+            move || release(inner.clone(), contender.clone()),
+        );
+        tokio::spawn(watch_session(watcher, stop, guard.lost()));
+        guard
     }
 }
 
@@ -292,13 +289,10 @@ pub(crate) async fn watch_session(
 }
 
 /// Deletes the holder's node; `false` if the lock had been lost before.
-async fn release(
-    inner: Arc<Inner>,
-    contender: Arc<Contender>,
-    lost: CancellationToken,
-) -> Result<bool> {
-    inner.held.forget(|(path, _)| *path == contender.path);
-    let was_lost = lost.is_cancelled();
+async fn release(inner: Arc<Inner>, contender: Arc<Contender>) -> Result<bool> {
+    // Gone from the holdings: `close()` took it (and fired its `lost()`).
+    let lost = inner.held.forget(|(path, _)| *path == contender.path).pop();
+    let was_lost = lost.is_none_or(|lost| lost.is_cancelled());
     let after = inner.timeout.min(Duration::from_secs(5));
     let delete = contender.client.delete(&contender.path, None);
     match timed_raw("unlock", after, delete).await? {

@@ -7,6 +7,7 @@
 
 mod driver;
 mod holdings;
+mod lock_guard;
 
 pub use crate::grant::{LeaseOps, Renewed, lease_number, lost_on_close, renewed_lease, upgraded};
 pub use crate::handle::HandleState;
@@ -19,3 +20,4 @@ pub use crate::watch_channel::{WatchSender, initial_events, resume_watch, watch_
 pub use crate::watch_view::{Observed, WatchView};
 pub use driver::{Driver, Locality, Opening, scratch_in_temp_dir};
 pub use holdings::Holdings;
+pub use lock_guard::LeasedLock;
