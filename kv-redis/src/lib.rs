@@ -360,33 +360,23 @@ pub(crate) fn pair(key: &str, value: Vec<u8>, version: u64) -> Result<KvPair> {
 /// Removes expired values with Delete records, at each next expiry (at least once a second, to
 /// catch TTLs written by other clients).
 async fn reap(inner: std::sync::Weak<Inner>) {
-    loop {
-        let Some(store) = inner.upgrade() else { return };
-        if store.closed.is_cancelled() {
-            return;
-        }
-        let next = match store
+    let parts: fn(&Inner) -> (&HandleState, &Notify) = |store| (&store.closed, &store.reaper);
+    kv_core::backend::reap_expired(inner, parts, Duration::from_millis(5), |store| async move {
+        match store
             .invoke::<(u64, i64)>("reap", store.writing(&scripts::REAP))
             .await
         {
-            Ok((_, next)) if next >= 0 => Duration::from_millis(u64::try_from(next).unwrap_or(0)),
-            Ok(_) => Duration::from_secs(1),
+            Ok((_, next)) if next >= 0 => {
+                Some(Duration::from_millis(u64::try_from(next).unwrap_or(0)))
+            }
+            Ok(_) => None,
             Err(error) => {
                 tracing::warn!(target: "kv", backend = "redis", %error, "the TTL reaper failed; retrying in 1 s");
-                Duration::from_secs(1)
+                None
             }
-        };
-        let wait = next.clamp(Duration::from_millis(5), Duration::from_secs(1));
-        let closed = store.closed.clone();
-        let woken = async {
-            tokio::select! {
-                _ = store.reaper.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = closed.cancelled() => {}
-            }
-        };
-        woken.await;
-    }
+        }
+    })
+    .await;
 }
 
 /// Maps redis errors to kv errors.

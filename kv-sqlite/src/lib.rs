@@ -339,15 +339,12 @@ async fn poll_for_changes(inner: std::sync::Weak<Inner>) {
 /// Deletes expired values (with Delete records) at each next expiry, and at least once a
 /// second for TTLs other processes wrote.
 async fn reap(inner: std::sync::Weak<Inner>) {
-    loop {
-        let Some(store) = inner.upgrade() else { return };
-        if store.closed.is_cancelled() {
-            return;
-        }
+    let parts: fn(&Inner) -> (&HandleState, &Notify) = |store| (&store.closed, &store.reaper);
+    kv_core::backend::reap_expired(inner, parts, Duration::from_millis(1), |store| async move {
         let next = store
             .db
             .run(|conn| db::next_expiry(conn).map_err(|e| db::sql_error("reap", e)));
-        let wait = match next.await {
+        match next.await {
             Ok(Some(at)) if at <= now_ms() => {
                 match store.db.write("reap", |w| w.reap()).await {
                     Ok(()) => store.signal(),
@@ -355,19 +352,13 @@ async fn reap(inner: std::sync::Weak<Inner>) {
                         tracing::warn!(target: "kv", backend = "sqlite", %error, "the TTL reaper failed; retrying");
                     }
                 }
-                continue;
+                Some(Duration::ZERO)
             }
-            Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-            _ => Duration::from_secs(1),
-        };
-        let wait = wait.clamp(Duration::from_millis(1), Duration::from_secs(1));
-        let closed = store.closed.clone();
-        tokio::select! {
-            _ = store.reaper.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = closed.cancelled() => {}
+            Ok(Some(at)) => Some(Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))),
+            _ => None,
         }
-    }
+    })
+    .await;
 }
 
 impl Inner {

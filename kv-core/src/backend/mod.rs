@@ -8,6 +8,7 @@
 mod driver;
 mod holdings;
 mod lock_guard;
+mod reaper;
 
 pub use crate::grant::{LeaseOps, Renewed, lease_number, lost_on_close, renewed_lease, upgraded};
 pub use crate::handle::HandleState;
@@ -21,3 +22,4 @@ pub use crate::watch_view::{Observed, WatchView};
 pub use driver::{Driver, Locality, Opening, scratch_in_temp_dir};
 pub use holdings::Holdings;
 pub use lock_guard::LeasedLock;
+pub use reaper::{REAP_AT_LEAST_EVERY, reap_expired};
