@@ -87,7 +87,8 @@ async fn run(cli: Cli, format: Output) -> Result<u8, Failure> {
     let driver = kv::driver(&parsed)?;
     if driver.locality() == kv::Locality::Process {
         eprintln!(
-            "kvctl: note: memory:// lives only as long as this kvctl process; nothing written here is kept"
+            "kvctl: note: {}:// lives only as long as this kvctl process; nothing written here is kept",
+            parsed.scheme
         );
     }
     let nothing_there = match driver.local_path(&parsed) {
