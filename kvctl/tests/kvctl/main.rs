@@ -16,7 +16,6 @@ mod servers;
 
 use lock::{first_stderr_line, wait_for};
 
-
 /// A kvctl invocation with its own data directory (so the embedded default is private).
 struct Kvctl {
     home: tempfile::TempDir,
