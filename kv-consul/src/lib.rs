@@ -273,15 +273,10 @@ impl Inner {
         Ok(read.entries.into_iter().find(|e| !e.expired(now_ms())))
     }
 
-    /// Writes a key (replacing any TTL session it had) if `precondition` holds; returns the
-    /// new version.
-    async fn write(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Option<Precondition>,
-        options: &PutOptions,
-    ) -> Result<u64> {
+    /// Writes a key (replacing any TTL session it had) if the options' precondition holds; returns
+    /// the new version.
+    async fn write(&self, key: &str, value: &[u8], options: &PutOptions) -> Result<u64> {
+        let precondition = options.precondition;
         self.capabilities.check_value(value.len())?;
         let ttl = self.capabilities.check_put(options)?;
         if let Some(ttl) = ttl
@@ -506,9 +501,7 @@ impl Store for ConsulStore {
     async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
-        self.inner
-            .write(key, value, options.precondition, &options)
-            .await
+        self.inner.write(key, value, &options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -637,7 +630,7 @@ impl Store for ConsulStore {
             true => self.inner.prefix(key)?,
             false => self.inner.key(key)?,
         };
-        watch::start(self.inner.clone(), watched, options.tree, options).await
+        watch::start(self.inner.clone(), watched, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

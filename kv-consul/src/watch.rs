@@ -36,9 +36,9 @@ struct Watcher {
 pub(crate) async fn start(
     inner: Arc<Inner>,
     target: &str,
-    recurse: bool,
     options: WatchOptions,
 ) -> Result<WatchStream> {
+    let recurse = options.tree;
     inner.capabilities.check_watch(&options)?;
     let raw = if recurse {
         inner.raw_prefix(target)

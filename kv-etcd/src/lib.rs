@@ -372,13 +372,8 @@ impl Inner {
         Ok((lease.id, Duration::from_secs(granted)))
     }
 
-    async fn write(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Option<Precondition>,
-        options: &PutOptions,
-    ) -> Result<u64> {
+    async fn write(&self, key: &str, value: &[u8], options: &PutOptions) -> Result<u64> {
+        let precondition = options.precondition;
         let key = self.key(key)?;
         self.capabilities.check_value(value.len())?;
         let ttl = self.capabilities.check_put(options)?;

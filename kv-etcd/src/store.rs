@@ -17,9 +17,7 @@ impl Store for EtcdStore {
     }
 
     async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner
-            .write(key, value, options.precondition, &options)
-            .await
+        self.inner.write(key, value, &options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -279,7 +277,7 @@ impl Store for EtcdStore {
             true => self.inner.prefix(key)?,
             false => self.inner.key(key)?,
         };
-        watch::open(self.inner.clone(), watched, options.tree, options).await
+        watch::open(self.inner.clone(), watched, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -15,9 +15,9 @@ use crate::{Inner, revision_in};
 pub(crate) async fn open(
     inner: Arc<Inner>,
     path: &str,
-    tree: bool,
     options: WatchOptions,
 ) -> Result<WatchStream> {
+    let tree = options.tree;
     inner.capabilities.check_watch(&options)?;
     let (initial, next) = match options.since {
         Some(since) => (Vec::new(), i64::try_from(since).unwrap_or(i64::MAX - 1) + 1),

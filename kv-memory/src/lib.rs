@@ -36,8 +36,7 @@ use bytes::Bytes;
 use kv_core::backend::{Driver, HandleState, Locality, Opening};
 use kv_core::{
     CancellationToken, Capabilities, Child, DeleteOptions, Error, Key, KvPair, Lease, Lock,
-    LockOptions, Precondition, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions,
-    WatchStream,
+    LockOptions, PutOptions, Result, Store, StoreUrl, Txn, TxnOpResult, WatchOptions, WatchStream,
 };
 
 use crate::lock::MemoryLock;
@@ -159,13 +158,8 @@ impl MemoryStore {
         }
     }
 
-    fn write(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Option<Precondition>,
-        options: &PutOptions,
-    ) -> Result<u64> {
+    fn write(&self, key: &str, value: &[u8], options: &PutOptions) -> Result<u64> {
+        let precondition = options.precondition;
         let key = self.closed.key(key)?;
         let caps = &self.namespace.capabilities;
         caps.check_value(value.len())?;
@@ -196,12 +190,8 @@ impl MemoryStore {
         Ok(version)
     }
 
-    async fn open_watch(
-        &self,
-        path: &str,
-        recursive: bool,
-        options: WatchOptions,
-    ) -> Result<WatchStream> {
+    async fn open_watch(&self, path: &str, options: WatchOptions) -> Result<WatchStream> {
+        let recursive = options.tree;
         self.namespace.capabilities.check_watch(&options)?;
         let mut registration = self.namespace.state.write().watch(
             path,
@@ -241,7 +231,7 @@ impl Store for MemoryStore {
     }
 
     async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.write(key, value, options.precondition, &options)
+        self.write(key, value, &options)
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -305,7 +295,7 @@ impl Store for MemoryStore {
 
     async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         let watched = self.closed.watched(key, &options)?;
-        self.open_watch(watched, options.tree, options).await
+        self.open_watch(watched, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

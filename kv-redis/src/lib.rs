@@ -164,13 +164,8 @@ impl Inner {
         call
     }
 
-    async fn write(
-        &self,
-        key: &str,
-        value: &[u8],
-        precondition: Option<Precondition>,
-        options: &PutOptions,
-    ) -> Result<u64> {
+    async fn write(&self, key: &str, value: &[u8], options: &PutOptions) -> Result<u64> {
+        let precondition = options.precondition;
         let key = self.closed.key(key)?;
         // The same arguments for both layouts' scripts: the key's name, value, TTL, mode.
         let (script, name) = match &self.native {
@@ -430,9 +425,7 @@ impl Store for RedisStore {
     }
 
     async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner
-            .write(key, value, options.precondition, &options)
-            .await
+        self.inner.write(key, value, &options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -545,9 +538,9 @@ impl Store for RedisStore {
     async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         let watched = self.inner.closed.watched(key, &options)?;
         if self.inner.native.is_some() {
-            return native::watch(self.inner.clone(), watched, options.tree, options).await;
+            return native::watch(self.inner.clone(), watched, options).await;
         }
-        watch::open(self.inner.clone(), watched, options.tree, options).await
+        watch::open(self.inner.clone(), watched, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -360,9 +360,9 @@ impl Inner {
 pub(crate) async fn watch(
     inner: Arc<Inner>,
     target: &str,
-    tree: bool,
     options: WatchOptions,
 ) -> Result<WatchStream> {
+    let tree = options.tree;
     inner.capabilities.check_watch(&options)?;
     inner.native().check(target)?;
     let mut watcher = Watcher {

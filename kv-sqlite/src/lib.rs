@@ -362,13 +362,8 @@ async fn reap(inner: std::sync::Weak<Inner>) {
 }
 
 impl Inner {
-    async fn write(
-        self: &Arc<Self>,
-        key: &str,
-        value: &[u8],
-        precondition: Option<Precondition>,
-        options: &PutOptions,
-    ) -> Result<u64> {
+    async fn write(self: &Arc<Self>, key: &str, value: &[u8], options: &PutOptions) -> Result<u64> {
+        let precondition = options.precondition;
         let key = self.closed.key(key)?.to_owned();
         self.capabilities.check_value(value.len())?;
         let ttl = self.capabilities.check_put(options)?;
@@ -499,9 +494,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
-        self.inner
-            .write(key, value, options.precondition, &options)
-            .await
+        self.inner.write(key, value, &options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -627,7 +620,7 @@ impl Store for SqliteStore {
 
     async fn watch_opts(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         let watched = self.inner.closed.watched(key, &options)?;
-        watch::open(self.inner.clone(), watched, options.tree, options).await
+        watch::open(self.inner.clone(), watched, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -18,9 +18,9 @@ const BATCH: usize = 512;
 pub(crate) async fn open(
     inner: Arc<Inner>,
     path: &str,
-    tree: bool,
     options: WatchOptions,
 ) -> Result<WatchStream> {
+    let tree = options.tree;
     inner.capabilities.check_watch(&options)?;
     let owned = path.to_owned();
     let since = options.since;

@@ -517,9 +517,7 @@ impl Store for ZooKeeperStore {
     async fn put_opts(&self, key: &str, value: &[u8], options: PutOptions) -> Result<u64> {
         let key = self.inner.key(key)?;
         self.inner.capabilities.check_put(&options)?;
-        self.inner
-            .write(key, value, options.precondition, &options)
-            .await
+        self.inner.write(key, value, &options).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
@@ -640,7 +638,7 @@ impl Store for ZooKeeperStore {
             true => self.inner.closed.prefix(key)?,
             false => self.inner.key(key)?,
         };
-        watch::start(self.inner.clone(), watched, options.tree, options).await
+        watch::start(self.inner.clone(), watched, options).await
     }
 
     async fn new_lock(&self, key: &str, options: LockOptions) -> Result<Box<dyn Lock>> {

@@ -248,16 +248,16 @@ impl Inner {
             .collect())
     }
 
-    /// Writes a value if `precondition` holds; returns the new version. A permanent value that
-    /// replaces a permanent value is rewritten in place (one round trip without precondition);
-    /// anything else replaces the value node in one `multi`.
+    /// Writes a value if the options' precondition holds; returns the new version. A permanent
+    /// value that replaces a permanent value is rewritten in place (one round trip without
+    /// precondition); anything else replaces the value node in one `multi`.
     pub async fn write(
         &self,
         key: &str,
         value: &[u8],
-        precondition: Option<Precondition>,
         options: &kv_core::PutOptions,
     ) -> Result<u64> {
+        let precondition = options.precondition;
         let lease = options.lease.as_ref().map(lease::session_of).transpose()?;
         if let Some(lease) = &lease {
             lease.client()?;

@@ -30,9 +30,9 @@ struct Watcher {
 pub(crate) async fn start(
     inner: Arc<Inner>,
     target: &str,
-    recurse: bool,
     options: WatchOptions,
 ) -> Result<WatchStream> {
+    let recurse = options.tree;
     inner.capabilities.check_watch(&options)?;
     let client = inner.client().await?;
     // Watch first, then read: a change in between shows up as an event, never as a gap.

@@ -135,26 +135,21 @@ pub fn registered_schemes() -> Vec<String> {
 /// The driver that opens `scheme://` URLs in this build: a compiled-in one, else a registered
 /// one.
 pub fn driver_for(scheme: &str) -> Option<Driver> {
-    if let Some(driver) = DRIVERS.iter().find(|driver| driver.opens(scheme)) {
-        return Some(**driver);
-    }
-    let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
-    registered
-        .iter()
-        .find(|driver| driver.opens(scheme))
-        .copied()
+    find_driver(|driver| driver.opens(scheme))
 }
 
 /// The driver of the backend named `name` ([`Capabilities::backend`]) in this build.
 pub fn driver_named(name: &str) -> Option<Driver> {
-    if let Some(driver) = DRIVERS.iter().find(|driver| driver.name() == name) {
+    find_driver(|driver| driver.name() == name)
+}
+
+/// The first compiled-in driver, else registered one, that `matches`.
+fn find_driver(matches: impl Fn(&Driver) -> bool) -> Option<Driver> {
+    if let Some(driver) = DRIVERS.iter().find(|driver| matches(driver)) {
         return Some(**driver);
     }
     let registered = REGISTERED.read().unwrap_or_else(|p| p.into_inner());
-    registered
-        .iter()
-        .find(|driver| driver.name() == name)
-        .copied()
+    registered.iter().find(|driver| matches(driver)).copied()
 }
 
 /// The driver that opens `url`, or the [`Error::InvalidUrl`] that says what to do: enable the
